@@ -1,0 +1,52 @@
+//! The command line: argument parsing, dispatch, and how errors reach the user.
+//!
+//! Each subcommand lives in its own file with its `clap` arguments and a `run` function; this
+//! module only routes. Errors print once, on one line (`seccomp-refine: error: …` with the cause
+//! chain), and map to the exit codes documented in `--help`.
+
+mod profile;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+const EXIT_CODES: &str = "\
+Exit status: 0 success; 1 a check found something (a difference, a denied syscall);
+2 an error (bad input, missing daemon or privileges), reported on one line.";
+
+#[derive(Parser)]
+#[command(name = "seccomp-refine", version, about, after_help = EXIT_CODES)]
+#[command(long_about = "The smallest seccomp allowlist a container can live with, in two phases: \
+initialization (start-up, config, binding sockets, dropping privileges) and serving (the request loop).")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Profile(profile::Args),
+}
+
+/// What a successful command tells the shell.
+pub enum Outcome {
+    /// Everything as expected: exit 0.
+    Clean,
+    /// The command worked and found something the caller asked to be told about: exit 1.
+    Found,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Profile(args) => profile::run(args),
+    };
+    match result {
+        Ok(Outcome::Clean) => ExitCode::SUCCESS,
+        Ok(Outcome::Found) => ExitCode::from(1),
+        Err(err) => {
+            eprintln!("seccomp-refine: error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

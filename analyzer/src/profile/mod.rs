@@ -1,0 +1,138 @@
+//! Seccomp allowlists: which syscalls each phase may make, and the files that say so.
+//!
+//! A `Profiles` value holds three sets: `init` (start-up), `serving` (the request loop) and
+//! `container` — what Docker applies at start, which must let the whole life through:
+//! init ∪ serving ∪ what the runtime does after installing the filter. Seccomp filters only ever
+//! tighten, so the serving set is enforced by adding a second filter at the phase boundary.
+//!
+//! Only this module knows the profile file formats (`docker_json`).
+
+mod baseline;
+mod docker_json;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+pub use baseline::{ALWAYS_ALLOWED, RUNC_AFTER_FILTER, profile_arches};
+pub use docker_json::{DockerProfile, ERRNO_ENOSYS};
+
+use crate::syscalls::{self, Arch};
+use crate::trace::{Phase, Trace};
+
+/// Syscall names, sorted.
+pub type SyscallSet = BTreeSet<String>;
+
+/// The allowlists of one application, per phase.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Profiles {
+    pub arch: Arch,
+    pub init: SyscallSet,
+    pub serving: SyscallSet,
+    pub container: SyscallSet,
+    /// Where the runtime's part of `container` came from, for the report.
+    pub runtime_source: RuntimeSource,
+}
+
+/// Where the syscalls the runtime needs under the filter came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuntimeSource {
+    /// The trace's own `runtime` phase.
+    Traced,
+    /// `RUNC_AFTER_FILTER`, because the trace had no runtime phase.
+    RuncBaseline,
+}
+
+impl Profiles {
+    /// Profiles from dynamic evidence alone: each phase allows what it was seen doing.
+    pub fn from_trace(trace: &Trace) -> Profiles {
+        let phase =
+            |phase: Phase| -> SyscallSet { trace.phases.get(phase).names().into_iter().map(str::to_owned).collect() };
+        Profiles::from_sets(trace.arch, phase(Phase::Init), phase(Phase::Serving), phase(Phase::Runtime))
+    }
+
+    /// Profiles from per-phase sets of any origin (trace, static analysis, or both merged).
+    /// An empty `runtime` set falls back to the runc baseline.
+    pub fn from_sets(arch: Arch, init: SyscallSet, serving: SyscallSet, runtime: SyscallSet) -> Profiles {
+        let always: SyscallSet = ALWAYS_ALLOWED.iter().map(|&name| name.to_owned()).collect();
+        let (runtime, runtime_source) = if runtime.is_empty() {
+            (RUNC_AFTER_FILTER.iter().map(|&name| name.to_owned()).collect(), RuntimeSource::RuncBaseline)
+        } else {
+            (runtime, RuntimeSource::Traced)
+        };
+        let init: SyscallSet = init.union(&always).cloned().collect();
+        let serving: SyscallSet = serving.union(&always).cloned().collect();
+        let container = init.iter().chain(&serving).chain(&runtime).cloned().collect();
+        Profiles { arch, init, serving, container, runtime_source }
+    }
+
+    /// The three sets by file stem, in the order they are written.
+    pub fn by_file(&self) -> [(&'static str, &SyscallSet); 3] {
+        [("seccomp-init", &self.init), ("seccomp-serving", &self.serving), ("seccomp", &self.container)]
+    }
+
+    /// Names no supported ABI knows (a source's bug, or a syscall newer than our tables). They are
+    /// left out of the files, since a runtime would reject or ignore them.
+    pub fn unknown_names(&self) -> BTreeSet<&str> {
+        self.container.iter().map(String::as_str).filter(|name| !syscalls::is_known(name)).collect()
+    }
+
+    /// Writes `seccomp-init.json`, `seccomp-serving.json` and `seccomp.json` (Docker/OCI format)
+    /// into `dir`, creating it, and returns the paths written.
+    pub fn write_docker_json(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir)?;
+        let mut written = Vec::new();
+        for (stem, names) in self.by_file() {
+            let path = dir.join(format!("{stem}.json"));
+            let known = names.iter().map(String::as_str).filter(|name| syscalls::is_known(name));
+            let json = DockerProfile::allowlist(self.arch, known).to_json();
+            crate::write_atomically(&path, json.as_bytes())?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::{Source, Target};
+
+    fn set(names: &[&str]) -> SyscallSet {
+        names.iter().map(|&name| name.to_owned()).collect()
+    }
+
+    #[test]
+    fn container_profile_covers_every_phase_and_the_runtime() {
+        let mut trace = Trace::new(Source::Ebpf, Arch::X86_64, "6.18".into(), Target::default());
+        trace.phases.runtime.record("capset", 1, 0);
+        trace.phases.init.record("bind", 1, 0);
+        trace.phases.serving.record("accept4", 1, 0);
+        let profiles = Profiles::from_trace(&trace);
+        assert!(profiles.init.contains("bind") && !profiles.init.contains("accept4"));
+        assert!(profiles.serving.contains("accept4") && !profiles.serving.contains("bind"));
+        assert!(profiles.serving.contains("exit_group"), "always-allowed syscalls are in every phase");
+        assert!(set(&["capset", "bind", "accept4", "exit_group"]).is_subset(&profiles.container));
+        assert!(!profiles.container.contains("setgroups"), "a traced runtime phase replaces the baseline");
+        assert_eq!(profiles.runtime_source, RuntimeSource::Traced);
+    }
+
+    #[test]
+    fn without_a_runtime_phase_the_runc_baseline_is_used() {
+        let profiles = Profiles::from_sets(Arch::X86_64, set(&["read"]), set(&["read"]), SyscallSet::new());
+        assert_eq!(profiles.runtime_source, RuntimeSource::RuncBaseline);
+        assert!(profiles.container.contains("setgroups") && profiles.container.contains("capset"));
+    }
+
+    #[test]
+    fn files_leave_out_unknown_names() {
+        let profiles = Profiles::from_sets(Arch::X86_64, set(&["read", "syscall_500"]), set(&[]), set(&["write"]));
+        assert_eq!(profiles.unknown_names(), BTreeSet::from(["syscall_500"]));
+        let dir = tempfile::tempdir().unwrap();
+        let written = profiles.write_docker_json(dir.path()).unwrap();
+        assert_eq!(written.len(), 3);
+        let init: serde_json::Value = serde_json::from_slice(&std::fs::read(&written[0]).unwrap()).unwrap();
+        let names = init["syscalls"][0]["names"].as_array().unwrap();
+        assert!(names.iter().any(|name| name == "read"));
+        assert!(!names.iter().any(|name| name == "syscall_500"));
+    }
+}

@@ -1,0 +1,332 @@
+//! The `Trace`: what one run of a container did, whichever source recorded it.
+//!
+//! Both sources — the eBPF tracer (`trace`) and `.scap` import (`import`) — produce a `Trace`, and
+//! everything downstream (static analysis, profiles, reports, `explain`, `diff`) reads only this.
+//! It is serialized as `trace.json`, versioned by its `schema` string. Field names listed in the
+//! schema are fixed because scripts and later stages rely on them; new fields may be added.
+//!
+//! Times: `started_at_unix_ns` is the wall-clock start of the recording; every other `*_ns` field
+//! counts nanoseconds from that start.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::syscalls::Arch;
+
+/// The `schema` value this version writes and reads.
+pub const SCHEMA: &str = "seccomp-refine.trace/1";
+
+/// One recorded run of a container (or of a host command, for `trace --exec`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Trace {
+    pub schema: String,
+    pub source: Source,
+    pub arch: Arch,
+    /// The kernel release of the recording machine (`uname -r`), or "unknown".
+    pub kernel: String,
+    pub target: Target,
+    pub started_at_unix_ns: u64,
+    pub duration_ns: u64,
+    pub phases: Phases,
+    /// Every program exec'd, in the order first seen.
+    pub executables: Vec<FileUse>,
+    /// Every file mapped executable (shared libraries, the ELF interpreter), in the order first seen.
+    pub libraries: Vec<FileUse>,
+    pub phase_marker: PhaseMarker,
+    /// Events the source lost (ring-buffer reservations that failed, capture drops).
+    pub lost_events: u64,
+    /// False when the source says something is missing: lost events, a partial capture, a
+    /// container already running when the trace started.
+    pub complete: bool,
+    /// What the source noticed and the user should know, one sentence each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Where the trace came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The eBPF tracer, live.
+    Ebpf,
+    /// A sysdig/falco capture file.
+    Scap,
+}
+
+/// What was traced.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
+    /// The command the container (or `--exec`) ran, when known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// The container runtime, e.g. "runc 1.1.5", when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    /// The cgroup v2 path the container ran in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// The capture file, for `source: scap`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<String>,
+}
+
+/// The three phases of a container's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// The container runtime's work after it installed the seccomp filter and before the
+    /// entrypoint runs: it happens under the container's profile, so the profile must allow it.
+    Runtime,
+    /// From the entrypoint's first instruction until the phase marker fires.
+    Init,
+    /// After the phase marker: the request loop.
+    Serving,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 3] = [Phase::Runtime, Phase::Init, Phase::Serving];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Runtime => "runtime",
+            Phase::Init => "init",
+            Phase::Serving => "serving",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The syscalls seen in each phase.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Phases {
+    pub runtime: PhaseSyscalls,
+    pub init: PhaseSyscalls,
+    pub serving: PhaseSyscalls,
+}
+
+impl Phases {
+    pub fn get(&self, phase: Phase) -> &PhaseSyscalls {
+        match phase {
+            Phase::Runtime => &self.runtime,
+            Phase::Init => &self.init,
+            Phase::Serving => &self.serving,
+        }
+    }
+
+    pub fn get_mut(&mut self, phase: Phase) -> &mut PhaseSyscalls {
+        match phase {
+            Phase::Runtime => &mut self.runtime,
+            Phase::Init => &mut self.init,
+            Phase::Serving => &mut self.serving,
+        }
+    }
+}
+
+/// Syscalls of one phase, by name. Native syscalls are named with the trace's `arch` table;
+/// 32-bit compat syscalls (x86 on an x86_64 kernel) are kept apart and named with the i386 table.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseSyscalls {
+    pub syscalls: BTreeMap<String, SyscallStat>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub compat_syscalls: BTreeMap<String, SyscallStat>,
+}
+
+impl PhaseSyscalls {
+    /// Adds `count` calls of `name` first seen at `at_ns`, merging with what is already recorded.
+    pub fn record(&mut self, name: &str, count: u64, at_ns: u64) {
+        merge_stat(&mut self.syscalls, name, count, at_ns);
+    }
+
+    /// Like `record`, for a 32-bit compat syscall.
+    pub fn record_compat(&mut self, name: &str, count: u64, at_ns: u64) {
+        merge_stat(&mut self.compat_syscalls, name, count, at_ns);
+    }
+
+    /// Every name in the phase, native and compat (a profile lists names for all its ABIs).
+    pub fn names(&self) -> BTreeSet<&str> {
+        self.syscalls.keys().chain(self.compat_syscalls.keys()).map(String::as_str).collect()
+    }
+}
+
+fn merge_stat(map: &mut BTreeMap<String, SyscallStat>, name: &str, count: u64, at_ns: u64) {
+    let stat = map.entry(name.to_owned()).or_insert(SyscallStat { count: 0, first_seen_ns: at_ns, failed: 0 });
+    stat.count += count;
+    stat.first_seen_ns = stat.first_seen_ns.min(at_ns);
+}
+
+/// How often a syscall was seen in a phase and when first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyscallStat {
+    pub count: u64,
+    pub first_seen_ns: u64,
+    /// How many of the calls returned an error, where the source knows.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+/// A file the container exec'd or mapped executable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileUse {
+    /// The path inside the container.
+    pub path: String,
+    pub phase: Phase,
+    /// The process (host pid) that exec'd or mapped it first.
+    pub pid: u32,
+    pub first_seen_ns: u64,
+    /// The process name at that moment, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+}
+
+/// Which phase marker was used and what happened to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseMarker {
+    /// The marker as given to `--phase-marker`, resolved (`auto` is recorded as what it chose).
+    pub spec: String,
+    pub fired: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ns: Option<u64>,
+    /// The process in which it fired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// How the marker was resolved or why it could not fire, for the report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Why a `trace.json` could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error("cannot read {path}")]
+    Read { path: String, source: std::io::Error },
+    #[error("cannot write {path}")]
+    Write { path: String, source: std::io::Error },
+    #[error("{path} is not a seccomp-refine trace")]
+    Parse { path: String, source: serde_json::Error },
+    #[error("{path} has schema `{found}`, this seccomp-refine reads `{SCHEMA}`; regenerate it with this version")]
+    Schema { path: String, found: String },
+}
+
+impl Trace {
+    /// An empty trace about to be filled by `source`.
+    pub fn new(source: Source, arch: Arch, kernel: String, target: Target) -> Trace {
+        Trace {
+            schema: SCHEMA.to_owned(),
+            source,
+            arch,
+            kernel,
+            target,
+            started_at_unix_ns: 0,
+            duration_ns: 0,
+            phases: Phases::default(),
+            executables: Vec::new(),
+            libraries: Vec::new(),
+            phase_marker: PhaseMarker::default(),
+            lost_events: 0,
+            complete: true,
+            warnings: Vec::new(),
+        }
+    }
+
+    pub fn read(path: &Path) -> Result<Trace, TraceError> {
+        let display = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| TraceError::Read { path: display.clone(), source })?;
+        // Check the schema before the shape, so an old trace gets the message that says why.
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|source| TraceError::Parse { path: display.clone(), source })?;
+        let found = value.get("schema").and_then(|schema| schema.as_str()).unwrap_or("none");
+        if found != SCHEMA {
+            return Err(TraceError::Schema { path: display, found: found.to_owned() });
+        }
+        serde_json::from_value(value).map_err(|source| TraceError::Parse { path: display, source })
+    }
+
+    /// Writes the trace as pretty JSON, atomically: a reader never sees half a file, and an
+    /// existing trace is replaced only once the new one is complete on disk.
+    pub fn write(&self, path: &Path) -> Result<(), TraceError> {
+        let json = serde_json::to_string_pretty(self).expect("a Trace always serializes");
+        crate::write_atomically(path, json.as_bytes())
+            .map_err(|source| TraceError::Write { path: path.display().to_string(), source })
+    }
+
+    /// Records that `path` was exec'd (or mapped, for `libraries`) unless already listed.
+    pub fn add_file(list: &mut Vec<FileUse>, file: FileUse) {
+        if !list.iter().any(|known| known.path == file.path) {
+            list.push(file);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Trace {
+        let mut trace = Trace::new(
+            Source::Ebpf,
+            Arch::X86_64,
+            "6.18.44".into(),
+            Target { image: Some("nginx:latest".into()), ..Target::default() },
+        );
+        trace.phases.init.record("openat", 3, 10);
+        trace.phases.init.record("openat", 2, 5);
+        trace.phases.serving.record_compat("getpid", 1, 99);
+        trace
+    }
+
+    #[test]
+    fn record_merges_counts_and_keeps_first_time() {
+        let trace = sample();
+        assert_eq!(trace.phases.init.syscalls["openat"], SyscallStat { count: 5, first_seen_ns: 5, failed: 0 });
+        assert_eq!(trace.phases.serving.names(), BTreeSet::from(["getpid"]));
+    }
+
+    #[test]
+    fn json_uses_the_fixed_field_names_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trace.json");
+        sample().write(&path).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(value["schema"], "seccomp-refine.trace/1");
+        assert_eq!(value["source"], "ebpf");
+        assert_eq!(value["arch"], "x86_64");
+        assert_eq!(value["phases"]["init"]["syscalls"]["openat"]["count"], 5);
+        assert_eq!(value["phases"]["init"]["syscalls"]["openat"]["first_seen_ns"], 5);
+        for key in ["runtime", "serving"] {
+            assert!(value["phases"][key]["syscalls"].is_object(), "phases.{key}.syscalls");
+        }
+        for key in ["executables", "libraries", "phase_marker", "lost_events", "complete", "target", "kernel"] {
+            assert!(value.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(Trace::read(&path).unwrap(), sample());
+    }
+
+    #[test]
+    fn a_foreign_schema_is_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trace.json");
+        std::fs::write(&path, r#"{"schema": "seccomp-refine.trace/0"}"#).unwrap();
+        let message = format!("{:#}", anyhow::Error::from(Trace::read(&path).unwrap_err()));
+        assert!(message.contains("schema `seccomp-refine.trace/0`"), "{message}");
+        std::fs::write(&path, "not json").unwrap();
+        let message = format!("{:#}", anyhow::Error::from(Trace::read(&path).unwrap_err()));
+        assert!(message.contains("is not a seccomp-refine trace: expected ident"), "{message}");
+    }
+}

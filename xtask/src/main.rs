@@ -1,0 +1,81 @@
+//! The project's build system, run as `cargo xtask <command>` (an alias in `.cargo/config.toml`).
+//!
+//! seccomp-refine is built from parts no single `cargo` invocation handles: kernel programs compiled
+//! by nightly rustc for `bpfel-unknown-none`, a userspace binary that embeds them, and tests that
+//! need root, tracefs, a Docker daemon and locally built images. xtask puts each of those steps
+//! behind one command and installs what a fresh Debian machine lacks, printing one line per action.
+//! It never reconfigures what is already there (an existing Docker daemon, a pulled image).
+
+mod build;
+mod codegen;
+mod images;
+mod machine;
+mod test;
+mod tidy;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, run and test seccomp-refine")]
+struct Flags {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the kernel programs and the analyzer in release mode (`target/release/seccomp-refine`).
+    Build,
+    /// Build the kernel programs (tracer-ebpf), installing nightly rust-src and bpf-linker if missing.
+    BuildEbpf,
+    /// Build everything, prepare the machine, and run `seccomp-refine ARGS` as root.
+    Run {
+        /// Arguments for seccomp-refine, e.g. `trace nginx`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build local stand-ins for `nginx:latest` and `redis:latest` from Debian packages (offline path).
+    Images {
+        /// Which stand-ins to build (default: all).
+        names: Vec<String>,
+    },
+    /// Run every test: unit, eBPF and Docker end-to-end.
+    Test {
+        /// Extra arguments passed to `cargo test` (e.g. a test name filter after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Regenerate committed source files from their upstream data.
+    Codegen {
+        /// libseccomp's `src/syscalls.csv`.
+        #[arg(long)]
+        syscalls_csv: PathBuf,
+    },
+}
+
+fn main() {
+    let flags = Flags::parse();
+    if let Err(err) = dispatch(flags.command) {
+        eprintln!("xtask: error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Build => build::build_all(),
+        Command::BuildEbpf => build::build_ebpf().map(drop),
+        Command::Run { args } => build::run(&args),
+        Command::Images { names } => images::build(&names),
+        Command::Test { args } => test::run_tests(&args),
+        Command::Codegen { syscalls_csv } => codegen::syscall_tables(&syscalls_csv),
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn project_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits inside the workspace").to_path_buf()
+}
