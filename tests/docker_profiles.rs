@@ -99,3 +99,14 @@ impl TapCreate for std::path::PathBuf {
         self
     }
 }
+
+#[test]
+fn the_docker_module_negotiates_with_the_daemon() {
+    require!(docker_missing());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let version = runtime.block_on(async {
+        let docker = seccomp_refine::docker::connect().await.expect("connect to the local daemon");
+        docker.version().await.expect("version call on the negotiated API")
+    });
+    assert!(version.version.is_some_and(|version| !version.is_empty()));
+}

@@ -5,6 +5,7 @@
 //! owns. The binary (`src/main.rs`) is a thin shell around [`cli`].
 
 pub mod cli;
+pub mod docker;
 pub mod profile;
 pub mod syscalls;
 pub mod trace;
