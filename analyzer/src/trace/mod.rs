@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::syscalls::Arch;
 
+mod marker;
+
+pub use marker::{HELP as MARKER_HELP, MarkerSpec, parse_duration};
+
 /// The `schema` value this version writes and reads.
 pub const SCHEMA: &str = "seccomp-refine.trace/1";
 
