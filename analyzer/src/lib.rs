@@ -9,6 +9,7 @@ pub mod docker;
 pub mod profile;
 pub mod syscalls;
 pub mod trace;
+pub mod verify;
 
 use std::io::Write as _;
 use std::path::Path;
