@@ -19,7 +19,7 @@ fn chart(summary: &Summary) -> String {
     let height = summary.counts.len() * (BAR_HEIGHT + GAP) + GAP;
     let width = LABEL_WIDTH + BAR_SPACE + 60;
     let mut svg = format!(
-        r#"<svg id="phase-chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="allowed syscalls per phase">"#
+        r#"<svg id="phase-chart" width="{width}" height="{height}" role="img" aria-label="allowed syscalls per phase">"#
     );
     for (index, count) in summary.counts.iter().enumerate() {
         let y = GAP + index * (BAR_HEIGHT + GAP);
