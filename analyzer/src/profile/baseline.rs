@@ -216,7 +216,7 @@ pub fn runtime_baseline(runtime: &str) -> Option<&'static RuntimeBaseline> {
     match version {
         Some(version) => rows.find(|row| row.since <= version && row.until.is_none_or(|until| version < until)),
         // No version given: the newest row, whose list is the broadest for runc.
-        None => rows.last(),
+        None => rows.next_back(),
     }
 }
 

@@ -68,12 +68,15 @@ pub struct Count {
     pub beyond_docker: Vec<String>,
 }
 
+/// A syscall and whether (Docker default, container, init, serving) allow it.
+pub type DangerousRow = (&'static str, [bool; 4]);
+
 /// Everything the renderers show.
 pub struct Summary<'a> {
     pub input: &'a ReportInput<'a>,
     pub counts: Vec<Count>,
     /// Per category, per syscall: allowed by (Docker default, container, init, serving).
-    pub dangerous: Vec<(&'static str, Vec<(&'static str, [bool; 4])>)>,
+    pub dangerous: Vec<(&'static str, Vec<DangerousRow>)>,
 }
 
 fn native(arch: Arch, names: impl IntoIterator<Item = String>) -> BTreeSet<String> {
