@@ -4,7 +4,9 @@
 //! module only routes. Errors print once, on one line (`seccomp-refine: error: …` with the cause
 //! chain), and map to the exit codes documented in `--help`.
 
+mod diff;
 mod profile;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -26,6 +28,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Profile(profile::Args),
+    Verify(verify::Args),
+    Diff(diff::Args),
 }
 
 /// What a successful command tells the shell.
@@ -40,6 +44,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Profile(args) => profile::run(args),
+        Command::Verify(args) => verify::run(args),
+        Command::Diff(args) => diff::run(args),
     };
     match result {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,

@@ -5,16 +5,26 @@
 //! init ∪ serving ∪ what the runtime does after installing the filter. Seccomp filters only ever
 //! tighten, so the serving set is enforced by adding a second filter at the phase boundary.
 //!
-//! Only this module knows the profile file formats (`docker_json`).
+//! Only this module knows the profile file formats (`docker_json`, `oci`, `kubernetes`; `outputs`
+//! writes them all, `read` reads the JSON ones back).
 
 mod baseline;
+pub mod docker_default;
 mod docker_json;
+pub mod kubernetes;
+mod oci;
+mod outputs;
+pub mod read;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-pub use baseline::{ALWAYS_ALLOWED, RUNC_AFTER_FILTER, profile_arches};
+pub use baseline::{
+    ALWAYS_ALLOWED, CRUN_AFTER_FILTER, DEFAULT_BASELINE, RUNC_1_1_AFTER_FILTER, RUNC_AFTER_FILTER, RUNTIME_BASELINES,
+    RuntimeBaseline, profile_arches, runtime_baseline,
+};
 pub use docker_json::{DockerProfile, ERRNO_ENOSYS};
+pub use outputs::{KUBERNETES_FILE, OCI_FILE, OutputOptions};
 
 use crate::syscalls::{self, Arch};
 use crate::trace::{Phase, Trace};
@@ -38,8 +48,10 @@ pub struct Profiles {
 pub enum RuntimeSource {
     /// The trace's own `runtime` phase.
     Traced,
-    /// `RUNC_AFTER_FILTER`, because the trace had no runtime phase.
-    RuncBaseline,
+    /// A documented baseline from `RUNTIME_BASELINES`, because the evidence had no runtime phase:
+    /// the row for the trace's runtime, or `DEFAULT_BASELINE` when it names none (or one the table
+    /// lacks).
+    Baseline(&'static RuntimeBaseline),
 }
 
 impl Profiles {
@@ -47,15 +59,34 @@ impl Profiles {
     pub fn from_trace(trace: &Trace) -> Profiles {
         let phase =
             |phase: Phase| -> SyscallSet { trace.phases.get(phase).names().into_iter().map(str::to_owned).collect() };
-        Profiles::from_sets(trace.arch, phase(Phase::Init), phase(Phase::Serving), phase(Phase::Runtime))
+        Profiles::from_sets_for_runtime(
+            trace.arch,
+            phase(Phase::Init),
+            phase(Phase::Serving),
+            phase(Phase::Runtime),
+            trace.target.runtime.as_deref(),
+        )
     }
 
     /// Profiles from per-phase sets of any origin (trace, static analysis, or both merged).
-    /// An empty `runtime` set falls back to the runc baseline.
+    /// An empty `runtime` set falls back to the default (runc) baseline.
     pub fn from_sets(arch: Arch, init: SyscallSet, serving: SyscallSet, runtime: SyscallSet) -> Profiles {
+        Profiles::from_sets_for_runtime(arch, init, serving, runtime, None)
+    }
+
+    /// Like `from_sets`, for a known container runtime (`"runc 1.1.5"`, `"crun 1.26"`): an empty
+    /// `runtime` set falls back to that runtime's row of `RUNTIME_BASELINES`.
+    pub fn from_sets_for_runtime(
+        arch: Arch,
+        init: SyscallSet,
+        serving: SyscallSet,
+        runtime: SyscallSet,
+        runtime_name: Option<&str>,
+    ) -> Profiles {
         let always: SyscallSet = ALWAYS_ALLOWED.iter().map(|&name| name.to_owned()).collect();
         let (runtime, runtime_source) = if runtime.is_empty() {
-            (RUNC_AFTER_FILTER.iter().map(|&name| name.to_owned()).collect(), RuntimeSource::RuncBaseline)
+            let baseline = runtime_name.and_then(runtime_baseline).unwrap_or(DEFAULT_BASELINE);
+            (baseline.syscalls.iter().map(|&name| name.to_owned()).collect(), RuntimeSource::Baseline(baseline))
         } else {
             (runtime, RuntimeSource::Traced)
         };
@@ -119,8 +150,19 @@ mod tests {
     #[test]
     fn without_a_runtime_phase_the_runc_baseline_is_used() {
         let profiles = Profiles::from_sets(Arch::X86_64, set(&["read"]), set(&["read"]), SyscallSet::new());
-        assert_eq!(profiles.runtime_source, RuntimeSource::RuncBaseline);
+        assert_eq!(profiles.runtime_source, RuntimeSource::Baseline(DEFAULT_BASELINE));
         assert!(profiles.container.contains("setgroups") && profiles.container.contains("capset"));
+    }
+
+    #[test]
+    fn the_traces_runtime_picks_its_baseline() {
+        let mut trace = Trace::new(Source::Scap, Arch::X86_64, "6.18".into(), Target::default());
+        trace.target.runtime = Some("crun 1.26".into());
+        trace.phases.init.record("read", 1, 0);
+        let profiles = Profiles::from_trace(&trace);
+        assert_eq!(profiles.runtime_source, RuntimeSource::Baseline(&RUNTIME_BASELINES[2]));
+        assert!(profiles.container.contains("setresuid"), "crun switches ids with setresuid");
+        assert!(!profiles.container.contains("capget"), "only runc reads capabilities under the filter");
     }
 
     #[test]
