@@ -5,6 +5,7 @@
 //! chain), and map to the exit codes documented in `--help`.
 
 mod profile;
+mod trace;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Profile(profile::Args),
+    Trace(trace::Args),
 }
 
 /// What a successful command tells the shell.
@@ -40,6 +42,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Profile(args) => profile::run(args),
+        Command::Trace(args) => trace::run(args),
     };
     match result {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,
