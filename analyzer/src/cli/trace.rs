@@ -14,6 +14,7 @@ use super::Outcome;
 use crate::profile::Profiles;
 use crate::trace::ebpf::DEFAULT_RING_BUFFER_BYTES;
 use crate::trace::live::Ended;
+use crate::trace::live::container::{AttachRequest, ContainerRequest, attach, trace_container};
 use crate::trace::live::exec::{ExecRequest, trace_command};
 use crate::trace::{MARKER_HELP, MarkerSpec, Trace, parse_duration};
 
@@ -77,7 +78,53 @@ async fn run_async(args: Args) -> Result<Outcome> {
     if args.exec {
         return trace_exec(args).await;
     }
-    bail!("tracing containers is not wired up yet")
+    let outcome = match &args.attach {
+        Some(name) => {
+            let request =
+                AttachRequest { container: name.clone(), duration: args.duration, ring_buffer_bytes: args.ring_buffer };
+            attach(&request).await?
+        }
+        None => {
+            let request = ContainerRequest {
+                image: args.image.clone().expect("clap requires an image without --attach or --exec"),
+                command: args.command.clone(),
+                env: args.env.clone(),
+                publish: args.publish.clone(),
+                marker: args.phase_marker.clone(),
+                duration: args.duration,
+                ring_buffer_bytes: args.ring_buffer,
+                workload: args.workload.clone(),
+                keep: args.keep,
+            };
+            trace_container(&request).await?
+        }
+    };
+    let name = args.image.as_deref().or(args.attach.as_deref()).expect("an image or a container");
+    let dir = args.output.unwrap_or_else(|| default_output(name));
+    write_outputs(&outcome.trace, &dir)?;
+    report_end(outcome.ended, &outcome.trace);
+    match outcome.workload {
+        Some(Ok(status)) if !status.success() => {
+            eprintln!("seccomp-refine: warning: the workload exited with {status}")
+        }
+        Some(Err(err)) => eprintln!("seccomp-refine: warning: the workload could not run: {err}"),
+        _ => {}
+    }
+    match outcome.early_exit {
+        Some(exit) if exit.exit_code != 0 => {
+            for line in &exit.log_tail {
+                eprintln!("  | {line}");
+            }
+            bail!(
+                "the container exited early with code {} (the trace was written to {}; its last log lines are above)",
+                exit.exit_code,
+                dir.display()
+            )
+        }
+        Some(_) => eprintln!("seccomp-refine: the container exited (code 0) before the trace's end"),
+        None => {}
+    }
+    Ok(Outcome::Clean)
 }
 
 async fn trace_exec(args: Args) -> Result<Outcome> {

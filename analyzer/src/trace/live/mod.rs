@@ -7,6 +7,7 @@
 //! every case the trace is still finished and returned.
 
 pub mod cgroup;
+pub mod container;
 pub mod exec;
 mod progress;
 pub mod record;
