@@ -9,3 +9,5 @@ mod util;
 mod cli;
 /// Profiles the writer produced, applied by a real Docker daemon; the stand-in images serving.
 mod docker_profiles;
+/// The live eBPF tracer: exact per-phase sets with `--exec`, containers, attach, errors.
+mod tracer;

@@ -123,7 +123,12 @@ pub fn seccomp_refine_sys_enter(ctx: RawTracePointContext) -> i32 {
     let abi = current_abi();
     // SAFETY: the entry lives as long as the cgroup is registered; racing writers only ever move
     // the phase forward, and a torn read is impossible for an aligned u32.
-    let current = unsafe { (*state).phase };
+    let mut current = unsafe { (*state).phase };
+    if abi == abi::NATIVE && current == phase::INIT && kernel_marker_fires(state, id) {
+        // The marker syscall is the first of the serving phase.
+        set_phase(cgroup, state, phase::SERVING, id as u32);
+        current = phase::SERVING;
+    }
     let recorded = if abi == abi::NATIVE && current == phase::RUNTIME && id == NR_SECCOMP {
         // Installing the filter is the last thing runc does without it.
         phase::RUNTIME_SETUP
@@ -195,9 +200,6 @@ fn on_native_syscall(cgroup: u64, state: *mut CgroupState, current: u32, id: u64
             }
         }
         _ => {}
-    }
-    if current == phase::INIT && kernel_marker_fires(state, id) {
-        set_phase(cgroup, state, phase::SERVING, id as u32);
     }
 }
 

@@ -11,12 +11,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::Outcome;
-use crate::profile::Profiles;
+use crate::profile::{Profiles, RUNC_AFTER_FILTER, SyscallSet};
 use crate::trace::ebpf::DEFAULT_RING_BUFFER_BYTES;
 use crate::trace::live::Ended;
 use crate::trace::live::container::{AttachRequest, ContainerRequest, attach, trace_container};
 use crate::trace::live::exec::{ExecRequest, trace_command};
-use crate::trace::{MARKER_HELP, MarkerSpec, Trace, parse_duration};
+use crate::trace::{MARKER_HELP, MarkerSpec, Phase, Trace, parse_duration};
 
 /// Trace a container from its first syscall and write per-phase seccomp profiles.
 ///
@@ -159,7 +159,7 @@ pub fn write_outputs(trace: &Trace, dir: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let trace_path = dir.join("trace.json");
     trace.write(&trace_path)?;
-    let profiles = Profiles::from_trace(trace);
+    let profiles = profiles_for(trace);
     for name in profiles.unknown_names() {
         eprintln!("seccomp-refine: warning: `{name}` is not a syscall this version knows; left out of the profiles");
     }
@@ -172,6 +172,20 @@ pub fn write_outputs(trace: &Trace, dir: &Path) -> Result<Vec<PathBuf>> {
         println!("{stem:<16} {:>3} syscalls  {}", names.len(), path.display());
     }
     Ok(written)
+}
+
+/// Profiles from the trace's own evidence, except that a traced runtime phase is joined with the
+/// runc baseline: what the Go runtime inside runc does after the filter depends on scheduling
+/// (`sched_yield`, `nanosleep`, … come and go between runs), and a container that cannot start is
+/// worse than a few more allowed calls in the container-wide profile (never in init or serving).
+fn profiles_for(trace: &Trace) -> Profiles {
+    let names =
+        |phase: Phase| -> SyscallSet { trace.phases.get(phase).names().into_iter().map(str::to_owned).collect() };
+    let mut runtime = names(Phase::Runtime);
+    if !runtime.is_empty() {
+        runtime.extend(RUNC_AFTER_FILTER.iter().map(|&name| name.to_owned()));
+    }
+    Profiles::from_sets(trace.arch, names(Phase::Init), names(Phase::Serving), runtime)
 }
 
 fn report_end(ended: Ended, trace: &Trace) {

@@ -142,7 +142,8 @@ impl Session {
     }
 
     async fn check_user_marker(&mut self) {
-        let (Some(cgroup), Some((started, address))) = (self.cgroup, self.target_started) else { return };
+        let cgroup = self.cgroup.or_else(|| self.recorder.first_cgroup());
+        let (Some(cgroup), Some((started, address))) = (cgroup, self.target_started) else { return };
         if self.tracer.phase(cgroup) != Some(kernel::INIT) {
             return;
         }

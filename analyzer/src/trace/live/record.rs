@@ -36,6 +36,11 @@ impl Recorder {
         self.cgroups.insert(cgroup);
     }
 
+    /// The first cgroup followed (the kernel's registration event may be the only news of it).
+    pub fn first_cgroup(&self) -> Option<u64> {
+        self.cgroups.first().copied()
+    }
+
     pub fn watches(&self, cgroup: u64) -> bool {
         self.cgroups.contains(&cgroup)
     }
@@ -149,6 +154,10 @@ impl Recorder {
             }
         }
         self.trace.duration_ns = end_ns.saturating_sub(self.start_ns);
+        if self.cgroups.is_empty() {
+            self.trace.complete = false;
+            self.trace.warnings.push("the target's cgroup was never seen, so nothing of it was traced".to_owned());
+        }
         self.account_losses(stats);
         self.trace
     }
