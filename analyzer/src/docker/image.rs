@@ -52,11 +52,9 @@ async fn pull(docker: &Docker, image: &str) -> Result<(), ImageError> {
             bar.set_message("waiting");
             bar
         });
-        if let Some(detail) = info.progress_detail {
-            if let (Some(current), Some(total)) = (detail.current, detail.total) {
-                bar.set_length(total.max(0) as u64);
-                bar.set_position(current.max(0) as u64);
-            }
+        if let Some((Some(current), Some(total))) = info.progress_detail.map(|detail| (detail.current, detail.total)) {
+            bar.set_length(total.max(0) as u64);
+            bar.set_position(current.max(0) as u64);
         }
         bar.set_message(status);
     }

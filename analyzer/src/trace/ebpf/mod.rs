@@ -34,13 +34,13 @@ pub enum TracerError {
     #[error(transparent)]
     Btf(#[from] BtfError),
     #[error("the kernel refused the eBPF programs (are you root with CAP_BPF?)")]
-    Load(#[source] aya::EbpfError),
+    Load(#[source] Box<aya::EbpfError>),
     #[error("cannot attach `{program}`")]
-    Attach { program: &'static str, source: aya::programs::ProgramError },
+    Attach { program: &'static str, source: Box<aya::programs::ProgramError> },
     #[error("cannot attach the phase marker to `{function}` in {binary}")]
-    Marker { function: String, binary: String, source: aya::programs::ProgramError },
+    Marker { function: String, binary: String, source: Box<aya::programs::ProgramError> },
     #[error("eBPF map `{map}`")]
-    Map { map: &'static str, source: aya::maps::MapError },
+    Map { map: &'static str, source: Box<aya::maps::MapError> },
 }
 
 /// What the kernel decides about the phase on its own.
@@ -117,7 +117,7 @@ impl Tracer {
             .override_global(names::CGROUP_PATH, &cgroup_path, true)
             .map_max_entries(names::EVENTS, config.ring_buffer_bytes)
             .load(OBJECT)
-            .map_err(TracerError::Load)?;
+            .map_err(|err| TracerError::Load(Box::new(err)))?;
         for (program, tracepoint) in [
             (names::SYS_ENTER, "sys_enter"),
             (names::SYS_EXIT, "sys_exit"),
@@ -142,7 +142,9 @@ impl Tracer {
     /// Traces `cgroup` from now on, starting in `phase` (a `tracer_common::phase`).
     pub fn register(&mut self, cgroup: u64, phase: u32) -> Result<(), TracerError> {
         let state = CgroupState { phase, flags: 0 };
-        self.cgroups.insert(cgroup, state, 0).map_err(|source| TracerError::Map { map: names::CGROUPS, source })
+        self.cgroups
+            .insert(cgroup, state, 0)
+            .map_err(|source| TracerError::Map { map: names::CGROUPS, source: Box::new(source) })
     }
 
     /// The phase of `cgroup`, if it is registered.
@@ -153,7 +155,7 @@ impl Tracer {
     /// Moves `cgroup` from `from` to `to` (for markers decided in userspace); false when it was
     /// not in `from` (the kernel got there first, or the phase is already past it).
     pub fn advance(&mut self, cgroup: u64, from: u32, to: u32) -> Result<bool, TracerError> {
-        let map_error = |source| TracerError::Map { map: names::CGROUPS, source };
+        let map_error = |source| TracerError::Map { map: names::CGROUPS, source: Box::new(source) };
         let Ok(mut state) = self.cgroups.get(&cgroup, 0) else { return Ok(false) };
         if state.phase != from {
             return Ok(false);
@@ -170,7 +172,7 @@ impl Tracer {
             KernelMarker::Syscall(number) => (marker::SYSCALL, u64::from(number)),
             KernelMarker::AfterListen => (marker::AFTER_LISTEN, u64::MAX),
         };
-        let map_error = |source| TracerError::Map { map: names::MARKER, source };
+        let map_error = |source| TracerError::Map { map: names::MARKER, source: Box::new(source) };
         // The syscall first, so the kernel never sees the kind with a stale number.
         self.marker.set(1, syscall, 0).map_err(map_error)?;
         self.marker.set(0, u64::from(kind), 0).map_err(map_error)
@@ -182,7 +184,7 @@ impl Tracer {
         let marker_error = |source| TracerError::Marker {
             function: function.to_owned(),
             binary: binary.display().to_string(),
-            source,
+            source: Box::new(source),
         };
         let program: &mut UProbe = self
             .ebpf
@@ -201,7 +203,8 @@ impl Tracer {
     pub fn tables(&self) -> Result<Vec<(TableKey, Vec<SyscallTotal>)>, TracerError> {
         let mut rows = Vec::new();
         for entry in self.tables.iter() {
-            let (key, per_cpu) = entry.map_err(|source| TracerError::Map { map: names::TABLES, source })?;
+            let (key, per_cpu) =
+                entry.map_err(|source| TracerError::Map { map: names::TABLES, source: Box::new(source) })?;
             rows.push((key, sum_tables(per_cpu.iter())));
         }
         Ok(rows)
@@ -236,7 +239,7 @@ fn sum_tables<'a>(per_cpu: impl Iterator<Item = &'a SyscallTable>) -> Vec<Syscal
 }
 
 fn attach_raw_tracepoint(ebpf: &mut Ebpf, program: &'static str, tracepoint: &str) -> Result<(), TracerError> {
-    let attach_error = |source| TracerError::Attach { program, source };
+    let attach_error = |source| TracerError::Attach { program, source: Box::new(source) };
     let raw: &mut RawTracePoint =
         ebpf.program_mut(program).and_then(|program| program.try_into().ok()).expect("the object has the program");
     raw.load().map_err(attach_error)?;
@@ -250,7 +253,7 @@ fn take_map<M>(
     convert: impl FnOnce(aya::maps::Map) -> Result<M, aya::maps::MapError>,
 ) -> Result<M, TracerError> {
     let map = ebpf.take_map(name).expect("the object has the map");
-    convert(map).map_err(|source| TracerError::Map { map: name, source })
+    convert(map).map_err(|source| TracerError::Map { map: name, source: Box::new(source) })
 }
 
 fn cgroup_path_bytes(path: Option<&str>) -> [u8; CGROUP_PATH_LEN] {
