@@ -228,28 +228,31 @@ fn read_u32(data: &[u8], at: usize) -> Option<u32> {
 mod tests {
     use super::*;
 
-    /// Builds a BTF blob from (name, info, size_or_type, trailing u32s) records.
-    fn blob(strings: &[&str], types: &[(u32, u32, u32, &[u32])]) -> Vec<u8> {
-        let mut string_section = vec![0u8];
-        let mut offsets = Vec::new();
-        for string in strings {
-            offsets.push(string_section.len() as u32);
-            string_section.extend_from_slice(string.as_bytes());
-            string_section.push(0);
-        }
-        let mut type_section = Vec::new();
-        for &(name, info, size, extra) in types {
-            let name_off = if name == 0 { 0 } else { offsets[name as usize - 1] };
-            for word in [name_off, info, size].iter().chain(extra) {
-                type_section.extend_from_slice(&word.to_le_bytes());
+    /// A string section: `offset(name)` gives a name's offset, adding it on first use.
+    #[derive(Default)]
+    struct Strings(Vec<u8>);
+
+    impl Strings {
+        fn offset(&mut self, name: &str) -> u32 {
+            if self.0.is_empty() {
+                self.0.push(0);
             }
+            let offset = self.0.len() as u32;
+            self.0.extend_from_slice(name.as_bytes());
+            self.0.push(0);
+            offset
         }
+    }
+
+    /// A BTF blob from type records given as u32 words (name offset, info, size/type, extras).
+    fn blob(strings: Strings, types: &[Vec<u32>]) -> Vec<u8> {
+        let type_section: Vec<u8> = types.iter().flatten().flat_map(|word| word.to_le_bytes()).collect();
         let mut data = vec![0x9f, 0xeb, 1, 0];
-        for word in [24, 0, type_section.len() as u32, type_section.len() as u32, string_section.len() as u32] {
+        for word in [24, 0, type_section.len() as u32, type_section.len() as u32, strings.0.len() as u32] {
             data.extend_from_slice(&word.to_le_bytes());
         }
         data.extend(type_section);
-        data.extend(string_section);
+        data.extend(strings.0);
         data
     }
 
@@ -259,20 +262,18 @@ mod tests {
 
     #[test]
     fn finds_members_through_typedefs_and_anonymous_unions() {
+        let mut names = Strings::default();
+        let mut name = |text: &str| names.offset(text);
         // 1: int; 2: struct inner { int pad; int status @ 32 bits }; 3: typedef inner_t = 2;
         // 4: union { int a; inner_t info }; 5: struct outer { int x; <anon union 4> @ 64 bits }.
-        let strings = ["int", "inner", "pad", "status", "inner_t", "a", "info", "outer", "x"];
-        let data = blob(
-            &strings,
-            &[
-                (1, info(KIND_INT, 0), 4, &[32]),
-                (2, info(KIND_STRUCT, 2), 8, &[3, 1, 0, 4, 1, 32]),
-                (5, info(KIND_TYPEDEF, 0), 2, &[]),
-                (0, info(KIND_UNION, 2), 8, &[6, 1, 0, 7, 3, 0]),
-                (8, info(KIND_STRUCT, 2), 16, &[9, 1, 0, 0, 4, 64]),
-            ],
-        );
-        let btf = Btf::parse(data).unwrap();
+        let types = vec![
+            vec![name("int"), info(KIND_INT, 0), 4, 32],
+            vec![name("inner"), info(KIND_STRUCT, 2), 8, name("pad"), 1, 0, name("status"), 1, 32],
+            vec![name("inner_t"), info(KIND_TYPEDEF, 0), 2],
+            vec![0, info(KIND_UNION, 2), 8, name("a"), 1, 0, name("info"), 3, 0],
+            vec![name("outer"), info(KIND_STRUCT, 2), 16, name("x"), 1, 0, 0, 4, 64],
+        ];
+        let btf = Btf::parse(blob(names, &types)).unwrap();
         assert_eq!(btf.member_offset("outer", &["x"]).unwrap(), 0);
         assert_eq!(btf.member_offset("outer", &["info", "status"]).unwrap(), 12);
         let missing = btf.member_offset("outer", &["info", "nope"]).unwrap_err().to_string();
@@ -283,7 +284,9 @@ mod tests {
     #[test]
     fn garbage_is_refused_not_misread() {
         assert!(matches!(Btf::parse(b"not btf at all, clearly not".to_vec()), Err(BtfError::Malformed(_))));
-        let mut truncated = blob(&["int"], &[(1, info(KIND_INT, 0), 4, &[32])]);
+        let mut names = Strings::default();
+        let int = names.offset("int");
+        let mut truncated = blob(names, &[vec![int, info(KIND_INT, 0), 4, 32]]);
         truncated[12] = 200; // type_len past the end
         assert!(matches!(Btf::parse(truncated), Err(BtfError::Malformed(_))));
     }

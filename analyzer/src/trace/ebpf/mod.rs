@@ -102,12 +102,7 @@ pub struct Tracer {
 impl Tracer {
     /// Checks privileges and BTF, loads the programs with this kernel's offsets and attaches them.
     pub fn load(config: &Config) -> Result<Tracer, TracerError> {
-        if OBJECT.is_empty() {
-            return Err(TracerError::NoObject);
-        }
-        if !has_bpf_privileges() {
-            return Err(TracerError::NotPrivileged);
-        }
+        preflight()?;
         let btf = Btf::vmlinux().map_err(|source| TracerError::NoBtf { path: btf::VMLINUX, source })?;
         let field_offsets = btf::program_offsets(&btf)?;
         raise_memlock_limit();
@@ -218,6 +213,20 @@ impl Tracer {
             path_cut: slot(stat::PATH_CUT),
         }
     }
+}
+
+/// Checks, without loading anything, that this binary and machine can trace: the programs are
+/// built in, the process may use bpf(), and the kernel publishes BTF. Callers run it before any
+/// other work (pulling an image, creating a container) so the error comes first.
+pub fn preflight() -> Result<(), TracerError> {
+    if OBJECT.is_empty() {
+        return Err(TracerError::NoObject);
+    }
+    if !has_bpf_privileges() {
+        return Err(TracerError::NotPrivileged);
+    }
+    std::fs::metadata(btf::VMLINUX).map_err(|source| TracerError::NoBtf { path: btf::VMLINUX, source })?;
+    Ok(())
 }
 
 /// Adds up per-CPU tables: counts add, the first sighting is the earliest on any CPU.

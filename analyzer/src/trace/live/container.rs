@@ -51,6 +51,7 @@ const LOG_TAIL_LINES: usize = 15;
 
 /// Runs `request.image` under the tracer; the container is removed afterwards unless `keep`.
 pub async fn trace_container(request: &ContainerRequest) -> Result<ContainerOutcome> {
+    crate::trace::ebpf::preflight()?;
     let docker = crate::docker::connect().await?;
     let image = crate::docker::image::ensure(&docker, &request.image).await?;
     let spec =
@@ -213,6 +214,7 @@ pub struct AttachRequest {
 
 /// Traces a running container from now on; everything counts as serving.
 pub async fn attach(request: &AttachRequest) -> Result<ContainerOutcome> {
+    crate::trace::ebpf::preflight()?;
     let docker = crate::docker::connect().await?;
     let container = Container::existing(&docker, &request.container).await?;
     let info = container.inspect().await?;

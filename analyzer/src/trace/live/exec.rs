@@ -38,6 +38,7 @@ pub struct ExecOutcome {
 }
 
 pub async fn trace_command(request: &ExecRequest) -> Result<ExecOutcome> {
+    crate::trace::ebpf::preflight()?;
     let program = find_program(&request.command[0])?;
     let cgroup = ExecCgroup::create()?;
     let relative = cgroup.path.strip_prefix(super::cgroup::v2_mount()?).unwrap_or(&cgroup.path);
