@@ -250,15 +250,16 @@ fn attaching_to_a_running_container_records_its_serving_loop() {
     let up = || Command::new("curl").args(["-sf", "-o", "/dev/null", &url]).status().ok()?.success().then_some(());
     assert!(eventually(20, up).is_some(), "nginx did not start");
     let dir = tempfile::tempdir().unwrap();
-    let tracer = seccomp_refine()
-        .args(["trace", "--attach", &nginx.id, "--duration", "4s", "-o"])
+    let mut tracer = seccomp_refine()
+        .args(["trace", "--attach", &nginx.id, "--duration", "3s", "-o"])
         .arg(dir.path())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    for _ in 0..3 {
+    // Requests for as long as the trace runs, so some land after the programs are attached.
+    while tracer.try_wait().unwrap().is_none() {
         assert!(up().is_some());
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let out = tracer.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
