@@ -5,7 +5,9 @@
 //! chain), and map to the exit codes documented in `--help`.
 
 mod diff;
+mod outputs;
 mod profile;
+mod trace;
 mod verify;
 
 use std::process::ExitCode;
@@ -30,6 +32,7 @@ enum Command {
     Profile(profile::Args),
     Verify(verify::Args),
     Diff(diff::Args),
+    Trace(trace::Args),
 }
 
 /// What a successful command tells the shell.
@@ -46,6 +49,7 @@ pub fn main() -> ExitCode {
         Command::Profile(args) => profile::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Diff(args) => diff::run(args),
+        Command::Trace(args) => trace::run(args),
     };
     match result {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,

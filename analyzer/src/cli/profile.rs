@@ -2,11 +2,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
-use super::Outcome;
-use crate::profile::{OutputOptions, Profiles, kubernetes};
-use crate::report::{self, ReportInput};
+use super::{Outcome, outputs};
+use crate::profile::kubernetes;
 use crate::trace::Trace;
 
 /// Write seccomp profiles and the report from a trace (`trace.json` from `trace` or `import`).
@@ -30,37 +29,12 @@ pub struct Args {
 pub fn run(args: Args) -> Result<Outcome> {
     let trace = Trace::read(&args.trace)?;
     let dir = args.output.unwrap_or_else(|| args.trace.parent().unwrap_or(".".as_ref()).to_path_buf());
-    let profiles = Profiles::from_trace(&trace);
-    for name in profiles.unknown_names() {
-        eprintln!("seccomp-refine: warning: `{name}` is not a syscall this version knows; left out of the profiles");
-    }
-    let label = trace.target.image.clone().unwrap_or_else(|| directory_label(&dir));
-    let options = OutputOptions { label: label.clone(), kubernetes_api_version: args.k8s_api_version };
-    let written =
-        profiles.write_all(&dir, &options).with_context(|| format!("cannot write profiles to {}", dir.display()))?;
-    for ((stem, names), path) in profiles.by_file().iter().zip(&written) {
-        println!("{stem:<16} {:>3} syscalls  {}", names.len(), path.display());
-    }
-    for path in &written[3..] {
-        println!("{:<16}               {}", "", path.display());
-    }
-    let input = ReportInput {
-        title: &label,
-        profiles: &profiles,
-        trace: Some(&trace),
-        unresolved_static_sites: None,
-        verify: None,
+    let request = outputs::Request {
+        dir: &dir,
+        trace: &trace,
+        write_trace: false,
+        kubernetes_api_version: &args.k8s_api_version,
     };
-    let reports =
-        report::write(&dir, &input).with_context(|| format!("cannot write the report to {}", dir.display()))?;
-    for path in reports {
-        println!("{:<16}               {}", "", path.display());
-    }
+    outputs::write(&request)?;
     Ok(Outcome::Clean)
-}
-
-/// A name for the application when the trace has no image: the profile directory's.
-fn directory_label(dir: &std::path::Path) -> String {
-    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-    absolute.file_name().and_then(|name| name.to_str()).unwrap_or("profile").to_owned()
 }

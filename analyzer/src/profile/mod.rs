@@ -46,8 +46,11 @@ pub struct Profiles {
 /// Where the syscalls the runtime needs under the filter came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RuntimeSource {
-    /// The trace's own `runtime` phase.
-    Traced,
+    /// The trace's own `runtime` phase, joined with the runtime's baseline row: what the Go runtime
+    /// inside runc does after the filter depends on scheduling (`sched_yield`, `nanosleep`, … come
+    /// and go between runs), and a container that cannot start is worse than a few more calls
+    /// allowed in the container-wide profile (never in init or serving).
+    Traced(&'static RuntimeBaseline),
     /// A documented baseline from `RUNTIME_BASELINES`, because the evidence had no runtime phase:
     /// the row for the trace's runtime, or `DEFAULT_BASELINE` when it names none (or one the table
     /// lacks).
@@ -74,8 +77,9 @@ impl Profiles {
         Profiles::from_sets_for_runtime(arch, init, serving, runtime, None)
     }
 
-    /// Like `from_sets`, for a known container runtime (`"runc 1.1.5"`, `"crun 1.26"`): an empty
-    /// `runtime` set falls back to that runtime's row of `RUNTIME_BASELINES`.
+    /// Like `from_sets`, for a known container runtime (`"runc 1.1.5"`, `"crun 1.26"`): the
+    /// runtime's part of the container profile is the `runtime` set joined with that runtime's row
+    /// of `RUNTIME_BASELINES` (see `RuntimeSource`).
     pub fn from_sets_for_runtime(
         arch: Arch,
         init: SyscallSet,
@@ -84,12 +88,11 @@ impl Profiles {
         runtime_name: Option<&str>,
     ) -> Profiles {
         let always: SyscallSet = ALWAYS_ALLOWED.iter().map(|&name| name.to_owned()).collect();
-        let (runtime, runtime_source) = if runtime.is_empty() {
-            let baseline = runtime_name.and_then(runtime_baseline).unwrap_or(DEFAULT_BASELINE);
-            (baseline.syscalls.iter().map(|&name| name.to_owned()).collect(), RuntimeSource::Baseline(baseline))
-        } else {
-            (runtime, RuntimeSource::Traced)
-        };
+        let baseline = runtime_name.and_then(runtime_baseline).unwrap_or(DEFAULT_BASELINE);
+        let runtime_source =
+            if runtime.is_empty() { RuntimeSource::Baseline(baseline) } else { RuntimeSource::Traced(baseline) };
+        let runtime: SyscallSet =
+            runtime.into_iter().chain(baseline.syscalls.iter().map(|&name| name.to_owned())).collect();
         let init: SyscallSet = init.union(&always).cloned().collect();
         let serving: SyscallSet = serving.union(&always).cloned().collect();
         let container = init.iter().chain(&serving).chain(&runtime).cloned().collect();
@@ -143,8 +146,9 @@ mod tests {
         assert!(profiles.serving.contains("accept4") && !profiles.serving.contains("bind"));
         assert!(profiles.serving.contains("exit_group"), "always-allowed syscalls are in every phase");
         assert!(set(&["capset", "bind", "accept4", "exit_group"]).is_subset(&profiles.container));
-        assert!(!profiles.container.contains("setgroups"), "a traced runtime phase replaces the baseline");
-        assert_eq!(profiles.runtime_source, RuntimeSource::Traced);
+        assert!(profiles.container.contains("setgroups"), "a traced runtime phase is joined with the baseline");
+        assert!(!profiles.init.contains("setgroups") && !profiles.serving.contains("capset"));
+        assert_eq!(profiles.runtime_source, RuntimeSource::Traced(DEFAULT_BASELINE));
     }
 
     #[test]

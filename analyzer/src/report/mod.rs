@@ -162,7 +162,11 @@ impl<'a> Summary<'a> {
     pub fn runtime_sentence(&self) -> String {
         let runtime = self.input.trace.and_then(|trace| trace.target.runtime.as_deref());
         match self.input.profiles.runtime_source {
-            RuntimeSource::Traced => "traced: what the runtime did after installing the filter, as recorded".to_owned(),
+            RuntimeSource::Traced(baseline) => format!(
+                "traced: what the runtime did after installing the filter, joined with the baseline for {} \
+                 (its scheduling-dependent calls vary between runs)",
+                baseline.runtime
+            ),
             RuntimeSource::Baseline(baseline) => format!(
                 "baseline for {} ({}; {} syscalls){}",
                 baseline.runtime,
