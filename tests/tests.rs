@@ -9,3 +9,5 @@ mod util;
 mod cli;
 /// Profiles the writer produced, applied by a real Docker daemon; the stand-in images serving.
 mod docker_profiles;
+/// `.scap` import: the shared captures against sysdig's reference output, damage, the CLI.
+mod scap;

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod docker;
 pub mod profile;
+pub mod scap;
 pub mod syscalls;
 pub mod trace;
 

@@ -4,6 +4,7 @@
 //! module only routes. Errors print once, on one line (`seccomp-refine: error: …` with the cause
 //! chain), and map to the exit codes documented in `--help`.
 
+mod import;
 mod profile;
 
 use std::process::ExitCode;
@@ -25,6 +26,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Import(import::Args),
     Profile(profile::Args),
 }
 
@@ -39,6 +41,7 @@ pub enum Outcome {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Import(args) => import::run(args),
         Command::Profile(args) => profile::run(args),
     };
     match result {
