@@ -226,23 +226,7 @@ pub fn check_section_header(body: &[u8]) -> Result<(), Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn block(id: u32, body: &[u8]) -> Vec<u8> {
-        let length = (12 + body.len()).next_multiple_of(4) as u32;
-        let mut out = Vec::new();
-        out.extend(id.to_le_bytes());
-        out.extend(length.to_le_bytes());
-        out.extend(body);
-        out.resize(length as usize - 4, 0);
-        out.extend(length.to_le_bytes());
-        out
-    }
-
-    fn section() -> Vec<u8> {
-        let mut body = vec![0x4d, 0x3c, 0x2b, 0x1a, 1, 0, 2, 0];
-        body.extend([0xff; 8]);
-        block(0x0A0D_0D0A, &body)
-    }
+    use crate::scap::testing::{block, section};
 
     fn read_all(bytes: Vec<u8>) -> Result<Vec<(BlockKind, u64, usize)>, Box<ScapError>> {
         let mut reader = BlockReader::new(std::io::Cursor::new(bytes)).unwrap();

@@ -193,6 +193,7 @@ impl<'a> Event<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scap::testing::event_body;
 
     const V2: EventLayout = EventLayout { v2: true, flags: false, large: false };
     const V1: EventLayout = EventLayout { v2: false, flags: false, large: false };
@@ -201,22 +202,8 @@ mod tests {
         true
     }
 
-    /// An EV_V2 body (cpu id, header, u16 lengths, values).
-    pub fn v2_body(kind: u16, params: &[&[u8]]) -> Vec<u8> {
-        let mut body = vec![0, 0];
-        let length = 26 + params.len() * 2 + params.iter().map(|param| param.len()).sum::<usize>();
-        body.extend(1_700_000_000_123_456_789u64.to_le_bytes());
-        body.extend(4242u64.to_le_bytes());
-        body.extend((length as u32).to_le_bytes());
-        body.extend(kind.to_le_bytes());
-        body.extend((params.len() as u32).to_le_bytes());
-        for param in params {
-            body.extend((param.len() as u16).to_le_bytes());
-        }
-        for param in params {
-            body.extend(*param);
-        }
-        body
+    fn v2_body(kind: u16, params: &[&[u8]]) -> Vec<u8> {
+        event_body(kind, 4242, 1_700_000_000_123_456_789, params)
     }
 
     fn event(decoded: Result<Decoded<'_>, String>) -> Event<'_> {

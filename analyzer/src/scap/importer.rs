@@ -706,3 +706,187 @@ fn command_line(exe: &[u8], args: &[u8]) -> Vec<String> {
     let rest = args.split(|&byte| byte == 0).filter(|arg| !arg.is_empty());
     std::iter::once(exe).chain(rest).map(|arg| String::from_utf8_lossy(arg).into_owned()).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scap::block::EventLayout;
+    use crate::scap::names::{KernelName, kernel_name};
+    use crate::scap::testing::event_body;
+    use crate::trace::{MarkerSpec, Phase};
+
+    const V2: EventLayout = EventLayout { v2: true, flags: false, large: false };
+    const CONTAINER: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn int(value: i64) -> Vec<u8> {
+        value.to_le_bytes().to_vec()
+    }
+
+    fn text(value: &str) -> Vec<u8> {
+        [value.as_bytes(), b"\0"].concat()
+    }
+
+    struct Feed {
+        importer: Importer,
+        ts: u64,
+    }
+
+    impl Feed {
+        fn new() -> Feed {
+            Feed { importer: Importer::new(Plan::new(&MarkerSpec::Auto).unwrap()), ts: 1_000 }
+        }
+
+        /// Feeds one event of thread `tid`; empty parameters stand for absent ones.
+        fn event(&mut self, kind: u16, tid: u64, params: &[Vec<u8>]) -> &mut Feed {
+            self.ts += 10;
+            let params: Vec<&[u8]> = params.iter().map(Vec::as_slice).collect();
+            let body = event_body(kind, tid, self.ts, &params);
+            match event::decode(&body, V2, wanted).unwrap() {
+                Decoded::Event(event) => self.importer.on_event(&event),
+                other => panic!("{other:?}"),
+            }
+            self
+        }
+
+        /// A successful execve of `path` by `tid` (exit-only layout), with optional cgroups.
+        fn exec(&mut self, tid: u64, path: &str, cgroups: &str) -> &mut Feed {
+            let mut params = vec![int(0), text("prog"), Vec::new(), int(tid as i64), int(tid as i64), int(1)];
+            params.resize(14, Vec::new());
+            params.push(cgroups.as_bytes().to_vec());
+            params.resize(27, Vec::new());
+            params.push(text(path));
+            self.event(kind::EXECVE_19_X, tid, &params)
+        }
+
+        fn process(&self, pid: u64) -> &Process {
+            &self.importer.processes[&pid]
+        }
+
+        fn fd(&self, pid: u64, fd: i64) -> Option<(String, bool)> {
+            let file = self.process(pid).fds.get(&fd)?;
+            Some((String::from_utf8_lossy(&file.path).into_owned(), file.cloexec))
+        }
+
+        fn aggregate(&self, id: &str) -> &ContainerAgg {
+            self.importer.containers.iter().find(|aggregate| aggregate.id == id).unwrap()
+        }
+
+        /// (name, exits, lone enters) per syscall of a container's init phase, by name.
+        fn counts(&self, id: &str) -> Vec<(&'static str, u64, u64)> {
+            let counters = self.aggregate(id).counters(Phase::Init).unwrap();
+            counters
+                .iter()
+                .map(|(sys, stat)| match kernel_name(sys) {
+                    KernelName::Native(name) | KernelName::Compat(name) | KernelName::Not(name) => {
+                        (name, stat.exits, stat.enters)
+                    }
+                })
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        }
+    }
+
+    #[test]
+    fn fd_tables_follow_open_dup_fcntl_close_and_exec() {
+        let mut feed = Feed::new();
+        feed.event(kind::CHDIR_X, 10, &[int(0), text("/opt")]);
+        let cloexec = PPM_O_CLOEXEC as i64;
+        let openat = |fd: i64, name: &str| vec![int(fd), int(AT_FDCWD_PARAM), text(name), int(cloexec)];
+        feed.event(kind::OPENAT_2_X, 10, &openat(5, "lib/../lib/libfoo.so"));
+        assert_eq!(feed.fd(10, 5), Some(("/opt/lib/libfoo.so".into(), true)));
+        feed.event(kind::DUP2_X, 10, &[int(7), int(5), int(7)]);
+        feed.event(kind::FCNTL_X, 10, &[int(9), int(5), int(PPM_FCNTL_F_DUPFD_CLOEXEC), int(0)]);
+        assert_eq!(
+            (feed.fd(10, 7), feed.fd(10, 9)),
+            (Some(("/opt/lib/libfoo.so".into(), false)), Some(("/opt/lib/libfoo.so".into(), true)))
+        );
+        feed.event(kind::CLOSE_X, 10, &[int(0), int(5)]);
+        assert_eq!(feed.fd(10, 5), None);
+        let mmap = |fd: i64, prot: i64| {
+            vec![
+                int(0x7f00_0000_0000),
+                vec![0; 4],
+                vec![0; 4],
+                vec![0; 4],
+                int(0),
+                int(4096),
+                int(prot),
+                int(2),
+                int(fd),
+                int(0),
+            ]
+        };
+        feed.event(kind::MMAP_X, 10, &mmap(7, 1)); // read-only: data, not code
+        assert!(feed.aggregate("host").libraries.is_empty());
+        feed.event(kind::MMAP_X, 10, &mmap(7, 5));
+        feed.exec(10, "/opt/bin/prog", "");
+        assert_eq!((feed.fd(10, 7).is_some(), feed.fd(10, 9)), (true, None), "exec closes the close-on-exec fd only");
+        feed.event(kind::MMAP_X, 10, &mmap(9, 5));
+        assert_eq!(feed.importer.stats.exec_maps_unknown_fd, 1);
+        let host = feed.aggregate("host");
+        let libraries: Vec<&str> = host.libraries.iter().map(|file| file.path.as_str()).collect();
+        assert_eq!(libraries, ["/opt/lib/libfoo.so"]);
+        assert_eq!(host.executables[0].path, "/opt/bin/prog");
+        assert_eq!(feed.importer.stats.unknown_threads, 1, "thread 10 was never introduced");
+    }
+
+    #[test]
+    fn old_exits_take_their_arguments_from_the_enter() {
+        let mut feed = Feed::new();
+        feed.exec(20, "/bin/cat", "");
+        feed.event(kind::OPENAT_E, 20, &[int(AT_FDCWD_PARAM), text("/lib/libc.so.6"), int(0), int(0)]);
+        feed.event(kind::OPENAT_X, 20, &[int(3)]);
+        feed.event(kind::MMAP_E, 20, &[int(0), int(8192), int(5), int(2), int(3), int(0)]);
+        feed.event(kind::MMAP_X, 20, &[int(0x7f00_0000_0000), vec![0; 4], vec![0; 4], vec![0; 4]]);
+        feed.event(kind::CLOSE_E, 20, &[int(3)]);
+        feed.event(kind::CLOSE_X, 20, &[int(0)]);
+        assert_eq!(feed.fd(20, 3), None);
+        let libraries: Vec<&str> = feed.aggregate("host").libraries.iter().map(|file| file.path.as_str()).collect();
+        assert_eq!(libraries, ["/lib/libc.so.6"]);
+        assert_eq!(feed.counts("host"), [("close", 1, 0), ("execve", 1, 0), ("mmap", 1, 0), ("openat", 1, 0)]);
+    }
+
+    #[test]
+    fn clones_inherit_from_whichever_side_arrives_first() {
+        let mut feed = Feed::new();
+        let cgroups = format!("cpu=/docker/{CONTAINER}");
+        feed.exec(30, "/usr/sbin/nginx", &cgroups);
+        feed.event(kind::OPENAT_2_X, 30, &[int(4), int(AT_FDCWD_PARAM), text("/etc/nginx.conf"), int(0)]);
+        // The parent's side first: the child (31) exists before its own exit arrives.
+        let mut parent_side = vec![int(31), text("nginx"), Vec::new(), int(30), int(30), int(1)];
+        parent_side.resize(15, Vec::new());
+        parent_side.push(int(0)); // flags: a new process
+        feed.event(223, 30, &parent_side);
+        feed.event(kind::CLOSE_X, 31, &[int(0), int(4)]);
+        assert_eq!((feed.fd(30, 4).is_some(), feed.fd(31, 4)), (true, None), "the child closed its copy");
+        // The child's side of another clone, first, with the cgroups of another container.
+        let other = format!("cpu=/docker/{}", "f".repeat(64));
+        let mut child_side = vec![int(0), text("nginx"), Vec::new(), int(32), int(32), int(30)];
+        child_side.resize(14, Vec::new());
+        child_side.push(other.into_bytes());
+        child_side.push(int(0));
+        feed.event(223, 32, &child_side);
+        assert_eq!(feed.importer.threads[&31].container, feed.importer.threads[&30].container);
+        assert_eq!(feed.aggregate("ffffffffffff").events, 1);
+        assert_eq!(feed.fd(32, 4), Some(("/etc/nginx.conf".into(), false)), "fork copies the fd table");
+        assert_eq!(feed.importer.stats.unknown_threads, 0, "an exec exit introduces its thread");
+        assert_eq!(feed.counts("0123456789ab"), [("clone", 1, 0), ("close", 1, 0), ("execve", 1, 0), ("openat", 1, 0)]);
+    }
+
+    #[test]
+    fn lone_enters_count_when_no_exit_can_follow() {
+        let mut feed = Feed::new();
+        feed.event(kind::OPEN_E, 40, &[text("/etc/hosts"), int(0), int(0)]);
+        feed.event(kind::MMAP_E, 40, &[int(0), int(8192), int(3), int(2), int(-1), int(0)]); // OPEN_X lost
+        feed.event(GENERIC_E, 40, &[296u16.to_le_bytes().to_vec(), 158u16.to_le_bytes().to_vec()]);
+        feed.event(kind::PROCEXIT_1_E, 40, &[int(0), int(0), vec![0], vec![0], int(0)]);
+        feed.event(GENERIC_E, 41, &[0u16.to_le_bytes().to_vec(), 231u16.to_le_bytes().to_vec()]);
+        feed.importer.flush_pending();
+        assert_eq!(feed.counts("host"), [("arch_prctl", 0, 1), ("exit_group", 0, 1), ("mmap", 0, 1), ("open", 0, 1)]);
+        assert!(!feed.importer.threads.contains_key(&40) && !feed.importer.processes.contains_key(&40));
+    }
+
+    /// `PPM_AT_FDCWD` as the driver writes it.
+    const AT_FDCWD_PARAM: i64 = -100;
+}

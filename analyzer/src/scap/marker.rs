@@ -131,10 +131,17 @@ impl Plan {
     }
 }
 
-/// Per `ppm_sc` code: is its profile name one of `names`?
+/// Per `ppm_sc` code: is its profile name one of `names`? (Only codes named like one of them,
+/// or renamed on the way, can be.)
 fn codes_named(names: &[&str]) -> Box<[bool]> {
-    (0..PPM_SC_NAMES.len() as u16)
-        .map(|code| matches!(kernel_name(Sys::Code(code)), KernelName::Native(name) if names.contains(&name)))
+    let candidate = |name: &str| names.contains(&name) || matches!(name, "umount" | "send" | "recv");
+    PPM_SC_NAMES
+        .iter()
+        .enumerate()
+        .map(|(code, &name)| {
+            candidate(name)
+                && matches!(kernel_name(Sys::Code(code as u16)), KernelName::Native(name) if names.contains(&name))
+        })
         .collect()
 }
 
@@ -201,6 +208,15 @@ mod tests {
         plan.observe(&mut state, of_event(READ_X), 2_000_000_000, 0, 7);
         assert_eq!(state.fired_at, Some(1_000_000_000));
         assert_eq!(plan.outcome(&state, 0, 2_000_000_000).at_ns, Some(1_000_000_000));
+    }
+
+    #[test]
+    fn syscall_marker_matches_profile_names_not_event_names() {
+        const UMOUNT_X: u16 = 259; // sysdig's `umount`, which on x86_64 is umount2
+        let plan = plan("syscall:umount2");
+        let mut state = MarkerState::default();
+        plan.observe(&mut state, of_event(UMOUNT_X), 120, 100, 7);
+        assert_eq!(state.fired_at, Some(120));
     }
 
     #[test]

@@ -27,6 +27,8 @@ mod names;
 mod proclist;
 mod state;
 mod tables;
+#[cfg(test)]
+mod testing;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -317,4 +319,81 @@ pub enum Selection {
     Ambiguous(Vec<ContainerChoice>),
     /// `--container` matched none.
     NotFound(String, Vec<ContainerChoice>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{block, event_body, section};
+    use super::*;
+    use crate::trace::MarkerSpec;
+
+    fn read_bytes(bytes: Vec<u8>) -> Result<Capture, ScapError> {
+        read(std::io::Cursor::new(bytes), Plan::new(&MarkerSpec::Auto).unwrap())
+    }
+
+    /// A capture of thread 7 making the given (enter, exit) syscall event pairs.
+    fn capture_of(pairs: &[(u16, &[&[u8]])]) -> Vec<u8> {
+        let mut bytes = section();
+        for (index, &(kind, exit_params)) in pairs.iter().enumerate() {
+            let ts = 1_000 + 10 * index as u64;
+            bytes.extend(block(0x216, &event_body(kind - 1, 7, ts, &[])));
+            bytes.extend(block(0x216, &event_body(kind, 7, ts + 5, exit_params)));
+        }
+        bytes
+    }
+
+    #[test]
+    fn an_old_shared_event_allows_its_whole_family() {
+        const DUP_X: u16 = 125;
+        const DUP2_X: u16 = 363;
+        let fd = 4i64.to_le_bytes();
+        let capture = read_bytes(capture_of(&[(DUP_X, &[&fd])])).unwrap();
+        let trace = capture.trace(capture.select(None).unwrap(), "dup.scap");
+        let init = &trace.phases.init.syscalls;
+        assert_eq!((init["dup"].count, init["dup2"].count, init["dup3"].count), (1, 0, 0));
+        assert!(trace.warnings.iter().any(|warning| warning.contains("reports dup2 and dup3 as dup")));
+        // A driver that has the DUP2 event reports dup2 apart: DUP is then dup alone.
+        let capture = read_bytes(capture_of(&[(DUP_X, &[&fd]), (DUP2_X, &[&fd, &fd, &fd])])).unwrap();
+        let trace = capture.trace(capture.select(None).unwrap(), "dup.scap");
+        let names: Vec<&String> = trace.phases.init.syscalls.keys().collect();
+        assert_eq!(names, ["dup", "dup2"]);
+    }
+
+    #[test]
+    fn thirty_two_bit_events_are_compat_syscalls() {
+        const MMAP2_X: u16 = 163;
+        const LLSEEK_X: u16 = 89;
+        let result = 0i64.to_le_bytes();
+        let capture = read_bytes(capture_of(&[(MMAP2_X, &[&result]), (LLSEEK_X, &[&result])])).unwrap();
+        let trace = capture.trace(capture.select(None).unwrap(), "ia32.scap");
+        let compat: Vec<&String> = trace.phases.init.compat_syscalls.keys().collect();
+        assert_eq!(compat, ["_llseek", "mmap2"]);
+        assert!(trace.phases.init.syscalls.is_empty());
+    }
+
+    /// Whatever follows a valid section header, the reader answers with a result or an error.
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let kinds = [0x216u32, 0x221, 0x217, 0x204, 0x215, 0x212, 0x218, 0x203, 0x0A0D_0D0A];
+        for _ in 0..2_000 {
+            let mut bytes = section();
+            for _ in 0..next() % 6 {
+                let kind = kinds[(next() % kinds.len() as u64) as usize];
+                let body: Vec<u8> = (0..next() % 96).map(|_| next() as u8).collect();
+                bytes.extend(block(kind, &body));
+            }
+            if let Ok(capture) = read_bytes(bytes) {
+                for aggregate in capture.aggregates() {
+                    capture.trace(aggregate, "random");
+                }
+            }
+        }
+    }
 }
