@@ -6,6 +6,11 @@
 //! previous round's, so the result reads like one long recording of the same workload (threads
 //! that exit in one round are created again by the replayed clones of the next). The output is
 //! uncompressed: the benchmark measures the reader, not zlib.
+//!
+//! The comparison it is made for (the psp fixture's container is `697956520d89`):
+//! `seccomp-refine import BIG.scap --container 697956520d89 -o DIR` against
+//! `sysdig -r BIG.scap -p '%evt.type' container.id=697956520d89 > /dev/null`, at two sizes, under
+//! `/usr/bin/time -f '%e %U %S %M'` (elapsed, CPU, peak RSS: which must not grow with the size).
 
 use std::io::{BufWriter, Read, Write};
 use std::path::Path;

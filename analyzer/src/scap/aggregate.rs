@@ -57,6 +57,7 @@ impl Default for Counters {
 }
 
 impl Counters {
+    #[inline]
     fn add(&mut self, sys: Sys, ts: u64, seen: Seen) {
         let stat = match sys {
             Sys::Code(code) => &mut self.codes[usize::from(code)],
@@ -128,6 +129,7 @@ impl ContainerAgg {
     }
 
     /// Counts one syscall of process `pid`, letting the phase marker look at it first.
+    #[inline]
     pub fn syscall(&mut self, plan: &Plan, sys: Sys, ts: u64, pid: u32, seen: Seen) {
         let start = *self.first_ts.get_or_insert(ts);
         self.last_ts = self.last_ts.max(ts);

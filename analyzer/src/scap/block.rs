@@ -50,6 +50,7 @@ const fn event(v2: bool, flags: bool, large: bool) -> BlockKind {
 }
 
 /// The kind and the format's name of block type `id`.
+#[inline]
 pub fn describe(id: u32) -> (BlockKind, &'static str) {
     match id {
         0x0A0D_0D0A => (BlockKind::Section, "section header"),
@@ -104,7 +105,7 @@ pub struct BlockReader {
 }
 
 /// How much is read from the input at a time.
-const CHUNK: usize = 1 << 20;
+const CHUNK: usize = 256 * 1024;
 
 impl BlockReader {
     /// A reader over `input`, decompressing it when it starts with the gzip magic. libscap opens
@@ -121,6 +122,7 @@ impl BlockReader {
 
     /// The next block, `None` at a clean end of file (one that falls between two blocks). The
     /// error is boxed to keep the result small: this is called once per event.
+    #[inline]
     pub fn next_block(&mut self) -> Result<Option<Block<'_>>, Box<ScapError>> {
         let start = self.offset;
         let io_error = |name| move |err| Box::new(ScapError::new(start, name, Problem::Io(err)));
@@ -165,12 +167,19 @@ impl BlockReader {
     }
 
     /// Makes at least `count` unread bytes available if the input has them; returns how many are.
-    /// The buffer grows only as bytes actually arrive, so a corrupt length in a truncated file
-    /// cannot make it allocate what the length claims.
+    #[inline]
     fn fill(&mut self, count: usize) -> io::Result<usize> {
         if self.end - self.start >= count || self.eof {
             return Ok((self.end - self.start).min(count));
         }
+        self.refill(count)
+    }
+
+    /// Moves the unread bytes to the front and reads until `count` are there or the input ends.
+    /// The buffer grows only as bytes actually arrive, so a corrupt length in a truncated file
+    /// cannot make it allocate what the length claims.
+    #[inline(never)]
+    fn refill(&mut self, count: usize) -> io::Result<usize> {
         self.buffer.copy_within(self.start..self.end, 0);
         self.end -= self.start;
         self.start = 0;
@@ -191,6 +200,7 @@ impl BlockReader {
 }
 
 /// Why `length` cannot frame a block of `kind`, if it cannot.
+#[inline]
 fn bad_length(kind: BlockKind, length: u32) -> Option<&'static str> {
     if length < 12 {
         Some("shorter than the 12-byte minimum")

@@ -52,7 +52,10 @@ fn id_between<'a>(path: &'a [u8], prefix: &[u8], suffix: &[u8]) -> Option<&'a [u
 }
 
 fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).rposition(|window| window == needle)
+    let first = *needle.first()?;
+    (0..=haystack.len().checked_sub(needle.len())?)
+        .rev()
+        .find(|&at| haystack[at] == first && haystack[at..].starts_with(needle))
 }
 
 /// What a metadata event says about one container.

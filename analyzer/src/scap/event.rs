@@ -43,6 +43,7 @@ pub enum Decoded<'a> {
 
 /// Decodes the event in an event block's body, if `wanted(type)`: most events of a capture
 /// (scheduler switches, process statistics) only need to be stepped over.
+#[inline]
 pub fn decode(body: &[u8], layout: EventLayout, wanted: fn(u16) -> bool) -> Result<Decoded<'_>, String> {
     let prefix = if layout.flags { 6 } else { 2 };
     let header = if layout.v2 { HEADER_V2 } else { HEADER_V1 };
@@ -85,6 +86,7 @@ pub fn decode(body: &[u8], layout: EventLayout, wanted: fn(u16) -> bool) -> Resu
 }
 
 /// Checks `header + lengths + Σ values == event length` for `count` parameters.
+#[inline]
 fn check_lengths(payload: &[u8], count: usize, wide: bool) -> Result<(), String> {
     let width = if wide { 4 } else { 2 };
     let Some(lengths) = count.checked_mul(width).and_then(|size| payload.get(..size)) else {
@@ -125,16 +127,19 @@ fn infer_count(payload: &[u8], kind: u16, schema_count: u8) -> Result<usize, Str
     Err(format!("no parameter count up to {schema_count} matches the event's {payload_size} bytes (v1 event)"))
 }
 
+#[inline]
 fn param_length(bytes: &[u8], wide: bool) -> usize {
     if wide { le32(bytes) as usize } else { usize::from(u16::from_le_bytes([bytes[0], bytes[1]])) }
 }
 
+#[inline]
 fn le32(bytes: &[u8]) -> u32 {
     u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"))
 }
 
 impl<'a> Event<'a> {
     /// Parameter `index`; `None` when it is missing or empty (both mean "not available").
+    #[inline]
     pub fn param(&self, index: usize) -> Option<&'a [u8]> {
         if index >= self.count {
             return None;
@@ -149,6 +154,7 @@ impl<'a> Event<'a> {
     }
 
     /// An unsigned integer parameter of any width.
+    #[inline]
     pub fn unsigned(&self, index: usize) -> Option<u64> {
         let value = self.param(index)?;
         Some(match value.len() {
@@ -162,6 +168,7 @@ impl<'a> Event<'a> {
 
     /// A signed parameter (a result, an fd, a pid). Old drivers stored a 32-bit -1 or -errno
     /// zero-extended into 8 bytes (`0xFFFF_FFFF`); such values are read as the negative number.
+    #[inline]
     pub fn signed(&self, index: usize) -> Option<i64> {
         let value = self.param(index)?;
         Some(match value.len() {
@@ -177,6 +184,7 @@ impl<'a> Event<'a> {
     }
 
     /// A string parameter without its terminating NUL; `None` for the driver's `<NA>` as well.
+    #[inline]
     pub fn text(&self, index: usize) -> Option<&'a [u8]> {
         let value = self.param(index)?;
         let end = value.iter().position(|&byte| byte == 0).unwrap_or(value.len());
@@ -185,6 +193,7 @@ impl<'a> Event<'a> {
     }
 
     /// Whether the event is an exit (odd type) rather than an enter (even type).
+    #[inline]
     pub fn is_exit(&self) -> bool {
         self.kind % 2 == 1
     }

@@ -116,6 +116,8 @@ pub struct Importer {
     processes: IdMap<u64, Process>,
     pub containers: Vec<ContainerAgg>,
     by_full_id: HashMap<Vec<u8>, u32>,
+    /// cgroups lists already matched: clone and exec exits repeat the same few.
+    by_cgroups: HashMap<Vec<u8>, u32>,
     pub meta: HashMap<String, ContainerMeta>,
     pub seen_types: Box<[bool]>,
     pub stats: Stats,
@@ -129,6 +131,7 @@ impl Importer {
             processes: IdMap::default(),
             containers: vec![ContainerAgg::new("host".to_owned(), None)],
             by_full_id: HashMap::new(),
+            by_cgroups: HashMap::new(),
             meta: HashMap::new(),
             seen_types: vec![false; EVENT_TYPES.len()].into(),
             stats: Stats::default(),
@@ -213,14 +216,27 @@ impl Importer {
         if cgroups.is_empty() {
             return None;
         }
-        let Some(id) = containers::container_id(cgroups) else { return Some(HOST) };
-        if let Some(&index) = self.by_full_id.get(id) {
+        if let Some(&index) = self.by_cgroups.get(cgroups) {
             return Some(index);
         }
-        let index = self.containers.len() as u32;
-        let full_id = String::from_utf8_lossy(id).into_owned();
-        self.containers.push(ContainerAgg::new(full_id[..12].to_owned(), Some(full_id)));
-        self.by_full_id.insert(id.to_vec(), index);
+        let index = match containers::container_id(cgroups) {
+            None => HOST,
+            Some(id) => match self.by_full_id.get(id) {
+                Some(&index) => index,
+                None => {
+                    let index = self.containers.len() as u32;
+                    let full_id = String::from_utf8_lossy(id).into_owned();
+                    self.containers.push(ContainerAgg::new(full_id[..12].to_owned(), Some(full_id)));
+                    self.by_full_id.insert(id.to_vec(), index);
+                    index
+                }
+            },
+        };
+        // Bounded: a capture of a busy machine may see many distinct lists over time.
+        if self.by_cgroups.len() >= 4096 {
+            self.by_cgroups.clear();
+        }
+        self.by_cgroups.insert(cgroups.to_vec(), index);
         Some(index)
     }
 

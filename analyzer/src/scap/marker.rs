@@ -41,6 +41,7 @@ pub struct MarkerState {
 
 impl MarkerState {
     /// The phase of an event at `ts` (nanoseconds since the epoch).
+    #[inline]
     pub fn phase_at(&self, ts: u64) -> Phase {
         match self.fired_at {
             Some(at) if ts >= at => Phase::Serving,
@@ -72,6 +73,7 @@ impl Plan {
     }
 
     /// Looks at one syscall of a container whose first event was at `start`, before it is counted.
+    #[inline]
     pub fn observe(&self, state: &mut MarkerState, sys: Sys, ts: u64, start: u64, pid: u32) {
         if state.fired_at.is_some() {
             return;
@@ -145,6 +147,7 @@ fn codes_named(names: &[&str]) -> Box<[bool]> {
         .collect()
 }
 
+#[inline]
 fn matches(codes: &[bool], names: &[&str], sys: Sys) -> bool {
     match sys {
         Sys::Code(code) => codes.get(usize::from(code)).copied().unwrap_or(false),

@@ -34,16 +34,19 @@ pub const GENERIC_E: u16 = 0;
 pub const GENERIC_X: u16 = 1;
 
 /// Whether events of type `kind` are syscalls (rather than meta events or tracepoints).
+#[inline]
 pub fn is_syscall_event(kind: u16) -> bool {
     kind <= GENERIC_X || EVENT_TYPES.get(usize::from(kind)).is_some_and(|info| info.ppm_sc != 0)
 }
 
 /// The syscall of a non-generic syscall event.
+#[inline]
 pub fn of_event(kind: u16) -> Sys {
     Sys::Code(EVENT_TYPES[usize::from(kind)].ppm_sc)
 }
 
 /// The syscall of a generic event from its `ID` (`ppm_sc`) and `nativeID` parameters.
+#[inline]
 pub fn of_generic(id: Option<u64>, native: Option<u64>) -> Sys {
     let native_code = |nr: u64| {
         let nr = u16::try_from(nr).ok()?;
