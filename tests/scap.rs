@@ -885,4 +885,9 @@ fn section_options_and_state_only_events_change_nothing() {
         assert_eq!(plain[key], rewritten[key], "{key}");
     }
     assert_eq!(plain["target"]["container_name"], rewritten["target"]["container_name"]);
+    let warnings = rewritten["warnings"].to_string();
+    assert!(
+        warnings.contains("6 events are marked state-only: the capture was written through a filter"),
+        "{warnings}"
+    );
 }

@@ -69,6 +69,8 @@ mod kind {
     pub const DUP_1_X: u16 = 367;
     pub const ASYNCEVENT_E: u16 = 402;
     pub const CLOSE_RANGE_X: u16 = 451;
+    /// The exits that open a file by name.
+    pub const OPEN_XS: [u16; 6] = [OPEN_X, CREAT_X, OPENAT_X, OPENAT_2_X, OPENAT2_X, OPEN_BY_HANDLE_AT_X];
     /// Every execve/execveat exit version.
     pub const EXEC_X: [u16; 9] = [13, 155, 173, 215, 231, 283, 289, 293, 331];
 }
@@ -385,8 +387,12 @@ impl Importer {
             // The child's side: the event's thread is the child, with its own pid and parent.
             let child = event.tid;
             if let Some(thread) = self.threads.get_mut(&child) {
+                // Created by the parent's side; the child's cgroups are the authority.
                 if let Some(container) = container {
                     thread.container = container;
+                    if let Some(process) = self.processes.get_mut(&child) {
+                        process.container = container;
+                    }
                 }
                 return;
             }
@@ -430,16 +436,7 @@ impl Importer {
         let enter = enter.filter(|enter| enter.kind == args.kind).map(|_| &args);
         let mut file = None;
         match event.kind {
-            kind::OPEN_X
-            | kind::CREAT_X
-            | kind::OPENAT_X
-            | kind::OPENAT_2_X
-            | kind::OPENAT2_X
-            | kind::OPEN_BY_HANDLE_AT_X
-                if result >= 0 =>
-            {
-                self.opened(event, enter, pid, result)
-            }
+            kind if result >= 0 && kind::OPEN_XS.contains(&kind) => self.opened(event, enter, pid, result),
             kind::CLOSE_X if result == 0 => {
                 if let (Some(fd), Some(process)) =
                     (event.signed(1).or(enter.and_then(|enter| enter.int(0))), self.processes.get_mut(&pid))
@@ -628,13 +625,7 @@ fn creates_thread(kind: u16) -> bool {
 fn has_effects(kind: u16) -> bool {
     matches!(
         kind,
-        kind::OPEN_X
-            | kind::CREAT_X
-            | kind::OPENAT_X
-            | kind::OPENAT_2_X
-            | kind::OPENAT2_X
-            | kind::OPEN_BY_HANDLE_AT_X
-            | kind::CLOSE_X
+        kind::CLOSE_X
             | kind::CLOSE_RANGE_X
             | kind::DUP_X
             | kind::DUP_1_X
@@ -645,7 +636,8 @@ fn has_effects(kind: u16) -> bool {
             | kind::MMAP2_X
             | kind::CHDIR_X
             | kind::FCHDIR_X
-    ) || kind::EXEC_X.contains(&kind)
+    ) || kind::OPEN_XS.contains(&kind)
+        || kind::EXEC_X.contains(&kind)
 }
 
 /// The pending enter, and the arguments old exits lack into `args` for the types that have them.

@@ -250,6 +250,12 @@ impl Capture {
         if self.looks_filtered {
             warnings.push("the capture has no read, write or mmap at all: it looks filtered (a Falco capture or a sysdig filter), so the profiles will lack syscalls".to_owned());
         }
+        if self.stats.state_only > 0 {
+            warnings.push(format!(
+                "{} events are marked state-only: the capture was written through a filter, which drops the syscalls it rejects unless they matter for state, so the profiles may lack syscalls",
+                self.stats.state_only
+            ));
+        }
         if !self.stats.unknown_types.is_empty() {
             let total: u64 = self.stats.unknown_types.values().sum();
             let kinds: Vec<String> = self.stats.unknown_types.keys().map(u16::to_string).collect();
