@@ -11,6 +11,8 @@ mod cli;
 mod docker_profiles;
 /// Every output format: Docker accepts the JSON, OCI/Kubernetes shapes, the report in Chromium, `diff`.
 mod outputs;
+/// `.scap` import: the shared captures against sysdig's reference output, damage, the CLI.
+mod scap;
 /// The live eBPF tracer: exact per-phase sets with `--exec`, containers, attach, errors.
 mod tracer;
 /// `verify` on real containers: denials named with phase and process; built-in and shell workloads.

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod docker;
 pub mod profile;
 pub mod report;
+pub mod scap;
 pub mod syscalls;
 pub mod trace;
 pub mod verify;

@@ -8,6 +8,7 @@
 
 mod build;
 mod codegen;
+mod gen_capture;
 mod images;
 mod machine;
 mod test;
@@ -51,8 +52,24 @@ enum Command {
     /// Regenerate committed source files from their upstream data.
     Codegen {
         /// libseccomp's `src/syscalls.csv`.
+        #[arg(long, required_unless_present = "scap_data")]
+        syscalls_csv: Option<PathBuf>,
+        /// The `.scap` tables directory (`event_schema.tsv`, `event_syscall_map_x86_64.json`),
+        /// e.g. `../shared/notes/data`.
         #[arg(long)]
-        syscalls_csv: PathBuf,
+        scap_data: Option<PathBuf>,
+    },
+    /// Write a large uncompressed capture for benchmarking `import`: a fixture's events replayed
+    /// REPEAT times with shifted timestamps.
+    GenCapture {
+        /// The capture to replay [default: ../shared/fixtures/scap/falco_psp_run_as_user_0_container.scap].
+        #[arg(long)]
+        fixture: Option<PathBuf>,
+        /// How many times the events are replayed (the psp fixture is 0.43 MB per round).
+        #[arg(long)]
+        repeat: u32,
+        /// The capture to write.
+        out: PathBuf,
     },
 }
 
@@ -71,7 +88,21 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Run { args } => build::run(&args),
         Command::Images { names } => images::build(&names),
         Command::Test { args } => test::run_tests(&args),
-        Command::Codegen { syscalls_csv } => codegen::syscall_tables(&syscalls_csv),
+        Command::GenCapture { fixture, repeat, out } => {
+            let fixture = fixture.unwrap_or_else(|| {
+                project_root().join("../shared/fixtures/scap/falco_psp_run_as_user_0_container.scap")
+            });
+            gen_capture::generate(&fixture, repeat, &out)
+        }
+        Command::Codegen { syscalls_csv, scap_data } => {
+            if let Some(csv) = syscalls_csv {
+                codegen::syscall_tables(&csv)?;
+            }
+            match scap_data {
+                Some(dir) => codegen::scap_tables(&dir),
+                None => Ok(()),
+            }
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! chain), and map to the exit codes documented in `--help`.
 
 mod diff;
+mod import;
 mod outputs;
 mod profile;
 mod trace;
@@ -29,6 +30,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Import(import::Args),
     Profile(profile::Args),
     Verify(verify::Args),
     Diff(diff::Args),
@@ -46,6 +48,7 @@ pub enum Outcome {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Import(args) => import::run(args),
         Command::Profile(args) => profile::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Diff(args) => diff::run(args),
