@@ -4,6 +4,7 @@
 //! module only routes. Errors print once, on one line (`seccomp-refine: error: …` with the cause
 //! chain), and map to the exit codes documented in `--help`.
 
+mod bitcode;
 mod profile;
 
 use std::process::ExitCode;
@@ -26,6 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Profile(profile::Args),
+    Bitcode(bitcode::Args),
 }
 
 /// What a successful command tells the shell.
@@ -40,6 +42,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Profile(args) => profile::run(args),
+        Command::Bitcode(args) => bitcode::run(args),
     };
     match result {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,
