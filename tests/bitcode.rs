@@ -220,6 +220,21 @@ fn plugins_resolve_tables_wrappers_callbacks_and_fall_back_to_types() {
     assert_eq!(analysis["serving"]["functions"], init["functions"]);
 }
 
+/// Rewrites the producer `LLVM19.…` in the identification block to `LLVM21.…`: the digits are
+/// 6-bit characters ('1' = 53, '9' = 61, '2' = 54) packed least significant bit first.
+fn claim_llvm_21(mut bitcode: Vec<u8>) -> Vec<u8> {
+    let bit = |bytes: &[u8], at: usize| u16::from(bytes[at / 8] >> (at % 8) & 1);
+    let (nineteen, twenty_one) = (53 | 61 << 6, 54 | 53 << 6);
+    let at = (32..40 * 8)
+        .find(|&start| (0..12).map(|i| bit(&bitcode, start + i) << i).sum::<u16>() == nineteen)
+        .expect("clang-19 writes its version into the identification block");
+    for i in 0..12 {
+        let (byte, mask) = ((at + i) / 8, 1 << ((at + i) % 8));
+        if twenty_one >> i & 1 == 1 { bitcode[byte] |= mask } else { bitcode[byte] &= !mask }
+    }
+    bitcode
+}
+
 #[test]
 fn bad_bitcode_is_a_one_line_error() {
     require!(toolchain_missing());
@@ -229,7 +244,10 @@ fn bad_bitcode_is_a_one_line_error() {
     let bitcode = compile(dir.path(), "plugins", PLUGINS);
     let truncated = dir.path().join("truncated.bc");
     std::fs::write(&truncated, &std::fs::read(&bitcode).unwrap()[..2000]).unwrap();
-    let cases: [(&Path, &[&str], &str); 4] = [
+    let newer = dir.path().join("newer.bc");
+    std::fs::write(&newer, claim_llvm_21(std::fs::read(&bitcode).unwrap())).unwrap();
+    let cases: [(&Path, &[&str], &str); 5] = [
+        (&newer, &[], "was written by LLVM21.1.7, newer than the LLVM 19 this build reads; rebuild it with clang-19"),
         (&not_bitcode, &[], "not LLVM bitcode (no 'BC' 0xC0DE magic)"),
         (&truncated, &[], "LLVM cannot parse"),
         (&dir.path().join("missing.bc"), &[], "cannot read"),
@@ -242,4 +260,87 @@ fn bad_bitcode_is_a_one_line_error() {
         assert!(message.starts_with("seccomp-refine: error: ") && message.contains(expected), "{message}");
         assert_eq!(message.lines().count(), 1, "{message}");
     }
+}
+
+/// nginx's bitcode from `cargo xtask bitcode nginx` (which `cargo xtask test` builds first).
+fn nginx_bitcode() -> Result<PathBuf, String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bitcode/nginx.bc");
+    if let Some(missing) = toolchain_missing() {
+        return Err(missing);
+    }
+    path.exists().then_some(path).ok_or_else(|| "target/bitcode/nginx.bc is missing (cargo xtask bitcode nginx)".into())
+}
+
+#[test]
+fn nginx_worker_serves_without_process_management() {
+    let bitcode = match nginx_bitcode() {
+        Ok(path) => path,
+        Err(reason) => return crate::util::skip(&reason),
+    };
+    let analysis = analyse(&bitcode, &[]);
+    let (init, serving) = (&analysis["init"], &analysis["serving"]);
+    assert_eq!(analysis["serving_entries"], serde_json::json!(["ngx_worker_process_cycle"]));
+
+    let init_externals: Vec<&str> = keys(&init["externals"]);
+    let serving_externals: Vec<&str> = keys(&serving["externals"]);
+    let init_only: Vec<&str> =
+        init_externals.iter().copied().filter(|name| !serving_externals.contains(name)).collect();
+    // What the master process does and a worker never does: daemonise, spawn and signal
+    // workers, re-exec the binary, open listening sockets, read the environment.
+    assert_eq!(
+        init_only,
+        [
+            "CRYPTO_get_ex_new_index",
+            "OPENSSL_init_ssl",
+            "OpenSSL_version",
+            "execve",
+            "fork",
+            "getenv",
+            "gethostname",
+            "getpagesize",
+            "getpid",
+            "kill",
+            "listen",
+            "localtime",
+            "setsid",
+            "sigaddset",
+            "sigsuspend",
+            "sysconf",
+            "time",
+            "umask",
+            "uname",
+        ]
+    );
+    assert!(serving_externals.iter().all(|name| init_externals.contains(name)), "serving calls what init cannot");
+    for worker_call in ["accept4", "close", "epoll_ctl", "epoll_wait", "pread64", "recv", "sendfile64", "writev"] {
+        assert!(serving_externals.contains(&worker_call), "the worker loop calls {worker_call}");
+    }
+    let serving_functions = names(&serving["functions"]);
+    assert!(serving_functions.iter().all(|name| names(&init["functions"]).contains(name)));
+    for handler in ["ngx_epoll_process_events", "ngx_event_accept", "ngx_http_wait_request_handler"] {
+        assert!(serving_functions.contains(&handler), "{handler} serves requests");
+    }
+    assert!(!serving_functions.contains(&"ngx_master_process_cycle"));
+
+    let not_callbacks: serde_json::Map<String, Value> = serving["async_roots"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, kind)| *kind != "library callback")
+        .map(|(name, kind)| (name.clone(), kind.clone()))
+        .collect();
+    assert_eq!(
+        Value::Object(not_callbacks),
+        serde_json::json!({
+            "ngx_signal_handler": "signal handler",
+            "ngx_thread_pool_cycle": "thread start routine",
+            "ngx_timer_signal_handler": "signal handler",
+        })
+    );
+    assert_eq!(keys(&serving["syscalls"]), ["capset", "gettid"]);
+    assert_eq!(
+        serving["syscalls"]["capset"],
+        serde_json::json!(["ngx_worker_process_cycle (serving entry)", "ngx_worker_process_init", "syscall(126)"])
+    );
+    assert_eq!(serving["unresolved"], serde_json::json!([]));
 }

@@ -6,6 +6,7 @@
 //! behind one command and installs what a fresh Debian machine lacks, printing one line per action.
 //! It never reconfigures what is already there (an existing Docker daemon, a pulled image).
 
+mod bitcode;
 mod build;
 mod codegen;
 mod images;
@@ -48,6 +49,12 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build an application's whole-program LLVM bitcode from Debian's sources with clang-19
+    /// (`target/bitcode/NAME.bc`, cached).
+    Bitcode {
+        /// Which applications: nginx, redis (default: all).
+        names: Vec<String>,
+    },
     /// Regenerate committed source files from their upstream data.
     Codegen {
         /// libseccomp's `src/syscalls.csv`.
@@ -71,6 +78,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Run { args } => build::run(&args),
         Command::Images { names } => images::build(&names),
         Command::Test { args } => test::run_tests(&args),
+        Command::Bitcode { names } => bitcode::build(&names),
         Command::Codegen { syscalls_csv } => codegen::syscall_tables(&syscalls_csv),
     }
 }

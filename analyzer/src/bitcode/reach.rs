@@ -424,6 +424,8 @@ impl<'p> Reach<'p> {
                     current = None;
                 }
             }
+            // A continuation's function can later be entered from code it reached itself, which
+            // closes a loop in the parent links.
             if path.len() > self.program.functions.len() {
                 break;
             }

@@ -318,10 +318,12 @@ impl<'m> Context<'m> {
                 _ if index == 1 && SIGACTION.contains(&name) => {
                     (AsyncKind::SignalHandler, self.sigaction_handler(arg, symbols))
                 }
+                // Only functions named here count: a pointer loaded from a field is far more often
+                // data (field types of the same shape are merged by the IR linker), and the
+                // functions a field holds had their addresses taken where they were stored.
                 _ => {
-                    let mut value = self.source(arg, symbols, &mut HashSet::new());
-                    value.unknown = false;
-                    (AsyncKind::LibraryCallback, value)
+                    let functions = self.source(arg, symbols, &mut HashSet::new()).functions;
+                    (AsyncKind::LibraryCallback, Source { functions, ..Source::default() })
                 }
             };
             if value != Source::default() {

@@ -263,3 +263,38 @@ pub(super) fn asm_number(raw: &sidecar::RawAsm, arch: Arch) -> Number {
     }
     Number::Unknown
 }
+
+#[cfg(test)]
+mod tests {
+    use super::body::issues_syscalls;
+    use super::sidecar::RawAsm;
+    use super::*;
+
+    fn asm(constraints: &str, args: &[Number]) -> RawAsm {
+        RawAsm { text: "syscall".into(), constraints: constraints.into(), args: args.to_vec() }
+    }
+
+    #[test]
+    fn the_number_register_is_found_through_outputs_ties_and_clobbers() {
+        let direct = asm("={ax},{ax},{di},~{rcx},~{r11},~{memory}", &[Number::Const(39), Number::Unknown]);
+        assert_eq!(asm_number(&direct, Arch::X86_64), Number::Const(39));
+        let tied = asm("={ax},={dx},{di},1,0", &[Number::Unknown, Number::Const(7), Number::Param(2)]);
+        assert_eq!(asm_number(&tied, Arch::X86_64), Number::Param(2));
+        // An indirect output (`=*m`) takes an argument of its own.
+        let indirect = asm("=*m,{ax}", &[Number::Const(1), Number::Const(60)]);
+        assert_eq!(asm_number(&indirect, Arch::X86_64), Number::Const(60));
+        let aarch64 = asm("={x0},{x8},{x0}", &[Number::Const(172), Number::Unknown]);
+        assert_eq!(asm_number(&aarch64, Arch::Aarch64), Number::Const(172));
+        assert_eq!(asm_number(&asm("={ax},{di}", &[Number::Const(1)]), Arch::X86_64), Number::Unknown);
+    }
+
+    #[test]
+    fn syscall_instructions_are_recognised_as_statements() {
+        for text in ["syscall", "movl $$60, %eax\n\tsyscall", "int $$0x80", "int $$128", "sysenter", "svc #0"] {
+            assert!(issues_syscalls(text), "{text}");
+        }
+        for text in ["pause", "cpuid", "call my_syscall", "lock; cmpxchg $1, $2", "int $$3"] {
+            assert!(!issues_syscalls(text), "{text}");
+        }
+    }
+}
