@@ -11,3 +11,9 @@ mod bitcode;
 mod cli;
 /// Profiles the writer produced, applied by a real Docker daemon; the stand-in images serving.
 mod docker_profiles;
+/// Every output format: Docker accepts the JSON, OCI/Kubernetes shapes, the report in Chromium, `diff`.
+mod outputs;
+/// The live eBPF tracer: exact per-phase sets with `--exec`, containers, attach, errors.
+mod tracer;
+/// `verify` on real containers: denials named with phase and process; built-in and shell workloads.
+mod verify;

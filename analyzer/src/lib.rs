@@ -8,8 +8,10 @@ pub mod bitcode;
 pub mod cli;
 pub mod docker;
 pub mod profile;
+pub mod report;
 pub mod syscalls;
 pub mod trace;
+pub mod verify;
 
 use std::io::Write as _;
 use std::path::Path;

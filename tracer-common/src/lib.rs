@@ -1,21 +1,257 @@
 //! Record layouts and constants shared by the kernel programs (`tracer-ebpf`) and the userspace
-//! loader (`seccomp-refine`'s `trace` module).
+//! loader (`seccomp-refine`'s `trace::ebpf` module).
 //!
 //! Everything here is `no_std`, `#[repr(C)]` and defined exactly once, so the two sides cannot
-//! disagree on a layout. The `user` feature adds the `aya::Pod` impls userspace needs.
+//! disagree on a layout. The `user` feature adds the `aya::Pod` impls userspace needs. Names of
+//! programs, maps and read-only globals are constants here too: userspace looks them up by these
+//! strings, and the kernel side declares items with exactly these names.
 #![no_std]
 
-/// Syscall numbers the per-cgroup tables have room for; the highest x86_64 number is below this.
+/// Syscall numbers the per-cgroup tables have room for; the highest x86_64 and i386 numbers are
+/// below this.
 pub const SYSCALL_SLOTS: usize = 512;
+/// Bytes kept of a path (exec'd file, mapped file); longer paths are cut and counted.
+pub const PATH_LEN: usize = 256;
+/// Bytes of the cgroup path the kernel registers at `cgroup_mkdir` (`/docker/<64 hex>` is 72).
+pub const CGROUP_PATH_LEN: usize = 128;
+/// `TASK_COMM_LEN`.
+pub const COMM_LEN: usize = 16;
 
-/// The phases a container's syscalls are recorded in.
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// The container runtime's own work in the container's cgroup, before the entrypoint runs.
-    Runtime = 0,
-    /// From the entrypoint's start until the phase marker fires.
-    Init = 1,
+/// The phases the kernel records syscalls in (the `phase` of a [`TableKey`] and a
+/// [`CgroupState`]). Transitions only move forward.
+pub mod phase {
+    /// The container runtime's own setup in the container's cgroup (mounts, `pivot_root`, …),
+    /// before runc's `prctl(PR_GET_PDEATHSIG)`: not under the container's filter.
+    pub const RUNTIME_SETUP: u32 = 0;
+    /// runc after that `prctl`, until it execs the entrypoint: under the container's filter.
+    pub const RUNTIME: u32 = 1;
+    /// From the entrypoint's exec until the phase marker fires.
+    pub const INIT: u32 = 2;
     /// After the phase marker.
-    Serving = 2,
+    pub const SERVING: u32 = 3;
+    pub const COUNT: usize = 4;
+}
+
+/// The ABI of a recorded syscall (the `abi` of a [`TableKey`]).
+pub mod abi {
+    /// The kernel's own ABI (x86_64).
+    pub const NATIVE: u32 = 0;
+    /// A 32-bit syscall (`int $0x80` or a 32-bit process): numbered with the i386 table.
+    pub const COMPAT: u32 = 1;
+}
+
+/// What the kernel does to end `init` on its own (slot 0 of the `MARKER` map; slot 1 holds the
+/// syscall number). Markers decided in userspace (`ready:`, `after:`) and uprobes use `NONE`.
+pub mod marker {
+    pub const NONE: u32 = 0;
+    /// The first syscall numbered `MARKER[1]` in `init`.
+    pub const SYSCALL: u32 = 1;
+    /// The first accept-family or epoll wait after the cgroup called `listen`.
+    pub const AFTER_LISTEN: u32 = 2;
+}
+
+/// Event kinds (the `kind` of an [`EventHeader`]).
+pub mod event {
+    pub const EXEC: u32 = 1;
+    pub const MMAP_EXEC: u32 = 2;
+    pub const PHASE: u32 = 3;
+    pub const CGROUP: u32 = 4;
+}
+
+/// Why a phase changed (the `cause` of a [`PhaseEvent`]): a syscall number, or one of these.
+pub mod cause {
+    pub const EXEC: u32 = 0x1_0000;
+    pub const UPROBE: u32 = 0x1_0001;
+}
+
+/// Slots of the per-CPU `STATS` array.
+pub mod stat {
+    /// Ring-buffer reservations that failed: events lost.
+    pub const LOST_EVENTS: u32 = 0;
+    /// Per-phase syscall tables that could not be created (map full): syscalls not recorded.
+    pub const TABLE_FULL: u32 = 1;
+    /// Paths cut at `PATH_LEN` or unreadable.
+    pub const PATH_CUT: u32 = 2;
+    pub const COUNT: u32 = 3;
+}
+
+/// `CgroupState::flags`: the cgroup has called `listen` (for the `AFTER_LISTEN` marker).
+pub const FLAG_LISTENED: u32 = 1;
+/// `TS_COMPAT` in `thread_info.status` (arch/x86/include/asm/thread_info.h).
+pub const TS_COMPAT: u32 = 0x0002;
+/// `PR_GET_PDEATHSIG`: runc reads it just before it installs the container's filter.
+pub const PR_GET_PDEATHSIG: u64 = 2;
+/// `PROT_EXEC`.
+pub const PROT_EXEC: u64 = 4;
+
+/// Program, map and global names, shared so neither side can misspell them.
+pub mod names {
+    pub const SYS_ENTER: &str = "seccomp_refine_sys_enter";
+    pub const SYS_EXIT: &str = "seccomp_refine_sys_exit";
+    pub const EXEC: &str = "seccomp_refine_exec";
+    pub const CGROUP_MKDIR: &str = "seccomp_refine_cgroup_mkdir";
+    pub const MARKER_PROBE: &str = "seccomp_refine_marker";
+    pub const CGROUPS: &str = "CGROUPS";
+    pub const TABLES: &str = "TABLES";
+    pub const EVENTS: &str = "EVENTS";
+    pub const STATS: &str = "STATS";
+    pub const MARKER: &str = "MARKER";
+    pub const CGROUP_PATH: &str = "CGROUP_PATH";
+}
+
+/// Kernel struct field offsets, read from BTF by userspace and injected as read-only globals
+/// (Rust eBPF emits no CO-RE relocations). The global of field `i` is `OFFSET_NAMES[i]`.
+pub mod offsets {
+    pub const TASK_STATUS: usize = 0;
+    pub const BPRM_FILENAME: usize = 1;
+    pub const BPRM_INTERP: usize = 2;
+    pub const CGROUP_KN: usize = 3;
+    pub const KERNFS_ID: usize = 4;
+    pub const CGROUP_ROOT: usize = 5;
+    pub const ROOT_HIERARCHY_ID: usize = 6;
+    pub const REGS_DI: usize = 7;
+    pub const REGS_SI: usize = 8;
+    pub const REGS_DX: usize = 9;
+    pub const REGS_R10: usize = 10;
+    pub const REGS_R8: usize = 11;
+    pub const COUNT: usize = 12;
+    /// The global holding all of them, indexed by the constants above.
+    pub const GLOBAL: &str = "OFFSETS";
+}
+
+/// Key of the per-CPU `TABLES` hash map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TableKey {
+    pub cgroup: u64,
+    pub phase: u32,
+    pub abi: u32,
+}
+
+/// Value of `TABLES`, per CPU: how often each syscall number was entered, and when first
+/// (`bpf_ktime_get_ns`, CLOCK_MONOTONIC). Per CPU, so the hot path needs no atomics.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SyscallTable {
+    pub count: [u64; SYSCALL_SLOTS],
+    pub first_seen_ns: [u64; SYSCALL_SLOTS],
+}
+
+/// Value of the `CGROUPS` hash map, keyed by cgroup v2 id: a registered cgroup is traced.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupState {
+    pub phase: u32,
+    pub flags: u32,
+}
+
+/// Key of the `FD_PATHS` map: the path an `open` returned, per process and fd.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FdKey {
+    pub tgid: u32,
+    pub fd: u32,
+}
+
+/// A NUL-terminated path.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PathBytes {
+    pub bytes: [u8; PATH_LEN],
+}
+
+/// Leads every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EventHeader {
+    pub kind: u32,
+    /// The cgroup's phase when the event happened (for `PHASE`, the new phase).
+    pub phase: u32,
+    /// Thread id.
+    pub pid: u32,
+    /// Process id.
+    pub tgid: u32,
+    pub ts_ns: u64,
+    pub cgroup: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// `event::EXEC`: a successful exec in a traced cgroup.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    /// What was passed to `execve` (`bprm->filename`).
+    pub filename: [u8; PATH_LEN],
+    /// What the kernel ran (`bprm->interp`): differs from `filename` for `#!` scripts.
+    pub interp: [u8; PATH_LEN],
+}
+
+/// `event::MMAP_EXEC`: `mmap` with `PROT_EXEC` of a file the process opened by path.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MmapEvent {
+    pub header: EventHeader,
+    pub fd: u32,
+    pub _pad: u32,
+    pub path: [u8; PATH_LEN],
+}
+
+/// `event::PHASE`: the kernel moved a cgroup to `header.phase`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PhaseEvent {
+    pub header: EventHeader,
+    /// The syscall number that caused it, or a `cause::` constant.
+    pub cause: u32,
+    pub _pad: u32,
+}
+
+/// `event::CGROUP`: the kernel registered a new cgroup at `cgroup_mkdir`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CgroupEvent {
+    pub header: EventHeader,
+    pub path: [u8; CGROUP_PATH_LEN],
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+
+    // SAFETY: each type is #[repr(C)], made only of integers and integer arrays, with explicit
+    // padding fields, so every bit pattern is valid and there are no padding bytes.
+    unsafe impl aya::Pod for TableKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SyscallTable {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for CgroupState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FdKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for PathBytes {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_hidden_padding() {
+        assert_eq!(size_of::<TableKey>(), 16);
+        assert_eq!(size_of::<SyscallTable>(), 2 * 8 * SYSCALL_SLOTS);
+        assert_eq!(size_of::<CgroupState>(), 8);
+        assert_eq!(size_of::<EventHeader>(), 48);
+        assert_eq!(size_of::<ExecEvent>(), 48 + 2 * PATH_LEN);
+        assert_eq!(size_of::<MmapEvent>(), 56 + PATH_LEN);
+        assert_eq!(size_of::<PhaseEvent>(), 56);
+        assert_eq!(size_of::<CgroupEvent>(), 48 + CGROUP_PATH_LEN);
+    }
+
+    #[test]
+    fn percpu_table_fits_the_kernel_limit() {
+        // PCPU_MIN_UNIT_SIZE: per-CPU map values above 32 KiB are refused.
+        assert!(size_of::<SyscallTable>() <= 32 * 1024);
+    }
 }

@@ -1,24 +1,427 @@
-//! The tracer's kernel programs. This is the foundation's smoke program (per-cgroup syscall
-//! table); the tracer issue replaces it with the full set.
+//! The tracer's kernel programs: per-cgroup, per-phase syscall tables, and ring-buffer events for
+//! the rare things (execs, executable mappings, phase changes, registered cgroups).
+//!
+//! - `sys_enter` (raw tracepoint) counts every syscall of a registered cgroup in a per-CPU table
+//!   keyed by (cgroup, phase, ABI), moves the phase on runc's `PR_GET_PDEATHSIG` cut and on a
+//!   kernel-decided marker, and remembers `open` paths for the `mmap` correlation;
+//! - `sys_exit` (raw tracepoint) binds a successful `open`'s path to its (process, fd);
+//! - `sched_process_exec` (raw tracepoint) reports execs and ends the runtime phase;
+//! - `cgroup_mkdir` (raw tracepoint) registers the container's cgroup before any task runs in it;
+//! - a uprobe on the marker function ends `init`.
+//!
+//! No event is sent per syscall: userspace reads the tables. Struct offsets come from userspace
+//! (BTF) through the read-only `OFFSETS` global, since Rust eBPF has no CO-RE.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
-    helpers::bpf_get_current_cgroup_id,
-    macros::{map, raw_tracepoint},
-    maps::HashMap,
-    programs::RawTracePointContext,
+    bindings::BPF_NOEXIST,
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_str_bytes,
+    },
+    macros::{map, raw_tracepoint, uprobe},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{ProbeContext, RawTracePointContext},
+};
+use tracer_common::{
+    CGROUP_PATH_LEN, COMM_LEN, CgroupEvent, CgroupState, EventHeader, ExecEvent, FLAG_LISTENED, FdKey, MmapEvent,
+    PATH_LEN, PR_GET_PDEATHSIG, PROT_EXEC, PathBytes, PhaseEvent, SYSCALL_SLOTS, SyscallTable, TS_COMPAT, TableKey,
+    abi, cause, event, marker, offsets, phase, stat,
 };
 
+// x86_64 syscall numbers the programs act on.
+const NR_OPEN: u64 = 2;
+const NR_CLOSE: u64 = 3;
+const NR_MMAP: u64 = 9;
+const NR_ACCEPT: u64 = 43;
+const NR_LISTEN: u64 = 50;
+const NR_PRCTL: u64 = 157;
+const NR_EPOLL_WAIT: u64 = 232;
+const NR_OPENAT: u64 = 257;
+const NR_EPOLL_PWAIT: u64 = 281;
+const NR_ACCEPT4: u64 = 288;
+const NR_SECCOMP: u64 = 317;
+const NR_OPENAT2: u64 = 437;
+const NR_EPOLL_PWAIT2: u64 = 441;
+
+/// Struct field offsets, indexed by `tracer_common::offsets`; set by userspace from BTF.
+#[unsafe(no_mangle)]
+static OFFSETS: [u64; offsets::COUNT] = [0; offsets::COUNT];
+/// The v2 cgroup path (`/docker/<id>`) to register when created, NUL-padded; empty for none.
+#[unsafe(no_mangle)]
+static CGROUP_PATH: [u8; CGROUP_PATH_LEN] = [0; CGROUP_PATH_LEN];
+
+/// Registered cgroups and their phase: a cgroup not in here is not traced.
 #[map]
-static PHASES: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
+static CGROUPS: HashMap<u64, CgroupState> = HashMap::with_max_entries(64, 0);
+
+/// The marker the kernel decides: `[kind, syscall number]` (`tracer_common::marker`). A map, not
+/// a global, because userspace settles it after loading (`auto` tries uprobes first).
+#[map]
+static MARKER: Array<u64> = Array::with_max_entries(2, 0);
+
+#[map]
+static TABLES: PerCpuHashMap<TableKey, SyscallTable> = PerCpuHashMap::with_max_entries(512, 0);
+
+/// One zeroed table: new `TABLES` entries are copied from it, since 8 KiB cannot live on the
+/// 512-byte stack.
+#[map]
+static ZERO_TABLE: Array<SyscallTable> = Array::with_max_entries(1, 0);
+
+/// Userspace sets the size (`--ring-buffer`); this is the default.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+#[map]
+static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+/// The path pointer of an `open` in flight, per thread, until `sys_exit` sees its result.
+#[map]
+static PENDING_OPEN: HashMap<u32, u64> = HashMap::with_max_entries(4096, 0);
+
+/// What each open fd of a traced process was opened as.
+#[map]
+static FD_PATHS: LruHashMap<FdKey, PathBytes> = LruHashMap::with_max_entries(16384, 0);
+
+/// Scratch space for a path being copied (too big for the stack next to everything else).
+#[map]
+static PATH_SCRATCH: PerCpuArray<PathBytes> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn offset(field: usize) -> u64 {
+    // SAFETY: a plain read of a read-only global; volatile so the compiler cannot fold the
+    // build-time zero in place of the value userspace writes before loading.
+    unsafe { core::ptr::read_volatile(&OFFSETS[field]) }
+}
+
+#[inline(always)]
+fn count_stat(slot: u32) {
+    if let Some(value) = STATS.get_ptr_mut(slot) {
+        // SAFETY: a per-CPU slot; nothing else runs on this CPU while the program does.
+        unsafe { *value += 1 };
+    }
+}
+
+/// Reads a kernel value at `base + off`.
+#[inline(always)]
+fn read_kernel<T>(base: u64, off: u64) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel copes with any address; a bad one only returns an error.
+    unsafe { bpf_probe_read_kernel((base + off) as *const T) }.ok()
+}
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
-pub fn seccomp_refine_sys_enter(_ctx: RawTracePointContext) -> i32 {
+pub fn seccomp_refine_sys_enter(ctx: RawTracePointContext) -> i32 {
+    let id: i64 = ctx.arg(1);
+    if !(0..SYSCALL_SLOTS as i64).contains(&id) {
+        return 0;
+    }
     // SAFETY: the helper has no preconditions.
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
-    // SAFETY: the value is read, not kept.
-    let _ = unsafe { PHASES.get(&cgroup) };
+    let Some(state) = CGROUPS.get_ptr_mut(cgroup) else { return 0 };
+    let id = id as u64;
+    let abi = current_abi();
+    // SAFETY: the entry lives as long as the cgroup is registered; racing writers only ever move
+    // the phase forward, and a torn read is impossible for an aligned u32.
+    let mut current = unsafe { (*state).phase };
+    if abi == abi::NATIVE && current == phase::INIT && kernel_marker_fires(state, id) {
+        // The marker syscall is the first of the serving phase.
+        set_phase(cgroup, state, phase::SERVING, id as u32);
+        current = phase::SERVING;
+    }
+    let recorded = if abi == abi::NATIVE && current == phase::RUNTIME && id == NR_SECCOMP {
+        // Installing the filter is the last thing runc does without it.
+        phase::RUNTIME_SETUP
+    } else {
+        current
+    };
+    record(cgroup, recorded, abi, id);
+    if abi == abi::NATIVE {
+        let regs: u64 = ctx.arg(0);
+        on_native_syscall(cgroup, state, current, id, regs);
+    }
+    0
+}
+
+/// `abi::COMPAT` for a 32-bit syscall (`TS_COMPAT` in the thread's status), else `abi::NATIVE`.
+#[inline(always)]
+fn current_abi() -> u32 {
+    // SAFETY: the helper has no preconditions.
+    let task = unsafe { bpf_get_current_task() };
+    match read_kernel::<u32>(task, offset(offsets::TASK_STATUS)) {
+        Some(status) if status & TS_COMPAT != 0 => abi::COMPAT,
+        _ => abi::NATIVE,
+    }
+}
+
+#[inline(always)]
+fn record(cgroup: u64, phase: u32, abi: u32, id: u64) {
+    let key = TableKey { cgroup, phase, abi };
+    let table = match TABLES.get_ptr_mut(&key) {
+        Some(table) => table,
+        None => {
+            let Some(zero) = ZERO_TABLE.get(0) else { return };
+            // Another CPU may have inserted it meanwhile; NOEXIST keeps its data either way.
+            let _ = TABLES.insert(&key, zero, BPF_NOEXIST as u64);
+            match TABLES.get_ptr_mut(&key) {
+                Some(table) => table,
+                None => {
+                    count_stat(stat::TABLE_FULL);
+                    return;
+                }
+            }
+        }
+    };
+    let slot = (id as usize) & (SYSCALL_SLOTS - 1);
+    // SAFETY: this CPU's copy of the table; `slot` is masked into range.
+    unsafe {
+        (*table).count[slot] += 1;
+        if (*table).first_seen_ns[slot] == 0 {
+            (*table).first_seen_ns[slot] = bpf_ktime_get_ns();
+        }
+    }
+}
+
+/// Phase moves and bookkeeping that depend on a native syscall's number and arguments.
+#[inline(always)]
+fn on_native_syscall(cgroup: u64, state: *mut CgroupState, current: u32, id: u64, regs: u64) {
+    match id {
+        NR_OPENAT | NR_OPENAT2 => remember_open(read_kernel::<u64>(regs, offset(offsets::REGS_SI))),
+        NR_OPEN => remember_open(read_kernel::<u64>(regs, offset(offsets::REGS_DI))),
+        NR_CLOSE => {
+            if let Some(fd) = read_kernel::<u64>(regs, offset(offsets::REGS_DI)) {
+                let _ = FD_PATHS.remove(&FdKey { tgid: tgid(), fd: fd as u32 });
+            }
+        }
+        NR_MMAP => on_mmap(cgroup, current, regs),
+        NR_PRCTL if current == phase::RUNTIME_SETUP => {
+            if read_kernel::<u64>(regs, offset(offsets::REGS_DI)) == Some(PR_GET_PDEATHSIG) {
+                set_phase(cgroup, state, phase::RUNTIME, id as u32);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[inline(always)]
+fn kernel_marker_fires(state: *mut CgroupState, id: u64) -> bool {
+    let kind = MARKER.get(0).copied().unwrap_or(0) as u32;
+    match kind {
+        marker::SYSCALL => Some(&id) == MARKER.get(1),
+        marker::AFTER_LISTEN => {
+            // SAFETY: the cgroup's entry (see `seccomp_refine_sys_enter`).
+            let flags = unsafe { (*state).flags };
+            if id == NR_LISTEN {
+                // SAFETY: as above; a lost race only delays the marker to the next wait.
+                unsafe { (*state).flags = flags | FLAG_LISTENED };
+                return false;
+            }
+            flags & FLAG_LISTENED != 0
+                && matches!(id, NR_ACCEPT | NR_ACCEPT4 | NR_EPOLL_WAIT | NR_EPOLL_PWAIT | NR_EPOLL_PWAIT2)
+        }
+        _ => false,
+    }
+}
+
+#[inline(always)]
+fn tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+#[inline(always)]
+fn remember_open(path: Option<u64>) {
+    if let Some(path) = path {
+        let tid = bpf_get_current_pid_tgid() as u32;
+        let _ = PENDING_OPEN.insert(&tid, &path, 0);
+    }
+}
+
+#[inline(always)]
+fn on_mmap(cgroup: u64, current: u32, regs: u64) {
+    let prot = read_kernel::<u64>(regs, offset(offsets::REGS_DX)).unwrap_or(0);
+    let fd = read_kernel::<u64>(regs, offset(offsets::REGS_R8)).unwrap_or(u64::MAX) as i64;
+    if prot & PROT_EXEC == 0 || fd < 0 {
+        return;
+    }
+    let key = FdKey { tgid: tgid(), fd: fd as u32 };
+    let Some(path) = FD_PATHS.get_ptr(&key) else { return };
+    let Some(mut entry) = EVENTS.reserve::<MmapEvent>(0) else {
+        count_stat(stat::LOST_EVENTS);
+        return;
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: `record` points to a reserved, exclusively owned ring-buffer slot of the right size;
+    // `path` to a map value that stays valid during the program.
+    unsafe {
+        fill_header(&raw mut (*record).header, event::MMAP_EXEC, current, cgroup);
+        (*record).fd = fd as u32;
+        (*record)._pad = 0;
+        (*record).path = (*path).bytes;
+    }
+    entry.submit(0);
+}
+
+/// Moves `cgroup` to `next` and tells userspace why.
+#[inline(always)]
+fn set_phase(cgroup: u64, state: *mut CgroupState, next: u32, why: u32) {
+    // SAFETY: the cgroup's entry; phases only move forward, so a racing writer agrees.
+    unsafe { (*state).phase = next };
+    let Some(mut entry) = EVENTS.reserve::<PhaseEvent>(0) else {
+        count_stat(stat::LOST_EVENTS);
+        return;
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: a reserved, exclusively owned ring-buffer slot of the right size.
+    unsafe {
+        fill_header(&raw mut (*record).header, event::PHASE, next, cgroup);
+        (*record).cause = why;
+        (*record)._pad = 0;
+    }
+    entry.submit(0);
+}
+
+/// # Safety
+/// `header` must point to writable memory for an `EventHeader`.
+#[inline(always)]
+unsafe fn fill_header(header: *mut EventHeader, kind: u32, phase: u32, cgroup: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        (*header).kind = kind;
+        (*header).phase = phase;
+        (*header).pid = pid_tgid as u32;
+        (*header).tgid = (pid_tgid >> 32) as u32;
+        (*header).ts_ns = bpf_ktime_get_ns();
+        (*header).cgroup = cgroup;
+        (*header).comm = comm;
+    }
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn seccomp_refine_sys_exit(ctx: RawTracePointContext) -> i32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(path) = (unsafe { PENDING_OPEN.get(&tid) }).copied() else { return 0 };
+    let _ = PENDING_OPEN.remove(&tid);
+    let ret: i64 = ctx.arg(1);
+    if ret < 0 {
+        return 0;
+    }
+    let Some(scratch) = PATH_SCRATCH.get_ptr_mut(0) else { return 0 };
+    // SAFETY: this CPU's scratch slot; the user pointer is only read through the helper.
+    let copied = unsafe { bpf_probe_read_user_str_bytes(path as *const u8, &mut (*scratch).bytes) };
+    match copied {
+        Ok(bytes) if bytes.len() < PATH_LEN - 1 => {}
+        _ => {
+            count_stat(stat::PATH_CUT);
+            return 0;
+        }
+    }
+    // SAFETY: as above; the map copies the value.
+    let _ = FD_PATHS.insert(&FdKey { tgid: tgid(), fd: ret as u32 }, unsafe { &*scratch }, 0);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn seccomp_refine_exec(ctx: RawTracePointContext) -> i32 {
+    // SAFETY: the helper has no preconditions.
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    let Some(state) = CGROUPS.get_ptr_mut(cgroup) else { return 0 };
+    // SAFETY: the cgroup's entry (see `seccomp_refine_sys_enter`).
+    if unsafe { (*state).phase } == phase::RUNTIME {
+        // runc has exec'd the entrypoint: from here on it is the application.
+        set_phase(cgroup, state, phase::INIT, cause::EXEC);
+    }
+    let bprm: u64 = ctx.arg(2);
+    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
+        count_stat(stat::LOST_EVENTS);
+        return 0;
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: a reserved, exclusively owned ring-buffer slot of the right size; kernel pointers
+    // are only read through bpf_probe_read_kernel*.
+    unsafe {
+        fill_header(&raw mut (*record).header, event::EXEC, (*state).phase, cgroup);
+        copy_kernel_str(read_kernel::<u64>(bprm, offset(offsets::BPRM_FILENAME)), &mut (*record).filename);
+        copy_kernel_str(read_kernel::<u64>(bprm, offset(offsets::BPRM_INTERP)), &mut (*record).interp);
+    }
+    entry.submit(0);
+    0
+}
+
+#[inline(always)]
+fn copy_kernel_str(source: Option<u64>, dest: &mut [u8; PATH_LEN]) {
+    dest[0] = 0;
+    let Some(source) = source else { return };
+    // SAFETY: the helper checks the address and stops at `dest`'s length.
+    match unsafe { bpf_probe_read_kernel_str_bytes(source as *const u8, dest) } {
+        Ok(bytes) if bytes.len() < PATH_LEN - 1 => {}
+        _ => count_stat(stat::PATH_CUT),
+    }
+}
+
+#[raw_tracepoint(tracepoint = "cgroup_mkdir")]
+pub fn seccomp_refine_cgroup_mkdir(ctx: RawTracePointContext) -> i32 {
+    let cgrp: u64 = ctx.arg(0);
+    let path: u64 = ctx.arg(1);
+    // In hybrid mode every v1 hierarchy reports its mkdirs too; only v2 (hierarchy 0) has the
+    // ids `bpf_get_current_cgroup_id` returns.
+    let Some(root) = read_kernel::<u64>(cgrp, offset(offsets::CGROUP_ROOT)) else { return 0 };
+    if read_kernel::<i32>(root, offset(offsets::ROOT_HIERARCHY_ID)) != Some(0) {
+        return 0;
+    }
+    let Some(name) = PATH_SCRATCH.get_ptr_mut(0) else { return 0 };
+    // SAFETY: this CPU's scratch slot; the helper checks the address and stops at the slice's end.
+    let name = unsafe { &mut (&mut (*name).bytes)[..CGROUP_PATH_LEN] };
+    // SAFETY: as above.
+    if unsafe { bpf_probe_read_kernel_str_bytes(path as *const u8, name) }.is_err() || !is_configured(name) {
+        return 0;
+    }
+    let Some(kn) = read_kernel::<u64>(cgrp, offset(offsets::CGROUP_KN)) else { return 0 };
+    let Some(id) = read_kernel::<u64>(kn, offset(offsets::KERNFS_ID)) else { return 0 };
+    let _ = CGROUPS.insert(&id, &CgroupState { phase: phase::RUNTIME_SETUP, flags: 0 }, 0);
+    let Some(mut entry) = EVENTS.reserve::<CgroupEvent>(0) else {
+        count_stat(stat::LOST_EVENTS);
+        return 0;
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: a reserved, exclusively owned ring-buffer slot of the right size.
+    unsafe {
+        fill_header(&raw mut (*record).header, event::CGROUP, phase::RUNTIME_SETUP, id);
+        (*record).path.copy_from_slice(name);
+    }
+    entry.submit(0);
+    0
+}
+
+/// Whether `name` (NUL-terminated) is the configured `CGROUP_PATH`; never when none is configured.
+#[inline(always)]
+fn is_configured(name: &[u8]) -> bool {
+    let mut i = 0;
+    while i < CGROUP_PATH_LEN && i < name.len() {
+        // SAFETY: a plain read of a read-only global (volatile: see `offset`).
+        let wanted = unsafe { core::ptr::read_volatile(&CGROUP_PATH[i]) };
+        if name[i] != wanted {
+            return false;
+        }
+        if wanted == 0 {
+            return i > 0;
+        }
+        i += 1;
+    }
+    false
+}
+
+#[uprobe]
+pub fn seccomp_refine_marker(_ctx: ProbeContext) -> u32 {
+    // SAFETY: the helper has no preconditions.
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    let Some(state) = CGROUPS.get_ptr_mut(cgroup) else { return 0 };
+    // SAFETY: the cgroup's entry (see `seccomp_refine_sys_enter`).
+    if unsafe { (*state).phase } == phase::INIT {
+        set_phase(cgroup, state, phase::SERVING, cause::UPROBE);
+    }
     0
 }
 

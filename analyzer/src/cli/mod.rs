@@ -5,7 +5,11 @@
 //! chain), and map to the exit codes documented in `--help`.
 
 mod bitcode;
+mod diff;
+mod outputs;
 mod profile;
+mod trace;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -27,6 +31,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Profile(profile::Args),
+    Verify(verify::Args),
+    Diff(diff::Args),
+    Trace(trace::Args),
     Bitcode(bitcode::Args),
 }
 
@@ -42,6 +49,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Profile(args) => profile::run(args),
+        Command::Verify(args) => verify::run(args),
+        Command::Diff(args) => diff::run(args),
+        Command::Trace(args) => trace::run(args),
         Command::Bitcode(args) => bitcode::run(args),
     };
     match result {

@@ -1,17 +1,19 @@
-//! `seccomp-refine profile`: profiles from an existing `trace.json`.
+//! `seccomp-refine profile`: profiles, in every format, and the report from an existing `trace.json`.
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
-use super::Outcome;
-use crate::profile::Profiles;
+use super::{Outcome, outputs};
+use crate::profile::kubernetes;
 use crate::trace::Trace;
 
-/// Write seccomp profiles from a trace (`trace.json` from `trace` or `import`).
+/// Write seccomp profiles and the report from a trace (`trace.json` from `trace` or `import`).
 ///
 /// Writes seccomp-init.json, seccomp-serving.json and seccomp.json (the one Docker applies at start:
-/// init, serving and what the container runtime does after installing the filter).
+/// init, serving and what the container runtime does after installing the filter), seccomp.oci.json
+/// (the OCI config.json section), seccomp.k8s.yaml (a security-profiles-operator SeccompProfile),
+/// report.md and report.html.
 #[derive(clap::Args)]
 pub struct Args {
     /// The trace to read.
@@ -19,19 +21,20 @@ pub struct Args {
     /// Directory for the profiles [default: the trace's directory].
     #[arg(short, long, value_name = "DIR")]
     output: Option<PathBuf>,
+    /// apiVersion of the Kubernetes SeccompProfile.
+    #[arg(long, value_name = "VERSION", default_value = kubernetes::DEFAULT_API_VERSION)]
+    k8s_api_version: String,
 }
 
 pub fn run(args: Args) -> Result<Outcome> {
     let trace = Trace::read(&args.trace)?;
     let dir = args.output.unwrap_or_else(|| args.trace.parent().unwrap_or(".".as_ref()).to_path_buf());
-    let profiles = Profiles::from_trace(&trace);
-    for name in profiles.unknown_names() {
-        eprintln!("seccomp-refine: warning: `{name}` is not a syscall this version knows; left out of the profiles");
-    }
-    let written =
-        profiles.write_docker_json(&dir).with_context(|| format!("cannot write profiles to {}", dir.display()))?;
-    for ((stem, names), path) in profiles.by_file().iter().zip(&written) {
-        println!("{stem:<16} {:>3} syscalls  {}", names.len(), path.display());
-    }
+    let request = outputs::Request {
+        dir: &dir,
+        trace: &trace,
+        write_trace: false,
+        kubernetes_api_version: &args.k8s_api_version,
+    };
+    outputs::write(&request)?;
     Ok(Outcome::Clean)
 }

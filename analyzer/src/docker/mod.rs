@@ -4,15 +4,19 @@
 //! version and the wording of "no daemon" live in one place. Submodules add what each command
 //! needs (running a traced container, reading an image's files, …).
 
+pub mod container;
+pub mod image;
+pub mod verify_run;
+
 use bollard::Docker;
 
 /// Why the daemon could not be used, phrased with the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
     #[error(
-        "cannot reach the Docker daemon at {address} ({source}); start dockerd (`cargo xtask run` does), or set DOCKER_HOST"
+        "cannot reach the Docker daemon at {address} ({reason}); start dockerd (`cargo xtask run` does), or set DOCKER_HOST"
     )]
-    Unreachable { address: String, source: bollard::errors::Error },
+    Unreachable { address: String, reason: String },
     #[error("permission denied on the Docker socket {address}; run as root or as a member of the `docker` group")]
     PermissionDenied { address: String },
 }
@@ -31,7 +35,9 @@ pub async fn connect() -> Result<Docker, DockerError> {
 /// sides speak: Debian's Docker 20.10 tops out at API 1.41, older than bollard's default, and
 /// refuses newer clients outright.
 pub async fn connect_to(address: &str) -> Result<Docker, DockerError> {
-    let unreachable = |source| DockerError::Unreachable { address: address.to_owned(), source };
+    // The cause goes into the sentence rather than the error chain, so it is printed once, before the fix.
+    let unreachable =
+        |err: bollard::errors::Error| DockerError::Unreachable { address: address.to_owned(), reason: err.to_string() };
     let docker = match address.strip_prefix("tcp://") {
         Some(_) => Docker::connect_with_http(address, TIMEOUT_SECS, bollard::API_DEFAULT_VERSION),
         None => Docker::connect_with_socket(address, TIMEOUT_SECS, bollard::API_DEFAULT_VERSION),

@@ -5,16 +5,26 @@
 //! init ∪ serving ∪ what the runtime does after installing the filter. Seccomp filters only ever
 //! tighten, so the serving set is enforced by adding a second filter at the phase boundary.
 //!
-//! Only this module knows the profile file formats (`docker_json`).
+//! Only this module knows the profile file formats (`docker_json`, `oci`, `kubernetes`; `outputs`
+//! writes them all, `read` reads the JSON ones back).
 
 mod baseline;
+pub mod docker_default;
 mod docker_json;
+pub mod kubernetes;
+mod oci;
+mod outputs;
+pub mod read;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-pub use baseline::{ALWAYS_ALLOWED, RUNC_AFTER_FILTER, profile_arches};
+pub use baseline::{
+    ALWAYS_ALLOWED, CRUN_AFTER_FILTER, DEFAULT_BASELINE, RUNC_1_1_AFTER_FILTER, RUNC_AFTER_FILTER, RUNTIME_BASELINES,
+    RuntimeBaseline, profile_arches, runtime_baseline,
+};
 pub use docker_json::{DockerProfile, ERRNO_ENOSYS};
+pub use outputs::{KUBERNETES_FILE, OCI_FILE, OutputOptions};
 
 use crate::syscalls::{self, Arch};
 use crate::trace::{Phase, Trace};
@@ -36,10 +46,15 @@ pub struct Profiles {
 /// Where the syscalls the runtime needs under the filter came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RuntimeSource {
-    /// The trace's own `runtime` phase.
-    Traced,
-    /// `RUNC_AFTER_FILTER`, because the trace had no runtime phase.
-    RuncBaseline,
+    /// The trace's own `runtime` phase, joined with the runtime's baseline row: what the Go runtime
+    /// inside runc does after the filter depends on scheduling (`sched_yield`, `nanosleep`, … come
+    /// and go between runs), and a container that cannot start is worse than a few more calls
+    /// allowed in the container-wide profile (never in init or serving).
+    Traced(&'static RuntimeBaseline),
+    /// A documented baseline from `RUNTIME_BASELINES`, because the evidence had no runtime phase:
+    /// the row for the trace's runtime, or `DEFAULT_BASELINE` when it names none (or one the table
+    /// lacks).
+    Baseline(&'static RuntimeBaseline),
 }
 
 impl Profiles {
@@ -47,18 +62,37 @@ impl Profiles {
     pub fn from_trace(trace: &Trace) -> Profiles {
         let phase =
             |phase: Phase| -> SyscallSet { trace.phases.get(phase).names().into_iter().map(str::to_owned).collect() };
-        Profiles::from_sets(trace.arch, phase(Phase::Init), phase(Phase::Serving), phase(Phase::Runtime))
+        Profiles::from_sets_for_runtime(
+            trace.arch,
+            phase(Phase::Init),
+            phase(Phase::Serving),
+            phase(Phase::Runtime),
+            trace.target.runtime.as_deref(),
+        )
     }
 
     /// Profiles from per-phase sets of any origin (trace, static analysis, or both merged).
-    /// An empty `runtime` set falls back to the runc baseline.
+    /// An empty `runtime` set falls back to the default (runc) baseline.
     pub fn from_sets(arch: Arch, init: SyscallSet, serving: SyscallSet, runtime: SyscallSet) -> Profiles {
+        Profiles::from_sets_for_runtime(arch, init, serving, runtime, None)
+    }
+
+    /// Like `from_sets`, for a known container runtime (`"runc 1.1.5"`, `"crun 1.26"`): the
+    /// runtime's part of the container profile is the `runtime` set joined with that runtime's row
+    /// of `RUNTIME_BASELINES` (see `RuntimeSource`).
+    pub fn from_sets_for_runtime(
+        arch: Arch,
+        init: SyscallSet,
+        serving: SyscallSet,
+        runtime: SyscallSet,
+        runtime_name: Option<&str>,
+    ) -> Profiles {
         let always: SyscallSet = ALWAYS_ALLOWED.iter().map(|&name| name.to_owned()).collect();
-        let (runtime, runtime_source) = if runtime.is_empty() {
-            (RUNC_AFTER_FILTER.iter().map(|&name| name.to_owned()).collect(), RuntimeSource::RuncBaseline)
-        } else {
-            (runtime, RuntimeSource::Traced)
-        };
+        let baseline = runtime_name.and_then(runtime_baseline).unwrap_or(DEFAULT_BASELINE);
+        let runtime_source =
+            if runtime.is_empty() { RuntimeSource::Baseline(baseline) } else { RuntimeSource::Traced(baseline) };
+        let runtime: SyscallSet =
+            runtime.into_iter().chain(baseline.syscalls.iter().map(|&name| name.to_owned())).collect();
         let init: SyscallSet = init.union(&always).cloned().collect();
         let serving: SyscallSet = serving.union(&always).cloned().collect();
         let container = init.iter().chain(&serving).chain(&runtime).cloned().collect();
@@ -112,15 +146,27 @@ mod tests {
         assert!(profiles.serving.contains("accept4") && !profiles.serving.contains("bind"));
         assert!(profiles.serving.contains("exit_group"), "always-allowed syscalls are in every phase");
         assert!(set(&["capset", "bind", "accept4", "exit_group"]).is_subset(&profiles.container));
-        assert!(!profiles.container.contains("setgroups"), "a traced runtime phase replaces the baseline");
-        assert_eq!(profiles.runtime_source, RuntimeSource::Traced);
+        assert!(profiles.container.contains("setgroups"), "a traced runtime phase is joined with the baseline");
+        assert!(!profiles.init.contains("setgroups") && !profiles.serving.contains("capset"));
+        assert_eq!(profiles.runtime_source, RuntimeSource::Traced(DEFAULT_BASELINE));
     }
 
     #[test]
     fn without_a_runtime_phase_the_runc_baseline_is_used() {
         let profiles = Profiles::from_sets(Arch::X86_64, set(&["read"]), set(&["read"]), SyscallSet::new());
-        assert_eq!(profiles.runtime_source, RuntimeSource::RuncBaseline);
+        assert_eq!(profiles.runtime_source, RuntimeSource::Baseline(DEFAULT_BASELINE));
         assert!(profiles.container.contains("setgroups") && profiles.container.contains("capset"));
+    }
+
+    #[test]
+    fn the_traces_runtime_picks_its_baseline() {
+        let mut trace = Trace::new(Source::Scap, Arch::X86_64, "6.18".into(), Target::default());
+        trace.target.runtime = Some("crun 1.26".into());
+        trace.phases.init.record("read", 1, 0);
+        let profiles = Profiles::from_trace(&trace);
+        assert_eq!(profiles.runtime_source, RuntimeSource::Baseline(&RUNTIME_BASELINES[2]));
+        assert!(profiles.container.contains("setresuid"), "crun switches ids with setresuid");
+        assert!(!profiles.container.contains("capget"), "only runc reads capabilities under the filter");
     }
 
     #[test]

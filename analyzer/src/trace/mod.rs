@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::syscalls::Arch;
 
+pub mod ebpf;
+pub mod live;
 mod marker;
 
 pub use marker::{HELP as MARKER_HELP, MarkerSpec, parse_duration};
@@ -119,6 +121,11 @@ pub struct Phases {
     pub runtime: PhaseSyscalls,
     pub init: PhaseSyscalls,
     pub serving: PhaseSyscalls,
+    /// For information only, never in a profile: what the container runtime did in the
+    /// container's cgroup before it installed the filter (mounts, `pivot_root`, `sethostname`, …;
+    /// for runc, everything before its `prctl(PR_GET_PDEATHSIG)`, plus the `seccomp` call itself).
+    #[serde(default, skip_serializing_if = "PhaseSyscalls::is_empty")]
+    pub runtime_setup: PhaseSyscalls,
 }
 
 impl Phases {
@@ -157,6 +164,10 @@ impl PhaseSyscalls {
     /// Like `record`, for a 32-bit compat syscall.
     pub fn record_compat(&mut self, name: &str, count: u64, at_ns: u64) {
         merge_stat(&mut self.compat_syscalls, name, count, at_ns);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.syscalls.is_empty() && self.compat_syscalls.is_empty()
     }
 
     /// Every name in the phase, native and compat (a profile lists names for all its ABIs).

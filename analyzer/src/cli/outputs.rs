@@ -1,0 +1,67 @@
+//! The last step of every command that produces evidence (`trace`, `import`, `profile`): the
+//! profiles in every format and the report, written into the profile directory.
+//!
+//! One function, so that what a profile directory holds does not depend on which command made it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::profile::{OutputOptions, Profiles};
+use crate::report::{self, ReportInput};
+use crate::trace::Trace;
+
+/// What to write besides the profiles.
+pub struct Request<'a> {
+    pub dir: &'a Path,
+    pub trace: &'a Trace,
+    /// Write `trace.json` too (commands that recorded the trace; not `profile`, which read it).
+    pub write_trace: bool,
+    pub kubernetes_api_version: &'a str,
+}
+
+/// Writes `trace.json` (if asked), every profile format and the report, printing one line per file.
+pub fn write(request: &Request<'_>) -> Result<Vec<PathBuf>> {
+    let dir = request.dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut written = Vec::new();
+    if request.write_trace {
+        let path = dir.join("trace.json");
+        request.trace.write(&path)?;
+        println!("{:<16}               {}", "trace", path.display());
+        written.push(path);
+    }
+    let profiles = Profiles::from_trace(request.trace);
+    for name in profiles.unknown_names() {
+        eprintln!("seccomp-refine: warning: `{name}` is not a syscall this version knows; left out of the profiles");
+    }
+    let label = request.trace.target.image.clone().unwrap_or_else(|| directory_label(dir));
+    let options =
+        OutputOptions { label: label.clone(), kubernetes_api_version: request.kubernetes_api_version.to_owned() };
+    let files =
+        profiles.write_all(dir, &options).with_context(|| format!("cannot write profiles to {}", dir.display()))?;
+    for ((stem, names), path) in profiles.by_file().iter().zip(&files) {
+        println!("{stem:<16} {:>3} syscalls  {}", names.len(), path.display());
+    }
+    let input = ReportInput {
+        title: &label,
+        profiles: &profiles,
+        trace: Some(request.trace),
+        unresolved_static_sites: None,
+        verify: None,
+    };
+    let reports =
+        report::write(dir, &input).with_context(|| format!("cannot write the report to {}", dir.display()))?;
+    for path in files.iter().skip(3).chain(&reports) {
+        println!("{:<16}               {}", "", path.display());
+    }
+    written.extend(files);
+    written.extend(reports);
+    Ok(written)
+}
+
+/// A name for the application when the trace has no image: the profile directory's.
+fn directory_label(dir: &Path) -> String {
+    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    absolute.file_name().and_then(|name| name.to_str()).unwrap_or("profile").to_owned()
+}

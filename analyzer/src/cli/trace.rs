@@ -1,0 +1,219 @@
+//! `seccomp-refine trace`: record a container (or a host command) with the eBPF tracer and write
+//! the trace and its profiles.
+//!
+//! Arguments are checked here without IO; the `trace::live` module runs the tracer and the
+//! `docker` module the container. Whatever ends the trace — its duration, Ctrl-C, the container
+//! exiting — the trace and profiles are written (`write_outputs`) before any error is reported.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use super::{Outcome, outputs};
+use crate::profile::kubernetes;
+use crate::trace::ebpf::DEFAULT_RING_BUFFER_BYTES;
+use crate::trace::live::Ended;
+use crate::trace::live::container::{AttachRequest, ContainerRequest, attach, trace_container};
+use crate::trace::live::exec::{ExecRequest, trace_command};
+use crate::trace::{MARKER_HELP, MarkerSpec, Trace, parse_duration};
+
+/// Trace a container from its first syscall and write per-phase seccomp profiles.
+///
+/// Runs IMAGE (with its own command, or CMD after `--`), records every syscall per phase, every
+/// program exec'd and every library mapped executable, and writes trace.json, seccomp-init.json,
+/// seccomp-serving.json and seccomp.json (what Docker applies at start) into the output directory.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The image to run, e.g. `nginx` (not with --attach or --exec).
+    #[arg(required_unless_present_any = ["attach", "exec"], conflicts_with_all = ["attach", "exec"])]
+    image: Option<String>,
+    /// The command: replaces the image's (CMD ARGS after `--`), or the host command for --exec.
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<String>,
+    /// Trace a running container from now on (everything counts as serving).
+    #[arg(long, value_name = "CONTAINER", conflicts_with = "exec")]
+    attach: Option<String>,
+    /// Trace a host command (after `--`) in a fresh cgroup, without Docker.
+    #[arg(long, requires = "command")]
+    exec: bool,
+    /// How long to trace; Ctrl-C ends earlier and still writes everything.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Run CMD (with `sh -c`) once the container accepts connections on its first exposed port,
+    /// with SECCOMP_REFINE_HOST and SECCOMP_REFINE_PORT set; the trace ends when it exits.
+    #[arg(long, value_name = "CMD")]
+    workload: Option<String>,
+    /// Publish a container port, as `docker run -p` ([HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp]).
+    #[arg(short = 'p', long = "publish", value_name = "PORTS")]
+    publish: Vec<String>,
+    /// Set an environment variable in the container (NAME=VALUE).
+    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// Where to write the trace and profiles [default: ./profiles/<image>/].
+    #[arg(short, long, value_name = "DIR")]
+    output: Option<PathBuf>,
+    /// Keep the container after the trace instead of removing it.
+    #[arg(long)]
+    keep: bool,
+    #[arg(long, value_name = "MARKER", default_value = "auto", long_help = MARKER_HELP)]
+    /// What ends the init phase and starts serving (see --help).
+    phase_marker: MarkerSpec,
+    /// Size of the kernel's event ring buffer (execs, mapped libraries, phase changes): a power of
+    /// two of at least 4K, e.g. 64K, 1M. Events that do not fit are counted as lost.
+    #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_ring_buffer)]
+    ring_buffer: u32,
+}
+
+pub fn run(args: Args) -> Result<Outcome> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run_async(args))
+}
+
+async fn run_async(args: Args) -> Result<Outcome> {
+    if args.exec {
+        return trace_exec(args).await;
+    }
+    let outcome = match &args.attach {
+        Some(name) => {
+            let request =
+                AttachRequest { container: name.clone(), duration: args.duration, ring_buffer_bytes: args.ring_buffer };
+            attach(&request).await?
+        }
+        None => {
+            let request = ContainerRequest {
+                image: args.image.clone().expect("clap requires an image without --attach or --exec"),
+                command: args.command.clone(),
+                env: args.env.clone(),
+                publish: args.publish.clone(),
+                marker: args.phase_marker.clone(),
+                duration: args.duration,
+                ring_buffer_bytes: args.ring_buffer,
+                workload: args.workload.clone(),
+                keep: args.keep,
+            };
+            trace_container(&request).await?
+        }
+    };
+    let name = args.image.as_deref().or(args.attach.as_deref()).expect("an image or a container");
+    let dir = args.output.unwrap_or_else(|| default_output(name));
+    write_outputs(&outcome.trace, &dir)?;
+    report_end(outcome.ended, &outcome.trace);
+    match outcome.workload {
+        Some(Ok(status)) if !status.success() => {
+            eprintln!("seccomp-refine: warning: the workload exited with {status}")
+        }
+        Some(Err(err)) => eprintln!("seccomp-refine: warning: the workload could not run: {err}"),
+        _ => {}
+    }
+    match outcome.early_exit {
+        Some(exit) if exit.exit_code != 0 => {
+            for line in &exit.log_tail {
+                eprintln!("  | {line}");
+            }
+            bail!(
+                "the container exited early with code {} (the trace was written to {}; its last log lines are above)",
+                exit.exit_code,
+                dir.display()
+            )
+        }
+        Some(_) => eprintln!("seccomp-refine: the container exited (code 0) before the trace's end"),
+        None => {}
+    }
+    Ok(Outcome::Clean)
+}
+
+async fn trace_exec(args: Args) -> Result<Outcome> {
+    let request = ExecRequest {
+        command: args.command.clone(),
+        marker: args.phase_marker.clone(),
+        duration: args.duration,
+        ring_buffer_bytes: args.ring_buffer,
+    };
+    let outcome = trace_command(&request).await?;
+    let name = Path::new(&args.command[0]).file_name().map_or("command".into(), |name| name.to_string_lossy());
+    let dir = args.output.unwrap_or_else(|| default_output(&name));
+    write_outputs(&outcome.trace, &dir)?;
+    report_end(outcome.ended, &outcome.trace);
+    if let Some(status) = outcome.status.filter(|status| !status.success()) {
+        eprintln!("seccomp-refine: the traced command exited with {status}");
+    }
+    Ok(Outcome::Clean)
+}
+
+/// `./profiles/<name>/`, with an image's registry path and tag dropped (`docker.io/library/nginx:1`
+/// → `nginx`).
+pub fn default_output(name: &str) -> PathBuf {
+    let without_tag = name.split('@').next().unwrap_or(name);
+    let last = without_tag.rsplit('/').next().unwrap_or(without_tag);
+    let short = last.split(':').next().unwrap_or(last);
+    Path::new("profiles").join(if short.is_empty() { "trace" } else { short })
+}
+
+/// The one place a finished trace becomes files: `trace.json`, every profile format and the report.
+pub fn write_outputs(trace: &Trace, dir: &Path) -> Result<Vec<PathBuf>> {
+    let request =
+        outputs::Request { dir, trace, write_trace: true, kubernetes_api_version: kubernetes::DEFAULT_API_VERSION };
+    outputs::write(&request)
+}
+
+fn report_end(ended: Ended, trace: &Trace) {
+    let seconds = trace.duration_ns as f64 / 1e9;
+    let why = match ended {
+        Ended::Deadline => "the duration elapsed",
+        Ended::Interrupted => "interrupted",
+        Ended::TargetDone => "the target finished",
+    };
+    let marker = &trace.phase_marker;
+    let fired = match marker.at_ns {
+        Some(at) if marker.fired => format!("fired at {:.3}s", at as f64 / 1e9),
+        _ => "did not fire: everything counts as init".to_owned(),
+    };
+    eprintln!("seccomp-refine: traced {seconds:.1}s ({why}); phase marker {} {fired}", marker.spec);
+    for warning in &trace.warnings {
+        eprintln!("seccomp-refine: warning: {warning}");
+    }
+}
+
+fn parse_ring_buffer(text: &str) -> Result<u32, String> {
+    let (digits, unit) = match text.strip_suffix(['K', 'k']) {
+        Some(digits) => (digits, 1 << 10),
+        None => match text.strip_suffix(['M', 'm']) {
+            Some(digits) => (digits, 1 << 20),
+            None => (text, 1),
+        },
+    };
+    let bytes = digits.parse::<u32>().ok().and_then(|value| value.checked_mul(unit));
+    match bytes {
+        Some(bytes) if bytes.is_power_of_two() && bytes >= 4096 => Ok(bytes),
+        _ => Err(format!(
+            "`{text}` is not a power of two of at least 4K (e.g. 64K, 1M; default {DEFAULT_RING_BUFFER_BYTES})"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_directories_are_named_after_the_image() {
+        assert_eq!(default_output("nginx"), Path::new("profiles/nginx"));
+        assert_eq!(default_output("docker.io/library/redis:7.0"), Path::new("profiles/redis"));
+        assert_eq!(default_output("localhost:5000/team/app@sha256:abc"), Path::new("profiles/app"));
+    }
+
+    #[test]
+    fn ring_buffer_sizes_are_pages_in_powers_of_two() {
+        assert_eq!(parse_ring_buffer("4096"), Ok(4096));
+        assert_eq!(parse_ring_buffer("64K"), Ok(65536));
+        assert_eq!(parse_ring_buffer("1M"), Ok(1 << 20));
+        assert!(parse_ring_buffer("3000").unwrap_err().contains("power of two"));
+        assert!(parse_ring_buffer("2048").is_err());
+        assert!(parse_ring_buffer("lots").is_err());
+    }
+}

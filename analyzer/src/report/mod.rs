@@ -1,0 +1,222 @@
+//! The report: what the profiles allow per phase, measured against Docker's default profile, which
+//! dangerous syscalls each phase removes, and how much to trust the evidence (events lost, the
+//! phase marker, unresolved static sites, the runtime baseline, verification).
+//!
+//! `report.md` for reading in a repository, `report.html` for a browser: self-contained (inline
+//! CSS and an inline SVG chart, no scripts, nothing fetched). Both are rendered from one
+//! [`Summary`], computed here without IO.
+
+mod html;
+mod markdown;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use crate::profile::{Profiles, RuntimeSource, SyscallSet, docker_default};
+use crate::syscalls::Arch;
+use crate::trace::Trace;
+use crate::verify::VerifyReport;
+
+/// A syscall site static analysis could not resolve (its number, or its target), reported so that
+/// nothing is dropped silently.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnresolvedSite {
+    /// The binary or library, as the container sees it.
+    pub module: String,
+    pub address: u64,
+    pub reason: String,
+}
+
+/// What a report is made of; everything but the profiles is optional.
+pub struct ReportInput<'a> {
+    /// What the report is about, usually the image.
+    pub title: &'a str,
+    pub profiles: &'a Profiles,
+    pub trace: Option<&'a Trace>,
+    /// `None` when static analysis did not run; `Some(&[])` when it ran and resolved everything.
+    pub unresolved_static_sites: Option<&'a [UnresolvedSite]>,
+    pub verify: Option<&'a VerifyReport>,
+}
+
+/// Syscalls the seed project's security tables (and Docker's own restrictions) single out, by what
+/// an attacker gains from them.
+pub const DANGEROUS: &[(&str, &[&str])] = &[
+    ("process creation and exec", &["clone", "clone3", "fork", "vfork", "execve", "execveat"]),
+    ("debugging other processes", &["ptrace", "process_vm_readv", "process_vm_writev"]),
+    (
+        "identity and privileges",
+        &["setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setgroups", "capset"],
+    ),
+    ("networking", &["socket", "bind", "listen", "connect", "accept", "accept4"]),
+    ("file permissions", &["chmod", "fchmod", "fchmodat", "chown", "fchown", "fchownat"]),
+    ("memory", &["mprotect", "mremap"]),
+    ("namespaces and mounts", &["mount", "umount2", "pivot_root", "chroot", "unshare", "setns"]),
+    (
+        "kernel interfaces",
+        &["bpf", "perf_event_open", "keyctl", "init_module", "kexec_load", "userfaultfd", "io_uring_setup"],
+    ),
+];
+
+/// One bar of the chart and row of the counts table.
+pub struct Count {
+    pub label: &'static str,
+    /// Names the profile's native ABI knows (what a count of "syscalls" means everywhere).
+    pub allowed: usize,
+    /// How many of Docker's default allowances this set does without.
+    pub removed_vs_docker: usize,
+    /// Allowed here although Docker's default denies them.
+    pub beyond_docker: Vec<String>,
+}
+
+/// A syscall and whether (Docker default, container, init, serving) allow it.
+pub type DangerousRow = (&'static str, [bool; 4]);
+
+/// Everything the renderers show.
+pub struct Summary<'a> {
+    pub input: &'a ReportInput<'a>,
+    pub counts: Vec<Count>,
+    /// Per category, per syscall: allowed by (Docker default, container, init, serving).
+    pub dangerous: Vec<(&'static str, Vec<DangerousRow>)>,
+}
+
+fn native(arch: Arch, names: impl IntoIterator<Item = String>) -> BTreeSet<String> {
+    names.into_iter().filter(|name| arch.number(name).is_some()).collect()
+}
+
+fn docker_default_set() -> SyscallSet {
+    docker_default::ALLOWED.iter().chain(docker_default::ALLOWED_WITH_ARGUMENTS).map(|&name| name.to_owned()).collect()
+}
+
+impl<'a> Summary<'a> {
+    pub fn new(input: &'a ReportInput<'a>) -> Summary<'a> {
+        let profiles = input.profiles;
+        let arch = profiles.arch;
+        let docker = native(arch, docker_default_set());
+        let count = |label, set: &SyscallSet| {
+            let set = native(arch, set.iter().cloned());
+            Count {
+                label,
+                allowed: set.len(),
+                removed_vs_docker: docker.difference(&set).count(),
+                beyond_docker: set.difference(&docker).cloned().collect(),
+            }
+        };
+        let counts = vec![
+            count("Docker default", &docker),
+            count("container (seccomp.json)", &profiles.container),
+            count("init", &profiles.init),
+            count("serving", &profiles.serving),
+        ];
+        let sets = [&docker, &profiles.container, &profiles.init, &profiles.serving];
+        let dangerous = DANGEROUS
+            .iter()
+            .map(|&(category, names)| {
+                let rows = names.iter().map(|&name| (name, sets.map(|set| set.contains(name)))).collect();
+                (category, rows)
+            })
+            .collect();
+        Summary { input, counts, dangerous }
+    }
+
+    /// Facts about the evidence, as (label, sentence).
+    pub fn evidence(&self) -> Vec<(&'static str, String)> {
+        let input = self.input;
+        let mut facts = Vec::new();
+        match input.trace {
+            Some(trace) => {
+                facts.push((
+                    "source",
+                    format!("{:?} trace, kernel {}, {}", trace.source, trace.kernel, trace.arch).to_lowercase(),
+                ));
+                let complete = if trace.complete { "complete" } else { "incomplete" };
+                facts.push(("events lost", format!("{} ({complete})", trace.lost_events)));
+                let marker = &trace.phase_marker;
+                let fired = match (marker.fired, marker.at_ns, marker.pid) {
+                    (true, Some(at), Some(pid)) => format!("fired at {} ms in pid {pid}", at / 1_000_000),
+                    (true, _, _) => "fired".to_owned(),
+                    (false, _, _) => "did not fire: everything counts as init".to_owned(),
+                };
+                let detail = marker.detail.as_deref().map(|detail| format!("; {detail}")).unwrap_or_default();
+                facts.push(("phase marker", format!("`{}` {fired}{detail}", marker.spec)));
+                for warning in &trace.warnings {
+                    facts.push(("warning", warning.clone()));
+                }
+            }
+            None => facts.push(("source", "no trace given".to_owned())),
+        }
+        facts.push(("runtime", self.runtime_sentence()));
+        let sites = match input.unresolved_static_sites {
+            None => "static analysis did not run".to_owned(),
+            Some([]) => "none".to_owned(),
+            Some(sites) => format!("{} (listed below)", sites.len()),
+        };
+        facts.push(("unresolved static sites", sites));
+        if let Some(verify) = input.verify {
+            let verdict = if verify.passed() { "passed" } else { "FAILED" };
+            facts.push(("verification", format!("{verdict}; {} denied syscall(s)", verify.denials.len())));
+        }
+        facts
+    }
+
+    /// Where the runtime's part of the container profile came from, one sentence.
+    pub fn runtime_sentence(&self) -> String {
+        let runtime = self.input.trace.and_then(|trace| trace.target.runtime.as_deref());
+        match self.input.profiles.runtime_source {
+            RuntimeSource::Traced(baseline) => format!(
+                "traced: what the runtime did after installing the filter, joined with the baseline for {} \
+                 (its scheduling-dependent calls vary between runs)",
+                baseline.runtime
+            ),
+            RuntimeSource::Baseline(baseline) => format!(
+                "baseline for {} ({}; {} syscalls){}",
+                baseline.runtime,
+                baseline.source,
+                baseline.syscalls.len(),
+                match runtime {
+                    Some(runtime) => format!(", chosen for `{runtime}`"),
+                    None => ", the default: the evidence names no runtime".to_owned(),
+                }
+            ),
+        }
+    }
+}
+
+/// Writes `report.md` and `report.html` into `dir` and returns their paths.
+pub fn write(dir: &Path, input: &ReportInput) -> std::io::Result<Vec<PathBuf>> {
+    let summary = Summary::new(input);
+    let markdown_path = dir.join("report.md");
+    crate::write_atomically(&markdown_path, markdown::render(&summary).as_bytes())?;
+    let html_path = dir.join("report.html");
+    crate::write_atomically(&html_path, html::render(&summary).as_bytes())?;
+    Ok(vec![markdown_path, html_path])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(names: &[&str]) -> SyscallSet {
+        names.iter().map(|&name| name.to_owned()).collect()
+    }
+
+    #[test]
+    fn counts_compare_every_phase_with_docker() {
+        let profiles = Profiles::from_sets(
+            Arch::X86_64,
+            set(&["read", "bind", "listen", "mount"]),
+            set(&["read", "accept4"]),
+            set(&["capset"]),
+        );
+        let input =
+            ReportInput { title: "t", profiles: &profiles, trace: None, unresolved_static_sites: None, verify: None };
+        let summary = Summary::new(&input);
+        let docker = &summary.counts[0];
+        assert_eq!((docker.allowed, docker.removed_vs_docker), (309, 0));
+        let init = &summary.counts[2];
+        assert_eq!(init.allowed, profiles.init.len());
+        assert_eq!(init.beyond_docker, ["mount"], "Docker's default denies mount");
+        let (_, networking) = summary.dangerous.iter().find(|(category, _)| *category == "networking").unwrap();
+        let listen = networking.iter().find(|(name, _)| *name == "listen").unwrap();
+        assert_eq!(listen.1, [true, true, true, false], "listen is removed from serving only");
+    }
+}

@@ -1,0 +1,328 @@
+//! The live tracer's kernel side, seen from userspace: loading the programs with this kernel's
+//! struct offsets, attaching them, registering cgroups, moving phases, and reading the per-phase
+//! syscall tables, the statistics and the event ring buffer.
+//!
+//! It knows nothing about Docker or the `Trace` model: `record` turns what it reads into a
+//! `Trace`, and the `live` module drives a whole run.
+
+mod btf;
+pub mod events;
+
+use std::path::Path;
+
+use aya::Ebpf;
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::programs::uprobe::UProbeScope;
+use aya::programs::{RawTracePoint, UProbe};
+use tracer_common::{
+    CGROUP_PATH_LEN, CgroupState, SYSCALL_SLOTS, SyscallTable, TableKey, marker, names, offsets, stat,
+};
+
+pub use btf::{Btf, BtfError};
+
+/// Why the tracer could not start, phrased with the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum TracerError {
+    #[error("this seccomp-refine was built without its eBPF programs; build it with `cargo xtask build`")]
+    NoObject,
+    #[error("tracing needs root (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN); run it with sudo")]
+    NotPrivileged,
+    #[error(
+        "this kernel publishes no BTF ({path}: {source}); the tracer needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+    )]
+    NoBtf { path: &'static str, source: std::io::Error },
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    #[error("the kernel refused the eBPF programs (are you root with CAP_BPF?)")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("cannot attach `{program}`")]
+    Attach { program: &'static str, source: Box<aya::programs::ProgramError> },
+    #[error("cannot attach the phase marker to `{function}` in {binary}")]
+    Marker { function: String, binary: String, source: Box<aya::programs::ProgramError> },
+    #[error("eBPF map `{map}`")]
+    Map { map: &'static str, source: Box<aya::maps::MapError> },
+}
+
+/// What the kernel decides about the phase on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelMarker {
+    /// Nothing: userspace or a uprobe ends `init`.
+    None,
+    /// The first syscall with this number in `init`.
+    Syscall(u32),
+    /// The first accept-family or epoll wait after a `listen`.
+    AfterListen,
+}
+
+/// How to load the programs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The cgroup v2 path (`/docker/<id>`) the kernel registers when it is created.
+    pub cgroup_path: Option<String>,
+    /// Size of the event ring buffer: a power of two, at least a page.
+    pub ring_buffer_bytes: u32,
+}
+
+/// The default event ring buffer: 1 MiB holds ~3 000 exec or mmap records between two reads.
+pub const DEFAULT_RING_BUFFER_BYTES: u32 = 1 << 20;
+
+/// One syscall number's totals over all CPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyscallTotal {
+    pub number: u32,
+    pub count: u64,
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub first_seen_ns: u64,
+}
+
+/// The kernel's counters of things it could not record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub lost_events: u64,
+    pub table_full: u64,
+    pub path_cut: u64,
+}
+
+#[cfg(tracer_object)]
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer.bpf.o"));
+#[cfg(not(tracer_object))]
+static OBJECT: &[u8] = &[];
+
+/// The loaded and attached programs and their maps. Dropping it detaches everything.
+pub struct Tracer {
+    ebpf: Ebpf,
+    cgroups: HashMap<MapData, u64, CgroupState>,
+    tables: PerCpuHashMap<MapData, TableKey, SyscallTable>,
+    stats: PerCpuArray<MapData, u64>,
+    events: Option<RingBuf<MapData>>,
+    marker: Array<MapData, u64>,
+    marker_loaded: bool,
+}
+
+impl Tracer {
+    /// Checks privileges and BTF, loads the programs with this kernel's offsets and attaches them.
+    pub fn load(config: &Config) -> Result<Tracer, TracerError> {
+        preflight()?;
+        let btf = Btf::vmlinux().map_err(|source| TracerError::NoBtf { path: btf::VMLINUX, source })?;
+        let field_offsets = btf::program_offsets(&btf)?;
+        raise_memlock_limit();
+        let cgroup_path = cgroup_path_bytes(config.cgroup_path.as_deref());
+        let mut ebpf = aya::EbpfLoader::new()
+            .override_global(offsets::GLOBAL, &field_offsets, true)
+            .override_global(names::CGROUP_PATH, &cgroup_path, true)
+            .map_max_entries(names::EVENTS, config.ring_buffer_bytes)
+            .load(OBJECT)
+            .map_err(|err| TracerError::Load(Box::new(err)))?;
+        for (program, tracepoint) in [
+            (names::SYS_ENTER, "sys_enter"),
+            (names::SYS_EXIT, "sys_exit"),
+            (names::EXEC, "sched_process_exec"),
+            (names::CGROUP_MKDIR, "cgroup_mkdir"),
+        ] {
+            attach_raw_tracepoint(&mut ebpf, program, tracepoint)?;
+        }
+        let cgroups = take_map(&mut ebpf, names::CGROUPS, HashMap::try_from)?;
+        let tables = take_map(&mut ebpf, names::TABLES, PerCpuHashMap::try_from)?;
+        let stats = take_map(&mut ebpf, names::STATS, PerCpuArray::try_from)?;
+        let events = Some(take_map(&mut ebpf, names::EVENTS, RingBuf::try_from)?);
+        let marker = take_map(&mut ebpf, names::MARKER, Array::try_from)?;
+        Ok(Tracer { ebpf, cgroups, tables, stats, events, marker, marker_loaded: false })
+    }
+
+    /// The event ring buffer, for the caller's reading loop (once).
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+
+    /// Traces `cgroup` from now on, starting in `phase` (a `tracer_common::phase`).
+    pub fn register(&mut self, cgroup: u64, phase: u32) -> Result<(), TracerError> {
+        let state = CgroupState { phase, flags: 0 };
+        self.cgroups
+            .insert(cgroup, state, 0)
+            .map_err(|source| TracerError::Map { map: names::CGROUPS, source: Box::new(source) })
+    }
+
+    /// The phase of `cgroup`, if it is registered.
+    pub fn phase(&self, cgroup: u64) -> Option<u32> {
+        self.cgroups.get(&cgroup, 0).ok().map(|state| state.phase)
+    }
+
+    /// Moves `cgroup` from `from` to `to` (for markers decided in userspace); false when it was
+    /// not in `from` (the kernel got there first, or the phase is already past it).
+    pub fn advance(&mut self, cgroup: u64, from: u32, to: u32) -> Result<bool, TracerError> {
+        let map_error = |source| TracerError::Map { map: names::CGROUPS, source: Box::new(source) };
+        let Ok(mut state) = self.cgroups.get(&cgroup, 0) else { return Ok(false) };
+        if state.phase != from {
+            return Ok(false);
+        }
+        state.phase = to;
+        self.cgroups.insert(cgroup, state, 0).map_err(map_error)?;
+        Ok(true)
+    }
+
+    /// What the kernel itself watches for to end `init`.
+    pub fn set_kernel_marker(&mut self, kernel_marker: KernelMarker) -> Result<(), TracerError> {
+        let (kind, syscall) = match kernel_marker {
+            KernelMarker::None => (marker::NONE, u64::MAX),
+            KernelMarker::Syscall(number) => (marker::SYSCALL, u64::from(number)),
+            KernelMarker::AfterListen => (marker::AFTER_LISTEN, u64::MAX),
+        };
+        let map_error = |source| TracerError::Map { map: names::MARKER, source: Box::new(source) };
+        // The syscall first, so the kernel never sees the kind with a stale number.
+        self.marker.set(1, syscall, 0).map_err(map_error)?;
+        self.marker.set(0, u64::from(kind), 0).map_err(map_error)
+    }
+
+    /// Ends `init` at the first call of `function` in `binary` (a host path), in any process of a
+    /// registered cgroup.
+    pub fn attach_marker(&mut self, binary: &Path, function: &str) -> Result<(), TracerError> {
+        let marker_error = |source| TracerError::Marker {
+            function: function.to_owned(),
+            binary: binary.display().to_string(),
+            source: Box::new(source),
+        };
+        let program: &mut UProbe = self
+            .ebpf
+            .program_mut(names::MARKER_PROBE)
+            .and_then(|program| program.try_into().ok())
+            .expect("the object has the marker uprobe");
+        if !self.marker_loaded {
+            program.load().map_err(marker_error)?;
+            self.marker_loaded = true;
+        }
+        program.attach(function, binary, UProbeScope::AllProcesses).map_err(marker_error)?;
+        Ok(())
+    }
+
+    /// Every (cgroup, phase, ABI) table, summed over CPUs: the syscalls seen, by number.
+    pub fn tables(&self) -> Result<Vec<(TableKey, Vec<SyscallTotal>)>, TracerError> {
+        let mut rows = Vec::new();
+        for entry in self.tables.iter() {
+            let (key, per_cpu) =
+                entry.map_err(|source| TracerError::Map { map: names::TABLES, source: Box::new(source) })?;
+            rows.push((key, sum_tables(per_cpu.iter())));
+        }
+        Ok(rows)
+    }
+
+    pub fn stats(&self) -> Stats {
+        let slot = |index: u32| self.stats.get(&index, 0).map(|values| values.iter().sum()).unwrap_or(0);
+        Stats {
+            lost_events: slot(stat::LOST_EVENTS),
+            table_full: slot(stat::TABLE_FULL),
+            path_cut: slot(stat::PATH_CUT),
+        }
+    }
+}
+
+/// Checks, without loading anything, that this binary and machine can trace: the programs are
+/// built in, the process may use bpf(), and the kernel publishes BTF. Callers run it before any
+/// other work (pulling an image, creating a container) so the error comes first.
+pub fn preflight() -> Result<(), TracerError> {
+    if OBJECT.is_empty() {
+        return Err(TracerError::NoObject);
+    }
+    if !has_bpf_privileges() {
+        return Err(TracerError::NotPrivileged);
+    }
+    std::fs::metadata(btf::VMLINUX).map_err(|source| TracerError::NoBtf { path: btf::VMLINUX, source })?;
+    Ok(())
+}
+
+/// Adds up per-CPU tables: counts add, the first sighting is the earliest on any CPU.
+fn sum_tables<'a>(per_cpu: impl Iterator<Item = &'a SyscallTable>) -> Vec<SyscallTotal> {
+    let mut count = [0u64; SYSCALL_SLOTS];
+    let mut first = [u64::MAX; SYSCALL_SLOTS];
+    for table in per_cpu {
+        for number in 0..SYSCALL_SLOTS {
+            count[number] += table.count[number];
+            if table.count[number] > 0 {
+                first[number] = first[number].min(table.first_seen_ns[number]);
+            }
+        }
+    }
+    (0..SYSCALL_SLOTS)
+        .filter(|&number| count[number] > 0)
+        .map(|number| SyscallTotal { number: number as u32, count: count[number], first_seen_ns: first[number] })
+        .collect()
+}
+
+fn attach_raw_tracepoint(ebpf: &mut Ebpf, program: &'static str, tracepoint: &str) -> Result<(), TracerError> {
+    let attach_error = |source| TracerError::Attach { program, source: Box::new(source) };
+    let raw: &mut RawTracePoint =
+        ebpf.program_mut(program).and_then(|program| program.try_into().ok()).expect("the object has the program");
+    raw.load().map_err(attach_error)?;
+    raw.attach(tracepoint).map_err(attach_error)?;
+    Ok(())
+}
+
+fn take_map<M>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    convert: impl FnOnce(aya::maps::Map) -> Result<M, aya::maps::MapError>,
+) -> Result<M, TracerError> {
+    let map = ebpf.take_map(name).expect("the object has the map");
+    convert(map).map_err(|source| TracerError::Map { map: name, source: Box::new(source) })
+}
+
+fn cgroup_path_bytes(path: Option<&str>) -> [u8; CGROUP_PATH_LEN] {
+    let mut bytes = [0u8; CGROUP_PATH_LEN];
+    if let Some(path) = path {
+        // The last byte stays NUL; paths are `/docker/<64 hex>`, far shorter.
+        let len = path.len().min(CGROUP_PATH_LEN - 1);
+        bytes[..len].copy_from_slice(&path.as_bytes()[..len]);
+    }
+    bytes
+}
+
+/// CAP_BPF with CAP_PERFMON, or CAP_SYS_ADMIN, in this process's effective set.
+fn has_bpf_privileges() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let effective = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    (has(CAP_BPF) && has(CAP_PERFMON)) || has(CAP_SYS_ADMIN)
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones to the memory cgroup, and
+/// raising the limit may be refused (no CAP_SYS_RESOURCE) without harm.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: setrlimit reads the struct it is given and nothing else.
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_cpu_tables_add_counts_and_keep_the_earliest_sighting() {
+        let mut cpu0 = SyscallTable { count: [0; SYSCALL_SLOTS], first_seen_ns: [0; SYSCALL_SLOTS] };
+        let mut cpu1 = cpu0;
+        (cpu0.count[1], cpu0.first_seen_ns[1]) = (2, 500);
+        (cpu1.count[1], cpu1.first_seen_ns[1]) = (3, 300);
+        (cpu1.count[39], cpu1.first_seen_ns[39]) = (1, 900);
+        let totals = sum_tables([&cpu0, &cpu1].into_iter());
+        assert_eq!(
+            totals,
+            [
+                SyscallTotal { number: 1, count: 5, first_seen_ns: 300 },
+                SyscallTotal { number: 39, count: 1, first_seen_ns: 900 }
+            ]
+        );
+    }
+
+    #[test]
+    fn the_cgroup_path_is_nul_padded() {
+        let bytes = cgroup_path_bytes(Some("/docker/abc"));
+        assert_eq!(&bytes[..12], b"/docker/abc\0");
+        assert!(cgroup_path_bytes(None).iter().all(|&byte| byte == 0));
+    }
+}

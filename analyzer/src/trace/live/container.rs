@@ -1,0 +1,282 @@
+//! Tracing Docker containers: one started for the trace (registered in the kernel when runc
+//! creates its cgroup, so its first syscall is seen), or one already running (`--attach`).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use bollard::Docker;
+use bollard::models::SystemInfoCgroupDriverEnum;
+use tracer_common::phase as kernel;
+
+use super::exec::kernel_release;
+use super::rootfs::Rootfs;
+use super::{Ended, Session, accepts, cgroup};
+use crate::docker::container::{self, Container, RunSpec};
+use crate::syscalls::Arch;
+use crate::trace::ebpf::Config;
+use crate::trace::{FileUse, MarkerSpec, Phase, Source, Target, Trace};
+
+/// What `trace IMAGE` runs and how.
+pub struct ContainerRequest {
+    pub image: String,
+    pub command: Vec<String>,
+    pub env: Vec<String>,
+    pub publish: Vec<String>,
+    pub marker: MarkerSpec,
+    pub duration: Duration,
+    pub ring_buffer_bytes: u32,
+    pub workload: Option<String>,
+    pub keep: bool,
+}
+
+/// How a container trace ended.
+pub struct ContainerOutcome {
+    pub trace: Trace,
+    pub ended: Ended,
+    /// Set when the container stopped on its own before the trace ended.
+    pub early_exit: Option<EarlyExit>,
+    /// The workload's exit status, when one ran to its end.
+    pub workload: Option<std::io::Result<ExitStatus>>,
+}
+
+pub struct EarlyExit {
+    pub exit_code: i64,
+    pub log_tail: Vec<String>,
+}
+
+/// Lines of the container's log shown when it exits early.
+const LOG_TAIL_LINES: usize = 15;
+
+/// Runs `request.image` under the tracer; the container is removed afterwards unless `keep`.
+pub async fn trace_container(request: &ContainerRequest) -> Result<ContainerOutcome> {
+    crate::trace::ebpf::preflight()?;
+    let docker = crate::docker::connect().await?;
+    let image = crate::docker::image::ensure(&docker, &request.image).await?;
+    let spec =
+        RunSpec { image: &request.image, command: &request.command, env: &request.env, publish: &request.publish };
+    let container = Container::create(&docker, &spec).await?;
+    let result = run_traced(&container, &image, request).await;
+    if !request.keep {
+        container.remove().await;
+    }
+    result
+}
+
+enum Done {
+    Exited,
+    Workload(std::io::Result<ExitStatus>),
+}
+
+async fn run_traced(
+    container: &Container,
+    image: &bollard::models::ImageInspect,
+    request: &ContainerRequest,
+) -> Result<ContainerOutcome> {
+    let info = container.inspect().await?;
+    let rootfs = Rootfs::layers(container::layers(&info)?);
+    let (cgroup_path, runtime) = cgroup_path_of(&container.docker, &container.id).await?;
+    let target = Target {
+        image: Some(request.image.clone()),
+        container_id: Some(container.id.clone()),
+        container_name: info.name.as_deref().map(|name| name.trim_start_matches('/').to_owned()),
+        command: info.path.iter().cloned().chain(info.args.iter().flatten().cloned()).collect(),
+        runtime,
+        cgroup: Some(cgroup_path.clone()),
+        capture: None,
+    };
+    let trace = Trace::new(Source::Ebpf, Arch::host(), kernel_release(), target);
+    let config = Config { cgroup_path: Some(cgroup_path.clone()), ring_buffer_bytes: request.ring_buffer_bytes };
+    let mut session = Session::start(&config, trace, rootfs.clone(), request.duration)?;
+    let entrypoint = resolve_entrypoint(&info, &rootfs)?;
+    session.arm_marker(&request.marker, &entrypoint, &rootfs)?;
+    container.start().await?;
+    let running = container.inspect().await?;
+    follow_container(&mut session, &running, &cgroup_path)?;
+    let address = container::address(&running).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    session.target_started(address);
+    let published: Vec<_> = request.publish.iter().map(|text| container::parse_publish(text)).collect::<Result<_>>()?;
+    let endpoint = workload_endpoint(address, container::first_port(image, &published), &published);
+    let done = async {
+        tokio::select! {
+            () = container.wait() => Done::Exited,
+            status = run_workload(request.workload.as_deref(), endpoint) => Done::Workload(status),
+        }
+    };
+    let (ended, done) = session.run_until(done).await;
+    let early_exit = match done {
+        Some(Done::Exited) => Some(early_exit(container).await),
+        _ => None,
+    };
+    if early_exit.is_none() && !request.keep {
+        // Stopped while still traced: the app's shutdown belongs in its profile too.
+        container.stop().await;
+    }
+    let trace = session.finish()?;
+    let workload = match done {
+        Some(Done::Workload(status)) => Some(status),
+        _ => None,
+    };
+    Ok(ContainerOutcome { trace, ended, early_exit, workload })
+}
+
+/// Makes sure the session follows the container's cgroup; registers it late (with a warning)
+/// when the kernel did not see it created.
+fn follow_container(
+    session: &mut Session,
+    running: &bollard::models::ContainerInspectResponse,
+    expected: &str,
+) -> Result<()> {
+    // Already gone: the kernel registered its cgroup when runc created it, which is all a
+    // trace of its short life needs.
+    let Some(pid) = container::pid(running) else { return Ok(()) };
+    let path = cgroup::of_process(pid)?;
+    let id = cgroup::id(&cgroup::v2_mount()?.join(path.trim_start_matches('/')))?;
+    if session.tracer().phase(id).is_some() {
+        return session.follow(id, None);
+    }
+    session.follow(id, Some(kernel::INIT))?;
+    let trace = session.recorder().trace_mut();
+    trace.complete = false;
+    trace.warnings.push(format!(
+        "the container's cgroup {path} was not the expected {expected}, so it was registered after it started: \
+         its first syscalls are missing"
+    ));
+    Ok(())
+}
+
+/// The container's v2 cgroup path as the kernel names it at `cgroup_mkdir`, and the runtime.
+async fn cgroup_path_of(docker: &Docker, id: &str) -> Result<(String, Option<String>)> {
+    let info =
+        docker.info().await.map_err(|err| anyhow::anyhow!("docker info: {}", crate::docker::image::one_line(&err)))?;
+    let path = match info.cgroup_driver {
+        Some(SystemInfoCgroupDriverEnum::SYSTEMD) => format!("/system.slice/docker-{id}.scope"),
+        _ => format!("/docker/{id}"),
+    };
+    Ok((path, info.default_runtime))
+}
+
+/// The entrypoint as a path inside the image, found along the container's PATH when bare.
+fn resolve_entrypoint(info: &bollard::models::ContainerInspectResponse, rootfs: &Rootfs) -> Result<String> {
+    let program = container::entrypoint(info).context("the image has neither an entrypoint nor a command")?;
+    if program.contains('/') {
+        return Ok(program);
+    }
+    container::search_path(info)
+        .split(':')
+        .map(|dir| format!("{}/{program}", dir.trim_end_matches('/')))
+        .find(|candidate| rootfs.host_path(candidate).is_some())
+        .with_context(|| format!("the container's command `{program}` is not on its PATH"))
+}
+
+async fn early_exit(container: &Container) -> EarlyExit {
+    let exit_code = match container.inspect().await {
+        Ok(info) => container::exit_code(&info).unwrap_or(-1),
+        Err(_) => -1,
+    };
+    EarlyExit { exit_code, log_tail: container.log_tail(LOG_TAIL_LINES).await }
+}
+
+/// Where the workload reaches the container: the published host port, else the container's own.
+fn workload_endpoint(address: IpAddr, port: Option<u16>, published: &[container::Published]) -> Option<(IpAddr, u16)> {
+    let port = port?;
+    match published.iter().find(|binding| binding.container_port == port) {
+        Some(binding) => {
+            let host =
+                binding.host_ip.as_deref().and_then(|ip| ip.parse().ok()).filter(|ip: &IpAddr| !ip.is_unspecified());
+            Some((host.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), binding.host_port))
+        }
+        None => Some((address, port)),
+    }
+}
+
+/// Runs `sh -c CMD` once `endpoint` accepts connections; never resolves without a workload.
+async fn run_workload(workload: Option<&str>, endpoint: Option<(IpAddr, u16)>) -> std::io::Result<ExitStatus> {
+    let Some(workload) = workload else { return std::future::pending().await };
+    let mut command = tokio::process::Command::new("sh");
+    command.arg("-c").arg(workload);
+    if let Some((host, port)) = endpoint {
+        while !accepts(std::net::SocketAddr::new(host, port)).await {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        command.env("SECCOMP_REFINE_HOST", host.to_string()).env("SECCOMP_REFINE_PORT", port.to_string());
+    }
+    command.kill_on_drop(true).status().await
+}
+
+/// What `trace --attach` needs.
+pub struct AttachRequest {
+    pub container: String,
+    pub duration: Duration,
+    pub ring_buffer_bytes: u32,
+}
+
+/// Traces a running container from now on; everything counts as serving.
+pub async fn attach(request: &AttachRequest) -> Result<ContainerOutcome> {
+    crate::trace::ebpf::preflight()?;
+    let docker = crate::docker::connect().await?;
+    let container = Container::existing(&docker, &request.container).await?;
+    let info = container.inspect().await?;
+    let Some(pid) = container::pid(&info) else { bail!("container {} is not running", request.container) };
+    let rootfs = Rootfs::layers(container::layers(&info)?);
+    let path = cgroup::of_process(pid)?;
+    let cgroup_dir = cgroup::v2_mount()?.join(path.trim_start_matches('/'));
+    let target = Target {
+        image: info.config.as_ref().and_then(|config| config.image.clone()),
+        container_id: Some(container.id.clone()),
+        container_name: info.name.as_deref().map(|name| name.trim_start_matches('/').to_owned()),
+        command: info.path.iter().cloned().chain(info.args.iter().flatten().cloned()).collect(),
+        cgroup: Some(path.clone()),
+        ..Target::default()
+    };
+    let mut trace = Trace::new(Source::Ebpf, Arch::host(), kernel_release(), target);
+    trace.complete = false;
+    trace.warnings.push("attached to a running container: its start-up was not traced".to_owned());
+    trace.phase_marker.spec = "none".to_owned();
+    trace.phase_marker.detail = Some("attached to a running container: everything counts as serving".to_owned());
+    let config = Config { cgroup_path: None, ring_buffer_bytes: request.ring_buffer_bytes };
+    let mut session = Session::start(&config, trace, rootfs, request.duration)?;
+    session.follow(cgroup::id(&cgroup_dir)?, Some(kernel::SERVING))?;
+    record_running_processes(&mut session, &cgroup_dir);
+    session.target_started(container::address(&info).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    let (ended, exited) = session.run_until(container.wait()).await;
+    let early_exit = match exited {
+        Some(()) => Some(early_exit(&container).await),
+        None => None,
+    };
+    let trace = session.finish()?;
+    Ok(ContainerOutcome { trace, ended, early_exit, workload: None })
+}
+
+/// What the processes already running were started from and have mapped, from /proc.
+fn record_running_processes(session: &mut Session, cgroup_dir: &std::path::Path) {
+    for pid in cgroup::processes(cgroup_dir) {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|comm| comm.trim().to_owned());
+        let file = |path: String| FileUse { path, phase: Phase::Serving, pid, first_seen_ns: 0, comm: comm.clone() };
+        let trace = session.recorder().trace_mut();
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok().map(|exe| exe.display().to_string());
+        if let Some(exe) = &exe {
+            Trace::add_file(&mut trace.executables, file(exe.clone()));
+        }
+        // The program itself is an executable, not a library, as in a traced start.
+        for path in executable_mappings(pid).into_iter().filter(|path| Some(path) != exe.as_ref()) {
+            Trace::add_file(&mut trace.libraries, file(path));
+        }
+    }
+}
+
+/// Files mapped executable by `pid`, as `/proc/PID/maps` names them.
+pub fn executable_mappings(pid: u32) -> Vec<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let mut paths: Vec<String> = Vec::new();
+    for line in maps.lines() {
+        let fields: Vec<&str> = line.splitn(6, ' ').collect();
+        let (Some(perms), Some(path)) = (fields.get(1), fields.get(5)) else { continue };
+        let path = path.trim();
+        if perms.contains('x') && path.starts_with('/') && !paths.iter().any(|known| known == path) {
+            paths.push(path.to_owned());
+        }
+    }
+    paths
+}

@@ -1,0 +1,286 @@
+//! Turning what the kernel reported — events and per-phase tables — into a `Trace`.
+//!
+//! Pure bookkeeping, no IO besides reading files inside the traced root (symlinks, an executable's
+//! ELF interpreter): kernel phases map onto the trace's phases, runc's own setup stays out of
+//! everything a profile reads, paths are canonicalized inside the container's root, and the
+//! marker's first firing is kept.
+
+use std::collections::BTreeSet;
+
+use tracer_common::{abi, cause, phase as kernel};
+
+use super::rootfs::{Rootfs, elf_interpreter};
+use crate::syscalls::Arch;
+use crate::trace::ebpf::events::{Event, Header};
+use crate::trace::ebpf::{Stats, SyscallTotal};
+use crate::trace::{FileUse, Phase, PhaseSyscalls, Trace};
+
+/// Builds a `Trace` from a live run.
+pub struct Recorder {
+    trace: Trace,
+    /// CLOCK_MONOTONIC at the start of the trace: kernel timestamps count from the same clock.
+    start_ns: u64,
+    rootfs: Rootfs,
+    cgroups: BTreeSet<u64>,
+}
+
+impl Recorder {
+    /// `trace` carries the target, marker spec and start time already; `start_ns` is the
+    /// monotonic time of `trace.started_at_unix_ns`.
+    pub fn new(trace: Trace, start_ns: u64, rootfs: Rootfs) -> Recorder {
+        Recorder { trace, start_ns, rootfs, cgroups: BTreeSet::new() }
+    }
+
+    /// Events and tables of `cgroup` belong to this trace.
+    pub fn watch(&mut self, cgroup: u64) {
+        self.cgroups.insert(cgroup);
+    }
+
+    /// The first cgroup followed (the kernel's registration event may be the only news of it).
+    pub fn first_cgroup(&self) -> Option<u64> {
+        self.cgroups.first().copied()
+    }
+
+    pub fn watches(&self, cgroup: u64) -> bool {
+        self.cgroups.contains(&cgroup)
+    }
+
+    pub fn trace_mut(&mut self) -> &mut Trace {
+        &mut self.trace
+    }
+
+    pub fn set_rootfs(&mut self, rootfs: Rootfs) {
+        self.rootfs = rootfs;
+    }
+
+    fn since_start(&self, ts_ns: u64) -> u64 {
+        ts_ns.saturating_sub(self.start_ns)
+    }
+
+    pub fn on_event(&mut self, event: &Event) {
+        if let Event::Cgroup { header, .. } = event {
+            // The kernel registers only the cgroup it was told to watch.
+            self.watch(header.cgroup);
+            return;
+        }
+        let header = event.header();
+        if !self.watches(header.cgroup) {
+            return;
+        }
+        match event {
+            Event::Exec { header, filename, interp } => self.on_exec(header, filename, interp),
+            Event::MmapExec { header, path } => {
+                if let Some(phase) = trace_phase(header.phase) {
+                    let file = self.file_use(header, path, phase);
+                    Trace::add_file(&mut self.trace.libraries, file);
+                }
+            }
+            Event::Phase { header, cause } if header.phase == kernel::SERVING => {
+                let marker_cause =
+                    if *cause == cause::UPROBE { "function entry".to_owned() } else { syscall_cause(*cause) };
+                self.marker_fired(header.ts_ns, Some(header.pid), &marker_cause);
+            }
+            Event::Phase { .. } | Event::Cgroup { .. } => {}
+        }
+    }
+
+    fn on_exec(&mut self, header: &Header, filename: &str, interp: &str) {
+        // Before its cut, execs in the cgroup are the runtime re-executing itself.
+        let Some(phase) = trace_phase(header.phase) else { return };
+        let exec = self.file_use(header, filename, phase);
+        let binary = exec.path.clone();
+        Trace::add_file(&mut self.trace.executables, exec);
+        if interp != filename && !interp.is_empty() {
+            // A `#!` script: the kernel ran its interpreter.
+            let interpreter = self.file_use(header, interp, phase);
+            Trace::add_file(&mut self.trace.executables, interpreter);
+        }
+        // The kernel maps the ELF interpreter itself (no mmap syscall), so it is read from the file.
+        let loader = self.rootfs.host_path(&binary).and_then(|host| elf_interpreter(&host));
+        if let Some(loader) = loader {
+            let file = self.file_use(header, &loader, phase);
+            Trace::add_file(&mut self.trace.libraries, file);
+        }
+    }
+
+    fn file_use(&self, header: &Header, path: &str, phase: Phase) -> FileUse {
+        let resolved = if path.starts_with('/') { self.rootfs.canonicalize(path) } else { None };
+        FileUse {
+            path: resolved.unwrap_or_else(|| path.to_owned()),
+            phase,
+            pid: header.pid,
+            first_seen_ns: self.since_start(header.ts_ns),
+            comm: (!header.comm.is_empty()).then(|| header.comm.clone()),
+        }
+    }
+
+    /// The marker fired at `ts_ns` (CLOCK_MONOTONIC), in `pid` when a process triggered it;
+    /// later firings are ignored (it fires once per container).
+    pub fn marker_fired(&mut self, ts_ns: u64, pid: Option<u32>, how: &str) {
+        let at_ns = self.since_start(ts_ns);
+        let marker = &mut self.trace.phase_marker;
+        if marker.fired {
+            return;
+        }
+        marker.fired = true;
+        marker.at_ns = Some(at_ns);
+        marker.pid = pid;
+        marker.detail = Some(match &marker.detail {
+            Some(detail) => format!("{detail}; fired on {how}"),
+            None => format!("fired on {how}"),
+        });
+    }
+
+    /// Fills the syscall sets from the kernel's tables and closes the trace.
+    pub fn finish(
+        mut self,
+        tables: &[(tracer_common::TableKey, Vec<SyscallTotal>)],
+        stats: Stats,
+        end_ns: u64,
+    ) -> Trace {
+        for (key, totals) in tables.iter().filter(|(key, _)| self.cgroups.contains(&key.cgroup)) {
+            let phases = &mut self.trace.phases;
+            let set: &mut PhaseSyscalls = match trace_phase(key.phase) {
+                Some(phase) => phases.get_mut(phase),
+                None => &mut phases.runtime_setup,
+            };
+            for total in totals {
+                let at = total.first_seen_ns.saturating_sub(self.start_ns);
+                if key.abi == abi::COMPAT {
+                    set.record_compat(&syscall_name(Arch::X86, total.number), total.count, at);
+                } else {
+                    set.record(&syscall_name(Arch::host(), total.number), total.count, at);
+                }
+            }
+        }
+        self.trace.duration_ns = end_ns.saturating_sub(self.start_ns);
+        if self.cgroups.is_empty() {
+            self.trace.complete = false;
+            self.trace.warnings.push("the target's cgroup was never seen, so nothing of it was traced".to_owned());
+        }
+        self.account_losses(stats);
+        self.trace
+    }
+
+    fn account_losses(&mut self, stats: Stats) {
+        let trace = &mut self.trace;
+        trace.lost_events += stats.lost_events;
+        if stats.lost_events > 0 {
+            trace.complete = false;
+            trace.warnings.push(format!(
+                "{} events (execs, mapped libraries, phase changes) were lost because the ring buffer was full; \
+                 trace again with a larger --ring-buffer",
+                stats.lost_events
+            ));
+        }
+        if stats.table_full > 0 {
+            trace.complete = false;
+            trace
+                .warnings
+                .push(format!("{} syscalls could not be recorded: the kernel's table map was full", stats.table_full));
+        }
+        if stats.path_cut > 0 {
+            trace.warnings.push(format!("{} paths were longer than the kernel records or unreadable", stats.path_cut));
+        }
+    }
+}
+
+/// The trace phase of a kernel phase; `None` for the runtime's setup, which no profile reads.
+pub fn trace_phase(kernel_phase: u32) -> Option<Phase> {
+    match kernel_phase {
+        kernel::RUNTIME => Some(Phase::Runtime),
+        kernel::INIT => Some(Phase::Init),
+        kernel::SERVING => Some(Phase::Serving),
+        _ => None,
+    }
+}
+
+fn syscall_name(arch: Arch, number: u32) -> String {
+    arch.name(number).map_or_else(|| format!("syscall_{number}"), str::to_owned)
+}
+
+fn syscall_cause(number: u32) -> String {
+    format!("syscall {}", syscall_name(Arch::host(), number))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::{Source, Target};
+    use tracer_common::TableKey;
+
+    fn header(phase: u32, cgroup: u64, ts_ns: u64) -> Header {
+        Header { phase, tid: 7, pid: 7, ts_ns, cgroup, comm: "app".into() }
+    }
+
+    fn recorder() -> Recorder {
+        let trace = Trace::new(Source::Ebpf, Arch::X86_64, "test".into(), Target::default());
+        let mut recorder = Recorder::new(trace, 1_000, Rootfs::layers(Vec::new()));
+        recorder.watch(82);
+        recorder
+    }
+
+    #[test]
+    fn tables_land_in_their_phases_and_runtime_setup_stays_apart() {
+        let total = |number, count, first_seen_ns| SyscallTotal { number, count, first_seen_ns };
+        let key = |phase, abi| TableKey { cgroup: 82, phase, abi };
+        let tables = vec![
+            (key(kernel::RUNTIME_SETUP, abi::NATIVE), vec![total(165, 3, 1_100)]), // mount
+            (key(kernel::RUNTIME, abi::NATIVE), vec![total(126, 1, 1_200)]),       // capset
+            (key(kernel::INIT, abi::NATIVE), vec![total(49, 1, 1_300)]),           // bind
+            (key(kernel::INIT, abi::COMPAT), vec![total(20, 2, 1_400)]),           // i386 getpid
+            (key(kernel::SERVING, abi::NATIVE), vec![total(288, 9, 1_500)]),       // accept4
+            (TableKey { cgroup: 99, phase: kernel::SERVING, abi: abi::NATIVE }, vec![total(0, 1, 1_600)]),
+        ];
+        let trace = recorder().finish(&tables, Stats::default(), 5_000);
+        assert_eq!(trace.phases.runtime_setup.names(), BTreeSet::from(["mount"]));
+        assert_eq!(trace.phases.runtime.names(), BTreeSet::from(["capset"]));
+        assert_eq!(trace.phases.init.syscalls.keys().collect::<Vec<_>>(), ["bind"]);
+        assert_eq!(trace.phases.init.compat_syscalls["getpid"].count, 2);
+        assert_eq!(trace.phases.serving.syscalls["accept4"].first_seen_ns, 500);
+        assert!(!trace.phases.serving.syscalls.contains_key("read"), "another cgroup's table is not ours");
+        assert_eq!(trace.duration_ns, 4_000);
+        assert!(trace.complete && trace.warnings.is_empty());
+    }
+
+    #[test]
+    fn the_marker_fires_once_and_losses_are_reported() {
+        let mut recorder = recorder();
+        recorder.on_event(&Event::Phase { header: header(kernel::SERVING, 82, 2_000), cause: 232 });
+        recorder.on_event(&Event::Phase { header: header(kernel::SERVING, 82, 3_000), cause: cause::UPROBE });
+        let stats = Stats { lost_events: 4, table_full: 0, path_cut: 0 };
+        let trace = recorder.finish(&[], stats, 4_000);
+        assert!(trace.phase_marker.fired);
+        assert_eq!(trace.phase_marker.at_ns, Some(1_000));
+        assert_eq!(trace.phase_marker.detail.as_deref(), Some("fired on syscall epoll_wait"));
+        assert_eq!(trace.lost_events, 4);
+        assert!(!trace.complete);
+        assert!(trace.warnings[0].contains("4 events"), "{:?}", trace.warnings);
+    }
+
+    #[test]
+    fn runtime_setup_execs_and_other_cgroups_are_ignored() {
+        let mut recorder = recorder();
+        let exec = |phase, cgroup, filename: &str| Event::Exec {
+            header: header(phase, cgroup, 1_500),
+            filename: filename.into(),
+            interp: filename.into(),
+        };
+        recorder.on_event(&exec(kernel::RUNTIME_SETUP, 82, "/proc/self/exe"));
+        recorder.on_event(&exec(kernel::INIT, 99, "/usr/bin/other"));
+        recorder.on_event(&exec(kernel::INIT, 82, "/usr/sbin/nginx"));
+        let script = Event::Exec {
+            header: header(kernel::SERVING, 82, 1_700),
+            filename: "/docker-entrypoint.sh".into(),
+            interp: "/bin/sh".into(),
+        };
+        recorder.on_event(&script);
+        let trace = recorder.finish(&[], Stats::default(), 2_000);
+        let paths: Vec<_> = trace.executables.iter().map(|file| (file.path.as_str(), file.phase)).collect();
+        assert_eq!(
+            paths,
+            [("/usr/sbin/nginx", Phase::Init), ("/docker-entrypoint.sh", Phase::Serving), ("/bin/sh", Phase::Serving)]
+        );
+        assert_eq!(trace.executables[0].first_seen_ns, 500);
+    }
+}

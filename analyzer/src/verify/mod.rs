@@ -1,0 +1,290 @@
+//! `verify`: run a container under a seccomp profile, drive a workload against it, and report
+//! whether it started, whether the workload succeeded, and exactly which syscalls the profile
+//! denied — by which process, in which phase.
+//!
+//! Contract of [`run`]: it needs root (a perf watch and a cgroup of its own) and a Docker daemon
+//! with the cgroupfs driver; it removes the container and the cgroup it made however it ends,
+//! including Ctrl-C. It returns `Err` only when the check could not be done (bad profile, missing
+//! image or host tool, no daemon); a container that does not start, a failed workload and
+//! denials are results, in the [`VerifyReport`], and [`VerifyReport::passed`] sums them up.
+//!
+//! How denials are found (`perf`, `denials`): the profile is one filter, applied by runc before the
+//! entrypoint. Perf tracepoint events scoped to the container's cgroup record the syscall numbers
+//! the profile does not allow outright; a `sys_exit` with no `sys_enter` before it is a call
+//! seccomp refused. Phases are relative to the container's life: `runtime` (runc's init, before it
+//! exec's the entrypoint or a `docker exec` command), `init` (until the container is ready: its
+//! first exposed TCP port accepts connections) and `serving` (from the workload's start on).
+
+mod cgroup;
+pub mod denials;
+pub mod perf;
+mod summary;
+mod watched;
+pub mod workload;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use bollard::Docker;
+use serde::{Deserialize, Serialize};
+
+pub use denials::Denial;
+pub use workload::{Builtin, Step, Workload};
+
+use crate::docker::{self, verify_run};
+use crate::profile::read::read_profile;
+use crate::syscalls::Arch;
+
+/// What to verify.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub image: String,
+    /// Overrides the image's command when not empty.
+    pub command: Vec<String>,
+    /// The profile: Docker JSON, or an OCI `config.json` (fragment) with `linux.seccomp`.
+    pub profile: PathBuf,
+    pub workload: Workload,
+    /// How long the workload may take; without a workload, how long the container runs.
+    pub duration: Duration,
+    /// `KEY=VALUE` environment for the container.
+    pub env: Vec<String>,
+}
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    pub image: String,
+    pub profile: String,
+    /// The daemon's runtime, e.g. `runc 1.1.5+ds1`.
+    pub runtime: Option<String>,
+    /// The container started and became ready (its first exposed port accepted a connection, or it
+    /// was running when the image exposes none).
+    pub started: bool,
+    /// Why it did not start: the runtime's error, or its exit code and last log lines.
+    pub start_error: Option<String>,
+    /// Milliseconds from start until ready.
+    pub ready_ms: Option<u64>,
+    pub workload: Option<WorkloadReport>,
+    /// Set when the container exited before the end of the run: exit code and last log lines.
+    pub exited: Option<String>,
+    /// A container that exits 0 on its own (a batch job, no exposed port) is fine; a server is not.
+    pub exit_is_failure: bool,
+    pub denials: Vec<Denial>,
+    pub lost_events: u64,
+    /// Possible denials that lost events make uncertain.
+    pub unconfirmed: u64,
+}
+
+/// The workload and its steps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadReport {
+    pub description: String,
+    /// Milliseconds after the container started.
+    pub started_ms: u64,
+    pub steps: Vec<Step>,
+}
+
+impl WorkloadReport {
+    pub fn succeeded(&self) -> bool {
+        self.steps.iter().all(|step| step.ok)
+    }
+}
+
+impl VerifyReport {
+    /// Started, stayed up (or exited cleanly as a batch job), every workload step passed, nothing
+    /// denied, and nothing uncertain.
+    pub fn passed(&self) -> bool {
+        self.started
+            && !(self.exited.is_some() && self.exit_is_failure)
+            && self.workload.as_ref().is_none_or(WorkloadReport::succeeded)
+            && self.denials.is_empty()
+            && self.unconfirmed == 0
+    }
+}
+
+/// Everything looked up before the container exists.
+struct Prepared {
+    docker: Docker,
+    seccomp_json: String,
+    watched: Vec<u32>,
+    ports: Vec<u16>,
+    builtin: Option<Builtin>,
+    runtime: Option<String>,
+}
+
+async fn prepare(config: &Config) -> Result<Prepared> {
+    let file = read_profile(&config.profile)?;
+    let watched = watched::watched_numbers(&file, Arch::host());
+    let seccomp_json = serde_json::to_string(&file.json).expect("JSON values serialize");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("verify needs root (a perf watch on the container's cgroup); run it with sudo");
+    }
+    let builtin = match config.workload {
+        Workload::Auto => Builtin::for_image(&config.image),
+        Workload::Shell(_) => None,
+    };
+    if let Some(builtin) = builtin {
+        workload::check_tools(builtin.tools())?;
+    }
+    let docker = docker::connect().await?;
+    if let Some(driver) = verify_run::cgroup_driver(&docker).await.filter(|driver| driver != "cgroupfs") {
+        bail!("the Docker daemon uses the {driver} cgroup driver; verify needs the cgroupfs driver for now");
+    }
+    let ports = verify_run::image_tcp_ports(&docker, &config.image).await?;
+    let runtime = verify_run::runtime(&docker).await;
+    Ok(Prepared { docker, seccomp_json, watched, ports, builtin, runtime })
+}
+
+/// Verifies `config.profile` against `config.image`; see the module doc for the contract.
+pub async fn run(config: &Config) -> Result<VerifyReport> {
+    let prepared = prepare(config).await?;
+    let parent = cgroup::CgroupParent::create()?;
+    let watch = perf::Watch::start(&parent.dir, &prepared.watched).context("cannot watch the container's syscalls")?;
+    let spec = verify_run::RunSpec {
+        image: &config.image,
+        command: &config.command,
+        env: &config.env,
+        seccomp_json: &prepared.seccomp_json,
+        cgroup_parent: &parent.docker_path(),
+    };
+    let id = verify_run::create(&prepared.docker, &spec).await?;
+    let started_ns = perf::now_ns();
+    let exercised = tokio::select! {
+        exercised = exercise(config, &prepared, &id, started_ns) => exercised,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted; the container and the cgroup were removed")),
+    };
+    let records = watch.stop();
+    let removed = verify_run::remove(&prepared.docker, &id).await;
+    drop(parent);
+    let mut report = exercised?;
+    removed?;
+    let workload_ns = report.workload.as_ref().map(|workload| started_ns + workload.started_ms * 1_000_000);
+    let findings = denials::find(&records, Arch::host(), denials::Milestones { started_ns, workload_ns });
+    report.denials = findings.denials;
+    report.lost_events = findings.lost_events;
+    report.unconfirmed = findings.unconfirmed;
+    Ok(report)
+}
+
+fn elapsed_ms(since_ns: u64) -> u64 {
+    perf::now_ns().saturating_sub(since_ns) / 1_000_000
+}
+
+/// Starts the container, waits until it is ready, runs the workload, and checks it is still up.
+async fn exercise(config: &Config, prepared: &Prepared, id: &str, started_ns: u64) -> Result<VerifyReport> {
+    let docker = &prepared.docker;
+    let port = prepared.ports.first().copied();
+    let mut report = VerifyReport {
+        image: config.image.clone(),
+        profile: config.profile.display().to_string(),
+        runtime: prepared.runtime.clone(),
+        started: false,
+        start_error: None,
+        ready_ms: None,
+        workload: None,
+        exited: None,
+        exit_is_failure: port.is_some(),
+        denials: Vec::new(),
+        lost_events: 0,
+        unconfirmed: 0,
+    };
+    if let Err(message) = verify_run::start(docker, id).await {
+        report.start_error = Some(message);
+        return Ok(report);
+    }
+    let host = match wait_ready(docker, id, port, config.duration).await? {
+        Ready::Yes(host) => host,
+        Ready::No(why) => {
+            report.start_error = Some(why);
+            return Ok(report);
+        }
+    };
+    report.started = true;
+    report.ready_ms = Some(elapsed_ms(started_ns));
+    let target = workload::Target { docker, container: id, host: &host, port };
+    let description = match (&config.workload, prepared.builtin) {
+        (Workload::Shell(command), _) => Some(format!("sh -c {command:?}")),
+        (Workload::Auto, Some(builtin)) => Some(builtin.description().to_owned()),
+        (Workload::Auto, None) => None,
+    };
+    if let Some(description) = description {
+        let started_ms = elapsed_ms(started_ns);
+        let steps = match tokio::time::timeout(config.duration, run_workload(config, prepared, &target)).await {
+            Ok(steps) => steps?,
+            Err(_) => vec![Step {
+                name: "workload".into(),
+                ok: false,
+                detail: format!("did not finish within {}", humantime::format_duration(config.duration)),
+            }],
+        };
+        report.workload = Some(WorkloadReport { description, started_ms, steps });
+        // Let what the workload set off (new workers, a save in the background) run under the watch.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    } else {
+        tokio::time::sleep(config.duration).await;
+    }
+    let state = verify_run::state(docker, id).await?;
+    if !state.running {
+        report.exited = Some(exit_description(docker, id, state.exit_code).await);
+        report.exit_is_failure = port.is_some() || state.exit_code != Some(0);
+    }
+    Ok(report)
+}
+
+async fn run_workload(config: &Config, prepared: &Prepared, target: &workload::Target<'_>) -> Result<Vec<Step>> {
+    match (&config.workload, prepared.builtin) {
+        (Workload::Shell(command), _) => workload::run_shell(command, target).await,
+        (Workload::Auto, Some(builtin)) => workload::run_builtin(builtin, target).await,
+        (Workload::Auto, None) => Ok(Vec::new()),
+    }
+}
+
+enum Ready {
+    /// Ready; the address to reach it at.
+    Yes(String),
+    No(String),
+}
+
+/// Waits until `port` accepts TCP connections on the container's address (or, without a port,
+/// until the container runs), giving up when the container exits or after `timeout`.
+async fn wait_ready(docker: &Docker, id: &str, port: Option<u16>, timeout: Duration) -> Result<Ready> {
+    let deadline = tokio::time::Instant::now() + timeout.max(Duration::from_secs(10));
+    loop {
+        let state = verify_run::state(docker, id).await?;
+        if !state.running {
+            let exited = exit_description(docker, id, state.exit_code).await;
+            // A batch container without ports may finish before we look: that is a start.
+            if port.is_none() && state.exit_code == Some(0) {
+                return Ok(Ready::Yes(String::new()));
+            }
+            return Ok(Ready::No(exited));
+        }
+        let host = state.ip.unwrap_or_else(|| "127.0.0.1".to_owned());
+        match port {
+            None => return Ok(Ready::Yes(host)),
+            Some(port) => {
+                let connect = tokio::net::TcpStream::connect((host.as_str(), port));
+                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), connect).await {
+                    return Ok(Ready::Yes(host));
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(Ready::No(format!("port {} did not accept connections", port.unwrap_or_default())));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn exit_description(docker: &Docker, id: &str, exit_code: Option<i64>) -> String {
+    let tail = verify_run::log_tail(docker, id, 5).await;
+    let tail: Vec<&str> = tail.lines().map(str::trim).filter(|line| !line.is_empty()).collect();
+    let code = exit_code.map_or("unknown".to_owned(), |code| code.to_string());
+    if tail.is_empty() {
+        format!("exited with code {code}")
+    } else {
+        format!("exited with code {code}: {}", tail.join(" | "))
+    }
+}
