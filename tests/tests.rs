@@ -5,6 +5,8 @@
 #[macro_use]
 mod util;
 
+/// LLVM bitcode analysis of C programs compiled here by clang-19.
+mod bitcode;
 /// The CLI's help, exit codes and one-line errors.
 mod cli;
 /// Profiles the writer produced, applied by a real Docker daemon; the stand-in images serving.

@@ -6,6 +6,7 @@
 //! behind one command and installs what a fresh Debian machine lacks, printing one line per action.
 //! It never reconfigures what is already there (an existing Docker daemon, a pulled image).
 
+mod bitcode;
 mod build;
 mod codegen;
 mod gen_capture;
@@ -49,6 +50,12 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build an application's whole-program LLVM bitcode from Debian's sources with clang-19
+    /// (`target/bitcode/NAME.bc`, cached).
+    Bitcode {
+        /// Which applications: nginx, redis (default: all).
+        names: Vec<String>,
+    },
     /// Regenerate committed source files from their upstream data.
     Codegen {
         /// libseccomp's `src/syscalls.csv`.
@@ -88,6 +95,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Run { args } => build::run(&args),
         Command::Images { names } => images::build(&names),
         Command::Test { args } => test::run_tests(&args),
+        Command::Bitcode { names } => bitcode::build(&names),
         Command::GenCapture { fixture, repeat, out } => {
             let fixture = fixture.unwrap_or_else(|| {
                 project_root().join("../shared/fixtures/scap/falco_psp_run_as_user_0_container.scap")

@@ -4,6 +4,7 @@
 //! module only routes. Errors print once, on one line (`seccomp-refine: error: …` with the cause
 //! chain), and map to the exit codes documented in `--help`.
 
+mod bitcode;
 mod diff;
 mod import;
 mod outputs;
@@ -35,6 +36,7 @@ enum Command {
     Verify(verify::Args),
     Diff(diff::Args),
     Trace(trace::Args),
+    Bitcode(bitcode::Args),
 }
 
 /// What a successful command tells the shell.
@@ -53,6 +55,7 @@ pub fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::Diff(args) => diff::run(args),
         Command::Trace(args) => trace::run(args),
+        Command::Bitcode(args) => bitcode::run(args),
     };
     match result {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,
