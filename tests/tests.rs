@@ -5,12 +5,16 @@
 #[macro_use]
 mod util;
 
+/// LLVM bitcode analysis of C programs compiled here by clang-19.
+mod bitcode;
 /// The CLI's help, exit codes and one-line errors.
 mod cli;
 /// Profiles the writer produced, applied by a real Docker daemon; the stand-in images serving.
 mod docker_profiles;
 /// Every output format: Docker accepts the JSON, OCI/Kubernetes shapes, the report in Chromium, `diff`.
 mod outputs;
+/// `.scap` import: the shared captures against sysdig's reference output, damage, the CLI.
+mod scap;
 /// The live eBPF tracer: exact per-phase sets with `--exec`, containers, attach, errors.
 mod tracer;
 /// `verify` on real containers: denials named with phase and process; built-in and shell workloads.

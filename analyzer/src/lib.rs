@@ -4,10 +4,12 @@
 //! `ARCHITECTURE.md` at the repository root maps the modules; each module's own doc says what it
 //! owns. The binary (`src/main.rs`) is a thin shell around [`cli`].
 
+pub mod bitcode;
 pub mod cli;
 pub mod docker;
 pub mod profile;
 pub mod report;
+pub mod scap;
 pub mod syscalls;
 pub mod trace;
 pub mod verify;

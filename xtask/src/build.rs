@@ -64,17 +64,24 @@ fn install_ebpf_toolchain() -> Result<()> {
     Ok(())
 }
 
-/// `cargo` for the host workspace, with the eBPF object handed to the analyzer's build script.
-pub fn host_cargo(object: &std::path::Path) -> Command {
+/// Debian's LLVM 19, which the analyzer's `bitcode` feature links statically (llvm-sys needs
+/// Polly's and zstd's static libraries for that).
+const LLVM_PACKAGES: &[&str] = &["llvm-19-dev", "libpolly-19-dev", "libzstd-dev"];
+const LLVM_PREFIX: &str = "/usr/lib/llvm-19";
+
+/// `cargo` for the host workspace, with the eBPF object handed to the analyzer's build script
+/// and LLVM 19 installed and located for the `bitcode` feature.
+pub fn host_cargo(object: &std::path::Path) -> Result<Command> {
+    machine::apt_install(LLVM_PACKAGES)?;
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cargo.current_dir(project_root()).env("SECCOMP_REFINE_EBPF_OBJECT", object);
-    cargo
+    cargo.current_dir(project_root()).env("SECCOMP_REFINE_EBPF_OBJECT", object).env("LLVM_SYS_191_PREFIX", LLVM_PREFIX);
+    Ok(cargo)
 }
 
 /// Builds the kernel programs, then `target/release/seccomp-refine`.
 pub fn build_all() -> Result<()> {
     let object = build_ebpf()?;
-    run_cmd(host_cargo(&object).args(["build", "--release", "--package", "seccomp-refine"]))
+    run_cmd(host_cargo(&object)?.args(["build", "--release", "--package", "seccomp-refine", "--features", "bitcode"]))
 }
 
 /// `cargo xtask run -- ARGS`: build, prepare the machine for the command, run it as root.

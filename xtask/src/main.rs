@@ -7,8 +7,10 @@
 //! It never reconfigures what is already there (an existing Docker daemon, a pulled image).
 
 mod bench;
+mod bitcode;
 mod build;
 mod codegen;
+mod gen_capture;
 mod images;
 mod machine;
 mod test;
@@ -61,11 +63,33 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         warmup: usize,
     },
+    /// Build an application's whole-program LLVM bitcode from Debian's sources with clang-19
+    /// (`target/bitcode/NAME.bc`, cached).
+    Bitcode {
+        /// Which applications: nginx, redis (default: all).
+        names: Vec<String>,
+    },
     /// Regenerate committed source files from their upstream data.
     Codegen {
         /// libseccomp's `src/syscalls.csv`.
+        #[arg(long, required_unless_present = "scap_data")]
+        syscalls_csv: Option<PathBuf>,
+        /// The `.scap` tables directory (`event_schema.tsv`, `event_syscall_map_x86_64.json`),
+        /// e.g. `../shared/notes/data`.
         #[arg(long)]
-        syscalls_csv: PathBuf,
+        scap_data: Option<PathBuf>,
+    },
+    /// Write a large uncompressed capture for benchmarking `import`: a fixture's events replayed
+    /// REPEAT times with shifted timestamps.
+    GenCapture {
+        /// The capture to replay [default: ../shared/fixtures/scap/falco_psp_run_as_user_0_container.scap].
+        #[arg(long)]
+        fixture: Option<PathBuf>,
+        /// How many times the events are replayed (the psp fixture is 0.43 MB per round).
+        #[arg(long)]
+        repeat: u32,
+        /// The capture to write.
+        out: PathBuf,
     },
 }
 
@@ -86,6 +110,22 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Test { args } => test::run_tests(&args),
         Command::Bench { names, rounds, warmup } => bench::run(&names, bench::Rounds { warmup, measured: rounds }),
         Command::Codegen { syscalls_csv } => codegen::syscall_tables(&syscalls_csv),
+        Command::Bitcode { names } => bitcode::build(&names),
+        Command::GenCapture { fixture, repeat, out } => {
+            let fixture = fixture.unwrap_or_else(|| {
+                project_root().join("../shared/fixtures/scap/falco_psp_run_as_user_0_container.scap")
+            });
+            gen_capture::generate(&fixture, repeat, &out)
+        }
+        Command::Codegen { syscalls_csv, scap_data } => {
+            if let Some(csv) = syscalls_csv {
+                codegen::syscall_tables(&csv)?;
+            }
+            match scap_data {
+                Some(dir) => codegen::scap_tables(&dir),
+                None => Ok(()),
+            }
+        }
     }
 }
 

@@ -4,7 +4,9 @@
 //! module only routes. Errors print once, on one line (`seccomp-refine: error: …` with the cause
 //! chain), and map to the exit codes documented in `--help`.
 
+mod bitcode;
 mod diff;
+mod import;
 mod outputs;
 mod profile;
 mod trace;
@@ -29,10 +31,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Import(import::Args),
     Profile(profile::Args),
     Verify(verify::Args),
     Diff(diff::Args),
     Trace(trace::Args),
+    Bitcode(bitcode::Args),
 }
 
 /// What a successful command tells the shell.
@@ -46,10 +50,12 @@ pub enum Outcome {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Import(args) => import::run(args),
         Command::Profile(args) => profile::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Diff(args) => diff::run(args),
         Command::Trace(args) => trace::run(args),
+        Command::Bitcode(args) => bitcode::run(args),
     };
     match result {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,

@@ -1,0 +1,26 @@
+//! LLVM bitcode of the application: a sharper call graph for its own code than machine code gives.
+//!
+//! When the user has whole-program bitcode (`cargo xtask bitcode nginx` builds it from Debian's
+//! sources), the application's functions, indirect calls and syscall sites come from it instead of
+//! its binary: names are never stripped, and every indirect call carries its exact function type.
+//! Library functions stay external; [`external`] defines how the binary analysis of the
+//! libraries resolves them, so both meet in one result.
+//!
+//! Reading needs LLVM 19 and is behind the `bitcode` cargo feature ([`read()`]); the model
+//! ([`program`]) and the analysis ([`phases`], [`reach`], [`wrappers`]) are plain Rust and always
+//! built. This module does no IO except in [`read()`].
+
+pub mod external;
+pub mod phases;
+pub mod producer;
+pub mod program;
+pub mod reach;
+#[cfg(feature = "bitcode")]
+mod read;
+pub mod wrappers;
+
+pub use external::{LibraryReach, LibrarySyscalls, ResolvedPhase, resolve};
+pub use phases::{Analysis, DEFAULT_SERVING_ENTRIES, PhaseError, PhaseReach, analyze};
+pub use program::Program;
+#[cfg(feature = "bitcode")]
+pub use read::{BitcodeError, LLVM_MAJOR, read};

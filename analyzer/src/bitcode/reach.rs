@@ -1,0 +1,475 @@
+//! Reachability over a [`Program`] for one phase: an RTA-style worklist with typed indirect calls.
+//!
+//! A function pointer counts only once it is *live*: its address is taken by reached code, or it
+//! sits in the initializer of a global that reached code (or another live global) references.
+//! An indirect call reaches the live functions of exactly its function type (a *hub* per type).
+//! When the called pointer was loaded from a struct field (or pointer-typed global) whose writes
+//! are all understood, the call reaches only the functions stored into that field plus those
+//! stored into untyped memory ([`UNTYPED_MEMORY`]), again of the exact type. Functions handed to `signal`, `sigaction`,
+//! `pthread_create`, `atexit` or any library become roots: they run whenever the system decides.
+//!
+//! The state that describes memory (live functions, field contents, live globals, registered
+//! callbacks) outlives a phase: the serving phase starts from everything init stored, because
+//! pointers stored during start-up are called later. What is reached is per phase.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::program::{AsyncKind, FieldId, FnId, GlobalId, Item, Number, Program, Source, TypeId, UNTYPED_MEMORY};
+use super::wrappers::is_library_wrapper;
+use crate::syscalls::Arch;
+
+/// How a function was first reached, for witness paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edge {
+    Call,
+    Indirect,
+}
+
+/// Where a syscall number came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyscallOrigin {
+    pub function: FnId,
+    /// `syscall(39)`, `asm "syscall"`, or `ngx_gettid(…) → syscall(186)`-style call text.
+    pub site: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnresolvedSite {
+    pub function: FnId,
+    pub reason: String,
+}
+
+/// Indirect call sites reached, and how they were resolved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IndirectStats {
+    pub sites: usize,
+    /// Resolved through a struct field's contents.
+    pub via_field: usize,
+    /// Resolved by type alone (the pointer's origin is unknown or its field is polluted).
+    pub via_type: usize,
+    /// Sum over sites of the number of possible targets.
+    pub targets: usize,
+}
+
+/// An indirect call site that was reached: its type and how the pointer's origin was classified.
+#[derive(Debug, Clone)]
+struct ReachedSite {
+    ty: TypeId,
+    sharp_fields: Vec<FieldId>,
+    by_type: bool,
+}
+
+/// Both the persistent memory model and one phase's reach.
+#[derive(Clone)]
+pub struct Reach<'p> {
+    program: &'p Program,
+    wrapper: &'p [Option<u32>],
+    // Memory: carried from init into serving.
+    live: Vec<bool>,
+    hub: HashMap<TypeId, Vec<FnId>>,
+    field_members: Vec<Vec<FnId>>,
+    field_member_set: HashSet<(FieldId, FnId)>,
+    /// A value loaded from the key field was stored into each of these fields.
+    field_flows: Vec<Vec<FieldId>>,
+    /// Registrations whose function comes from the key field.
+    field_registrations: Vec<Vec<AsyncKind>>,
+    live_globals: Vec<bool>,
+    registered: BTreeMap<FnId, AsyncKind>,
+    /// Registrations with an untraceable function: every live function of these types counts.
+    registered_unknown: HashSet<AsyncKind>,
+    // Reach: reset between phases.
+    visited: Vec<bool>,
+    parent: Vec<Option<(FnId, Edge)>>,
+    root_label: HashMap<FnId, String>,
+    queue: Vec<FnId>,
+    active_hubs: HashMap<TypeId, FnId>,
+    field_sites: Vec<Vec<(TypeId, FnId)>>,
+    sites: Vec<ReachedSite>,
+    pub syscalls: BTreeMap<(Arch, u32), SyscallOrigin>,
+    pub unresolved: Vec<UnresolvedSite>,
+    pub asm_sites: Vec<u32>,
+}
+
+impl<'p> Reach<'p> {
+    pub fn new(program: &'p Program, wrapper: &'p [Option<u32>]) -> Reach<'p> {
+        let (functions, fields) = (program.functions.len(), program.fields.len());
+        Reach {
+            program,
+            wrapper,
+            live: vec![false; functions],
+            hub: HashMap::new(),
+            field_members: vec![Vec::new(); fields],
+            field_member_set: HashSet::new(),
+            field_flows: vec![Vec::new(); fields],
+            field_registrations: vec![Vec::new(); fields],
+            live_globals: vec![false; program.globals.len()],
+            registered: BTreeMap::new(),
+            registered_unknown: HashSet::new(),
+            visited: vec![false; functions],
+            parent: vec![None; functions],
+            root_label: HashMap::new(),
+            queue: Vec::new(),
+            active_hubs: HashMap::new(),
+            field_sites: vec![Vec::new(); fields],
+            sites: Vec::new(),
+            syscalls: BTreeMap::new(),
+            unresolved: Vec::new(),
+            asm_sites: Vec::new(),
+        }
+    }
+
+    /// A new phase over the same memory: nothing reached yet, every stored pointer still there,
+    /// every registered callback a root again.
+    pub fn next_phase(&self) -> Reach<'p> {
+        let mut next = self.clone();
+        next.visited.fill(false);
+        next.parent.fill(None);
+        next.root_label.clear();
+        next.queue.clear();
+        next.active_hubs.clear();
+        next.field_sites.iter_mut().for_each(Vec::clear);
+        next.sites.clear();
+        next.syscalls.clear();
+        next.unresolved.clear();
+        next.asm_sites.clear();
+        for (&function, &kind) in &self.registered {
+            next.root(function, kind.as_str());
+        }
+        next
+    }
+
+    /// Reaches `function` from nowhere: a phase root.
+    pub fn root(&mut self, function: FnId, label: &str) {
+        if !self.visited[function as usize] {
+            self.root_label.insert(function, label.to_owned());
+            self.enter(function, None);
+        }
+    }
+
+    /// Processes a part of a function's body as reached (the code after a call that returns).
+    pub fn reach_items(&mut self, function: FnId, items: &[Item], label: &str) {
+        self.root_label.entry(function).or_insert_with(|| label.to_owned());
+        for item in items {
+            self.item(function, item);
+        }
+    }
+
+    /// Drains the worklist.
+    pub fn run(&mut self) {
+        while let Some(function) = self.queue.pop() {
+            let program = self.program;
+            if let Some(body) = &program.function(function).body {
+                for item in &body.items {
+                    self.item(function, item);
+                }
+            }
+        }
+    }
+
+    fn enter(&mut self, function: FnId, via: Option<(FnId, Edge)>) {
+        let index = function as usize;
+        if self.visited[index] {
+            return;
+        }
+        self.visited[index] = true;
+        self.parent[index] = via;
+        if self.wrapper[index].is_some() && via.is_none_or(|(_, edge)| edge != Edge::Call) {
+            let reason = "syscall wrapper entered without a direct call: its number is unknown".to_owned();
+            self.unresolved.push(UnresolvedSite { function, reason });
+        }
+        self.queue.push(function);
+    }
+
+    fn item(&mut self, function: FnId, item: &Item) {
+        match item {
+            Item::Call { callee, args } => self.call(function, *callee, args),
+            Item::Indirect { ty, callee } => self.indirect(function, *ty, callee),
+            Item::TakesAddress(target) => self.make_live(*target),
+            Item::UsesGlobal(global) => self.use_global(*global),
+            Item::FieldStore { field, value } => self.field_store(*field, value),
+            Item::Registers { kind, value } => self.register(*kind, value),
+            Item::Asm(site) => self.asm(*site),
+        }
+    }
+
+    fn call(&mut self, function: FnId, callee: FnId, args: &[Number]) {
+        self.enter(callee, Some((function, Edge::Call)));
+        let Some(param) = self.wrapper[callee as usize] else { return };
+        let site = |detail: String| SyscallOrigin { function, site: detail };
+        let name = &self.program.function(callee).name;
+        match args.get(param as usize).copied().unwrap_or(Number::Unknown) {
+            Number::Const(number) => {
+                let origin = site(format!("{name}({number})"));
+                self.syscall(self.program.arch, number, origin);
+            }
+            // The caller is a wrapper itself: its own callers supply the number.
+            Number::Param(_) if self.wrapper[function as usize].is_some() => {}
+            _ => {
+                let reason = format!("{name}() called with a number that is not a constant");
+                self.unresolved.push(UnresolvedSite { function, reason });
+            }
+        }
+    }
+
+    fn syscall(&mut self, arch: Arch, number: u64, origin: SyscallOrigin) {
+        match u32::try_from(number).ok().filter(|&number| arch.name(number).is_some()) {
+            Some(number) => {
+                self.syscalls.entry((arch, number)).or_insert(origin);
+            }
+            None => {
+                let reason = format!("{}: {number} is no {arch} syscall", origin.site);
+                self.unresolved.push(UnresolvedSite { function: origin.function, reason });
+            }
+        }
+    }
+
+    fn asm(&mut self, index: u32) {
+        self.asm_sites.push(index);
+        let site = &self.program.asm_sites[index as usize];
+        let origin = SyscallOrigin { function: site.function, site: format!("asm \"{}\"", site.text) };
+        match site.number {
+            Number::Const(number) => self.syscall(site.arch, number, origin),
+            Number::Param(_) => {}
+            Number::Unknown => {
+                let reason = format!("{}: the syscall number is not a constant", origin.site);
+                self.unresolved.push(UnresolvedSite { function: site.function, reason });
+            }
+        }
+    }
+
+    fn indirect(&mut self, function: FnId, ty: TypeId, callee: &Source) {
+        for &target in &callee.functions {
+            self.enter(target, Some((function, Edge::Call)));
+        }
+        let mut site = ReachedSite { ty, sharp_fields: Vec::new(), by_type: callee.unknown };
+        for &field in &callee.fields {
+            if self.program.fields[field as usize].polluted {
+                site.by_type = true;
+            } else {
+                site.sharp_fields.push(field);
+            }
+        }
+        if site.by_type {
+            self.activate_hub(ty, function);
+        }
+        // Untyped memory may hold anything, so every field-resolved site also reads it.
+        let untyped = (!site.sharp_fields.is_empty()).then_some(UNTYPED_MEMORY);
+        for field in site.sharp_fields.iter().copied().chain(untyped) {
+            self.field_sites[field as usize].push((ty, function));
+            let members: Vec<FnId> = self.field_members[field as usize].clone();
+            for member in members {
+                self.reach_if_type(member, ty, function);
+            }
+        }
+        if !callee.functions.is_empty() || site.by_type || !site.sharp_fields.is_empty() {
+            self.sites.push(site);
+        }
+    }
+
+    fn reach_if_type(&mut self, target: FnId, ty: TypeId, site: FnId) {
+        if self.program.function(target).ty == ty {
+            self.enter(target, Some((site, Edge::Indirect)));
+        }
+    }
+
+    fn activate_hub(&mut self, ty: TypeId, site: FnId) {
+        if self.active_hubs.insert(ty, site).is_none() {
+            for member in self.hub.get(&ty).cloned().unwrap_or_default() {
+                self.enter(member, Some((site, Edge::Indirect)));
+            }
+        }
+    }
+
+    fn make_live(&mut self, function: FnId) {
+        let index = function as usize;
+        if self.live[index] {
+            return;
+        }
+        self.live[index] = true;
+        let ty = self.program.function(function).ty;
+        self.hub.entry(ty).or_default().push(function);
+        if let Some(&site) = self.active_hubs.get(&ty) {
+            self.enter(function, Some((site, Edge::Indirect)));
+        }
+        let async_kinds: Vec<AsyncKind> = self.registered_unknown.iter().copied().collect();
+        for kind in async_kinds {
+            if self.async_type_matches(kind, ty) {
+                self.register_function(kind, function);
+            }
+        }
+    }
+
+    fn use_global(&mut self, global: GlobalId) {
+        let mut pending = vec![global];
+        while let Some(global) = pending.pop() {
+            if std::mem::replace(&mut self.live_globals[global as usize], true) {
+                continue;
+            }
+            let initializer = &self.program.globals[global as usize];
+            for &(field, function) in &initializer.functions {
+                self.make_live(function);
+                self.add_field_member(field, function);
+            }
+            pending.extend(initializer.globals.iter().copied());
+        }
+    }
+
+    fn field_store(&mut self, field: FieldId, value: &Source) {
+        for &function in &value.functions {
+            self.make_live(function);
+            self.add_field_member(field, function);
+        }
+        for &from in &value.fields {
+            if !self.field_flows[from as usize].contains(&field) {
+                self.field_flows[from as usize].push(field);
+                for member in self.field_members[from as usize].clone() {
+                    self.add_field_member(field, member);
+                }
+            }
+        }
+    }
+
+    /// Adds `function` to `field` and to every field its contents flow into, reaching it from the
+    /// indirect calls and registrations that already read those fields.
+    fn add_field_member(&mut self, field: FieldId, function: FnId) {
+        let mut pending = vec![field];
+        while let Some(field) = pending.pop() {
+            if !self.field_member_set.insert((field, function)) {
+                continue;
+            }
+            let index = field as usize;
+            self.field_members[index].push(function);
+            for (ty, site) in self.field_sites[index].clone() {
+                self.reach_if_type(function, ty, site);
+            }
+            for kind in self.field_registrations[index].clone() {
+                self.register_function(kind, function);
+            }
+            pending.extend(self.field_flows[index].iter().copied());
+        }
+    }
+
+    fn register(&mut self, kind: AsyncKind, value: &Source) {
+        for &target in &value.functions {
+            self.make_live(target);
+            self.register_function(kind, target);
+        }
+        for &field in &value.fields {
+            let index = field as usize;
+            if self.program.fields[index].polluted {
+                self.activate_async_types(kind);
+                continue;
+            }
+            if !self.field_registrations[index].contains(&kind) {
+                self.field_registrations[index].push(kind);
+                for member in self.field_members[index].clone() {
+                    self.register_function(kind, member);
+                }
+            }
+        }
+        if value.unknown {
+            self.activate_async_types(kind);
+        }
+    }
+
+    /// A registration whose function cannot be traced: every live function of a type the
+    /// registrar accepts is a candidate. Library callbacks have no known type, so an untraceable
+    /// one is skipped (its address was taken somewhere, and indirect calls of its type reach it).
+    fn activate_async_types(&mut self, kind: AsyncKind) {
+        if kind == AsyncKind::LibraryCallback || !self.registered_unknown.insert(kind) {
+            return;
+        }
+        let candidates: Vec<FnId> = self
+            .hub
+            .iter()
+            .filter(|(ty, _)| self.async_type_matches(kind, **ty))
+            .flat_map(|(_, members)| members.iter().copied())
+            .collect();
+        for function in candidates {
+            self.register_function(kind, function);
+        }
+    }
+
+    fn async_type_matches(&self, kind: AsyncKind, ty: TypeId) -> bool {
+        async_types(kind).contains(&self.program.types[ty as usize].as_str())
+    }
+
+    fn register_function(&mut self, kind: AsyncKind, function: FnId) {
+        self.registered.entry(function).or_insert(kind);
+        self.root(function, kind.as_str());
+    }
+
+    pub fn visited(&self, function: FnId) -> bool {
+        self.visited[function as usize]
+    }
+
+    pub fn registered(&self) -> &BTreeMap<FnId, AsyncKind> {
+        &self.registered
+    }
+
+    /// Root → … → `function`, function names with how each was reached.
+    pub fn witness(&self, function: FnId) -> Vec<String> {
+        let mut path = Vec::new();
+        let mut current = Some(function);
+        while let Some(function) = current {
+            let name = &self.program.function(function).name;
+            match self.parent[function as usize] {
+                Some((caller, edge)) => {
+                    path.push(if edge == Edge::Indirect { format!("{name} (indirect)") } else { name.clone() });
+                    current = Some(caller);
+                }
+                None => {
+                    let label = self.root_label.get(&function).map(String::as_str).unwrap_or("root");
+                    path.push(format!("{name} ({label})"));
+                    current = None;
+                }
+            }
+            // A continuation's function can later be entered from code it reached itself, which
+            // closes a loop in the parent links.
+            if path.len() > self.program.functions.len() {
+                break;
+            }
+        }
+        path.reverse();
+        path
+    }
+
+    /// How the reached indirect call sites were resolved.
+    pub fn indirect_stats(&self) -> IndirectStats {
+        let mut stats = IndirectStats { sites: self.sites.len(), ..IndirectStats::default() };
+        for site in &self.sites {
+            if site.by_type {
+                stats.via_type += 1;
+                stats.targets += self.hub.get(&site.ty).map_or(0, Vec::len);
+                continue;
+            }
+            stats.via_field += 1;
+            let targets: HashSet<FnId> = site
+                .sharp_fields
+                .iter()
+                .chain(&[UNTYPED_MEMORY])
+                .flat_map(|&field| self.field_members[field as usize].iter().copied())
+                .filter(|&target| self.program.function(target).ty == site.ty)
+                .collect();
+            stats.targets += targets.len();
+        }
+        stats
+    }
+
+    /// External functions reached, other than syscall wrappers resolved at their call sites.
+    pub fn externals(&self) -> impl Iterator<Item = FnId> + '_ {
+        (0..self.program.functions.len() as FnId).filter(move |&id| {
+            self.visited(id) && self.program.function(id).body.is_none() && !is_library_wrapper(self.program, id)
+        })
+    }
+}
+
+/// The function types each registrar accepts (glibc's prototypes, in LLVM's spelling).
+fn async_types(kind: AsyncKind) -> &'static [&'static str] {
+    match kind {
+        AsyncKind::SignalHandler => &["void (i32)", "void (i32, ptr, ptr)"],
+        AsyncKind::ThreadStart => &["ptr (ptr)"],
+        AsyncKind::ExitHandler => &["void ()", "void (i32, ptr)", "void (ptr)"],
+        AsyncKind::LibraryCallback => &[],
+    }
+}

@@ -1,0 +1,675 @@
+//! The facts of one function body, from llvm-ir's instructions.
+//!
+//! Every operand is looked at once: a function used other than as a callee has its address
+//! taken; a global referenced is used. Calls become direct edges (with what is known of their
+//! integer arguments, for syscall wrappers), indirect sites keyed by the call's function type,
+//! inline-asm syscall sites, or registrations of callbacks with libraries. Stores of function
+//! pointers into struct fields are recorded with where the stored value came from, and a field
+//! whose writes are not all understood — an untraceable stored value, or its address used for
+//! anything but a load or store — is marked polluted.
+
+use std::collections::{HashMap, HashSet};
+
+use llvm_ir::instruction::{Call, GetElementPtr};
+use llvm_ir::terminator::Terminator;
+use llvm_ir::types::{NamedStructDef, Types};
+use llvm_ir::{Constant, Instruction, Module, Name, Operand, Type, TypeRef};
+
+use super::fields::{GepKey, Shape, TypeView, gep_key};
+use super::sidecar::{RawAsm, Sidecar};
+use super::{Symbols, asm_number, name_str};
+use crate::bitcode::program::{AsmSite, AsyncKind, Block, Body, FieldId, FnId, Item, Number, Source, UNTYPED_MEMORY};
+use crate::syscalls::Arch;
+
+/// Library functions that take a function to call later: (name, argument, kind).
+const REGISTRARS: &[(&str, usize, AsyncKind)] = &[
+    ("signal", 1, AsyncKind::SignalHandler),
+    ("sysv_signal", 1, AsyncKind::SignalHandler),
+    ("__sysv_signal", 1, AsyncKind::SignalHandler),
+    ("bsd_signal", 1, AsyncKind::SignalHandler),
+    ("sigset", 1, AsyncKind::SignalHandler),
+    ("pthread_create", 2, AsyncKind::ThreadStart),
+    ("clone", 0, AsyncKind::ThreadStart),
+    ("atexit", 0, AsyncKind::ExitHandler),
+    ("at_quick_exit", 0, AsyncKind::ExitHandler),
+    ("on_exit", 0, AsyncKind::ExitHandler),
+    ("__cxa_atexit", 0, AsyncKind::ExitHandler),
+];
+
+/// `sigaction`-style registrars: argument 1 points to a struct whose first member is the handler.
+const SIGACTION: &[&str] = &["sigaction", "__sigaction", "__libc_sigaction"];
+
+/// Whether inline assembly text enters the kernel.
+pub fn issues_syscalls(text: &str) -> bool {
+    text.split([';', '\n']).any(|statement| {
+        let words: Vec<&str> =
+            statement.split(|c: char| c.is_whitespace() || c == ',').filter(|w| !w.is_empty()).collect();
+        match words.as_slice() {
+            ["syscall" | "sysenter", ..] => true,
+            ["int", number, ..] => is_int80(number),
+            ["svc", ..] => true,
+            _ => false,
+        }
+    })
+}
+
+fn is_int80(operand: &str) -> bool {
+    matches!(operand.trim_start_matches('$'), "0x80" | "128")
+}
+
+/// `int $0x80` and `sysenter` use the i386 table even in 64-bit code.
+fn asm_arch(text: &str, module_arch: Arch) -> Arch {
+    let i386 = text.contains("sysenter") || text.split_whitespace().any(is_int80);
+    if i386 && module_arch == Arch::X86_64 { Arch::X86 } else { module_arch }
+}
+
+#[expect(clippy::too_many_arguments, reason = "one call site; the pieces are all borrowed from the reader")]
+pub(super) fn extract(
+    module: &Module,
+    function: &llvm_ir::Function,
+    id: FnId,
+    symbols: &mut Symbols,
+    side: &Sidecar,
+    asm: &[RawAsm],
+    arch: Arch,
+    asm_sites: &mut Vec<AsmSite>,
+) -> Body {
+    let mut cx = Context::new(module, function, side);
+    cx.mark_pollution(symbols);
+    let mut out = Extracted { id, arch, asm, asm_sites, asm_seen: 0, items: Vec::new(), block_seen: HashSet::new() };
+    let block_index: HashMap<&Name, u32> =
+        function.basic_blocks.iter().enumerate().map(|(index, block)| (&block.name, index as u32)).collect();
+    let mut blocks = Vec::with_capacity(function.basic_blocks.len());
+    for block in &function.basic_blocks {
+        let start = out.items.len() as u32;
+        out.block_seen.clear();
+        for instruction in &block.instrs {
+            cx.instruction(instruction, symbols, &mut out);
+        }
+        cx.terminator(&block.term, symbols, &mut out);
+        let successors =
+            successors(&block.term).into_iter().filter_map(|name| block_index.get(name).copied()).collect();
+        let returns = matches!(block.term, Terminator::Ret(_));
+        blocks.push(Block { items: start..out.items.len() as u32, successors, returns });
+    }
+    Body { items: out.items, blocks }
+}
+
+fn successors(term: &Terminator) -> Vec<&Name> {
+    match term {
+        Terminator::Br(br) => vec![&br.dest],
+        Terminator::CondBr(br) => vec![&br.true_dest, &br.false_dest],
+        Terminator::Switch(switch) => {
+            switch.dests.iter().map(|(_, dest)| dest).chain(std::iter::once(&switch.default_dest)).collect()
+        }
+        Terminator::IndirectBr(br) => br.possible_dests.iter().collect(),
+        Terminator::Invoke(invoke) => vec![&invoke.return_label, &invoke.exception_label],
+        Terminator::CallBr(callbr) => vec![&callbr.return_label],
+        _ => Vec::new(),
+    }
+}
+
+/// The items of the function being read, and the inline-asm statements seen so far.
+struct Extracted<'a> {
+    id: FnId,
+    arch: Arch,
+    asm: &'a [RawAsm],
+    asm_sites: &'a mut Vec<AsmSite>,
+    asm_seen: usize,
+    items: Vec<Item>,
+    /// Address-taken functions and used globals already recorded in the current block.
+    block_seen: HashSet<(bool, u32)>,
+}
+
+impl Extracted<'_> {
+    fn takes_address(&mut self, function: FnId) {
+        if self.block_seen.insert((true, function)) {
+            self.items.push(Item::TakesAddress(function));
+        }
+    }
+
+    fn uses_global(&mut self, global: u32) {
+        if self.block_seen.insert((false, global)) {
+            self.items.push(Item::UsesGlobal(global));
+        }
+    }
+}
+
+/// How an operand is used, for deciding whether a field's address escapes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The address of a load or store, or the base of another `getelementptr`.
+    Address,
+    /// A comparison: a function that is only compared is never called through this use.
+    Compared,
+    Other,
+}
+
+struct Context<'m> {
+    module: &'m Module,
+    function: &'m llvm_ir::Function,
+    side: &'m Sidecar,
+    defs: HashMap<&'m Name, &'m Instruction>,
+    params: HashMap<&'m Name, u32>,
+    gep_fields: HashMap<&'m Name, Option<FieldId>>,
+}
+
+impl<'m> Context<'m> {
+    fn new(module: &'m Module, function: &'m llvm_ir::Function, side: &'m Sidecar) -> Context<'m> {
+        let defs = function
+            .basic_blocks
+            .iter()
+            .flat_map(|block| &block.instrs)
+            .filter_map(|instruction| instruction.try_get_result().map(|name| (name, instruction)))
+            .collect();
+        let params = function.parameters.iter().enumerate().map(|(index, param)| (&param.name, index as u32)).collect();
+        Context { module, function, side, defs, params, gep_fields: HashMap::new() }
+    }
+
+    /// Marks fields whose address is used for anything but loads and stores through it: a
+    /// store through the escaped address could write any function into the field.
+    fn mark_pollution(&mut self, symbols: &mut Symbols) {
+        let mut escaped = Vec::new();
+        for block in &self.function.basic_blocks {
+            for instruction in &block.instrs {
+                escaped.extend(
+                    operands(instruction).into_iter().filter(|(_, role)| *role == Role::Other).map(|(op, _)| op),
+                );
+            }
+            escaped.extend(terminator_operands(&block.term));
+        }
+        for operand in escaped {
+            let field = match operand {
+                Operand::LocalOperand { name, .. } => self.local_field(name, symbols),
+                // A struct global's own address escaping is like any object pointer escaping:
+                // its fields are still written through typed stores. A pointer-typed global has
+                // no such stores, so its address escaping means untraceable writes.
+                Operand::ConstantOperand(constant) => match constant.as_ref() {
+                    Constant::GlobalReference { name, .. } => name_str(name)
+                        .and_then(|name| self.side.global_fields.get(name))
+                        .filter(|field| field.starts_with('@'))
+                        .map(|field| symbols.field_id(field)),
+                    _ => self.constant_field(constant, symbols),
+                },
+                Operand::MetadataOperand => None,
+            };
+            if let Some(field) = field {
+                symbols.polluted[field as usize] = true;
+            }
+        }
+    }
+
+    fn instruction(&mut self, instruction: &'m Instruction, symbols: &mut Symbols, out: &mut Extracted<'_>) {
+        match instruction {
+            Instruction::Call(call) => self.call(call, symbols, out),
+            Instruction::Store(store) => {
+                self.references(&store.address, Role::Address, symbols, out);
+                self.references(&store.value, Role::Other, symbols, out);
+                self.field_store(&store.address, &store.value, symbols, out);
+            }
+            _ => {
+                for (operand, role) in operands(instruction) {
+                    self.references(operand, role, symbols, out);
+                }
+            }
+        }
+    }
+
+    fn terminator(&mut self, term: &'m Terminator, symbols: &mut Symbols, out: &mut Extracted<'_>) {
+        match term {
+            Terminator::Ret(ret) => {
+                if let Some(operand) = &ret.return_operand {
+                    self.references(operand, Role::Other, symbols, out);
+                }
+            }
+            Terminator::Invoke(invoke) => {
+                let call = CallParts {
+                    callee: invoke.function.as_ref().right(),
+                    ty: &invoke.function_ty,
+                    args: &invoke.arguments,
+                };
+                self.call_parts(call, symbols, out);
+            }
+            _ => {}
+        }
+    }
+
+    /// Records the functions and globals an operand's constants refer to.
+    fn references(&self, operand: &Operand, role: Role, symbols: &Symbols, out: &mut Extracted<'_>) {
+        if let Operand::ConstantOperand(constant) = operand {
+            constant_references(constant, &mut |name| {
+                if let Some(function) = symbols.function(name) {
+                    if role != Role::Compared {
+                        out.takes_address(function);
+                    }
+                } else if let Some(global) = symbols.global(name) {
+                    out.uses_global(global);
+                }
+            });
+        }
+    }
+
+    fn call(&mut self, call: &'m Call, symbols: &mut Symbols, out: &mut Extracted<'_>) {
+        let parts = CallParts { callee: call.function.as_ref().right(), ty: &call.function_ty, args: &call.arguments };
+        self.call_parts(parts, symbols, out);
+    }
+
+    fn call_parts(&mut self, call: CallParts<'m>, symbols: &mut Symbols, out: &mut Extracted<'_>) {
+        for (arg, _) in call.args {
+            self.references(arg, Role::Other, symbols, out);
+        }
+        let Some(callee) = call.callee else {
+            self.inline_asm(out);
+            return;
+        };
+        let direct = match callee {
+            Operand::ConstantOperand(constant) => match constant.as_ref() {
+                Constant::GlobalReference { name, .. } => symbols.function(name).map(|id| (id, name)),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some((target, name)) = direct else {
+            let ty = symbols.type_id(call.ty.to_string());
+            let callee = self.source(callee, symbols, &mut HashSet::new());
+            out.items.push(Item::Indirect { ty, callee });
+            return;
+        };
+        let name = name_str(name).unwrap_or_default();
+        if name.starts_with("llvm.") {
+            return;
+        }
+        let numbers: Box<[Number]> = call.args.iter().map(|(arg, _)| self.number(arg)).collect();
+        let known = numbers.iter().any(|number| *number != Number::Unknown);
+        out.items.push(Item::Call { callee: target, args: if known { numbers } else { Box::default() } });
+        if target as usize >= symbols.defined {
+            self.library_call(name, call.args, symbols, out);
+        }
+    }
+
+    fn inline_asm(&self, out: &mut Extracted<'_>) {
+        let ordinal = out.asm_seen;
+        out.asm_seen += 1;
+        let Some(raw) = out.asm.get(ordinal) else { return };
+        if !issues_syscalls(&raw.text) {
+            return;
+        }
+        let arch = asm_arch(&raw.text, out.arch);
+        let site = AsmSite { function: out.id, text: raw.text.clone(), number: asm_number(raw, arch), arch };
+        out.items.push(Item::Asm(out.asm_sites.len() as u32));
+        out.asm_sites.push(site);
+    }
+
+    /// A call into a library: function pointers handed over are callbacks; the registrars'
+    /// callbacks are signal handlers, thread starts or exit handlers.
+    fn library_call(
+        &mut self,
+        name: &str,
+        args: &'m [(Operand, Vec<llvm_ir::function::ParameterAttribute>)],
+        symbols: &mut Symbols,
+        out: &mut Extracted<'_>,
+    ) {
+        let registrar = REGISTRARS.iter().find(|(registrar, ..)| *registrar == name);
+        for (index, (arg, _)) in args.iter().enumerate() {
+            let (kind, value) = match registrar {
+                Some(&(_, position, kind)) if position == index => {
+                    (kind, self.source(arg, symbols, &mut HashSet::new()))
+                }
+                _ if index == 1 && SIGACTION.contains(&name) => {
+                    (AsyncKind::SignalHandler, self.sigaction_handler(arg, symbols))
+                }
+                // Only functions named here count: a pointer loaded from a field is far more often
+                // data (field types of the same shape are merged by the IR linker), and the
+                // functions a field holds had their addresses taken where they were stored.
+                _ => {
+                    let functions = self.source(arg, symbols, &mut HashSet::new()).functions;
+                    (AsyncKind::LibraryCallback, Source { functions, ..Source::default() })
+                }
+            };
+            if value != Source::default() {
+                out.items.push(Item::Registers { kind, value });
+            }
+        }
+    }
+
+    /// The handler stored into the `struct sigaction` passed to `sigaction`: the stores in this
+    /// function at offset 0 of the same stack object. Anything else is untraceable.
+    fn sigaction_handler(&mut self, arg: &'m Operand, symbols: &mut Symbols) -> Source {
+        let Some(object) = self.offset_zero_base(arg) else {
+            return Source { unknown: true, ..Source::default() };
+        };
+        let mut handler = Source::default();
+        let stores = self.stores();
+        for (address, value) in stores {
+            if self.offset_zero_base(address) == Some(object) {
+                let stored = self.source(value, symbols, &mut HashSet::new());
+                merge(&mut handler, stored);
+            }
+        }
+        if handler == Source::default() {
+            handler.unknown = true;
+        }
+        handler
+    }
+
+    /// Every store in the function, as (address, value).
+    fn stores(&self) -> Vec<(&'m Operand, &'m Operand)> {
+        let instructions = self.function.basic_blocks.iter().flat_map(|block| &block.instrs);
+        instructions
+            .filter_map(|instruction| match instruction {
+                Instruction::Store(store) => Some((&store.address, &store.value)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The stack object an address is at offset 0 of (through all-zero `getelementptr`s).
+    fn offset_zero_base(&self, operand: &'m Operand) -> Option<&'m Name> {
+        let Operand::LocalOperand { name, .. } = operand else { return None };
+        match self.defs.get(name)? {
+            Instruction::Alloca(_) => Some(name),
+            Instruction::GetElementPtr(gep) if gep.indices.iter().all(|index| constant_int(index) == Some(0)) => {
+                self.offset_zero_base(&gep.address)
+            }
+            _ => None,
+        }
+    }
+
+    fn field_store(
+        &mut self,
+        address: &'m Operand,
+        value: &'m Operand,
+        symbols: &mut Symbols,
+        out: &mut Extracted<'_>,
+    ) {
+        if !matches!(self.module.type_of(value).as_ref(), Type::PointerType { .. }) {
+            return;
+        }
+        let mut stored = self.source(value, symbols, &mut HashSet::new());
+        let field = match self.address_field(address, symbols) {
+            Some(field) => {
+                symbols.polluted[field as usize] |= stored.unknown;
+                field
+            }
+            // An untraceable value written to untraceable memory was address-taken where it was
+            // made; what is traceable joins every field-resolved call of its type.
+            None => UNTYPED_MEMORY,
+        };
+        stored.unknown = false;
+        if stored != Source::default() {
+            out.items.push(Item::FieldStore { field, value: stored });
+        }
+    }
+
+    /// Where a function-pointer value may come from.
+    fn source(&mut self, operand: &'m Operand, symbols: &mut Symbols, seen: &mut HashSet<&'m Name>) -> Source {
+        let name = match operand {
+            Operand::ConstantOperand(constant) => {
+                let mut source = Source::default();
+                constant_references(constant, &mut |name| source.functions.extend(symbols.function(name)));
+                return source;
+            }
+            Operand::LocalOperand { name, .. } => name,
+            Operand::MetadataOperand => return Source::default(),
+        };
+        if !seen.insert(name) {
+            return Source::default();
+        }
+        let Some(def) = self.defs.get(name).copied() else {
+            // A parameter, or a value defined by an invoke.
+            return Source { unknown: true, ..Source::default() };
+        };
+        match def {
+            Instruction::Load(load) => match self.address_field(&load.address, symbols) {
+                Some(field) => Source { fields: vec![field], ..Source::default() },
+                None => Source { unknown: true, ..Source::default() },
+            },
+            Instruction::Phi(phi) => {
+                let mut source = Source::default();
+                for (value, _) in &phi.incoming_values {
+                    let incoming = self.source(value, symbols, seen);
+                    merge(&mut source, incoming);
+                }
+                source
+            }
+            Instruction::Select(select) => {
+                let mut source = self.source(&select.true_value, symbols, seen);
+                let other = self.source(&select.false_value, symbols, seen);
+                merge(&mut source, other);
+                source
+            }
+            Instruction::BitCast(cast) => self.source(&cast.operand, symbols, seen),
+            Instruction::AddrSpaceCast(cast) => self.source(&cast.operand, symbols, seen),
+            Instruction::Freeze(freeze) => self.source(&freeze.operand, symbols, seen),
+            // The address of a stack slot or of part of an object is data, never a function.
+            Instruction::Alloca(_) | Instruction::GetElementPtr(_) => Source::default(),
+            _ => Source { unknown: true, ..Source::default() },
+        }
+    }
+
+    /// The struct field an address points into, when it is a named field.
+    fn address_field(&mut self, address: &'m Operand, symbols: &mut Symbols) -> Option<FieldId> {
+        match address {
+            Operand::LocalOperand { name, .. } => self.local_field(name, symbols),
+            Operand::ConstantOperand(constant) => self.constant_field(constant, symbols),
+            Operand::MetadataOperand => None,
+        }
+    }
+
+    /// The field a constant address points into: a constant `getelementptr`, or a global's own
+    /// first field.
+    fn constant_field(&self, constant: &Constant, symbols: &mut Symbols) -> Option<FieldId> {
+        if let Constant::GlobalReference { name, .. } = constant {
+            return self.side.global_fields.get(name_str(name)?).map(|field| symbols.field_id(field));
+        }
+        let Constant::GetElementPtr(gep) = constant else { return None };
+        let Constant::GlobalReference { name, .. } = gep.address.as_ref() else { return None };
+        let indices: Vec<Option<u64>> = gep.indices.iter().map(|index| int_value(index)).collect();
+        match self.side.constant_geps.get(&(name_str(name)?.to_owned(), indices))? {
+            GepKey::Field(field) => Some(symbols.field_id(field)),
+            GepKey::NoStruct => self.constant_field(&gep.address, symbols),
+            GepKey::Untyped => None,
+        }
+    }
+
+    fn local_field(&mut self, name: &'m Name, symbols: &mut Symbols) -> Option<FieldId> {
+        if let Some(&field) = self.gep_fields.get(name) {
+            return field;
+        }
+        let field = match self.defs.get(name) {
+            Some(Instruction::GetElementPtr(gep)) => self.gep_field(gep, symbols),
+            _ => None,
+        };
+        self.gep_fields.insert(name, field);
+        field
+    }
+
+    fn gep_field(&mut self, gep: &'m GetElementPtr, symbols: &mut Symbols) -> Option<FieldId> {
+        let indices: Vec<Option<u64>> = gep.indices.iter().map(constant_int).collect();
+        let source = IrType { ty: gep.source_element_type.clone(), types: &self.module.types };
+        match gep_key(source, &indices) {
+            GepKey::Field(field) => Some(symbols.field_id(&field)),
+            GepKey::NoStruct => self.address_field(&gep.address, symbols),
+            GepKey::Untyped => None,
+        }
+    }
+
+    /// What is known of an integer argument.
+    fn number(&self, operand: &Operand) -> Number {
+        match operand {
+            Operand::ConstantOperand(_) => constant_int(operand).map_or(Number::Unknown, Number::Const),
+            Operand::LocalOperand { name, .. } => {
+                if let Some(&param) = self.params.get(name) {
+                    return Number::Param(param);
+                }
+                match self.defs.get(name) {
+                    Some(Instruction::SExt(cast)) => self.number(&cast.operand),
+                    Some(Instruction::ZExt(cast)) => self.number(&cast.operand),
+                    Some(Instruction::Trunc(cast)) => self.number(&cast.operand),
+                    _ => Number::Unknown,
+                }
+            }
+            Operand::MetadataOperand => Number::Unknown,
+        }
+    }
+}
+
+/// A call or invoke: the callee (`None` for inline assembly), its function type, its arguments.
+struct CallParts<'m> {
+    callee: Option<&'m Operand>,
+    ty: &'m TypeRef,
+    args: &'m [(Operand, Vec<llvm_ir::function::ParameterAttribute>)],
+}
+
+fn merge(into: &mut Source, from: Source) {
+    into.functions.extend(from.functions);
+    into.fields.extend(from.fields);
+    into.unknown |= from.unknown;
+    into.functions.sort_unstable();
+    into.functions.dedup();
+    into.fields.sort_unstable();
+    into.fields.dedup();
+}
+
+fn constant_int(operand: &Operand) -> Option<u64> {
+    match operand {
+        Operand::ConstantOperand(constant) => int_value(constant),
+        _ => None,
+    }
+}
+
+fn int_value(constant: &Constant) -> Option<u64> {
+    match constant {
+        Constant::Int { value, .. } => Some(*value),
+        _ => None,
+    }
+}
+
+/// Calls `found` with every global name inside a constant (through constant expressions).
+fn constant_references(constant: &Constant, found: &mut impl FnMut(&Name)) {
+    match constant {
+        Constant::GlobalReference { name, .. } => found(name),
+        Constant::Struct { values, .. } => values.iter().for_each(|value| constant_references(value, found)),
+        Constant::Array { elements, .. } => elements.iter().for_each(|element| constant_references(element, found)),
+        Constant::Vector(elements) => elements.iter().for_each(|element| constant_references(element, found)),
+        Constant::GetElementPtr(gep) => {
+            constant_references(&gep.address, found);
+        }
+        Constant::BitCast(cast) => constant_references(&cast.operand, found),
+        Constant::AddrSpaceCast(cast) => constant_references(&cast.operand, found),
+        Constant::PtrToInt(cast) => constant_references(&cast.operand, found),
+        Constant::IntToPtr(cast) => constant_references(&cast.operand, found),
+        Constant::Trunc(cast) => constant_references(&cast.operand, found),
+        Constant::Add(op) => {
+            constant_references(&op.operand0, found);
+            constant_references(&op.operand1, found);
+        }
+        Constant::Sub(op) => {
+            constant_references(&op.operand0, found);
+            constant_references(&op.operand1, found);
+        }
+        _ => {}
+    }
+}
+
+/// Whether `callee` is `memcpy`, `memmove`, `memset` or one of their intrinsics.
+fn copies_memory(callee: &Operand) -> bool {
+    let Operand::ConstantOperand(constant) = callee else { return false };
+    let Constant::GlobalReference { name, .. } = constant.as_ref() else { return false };
+    let name = name_str(name).unwrap_or_default();
+    let base = name.strip_prefix("llvm.").map_or(name, |intrinsic| intrinsic.split('.').next().unwrap_or_default());
+    matches!(base, "memcpy" | "memmove" | "memset" | "bzero" | "explicit_bzero")
+}
+
+/// Operands of a terminator that can carry an address out of the function.
+fn terminator_operands(term: &Terminator) -> Vec<&Operand> {
+    match term {
+        Terminator::Ret(ret) => ret.return_operand.iter().collect(),
+        Terminator::Invoke(invoke) => invoke.arguments.iter().map(|(arg, _)| arg).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Every operand of an instruction with its role (the callee of a direct call excluded).
+fn operands(instruction: &Instruction) -> Vec<(&Operand, Role)> {
+    use Instruction as I;
+    macro_rules! binary {
+        ($($variant:ident),*) => {
+            match instruction {
+                $(I::$variant(op) => return vec![(&op.operand0, Role::Other), (&op.operand1, Role::Other)],)*
+                _ => {}
+            }
+        };
+    }
+    macro_rules! unary {
+        ($($variant:ident),*) => {
+            match instruction {
+                $(I::$variant(op) => return vec![(&op.operand, Role::Other)],)*
+                _ => {}
+            }
+        };
+    }
+    binary!(Add, Sub, Mul, UDiv, SDiv, URem, SRem, And, Or, Xor, Shl, LShr, AShr, FAdd, FSub, FMul, FDiv, FRem);
+    unary!(FNeg, Trunc, ZExt, SExt, FPTrunc, FPExt, FPToUI, FPToSI, UIToFP, SIToFP, PtrToInt, IntToPtr, BitCast);
+    unary!(AddrSpaceCast, Freeze);
+    let other = |operand| (operand, Role::Other);
+    match instruction {
+        I::Load(load) => vec![(&load.address, Role::Address)],
+        I::Store(store) => vec![(&store.address, Role::Address), other(&store.value)],
+        I::GetElementPtr(gep) => {
+            std::iter::once((&gep.address, Role::Address)).chain(gep.indices.iter().map(other)).collect()
+        }
+        I::ICmp(cmp) => vec![(&cmp.operand0, Role::Compared), (&cmp.operand1, Role::Compared)],
+        I::FCmp(cmp) => vec![other(&cmp.operand0), other(&cmp.operand1)],
+        I::Phi(phi) => phi.incoming_values.iter().map(|(value, _)| other(value)).collect(),
+        I::Select(select) => vec![other(&select.condition), other(&select.true_value), other(&select.false_value)],
+        I::Call(call) => {
+            let callee = call.function.as_ref().right();
+            // Copying or clearing memory moves field contents between objects of the same type
+            // (or writes no functions): the addresses do not escape.
+            let role = if callee.is_some_and(copies_memory) { Role::Address } else { Role::Other };
+            let indirect = callee.filter(|callee| matches!(callee, Operand::LocalOperand { .. }));
+            indirect.into_iter().map(other).chain(call.arguments.iter().map(|(arg, _)| (arg, role))).collect()
+        }
+        I::ExtractElement(op) => vec![other(&op.vector), other(&op.index)],
+        I::InsertElement(op) => vec![other(&op.vector), other(&op.element), other(&op.index)],
+        I::ShuffleVector(op) => vec![other(&op.operand0), other(&op.operand1)],
+        I::ExtractValue(op) => vec![other(&op.aggregate)],
+        I::InsertValue(op) => vec![other(&op.aggregate), other(&op.element)],
+        I::Alloca(op) => vec![other(&op.num_elements)],
+        I::CmpXchg(op) => vec![(&op.address, Role::Address), other(&op.expected), other(&op.replacement)],
+        I::AtomicRMW(op) => vec![(&op.address, Role::Address), other(&op.value)],
+        I::VAArg(op) => vec![other(&op.arg_list)],
+        _ => Vec::new(),
+    }
+}
+
+/// An llvm-ir type seen through [`TypeView`].
+struct IrType<'t> {
+    ty: TypeRef,
+    types: &'t Types,
+}
+
+impl TypeView for IrType<'_> {
+    fn shape(&self) -> Shape<Self> {
+        let wrap = |ty: &TypeRef| IrType { ty: ty.clone(), types: self.types };
+        match self.ty.as_ref() {
+            Type::NamedStructType { name } => match self.types.named_struct_def(name) {
+                Some(NamedStructDef::Defined(defined)) => match defined.as_ref() {
+                    Type::StructType { element_types, .. } => {
+                        Shape::Struct { name: Some(name.clone()), fields: element_types.iter().map(wrap).collect() }
+                    }
+                    _ => Shape::Scalar,
+                },
+                _ => Shape::Scalar,
+            },
+            Type::StructType { element_types, .. } => {
+                Shape::Struct { name: None, fields: element_types.iter().map(wrap).collect() }
+            }
+            Type::ArrayType { element_type, .. } | Type::VectorType { element_type, .. } => {
+                Shape::Sequence(wrap(element_type))
+            }
+            _ => Shape::Scalar,
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! `seccomp-refine bitcode`: C programs compiled by clang-19 to whole-program bitcode here, analysed
+//! by the real binary, with the exact functions, library calls and syscall sites of each phase.
+//!
+//! The programs are built the way `cargo xtask bitcode` builds nginx and redis: every file with
+//! `-O2 -Xclang -disable-llvm-passes` (so member accesses keep their struct types), linked with
+//! llvm-link, then `opt -passes=mem2reg`. Each program is shaped so that a coarser analysis would
+//! give a different answer: a function with the right type whose address is taken but never
+//! stored where the call loads from, a table nobody reads, a field written from a parameter.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::util::{output, seccomp_refine, stderr, stdout};
+
+/// A small server: a handler table, callbacks in struct fields, a signal handler, a thread, an
+/// exit handler, inline asm, and a serving loop that returns into `main`.
+const SERVER: &str = r#"
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+struct route { const char *name; int (*run)(int fd); };
+static int on_get(int fd) { return (int)write(fd, "get\n", 4); }
+static int on_put(int fd) { return (int)syscall(SYS_fsync, fd); }
+static const struct route routes[] = { { "GET", on_get }, { "PUT", on_put } };
+
+/* Same type as the routes, address taken, never put in the table: only type-based
+   resolution would reach it. */
+static int on_admin(int fd) { return (int)syscall(SYS_reboot, fd, 0, 0, 0); }
+
+struct conn {
+    int fd;
+    void (*on_read)(struct conn *);
+    void (*on_close)(struct conn *);
+};
+static void read_request(struct conn *c) { routes[c->fd & 1].run(c->fd); }
+static void close_conn(struct conn *c) { close(c->fd); }
+/* Same type as the callbacks, never stored into a connection. */
+static void drop_conn(struct conn *c) { syscall(SYS_shutdown, c->fd, 2); }
+
+static volatile sig_atomic_t stop;
+static void on_term(int sig) { stop = sig; syscall(SYS_getppid); }
+static void *ticker(void *arg) { syscall(SYS_gettid); return arg; }
+static void goodbye(void) { syscall(SYS_sync); }
+
+static long raw_getpid(void) {
+    long pid;
+    __asm__ volatile("syscall" : "=a"(pid) : "a"(39L) : "rcx", "r11", "memory");
+    return pid;
+}
+
+void keep(void *p) { (void)p; }
+
+void serve(struct conn *c) {
+    while (!stop) {
+        c->on_read(c);
+        if (raw_getpid() < 0) break;
+    }
+    c->on_close(c);
+}
+
+int main(void) {
+    struct conn c = { .fd = 1 };
+    pthread_t thread;
+    signal(SIGTERM, on_term);
+    atexit(goodbye);
+    pthread_create(&thread, NULL, ticker, NULL);
+    syscall(SYS_umask, 022);
+    keep(on_admin);
+    keep(drop_conn);
+    c.on_read = read_request;
+    c.on_close = close_conn;
+    serve(&c);
+    syscall(SYS_fdatasync, c.fd);
+    return 0;
+}
+"#;
+
+/// Dispatch by tables, a syscall wrapper, a library callback, and a field written from a
+/// parameter (which the analysis cannot follow, so calls through it fall back to the type).
+const PLUGINS: &str = r#"
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+typedef long (*op_fn)(long);
+static long op_a(long x) { return syscall(SYS_getuid) + x; }
+static long op_b(long x) { return syscall(SYS_getgid) + x; }
+static long op_c(long x) { return syscall(SYS_geteuid) + x; }
+static long op_d(long x) { return syscall(SYS_getpgrp) + x; }
+static op_fn table[] = { op_a, op_b };
+/* Referenced by no code: its functions never become callable. */
+op_fn spare[] = { op_c };
+
+static long my_syscall(long number) { return syscall(number); }
+static int by_value(const void *a, const void *b) { syscall(SYS_getegid); return *(const int *)a - *(const int *)b; }
+
+struct ops { int id; op_fn op; };
+static void set_op(struct ops *o, op_fn f) { o->op = f; }
+
+int main(int argc, char **argv) {
+    int v[2] = { argc, 1 };
+    struct ops o = { 0, 0 };
+    long r = table[argc & 1](1);
+    my_syscall(SYS_getpid);
+    qsort(v, 2, sizeof v[0], by_value);
+    set_op(&o, op_d);
+    return (int)(r + o.op(2) + (argv != 0));
+}
+"#;
+
+/// Why bitcode cannot be built or analysed here, if it cannot.
+fn toolchain_missing() -> Option<String> {
+    if !cfg!(feature = "bitcode") {
+        return Some("seccomp-refine was built without the `bitcode` feature".to_owned());
+    }
+    ["clang-19", "llvm-link-19", "opt-19"].iter().find_map(|tool| {
+        let found = Command::new(tool).arg("--version").output().is_ok_and(|out| out.status.success());
+        (!found).then(|| format!("{tool} is missing (apt-get install clang-19 llvm-19)"))
+    })
+}
+
+fn run_tool(cmd: &mut Command) {
+    let out = output(cmd);
+    assert!(out.status.success(), "{cmd:?} failed: {}", stderr(&out));
+}
+
+/// Compiles `source` the way `cargo xtask bitcode` compiles an application.
+fn compile(dir: &Path, name: &str, source: &str) -> PathBuf {
+    let c = dir.join(format!("{name}.c"));
+    std::fs::write(&c, source).unwrap();
+    let object = dir.join(format!("{name}.o.bc"));
+    let linked = dir.join(format!("{name}.linked.bc"));
+    let bitcode = dir.join(format!("{name}.bc"));
+    run_tool(
+        Command::new("clang-19")
+            .args(["-O2", "-Xclang", "-disable-llvm-passes", "-g0", "-emit-llvm", "-c"])
+            .arg(&c)
+            .arg("-o")
+            .arg(&object),
+    );
+    run_tool(Command::new("llvm-link-19").arg(&object).arg("-o").arg(&linked));
+    run_tool(Command::new("opt-19").args(["-passes=mem2reg"]).arg(&linked).arg("-o").arg(&bitcode));
+    bitcode
+}
+
+fn analyse(bitcode: &Path, extra: &[&str]) -> Value {
+    let out = output(seccomp_refine().arg("bitcode").arg(bitcode).arg("--json").args(extra));
+    assert!(out.status.success(), "seccomp-refine bitcode failed: {}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).expect("--json prints JSON")
+}
+
+fn keys(value: &Value) -> Vec<&str> {
+    value.as_object().expect("an object").keys().map(String::as_str).collect()
+}
+
+fn names(value: &Value) -> Vec<&str> {
+    let mut names: Vec<&str> = value.as_array().expect("an array").iter().map(|name| name.as_str().unwrap()).collect();
+    names.sort_unstable();
+    names
+}
+
+#[test]
+fn server_phases_follow_fields_handlers_and_the_serving_loop() {
+    require!(toolchain_missing());
+    let dir = tempfile::tempdir().unwrap();
+    let analysis = analyse(&compile(dir.path(), "server", SERVER), &["--serving-entry", "serve"]);
+    let (init, serving) = (&analysis["init"], &analysis["serving"]);
+
+    let handlers = ["close_conn", "goodbye", "on_get", "on_put", "on_term", "read_request", "ticker"];
+    let mut init_functions = vec!["keep", "main", "raw_getpid", "serve"];
+    init_functions.extend(handlers);
+    init_functions.sort_unstable();
+    assert_eq!(names(&init["functions"]), init_functions, "init functions");
+    // `main` is only partly in serving: the code after `serve` returns (its fdatasync).
+    let mut serving_functions = vec!["raw_getpid", "serve"];
+    serving_functions.extend(handlers);
+    serving_functions.sort_unstable();
+    assert_eq!(names(&serving["functions"]), serving_functions, "serving functions");
+
+    assert_eq!(keys(&init["syscalls"]), ["fdatasync", "fsync", "getpid", "getppid", "gettid", "sync", "umask"]);
+    assert_eq!(keys(&serving["syscalls"]), ["fdatasync", "fsync", "getpid", "getppid", "gettid", "sync"]);
+    assert_eq!(keys(&init["externals"]), ["atexit", "close", "pthread_create", "signal", "write"]);
+    assert_eq!(keys(&serving["externals"]), ["close", "write"]);
+    let async_roots = serde_json::json!({
+        "goodbye": "exit handler", "on_term": "signal handler", "ticker": "thread start routine"
+    });
+    assert_eq!(init["async_roots"], async_roots);
+    assert_eq!(serving["async_roots"], async_roots);
+    assert_eq!(
+        serving["asm_sites"],
+        serde_json::json!([{ "function": "raw_getpid", "text": "syscall", "syscall": "getpid" }])
+    );
+    assert_eq!(serving["unresolved"], serde_json::json!([]));
+    // The two callbacks and the route table are read through fields; none falls back to types.
+    assert_eq!(serving["indirect"], serde_json::json!({ "sites": 3, "via_field": 3, "via_type": 0, "targets": 4 }));
+    let witness: Vec<&str> =
+        serving["syscalls"]["fsync"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    assert_eq!(witness, ["serve (serving entry)", "read_request (indirect)", "on_put (indirect)", "syscall(74)"]);
+}
+
+#[test]
+fn plugins_resolve_tables_wrappers_callbacks_and_fall_back_to_types() {
+    require!(toolchain_missing());
+    let dir = tempfile::tempdir().unwrap();
+    let analysis = analyse(&compile(dir.path(), "plugins", PLUGINS), &["--serving-entry", "main"]);
+    let init = &analysis["init"];
+    assert_eq!(names(&init["functions"]), ["by_value", "main", "my_syscall", "op_a", "op_b", "op_d", "set_op"]);
+    assert_eq!(keys(&init["syscalls"]), ["getegid", "getgid", "getpgrp", "getpid", "getuid"]);
+    assert_eq!(init["syscalls"]["getpid"].as_array().unwrap().last().unwrap(), "my_syscall(39)");
+    assert_eq!(keys(&init["externals"]), ["qsort"]);
+    assert_eq!(init["async_roots"], serde_json::json!({ "by_value": "library callback" }));
+    // `table[i]` reads the table's two entries; `o.op` was written from a parameter, so it may be
+    // any live `long (long)`: op_a, op_b, op_d — but not op_c, whose table nothing reads.
+    assert_eq!(init["indirect"], serde_json::json!({ "sites": 2, "via_field": 1, "via_type": 1, "targets": 5 }));
+    assert_eq!(analysis["serving"]["functions"], init["functions"]);
+}
+
+/// Rewrites the producer `LLVM19.…` in the identification block to `LLVM21.…`: the digits are
+/// 6-bit characters ('1' = 53, '9' = 61, '2' = 54) packed least significant bit first.
+fn claim_llvm_21(mut bitcode: Vec<u8>) -> Vec<u8> {
+    let bit = |bytes: &[u8], at: usize| u16::from(bytes[at / 8] >> (at % 8) & 1);
+    let (nineteen, twenty_one) = (53 | 61 << 6, 54 | 53 << 6);
+    let at = (32..40 * 8)
+        .find(|&start| (0..12).map(|i| bit(&bitcode, start + i) << i).sum::<u16>() == nineteen)
+        .expect("clang-19 writes its version into the identification block");
+    for i in 0..12 {
+        let (byte, mask) = ((at + i) / 8, 1 << ((at + i) % 8));
+        if twenty_one >> i & 1 == 1 { bitcode[byte] |= mask } else { bitcode[byte] &= !mask }
+    }
+    bitcode
+}
+
+#[test]
+fn bad_bitcode_is_a_one_line_error() {
+    require!(toolchain_missing());
+    let dir = tempfile::tempdir().unwrap();
+    let not_bitcode = dir.path().join("notes.bc");
+    std::fs::write(&not_bitcode, "hello").unwrap();
+    let bitcode = compile(dir.path(), "plugins", PLUGINS);
+    let truncated = dir.path().join("truncated.bc");
+    std::fs::write(&truncated, &std::fs::read(&bitcode).unwrap()[..2000]).unwrap();
+    let newer = dir.path().join("newer.bc");
+    std::fs::write(&newer, claim_llvm_21(std::fs::read(&bitcode).unwrap())).unwrap();
+    let cases: [(&Path, &[&str], &str); 5] = [
+        (&newer, &[], "was written by LLVM21.1.7, newer than the LLVM 19 this build reads; rebuild it with clang-19"),
+        (&not_bitcode, &[], "not LLVM bitcode (no 'BC' 0xC0DE magic)"),
+        (&truncated, &[], "LLVM cannot parse"),
+        (&dir.path().join("missing.bc"), &[], "cannot read"),
+        (&bitcode, &["--serving-entry", "no_such_function"], "serving entry `no_such_function` is not defined"),
+    ];
+    for (path, extra, expected) in cases {
+        let out = output(seccomp_refine().arg("bitcode").arg(path).args(extra));
+        let message = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{}: {message}", path.display());
+        assert!(message.starts_with("seccomp-refine: error: ") && message.contains(expected), "{message}");
+        assert_eq!(message.lines().count(), 1, "{message}");
+    }
+}
+
+/// nginx's bitcode from `cargo xtask bitcode nginx` (which `cargo xtask test` builds first).
+fn nginx_bitcode() -> Result<PathBuf, String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bitcode/nginx.bc");
+    if let Some(missing) = toolchain_missing() {
+        return Err(missing);
+    }
+    path.exists().then_some(path).ok_or_else(|| "target/bitcode/nginx.bc is missing (cargo xtask bitcode nginx)".into())
+}
+
+#[test]
+fn nginx_worker_serves_without_process_management() {
+    let bitcode = match nginx_bitcode() {
+        Ok(path) => path,
+        Err(reason) => return crate::util::skip(&reason),
+    };
+    let analysis = analyse(&bitcode, &[]);
+    let (init, serving) = (&analysis["init"], &analysis["serving"]);
+    assert_eq!(analysis["serving_entries"], serde_json::json!(["ngx_worker_process_cycle"]));
+
+    let init_externals: Vec<&str> = keys(&init["externals"]);
+    let serving_externals: Vec<&str> = keys(&serving["externals"]);
+    let init_only: Vec<&str> =
+        init_externals.iter().copied().filter(|name| !serving_externals.contains(name)).collect();
+    // What the master process does and a worker never does: daemonise, spawn and signal
+    // workers, re-exec the binary, open listening sockets, read the environment.
+    assert_eq!(
+        init_only,
+        [
+            "CRYPTO_get_ex_new_index",
+            "OPENSSL_init_ssl",
+            "OpenSSL_version",
+            "execve",
+            "fork",
+            "getenv",
+            "gethostname",
+            "getpagesize",
+            "getpid",
+            "kill",
+            "listen",
+            "localtime",
+            "setsid",
+            "sigaddset",
+            "sigsuspend",
+            "sysconf",
+            "time",
+            "umask",
+            "uname",
+        ]
+    );
+    assert!(serving_externals.iter().all(|name| init_externals.contains(name)), "serving calls what init cannot");
+    for worker_call in ["accept4", "close", "epoll_ctl", "epoll_wait", "pread64", "recv", "sendfile64", "writev"] {
+        assert!(serving_externals.contains(&worker_call), "the worker loop calls {worker_call}");
+    }
+    let serving_functions = names(&serving["functions"]);
+    assert!(serving_functions.iter().all(|name| names(&init["functions"]).contains(name)));
+    for handler in ["ngx_epoll_process_events", "ngx_event_accept", "ngx_http_wait_request_handler"] {
+        assert!(serving_functions.contains(&handler), "{handler} serves requests");
+    }
+    assert!(!serving_functions.contains(&"ngx_master_process_cycle"));
+
+    let not_callbacks: serde_json::Map<String, Value> = serving["async_roots"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, kind)| *kind != "library callback")
+        .map(|(name, kind)| (name.clone(), kind.clone()))
+        .collect();
+    assert_eq!(
+        Value::Object(not_callbacks),
+        serde_json::json!({
+            "ngx_signal_handler": "signal handler",
+            "ngx_thread_pool_cycle": "thread start routine",
+            "ngx_timer_signal_handler": "signal handler",
+        })
+    );
+    assert_eq!(keys(&serving["syscalls"]), ["capset", "gettid"]);
+    assert_eq!(
+        serving["syscalls"]["capset"],
+        serde_json::json!(["ngx_worker_process_cycle (serving entry)", "ngx_worker_process_init", "syscall(126)"])
+    );
+    assert_eq!(serving["unresolved"], serde_json::json!([]));
+}
