@@ -109,7 +109,6 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Images { names } => images::build(&names),
         Command::Test { args } => test::run_tests(&args),
         Command::Bench { names, rounds, warmup } => bench::run(&names, bench::Rounds { warmup, measured: rounds }),
-        Command::Codegen { syscalls_csv } => codegen::syscall_tables(&syscalls_csv),
         Command::Bitcode { names } => bitcode::build(&names),
         Command::GenCapture { fixture, repeat, out } => {
             let fixture = fixture.unwrap_or_else(|| {
