@@ -5,7 +5,7 @@
 //! runs made back to back (A B C A B C …), so a slow minute slows every variant alike.
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How many measured rounds, after how many discarded warm-up rounds.
 #[derive(Clone, Copy, Debug)]
@@ -27,7 +27,7 @@ impl<'a> Variant<'a> {
 }
 
 /// The figures of every variant, one per measured round.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Samples {
     /// What the figures are, e.g. "requests/s" or "seconds".
     pub metric: String,
@@ -35,14 +35,19 @@ pub struct Samples {
     pub variants: Vec<VariantSamples>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VariantSamples {
     pub label: String,
     pub values: Vec<f64>,
 }
 
 /// Runs every variant once per round, in order, `warmup + measured` times.
-pub fn interleave(metric: &str, higher_is_better: bool, rounds: Rounds, variants: &mut [Variant<'_>]) -> Result<Samples> {
+pub fn interleave(
+    metric: &str,
+    higher_is_better: bool,
+    rounds: Rounds,
+    variants: &mut [Variant<'_>],
+) -> Result<Samples> {
     let mut values = vec![Vec::with_capacity(rounds.measured); variants.len()];
     for round in 0..rounds.warmup + rounds.measured {
         for (variant, values) in variants.iter_mut().zip(&mut values) {
@@ -53,8 +58,11 @@ pub fn interleave(metric: &str, higher_is_better: bool, rounds: Rounds, variants
             println!("  round {:>2} {:<28} {value:>14.3} {metric}", round + 1, variant.label);
         }
     }
-    let variants =
-        variants.iter().zip(values).map(|(variant, values)| VariantSamples { label: variant.label.clone(), values }).collect();
+    let variants = variants
+        .iter()
+        .zip(values)
+        .map(|(variant, values)| VariantSamples { label: variant.label.clone(), values })
+        .collect();
     Ok(Samples { metric: metric.to_owned(), higher_is_better, variants })
 }
 
@@ -68,7 +76,12 @@ pub struct Ratio {
 
 impl Samples {
     pub fn values(&self, label: &str) -> &[f64] {
-        &self.variants.iter().find(|variant| variant.label == label).expect("a variant measured by this benchmark").values
+        &self
+            .variants
+            .iter()
+            .find(|variant| variant.label == label)
+            .expect("a variant measured by this benchmark")
+            .values
     }
 
     /// `label`'s figure divided by `baseline`'s, round by round.

@@ -7,8 +7,10 @@
 //! root, on the stand-in images, like `cargo xtask run`.
 
 mod harness;
+mod import;
 mod plot;
 mod report;
+mod timed;
 mod tracer_overhead;
 
 use anyhow::{Result, bail};
@@ -23,7 +25,8 @@ struct Benchmark {
     run: fn(&Context) -> Result<Section>,
 }
 
-const BENCHMARKS: &[Benchmark] = &[Benchmark { name: "tracer-overhead", run: tracer_overhead::run }];
+const BENCHMARKS: &[Benchmark] =
+    &[Benchmark { name: "tracer-overhead", run: tracer_overhead::run }, Benchmark { name: "import", run: import::run }];
 
 /// What every benchmark gets.
 pub struct Context {
@@ -43,6 +46,7 @@ pub fn run(names: &[String], rounds: Rounds) -> Result<()> {
     if !machine::is_root() {
         bail!("benchmarks trace containers and need root; run `sudo -E cargo xtask bench`");
     }
+    machine::apt_install(&["time", "wrk", "bpftrace", "strace", "sysdig", "binutils", "curl", "redis-tools"])?;
     build::build_all()?;
     machine::mount_kernel_filesystems()?;
     machine::ensure_docker()?;
@@ -54,7 +58,8 @@ pub fn run(names: &[String], rounds: Rounds) -> Result<()> {
         sections.push((bench.run)(&context)?);
     }
     let machine = report::Machine::describe();
-    let markdown = report::write(&machine, &sections)?;
+    let order: Vec<&str> = BENCHMARKS.iter().map(|bench| bench.name).collect();
+    let markdown = report::write(&machine, sections, &order)?;
     println!("\n{markdown}");
     Ok(())
 }

@@ -31,7 +31,8 @@ pub fn svg(sections: &[Section]) -> String {
 }
 
 fn panel(out: &mut String, title: &str, bars: &[&&Bar], top: f64) -> f64 {
-    let scale_max = bars.iter().map(|bar| bar.spread.map_or(bar.value, |(_, max)| max.max(bar.value))).fold(0.0, f64::max);
+    let scale_max =
+        bars.iter().map(|bar| bar.spread.map_or(bar.value, |(_, max)| max.max(bar.value))).fold(0.0, f64::max);
     let scale = (WIDTH - LABEL_WIDTH - 60.0) / if scale_max > 0.0 { scale_max } else { 1.0 };
     let _ = writeln!(out, "<text x=\"10\" y=\"{}\" font-weight=\"bold\">{}</text>", top + 12.0, escape(title));
     let mut y = top + 22.0;

@@ -4,15 +4,19 @@ use std::fmt::Write as _;
 use std::process::Command;
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::harness::Samples;
 use crate::project_root;
 
 /// One benchmark's results: tables for people, samples for machines.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Section {
     pub name: String,
+    /// When it was measured (`write` stamps it): sections from earlier runs are kept when a run
+    /// measures only some benchmarks, and each says when it was measured.
+    #[serde(default)]
+    pub measured_at: String,
     /// What was compared, how, and the goal.
     pub description: String,
     pub tables: Vec<Table>,
@@ -22,7 +26,7 @@ pub struct Section {
     pub bars: Vec<Bar>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Table {
     pub headers: Vec<String>,
     pub rows: Vec<Vec<String>>,
@@ -39,7 +43,7 @@ impl Table {
 }
 
 /// One bar of the plot: a group (chart panel), a label and a value, with an optional spread.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Bar {
     pub chart: String,
     pub label: String,
@@ -69,7 +73,10 @@ impl Machine {
             .unwrap_or_else(|| "not installed".to_owned())
         };
         let versions = [
-            ("seccomp-refine", tool_version("git", &["-C", project_root().to_str().unwrap_or("."), "describe", "--always", "--dirty"])),
+            (
+                "seccomp-refine",
+                tool_version("git", &["-C", project_root().to_str().unwrap_or("."), "describe", "--always", "--dirty"]),
+            ),
             ("rustc", tool_version("rustc", &["--version"])),
             ("docker", tool_version("docker", &["version", "--format", "{{.Server.Version}}"])),
             ("wrk", tool_version("sh", &["-c", "wrk -v 2>&1 | head -1"])),
@@ -89,9 +96,18 @@ impl Machine {
     }
 }
 
-/// Writes the three files and returns the Markdown.
-pub fn write(machine: &Machine, sections: &[Section]) -> Result<String> {
+/// Writes the three files and returns the Markdown. Sections this run did not measure are kept
+/// from the previous `BENCHMARKS.json`, in `order`.
+pub fn write(machine: &Machine, measured: Vec<Section>, order: &[&str]) -> Result<String> {
     let root = project_root();
+    let mut sections = previous_sections(&root.join("BENCHMARKS.json"));
+    for mut section in measured {
+        section.measured_at = machine.date.clone();
+        sections.retain(|old| old.name != section.name);
+        sections.push(section);
+    }
+    sections.sort_by_key(|section| order.iter().position(|&name| name == section.name));
+    let sections = &sections[..];
     let markdown = markdown(machine, sections)?;
     std::fs::write(root.join("BENCHMARKS.md"), &markdown).context("cannot write BENCHMARKS.md")?;
     let json = serde_json::to_string_pretty(&serde_json::json!({ "machine": machine, "benchmarks": sections }))?;
@@ -101,6 +117,15 @@ pub fn write(machine: &Machine, sections: &[Section]) -> Result<String> {
     Ok(markdown)
 }
 
+/// What an earlier run wrote; nothing when there is no readable file.
+fn previous_sections(path: &std::path::Path) -> Vec<Section> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|value| serde_json::from_value(value.get("benchmarks")?.clone()).ok())
+        .unwrap_or_default()
+}
+
 fn markdown(machine: &Machine, sections: &[Section]) -> Result<String> {
     let mut out = String::new();
     writeln!(out, "# Benchmarks\n")?;
@@ -108,12 +133,16 @@ fn markdown(machine: &Machine, sections: &[Section]) -> Result<String> {
     writeln!(out, "interleaved, after a warm-up; ratios are medians over rounds with their range. Absolute numbers")?;
     writeln!(out, "depend on a shared, noisy machine and are shown for context only.\n")?;
     writeln!(out, "![benchmarks](docs/benchmarks.svg)\n")?;
-    writeln!(out, "- date: {}\n- machine: {} ({}; {} RAM)\n- kernel: {}", machine.date, machine.host, machine.cpus, machine.memory, machine.kernel)?;
+    writeln!(
+        out,
+        "- date: {}\n- machine: {} ({}; {} RAM)\n- kernel: {}",
+        machine.date, machine.host, machine.cpus, machine.memory, machine.kernel
+    )?;
     for (name, version) in &machine.versions {
         writeln!(out, "- {name}: {version}")?;
     }
     for section in sections {
-        writeln!(out, "\n## {}\n\n{}\n", section.name, section.description)?;
+        writeln!(out, "\n## {}\n\n{} (Measured {}.)\n", section.name, section.description, section.measured_at)?;
         for table in &section.tables {
             writeln!(out, "| {} |", table.headers.join(" | "))?;
             writeln!(out, "|{}", "---|".repeat(table.headers.len()))?;

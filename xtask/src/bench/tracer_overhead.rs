@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
+use super::Context;
 use super::harness::{Variant, interleave};
 use super::report::{Bar, Section, Table};
-use super::Context;
 
 const WRK_THREADS: &str = "2";
 const WRK_CONNECTIONS: &str = "32";
@@ -46,10 +46,17 @@ pub fn run(context: &Context) -> Result<Section> {
     for variant in &samples.variants {
         let ratio = samples.ratio(&variant.label, "untraced");
         let goal = match variant.label.as_str() {
-            "seccomp-refine trace --attach" => format!("≥ {GOAL} ({})", if ratio.median >= GOAL { "met" } else { "not met" }),
+            "seccomp-refine trace --attach" => {
+                format!("≥ {GOAL} ({})", if ratio.median >= GOAL { "met" } else { "not met" })
+            }
             _ => String::new(),
         };
-        table.row(vec![variant.label.clone(), ratio.to_string(), format!("{:.0}", samples.median(&variant.label)), goal]);
+        table.row(vec![
+            variant.label.clone(),
+            ratio.to_string(),
+            format!("{:.0}", samples.median(&variant.label)),
+            goal,
+        ]);
         bars.push(Bar {
             chart: "tracer overhead: nginx throughput / untraced (wrk)".to_owned(),
             label: variant.label.clone(),
@@ -61,10 +68,15 @@ pub fn run(context: &Context) -> Result<Section> {
     for (what, values) in [("peak RSS (MB)", &tracer_rss_mb), ("CPU (% of one core)", &tracer_cpu_percent)] {
         let measured = &values[values.len() - context.rounds.measured..];
         let (min, max) = measured.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-        usage.row(vec![what.to_owned(), format!("{:.1}", super::harness::median(measured)), format!("{min:.1}–{max:.1}")]);
+        usage.row(vec![
+            what.to_owned(),
+            format!("{:.1}", super::harness::median(measured)),
+            format!("{min:.1}–{max:.1}"),
+        ]);
     }
     Ok(Section {
         name: "tracer-overhead".to_owned(),
+        measured_at: String::new(),
         description: format!(
             "nginx stand-in under `wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s`, {} measured rounds after {} \
              warm-up, variants interleaved. Goal: `trace --attach` keeps ≥ {GOAL} of untraced throughput (measured \
@@ -86,7 +98,8 @@ struct Nginx {
 
 impl Nginx {
     fn start() -> Result<Nginx> {
-        let id = output(Command::new("docker").args(["run", "-d", "--label", "io.seccomp-refine.bench=1", "nginx:latest"]))?;
+        let id =
+            output(Command::new("docker").args(["run", "-d", "--label", "io.seccomp-refine.bench=1", "nginx:latest"]))?;
         let ip = output(Command::new("docker").args(["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &id]))?;
         let nginx = Nginx { url: format!("http://{ip}/"), cgroup: format!("/sys/fs/cgroup/unified/docker/{id}"), id };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -154,8 +167,10 @@ fn under_seccomp_refine(context: &Context, nginx: &Nginx) -> Result<(f64, Usage)
 }
 
 fn under_bpftrace(nginx: &Nginx) -> Result<f64> {
-    let program =
-        format!("tracepoint:raw_syscalls:sys_enter /cgroup == cgroupid(\"{}\")/ {{ @[args->id] = count(); }}", nginx.cgroup);
+    let program = format!(
+        "tracepoint:raw_syscalls:sys_enter /cgroup == cgroupid(\"{}\")/ {{ @[args->id] = count(); }}",
+        nginx.cgroup
+    );
     let child = Command::new("bpftrace")
         .args(["-e", &program])
         .stdout(Stdio::null())
