@@ -39,9 +39,10 @@ pub enum MarkerScope {
 /// What `--help` says about the marker.
 pub const HELP: &str = "\
 What ends the init phase and starts serving:
-  symbol:FUNC[@BINARY]  first call of FUNC (uprobe), e.g. symbol:ngx_process_events_and_timers;
-                        per process: each process serves from its own first call of FUNC, and
-                        processes it forks afterwards serve too; the others stay in init
+  symbol:FUNC[@BINARY]  first call of FUNC (uprobe), e.g.
+                        symbol:ngx_process_events_and_timers; per process: a process serves
+                        from its own first call, processes it forks afterwards serve too,
+                        the others stay in init
   syscall:NAME          first NAME syscall after start, e.g. syscall:accept4
   ready:tcp:PORT        once the container's PORT accepts TCP connections
   after:DURATION        a fixed time after start, e.g. after:5s
