@@ -4,8 +4,10 @@
 //! `ARCHITECTURE.md` at the repository root maps the modules; each module's own doc says what it
 //! owns. The binary (`src/main.rs`) is a thin shell around [`cli`].
 
+pub mod callgraph;
 pub mod cli;
 pub mod docker;
+pub mod elf;
 pub mod profile;
 pub mod syscalls;
 pub mod trace;

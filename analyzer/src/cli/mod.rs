@@ -4,7 +4,10 @@
 //! module only routes. Errors print once, on one line (`seccomp-refine: error: …` with the cause
 //! chain), and map to the exit codes documented in `--help`.
 
+mod analyze;
+mod explain;
 mod profile;
+mod syscalls;
 
 use std::process::ExitCode;
 
@@ -26,6 +29,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Profile(profile::Args),
+    Analyze(analyze::Args),
+    Syscalls(syscalls::Args),
+    Explain(explain::Args),
 }
 
 /// What a successful command tells the shell.
@@ -40,6 +46,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Profile(args) => profile::run(args),
+        Command::Analyze(args) => analyze::run(args),
+        Command::Syscalls(args) => syscalls::run(args),
+        Command::Explain(args) => explain::run(args),
     };
     match result {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,

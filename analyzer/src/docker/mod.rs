@@ -4,6 +4,8 @@
 //! version and the wording of "no daemon" live in one place. Submodules add what each command
 //! needs (running a traced container, reading an image's files, …).
 
+pub mod rootfs;
+
 use bollard::Docker;
 
 /// Why the daemon could not be used, phrased with the fix.

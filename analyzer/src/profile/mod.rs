@@ -5,14 +5,17 @@
 //! init ∪ serving ∪ what the runtime does after installing the filter. Seccomp filters only ever
 //! tighten, so the serving set is enforced by adding a second filter at the phase boundary.
 //!
-//! Only this module knows the profile file formats (`docker_json`).
+//! Only this module knows the profile file formats (`docker_json`) and `analysis.json`, which
+//! merges a trace with the static analysis (`analysis`).
 
+mod analysis;
 mod baseline;
 mod docker_json;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+pub use analysis::{ANALYSIS_FILE, ANALYSIS_SCHEMA, Analysis, Evidence, Observed, StaticSummary};
 pub use baseline::{ALWAYS_ALLOWED, RUNC_AFTER_FILTER, profile_arches};
 pub use docker_json::{DockerProfile, ERRNO_ENOSYS};
 
