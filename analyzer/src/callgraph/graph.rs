@@ -178,15 +178,18 @@ impl<'s> Program<'s> {
         None
     }
 
-    /// A function exported under `name` (default version) anywhere in the process, in load order.
+    /// A function exported under `name` (default version) anywhere in the process, in load order;
+    /// in a static executable, its own function of that name.
     pub fn export(&self, name: &str) -> Option<NodeIndex> {
-        (0..self.modules.len()).find_map(|module| {
+        let exported = (0..self.modules.len()).find_map(|module| {
             let export = self.exports[module].get(name)?.iter().find(|export| export.default)?;
             match export.target? {
                 target @ Ref::Fn(_) => self.resolve(module as u16, target),
                 _ => None,
             }
-        })
+        });
+        let local = || self.module(self.exe).summary.function_named(name).map(|index| self.function_node(self.exe, index));
+        exported.or_else(local)
     }
 
     fn add_edges(&mut self) {

@@ -14,7 +14,7 @@ use petgraph::graph::NodeIndex;
 use petgraph::visit::EdgeRef as _;
 
 use super::graph::{Edge, Node, Program};
-use super::reach::{Reach, Roots, reach};
+use super::reach::{Reach, Roots, Via, reach};
 use crate::elf::{self, ArgLoc, Ref};
 
 /// A serving entry as given on the command line: `SYMBOL[@BINARY]`.
@@ -39,6 +39,10 @@ impl std::str::FromStr for EntrySpec {
         Ok(EntrySpec { symbol: symbol.to_owned(), binary })
     }
 }
+
+/// Registrars whose functions run as signal handlers.
+const SIGNAL_REGISTRARS: &[&str] =
+    &["sigaction", "__sigaction", "__libc_sigaction", "signal", "ssignal", "bsd_signal", "sysv_signal", "__sysv_signal", "sigset"];
 
 /// Names that load libraries at run time.
 const DLOPEN: &[&str] = &["dlopen", "dlmopen", "__libc_dlopen_mode", "_dl_open"];
@@ -88,7 +92,7 @@ pub struct Role<'a> {
 pub fn evaluate(program: &Program<'_>, role: &Role<'_>) -> ProcessPhases {
     let mut notes = Vec::new();
     let base = init_roots(program);
-    let init = grow(program, base, &mut notes);
+    let init = grow(program, base, true, &mut notes);
     let mut phases = ProcessPhases { init: collect(program, &init), serving: None, serving_entry: None, notes: Vec::new() };
     if role.exec_in_serving {
         phases.serving = Some(collect(program, &init));
@@ -97,7 +101,7 @@ pub fn evaluate(program: &Program<'_>, role: &Role<'_>) -> ProcessPhases {
         let (roots, entry) = serving_roots(program, role, &init, &mut notes);
         match entry {
             Some(entry) => {
-                let serving = grow(program, roots, &mut notes);
+                let serving = grow(program, roots, false, &mut notes);
                 phases.serving = Some(collect(program, &serving));
                 phases.serving_entry = Some(entry);
             }
@@ -138,7 +142,7 @@ pub fn program_roots(program: &Program<'_>) -> Roots {
 
 /// Everything reachable from `roots` (growing with what it registers), collected.
 pub fn reach_from(program: &Program<'_>, roots: Roots, notes: &mut Vec<String>) -> PhaseResult {
-    let result = grow(program, roots, notes);
+    let result = grow(program, roots, true, notes);
     collect(program, &result)
 }
 
@@ -173,14 +177,16 @@ fn init_fini(program: &Program<'_>, module: u16) -> Vec<(NodeIndex, String)> {
 
 /// Reaches from `roots`, adding what the reached code registers (handlers, threads, exit
 /// functions, `main`) and `dlopen`ed libraries, until nothing new appears.
-fn grow(program: &Program<'_>, mut roots: Roots, notes: &mut Vec<String>) -> Reach {
+///
+/// `main` counts only in init: `_start` hands it over once, at start-up.
+fn grow(program: &Program<'_>, mut roots: Roots, with_main: bool, notes: &mut Vec<String>) -> Reach {
     let mut known: HashSet<NodeIndex> = roots.functions.iter().map(|(node, _)| *node).collect();
     let mut dlopen_added = false;
     loop {
         let result = reach(program, clone_roots(&roots));
         let (registered, opaque) = registered(program, &result);
         let mut grew = false;
-        for (node, reason) in registered {
+        for (node, reason) in registered.into_iter().filter(|(_, reason)| with_main || reason != "main") {
             if known.insert(node) {
                 roots.functions.push((node, reason));
                 grew = true;
@@ -321,14 +327,15 @@ fn serving_roots(program: &Program<'_>, role: &Role<'_>, init: &Reach, notes: &m
     if entries.is_empty() {
         return (roots, None);
     }
+    let (registered, opaque) = registered(program, init);
+    let mains: Vec<NodeIndex> = registered.iter().filter(|(_, reason)| reason == "main").map(|(node, _)| *node).collect();
     let mut labels = Vec::new();
     for (entry, callers) in &entries {
         labels.push(program.label(*entry));
         roots.functions.push((*entry, "serving entry".into()));
-        continuations(program, *entry, callers.as_ref(), &mut roots, notes);
+        continuations(program, *entry, callers.as_ref(), &mains, &mut roots, notes);
     }
     // Registered earlier, run while serving: handlers, threads, exit functions.
-    let (registered, opaque) = registered(program, init);
     roots.functions.extend(registered.into_iter().filter(|(_, reason)| reason != "main"));
     if opaque {
         roots.hubs_up_to = Some(3);
@@ -410,6 +417,7 @@ fn continuations(
     program: &Program<'_>,
     entry: NodeIndex,
     allowed: Option<&Vec<NodeIndex>>,
+    mains: &[NodeIndex],
     roots: &mut Roots,
     notes: &mut Vec<String>,
 ) {
@@ -432,6 +440,13 @@ fn continuations(
             })
             .filter(|(caller, _)| allowed.as_ref().is_none_or(|allowed| allowed.contains(caller)))
             .collect();
+        if mains.contains(&callee) {
+            // `main` returns into libc, which calls `exit` with its result.
+            if let Some(exit) = program.export("exit") {
+                roots.functions.push((exit, format!("{} returns into exit", program.label(callee))));
+            }
+            continue;
+        }
         let indirectly_called = program.graph.edges_directed(callee, Direction::Incoming).any(|edge| *edge.weight() == Edge::Member);
         if indirectly_called && allowed.is_none() {
             notes.push(format!(
@@ -472,6 +487,15 @@ fn collect(program: &Program<'_>, result: &Reach) -> PhaseResult {
             if let Node::Function { module, .. } = program.graph[node] {
                 phase.modules_with_unknown.insert(module);
             }
+        }
+        if let Some(Via::Root(reason)) = &result.via[node.index()]
+            && SIGNAL_REGISTRARS.iter().any(|registrar| reason.starts_with(&format!("registered with {registrar}")))
+        {
+            // The kernel returns from a handler through `sa_restorer`, i.e. `rt_sigreturn`.
+            phase.extra.entry("rt_sigreturn".to_owned()).or_insert_with(|| Found {
+                path: result.path(program, node),
+                site: "return from the signal handler".into(),
+            });
         }
         if named(program, node, VDSO_BACKED) {
             for name in VDSO_SYSCALLS {

@@ -150,7 +150,7 @@ pub(crate) fn decode(code: &Code<'_>, start: u64, end: u64) -> Cfg {
                     break;
                 }
                 FlowControl::ConditionalBranch | FlowControl::XbeginXabortXend => {
-                    if instruction.op0_kind() == OpKind::NearBranch64 {
+                    if is_near_branch(instruction.op0_kind()) {
                         branch_to(instruction.near_branch_target(), &mut leaders);
                     }
                     mark(next, &mut leaders);
@@ -258,7 +258,7 @@ fn build_blocks(
                 None => (Exit::Leave, vec![]),
             },
             FlowControl::ConditionalBranch | FlowControl::XbeginXabortXend => {
-                let taken = if last.op0_kind() == OpKind::NearBranch64 { target() } else { None };
+                let taken = if is_near_branch(last.op0_kind()) { target() } else { None };
                 (Exit::Flow, taken.into_iter().chain(fall).collect())
             }
             FlowControl::Call | FlowControl::IndirectCall => (Exit::Call, fall.into_iter().collect()),
@@ -376,4 +376,9 @@ fn read_i32(code: &Code<'_>, addr: u64) -> Option<i32> {
 /// Jump tables live in `.rodata`; `Code` is given every loaded section for this reason.
 fn read_data<'data>(code: &Code<'data>, addr: u64, len: usize) -> Option<&'data [u8]> {
     code.bytes_at(addr)?.get(..len)
+}
+
+/// A direct branch target operand (`addr32 call` in static glibc's `_start` has a 32-bit one).
+pub(crate) fn is_near_branch(kind: OpKind) -> bool {
+    matches!(kind, OpKind::NearBranch64 | OpKind::NearBranch32 | OpKind::NearBranch16)
 }

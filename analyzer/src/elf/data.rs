@@ -19,7 +19,7 @@ pub(crate) struct Objects {
 }
 
 impl Objects {
-    /// `code_refs`: every address the file's code materialises.
+    /// `code_refs`: every address the file's code takes.
     pub fn build(image: &Image<'_>, relocs: &Relocs, scanned: &BTreeMap<u64, u64>, code_refs: &[u64]) -> Objects {
         let excluded: Vec<(u64, u64)> = [image.dynamic.preinit_array, image.dynamic.init_array, image.dynamic.fini_array]
             .into_iter()
@@ -39,6 +39,10 @@ impl Objects {
         let symbols = symbol_ranges(image);
         let mut splits: BTreeSet<u64> = code_refs.iter().copied().filter(|&addr| in_data(addr)).collect();
         splits.extend(sections.iter().map(|&(_, start, _)| start));
+        // GOT entries are independent of one another.
+        if let Some((start, end)) = image.section_range(".got") {
+            splits.extend((start..end).step_by(8));
+        }
         splits.extend(symbols.iter().map(|&(start, _)| start));
         splits.extend(slots.values().filter_map(|value| match value {
             SlotValue::Addr(addr) if in_data(*addr) => Some(*addr),

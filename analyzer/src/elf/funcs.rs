@@ -11,11 +11,11 @@ use object::read::elf::SectionHeader as _;
 
 use super::image::{Image, LE};
 
-/// A function start with what is known about its extent and name.
+/// A function start with its name, if a symbol gives one. Extents are not taken from unwind
+/// info or symbol sizes: a function runs to the next start (glibc's `__clone3` FDE stops right
+/// before its `syscall`, whose number the code before it sets).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Start {
-    /// The end the unwind info or symbol size gives, if any.
-    pub end: Option<u64>,
     pub name: Option<String>,
     /// Named by a global symbol (preferred over local names for display).
     pub global: bool,
@@ -24,9 +24,8 @@ pub(crate) struct Start {
 /// All function starts found before decoding, by address.
 pub(crate) fn starts(image: &Image<'_>) -> BTreeMap<u64, Start> {
     let mut starts: BTreeMap<u64, Start> = BTreeMap::new();
-    for (addr, len) in fde_ranges(image) {
-        let start = starts.entry(addr).or_default();
-        start.end = Some(start.end.map_or(addr + len, |end| end.max(addr + len)));
+    for addr in fde_starts(image) {
+        starts.entry(addr).or_default();
     }
     for dynamic in [false, true] {
         for sym in image.symbols(dynamic) {
@@ -35,11 +34,12 @@ pub(crate) fn starts(image: &Image<'_>) -> BTreeMap<u64, Start> {
                 continue;
             }
             let start = starts.entry(sym.value).or_default();
-            if sym.size > 0 {
-                start.end = Some(start.end.map_or(sym.value + sym.size, |end| end.max(sym.value + sym.size)));
-            }
             let global = sym.bind != elf::STB_LOCAL;
-            if !sym.name.is_empty() && (start.name.is_none() || (global && !start.global)) {
+            let better = match &start.name {
+                None => true,
+                Some(current) => (global && !start.global) || (global == start.global && plainer(sym.name, current)),
+            };
+            if !sym.name.is_empty() && better {
                 start.name = Some(sym.name.to_owned());
                 start.global = global;
             }
@@ -53,8 +53,16 @@ pub(crate) fn starts(image: &Image<'_>) -> BTreeMap<u64, Start> {
     starts
 }
 
-/// `.eh_frame` FDEs as (start, length).
-fn fde_ranges(image: &Image<'_>) -> Vec<(u64, u64)> {
+/// Of two aliases, the public one: fewer leading underscores, then shorter (`sigaction` over
+/// `__sigaction`, `__libc_start_main` over `__libc_start_main_impl`). Name-based rules (which
+/// functions register handlers, never return, …) are written against these names.
+fn plainer(candidate: &str, current: &str) -> bool {
+    let key = |name: &str| (name.len() - name.trim_start_matches('_').len(), name.len(), name.to_owned());
+    key(candidate) < key(current)
+}
+
+/// `.eh_frame` FDE start addresses.
+fn fde_starts(image: &Image<'_>) -> Vec<u64> {
     let Some(section) = image.section(".eh_frame") else { return Vec::new() };
     let Ok(bytes) = section.data(LE, image.data) else { return Vec::new() };
     let mut bases = BaseAddresses::default().set_eh_frame(section.sh_addr(LE));
@@ -65,7 +73,7 @@ fn fde_ranges(image: &Image<'_>) -> Vec<(u64, u64)> {
         bases = bases.set_got(got);
     }
     let eh_frame = EhFrame::new(bytes, gimli::LittleEndian);
-    let mut ranges = Vec::new();
+    let mut starts = Vec::new();
     let mut entries = eh_frame.entries(&bases);
     // A malformed entry ends the walk: the FDEs before it are still good starts.
     while let Ok(Some(entry)) = entries.next() {
@@ -73,10 +81,10 @@ fn fde_ranges(image: &Image<'_>) -> Vec<(u64, u64)> {
             && let Ok(fde) = partial.parse(|section, bases, offset| section.cie_from_offset(bases, offset))
             && fde.len() > 0
         {
-            ranges.push((fde.initial_address(), fde.len()));
+            starts.push(fde.initial_address());
         }
     }
-    ranges
+    starts
 }
 
 /// Addresses the loader calls in init and fini order: (preinit ∪ DT_INIT ∪ init_array, fini_array ∪ DT_FINI).

@@ -26,6 +26,8 @@ struct Module<'data> {
     functions: BTreeMap<u64, (u64, Option<String>)>,
     /// Function starts in order, for index lookups once discovery is done.
     starts: Vec<u64>,
+    code_ranges: Vec<(u64, u64)>,
+    plt_ranges: Vec<(u64, u64)>,
     dynsyms: Vec<DynSym>,
 }
 
@@ -52,8 +54,19 @@ pub(crate) fn analyze(bytes: &[u8]) -> Result<ModuleSummary, ElfError> {
             weak: sym.bind == elf::STB_WEAK,
         })
         .collect();
-    let mut module =
-        Module { image, relocs, stubs, code, functions: BTreeMap::new(), starts: Vec::new(), dynsyms };
+    let code_ranges = image.code_ranges().collect();
+    let plt_ranges = [".plt", ".plt.sec", ".plt.got", ".iplt"].iter().filter_map(|name| image.section_range(name)).collect();
+    let mut module = Module {
+        image,
+        relocs,
+        stubs,
+        code,
+        functions: BTreeMap::new(),
+        starts: Vec::new(),
+        code_ranges,
+        plt_ranges,
+        dynsyms,
+    };
     let (init, fini) = funcs::init_fini(&module.image, |slot| module.slot_address(slot));
     let t = std::time::Instant::now();
     let cfgs = module.discover(&init, &fini);
@@ -91,14 +104,13 @@ impl<'data> Module<'data> {
     }
 
     fn in_plt(&self, addr: u64) -> bool {
-        [".plt", ".plt.sec", ".plt.got", ".iplt"]
-            .iter()
-            .filter_map(|name| self.image.section_range(name))
-            .any(|(start, end)| (start..end).contains(&addr))
+        self.plt_ranges.iter().any(|&(start, end)| (start..end).contains(&addr))
     }
 
-    /// Finds every function and decodes it; functions reached only by calls (assembly without
-    /// unwind info) are added until no new ones appear.
+    /// Finds every function and decodes it. Functions reached only by calls (assembly without
+    /// unwind info) are added until no new ones appear; a code address another function
+    /// materialises starts a function of its own even inside an unwind range (`__restore_rt`
+    /// sits one byte into the range glibc describes for the unwinder).
     fn discover(&mut self, init: &[u64], fini: &[u64]) -> Vec<Cfg> {
         let mut starts = funcs::starts(&self.image);
         for &addr in init.iter().chain(fini) {
@@ -106,7 +118,7 @@ impl<'data> Module<'data> {
         }
         for value in self.relocs.data.values().chain(self.relocs.plt.values()) {
             if let SlotValue::Irelative(resolver) = value
-                && self.image.is_code(*resolver)
+                && self.is_code(*resolver)
             {
                 starts.entry(*resolver).or_default();
             }
@@ -119,7 +131,7 @@ impl<'data> Module<'data> {
             for &start in &pending {
                 let info = &starts[&start];
                 let next = addrs.get(addrs.partition_point(|&addr| addr <= start)).copied().unwrap_or(u64::MAX);
-                let end = info.end.unwrap_or(u64::MAX).min(next).min(self.code.section_end(start)).max(start + 1);
+                let end = next.min(self.code.section_end(start)).max(start + 1);
                 self.functions.insert(start, (end, info.name.clone()));
             }
             let code = &self.code;
@@ -128,23 +140,39 @@ impl<'data> Module<'data> {
                 .map(|&start| (start, cfg::decode(code, start, self.functions[&start].0)))
                 .collect();
             let mut found = Vec::new();
+            let mut split = Vec::new();
             for (start, cfg) in &cfgs {
                 let end = self.functions[start].0;
-                for target in branch_targets(cfg).filter(|target| !(*start..end).contains(target)) {
-                    if self.image.is_code(target) && !self.in_plt(target) && self.function_at(target).is_none() {
+                let outside = |target: &u64| !(*start..end).contains(target) && self.is_code(*target) && !self.in_plt(*target);
+                for target in branch_targets(cfg).filter(outside) {
+                    if self.function_at(target).is_none() {
                         found.push(target);
+                    }
+                }
+                for target in materialised(cfg).filter(outside) {
+                    if let Some(container) = self.function_at(target).filter(|&container| container != target) {
+                        found.push(target);
+                        split.push(container);
                     }
                 }
             }
             decoded.extend(cfgs);
             found.sort_unstable();
             found.dedup();
+            split.sort_unstable();
+            split.dedup();
             for &addr in &found {
                 starts.entry(addr).or_default();
             }
+            // A split function ends at the new start now; decode it again.
             pending = found;
+            pending.extend(split);
         }
         decoded.into_values().collect()
+    }
+
+    fn is_code(&self, addr: u64) -> bool {
+        self.code_ranges.iter().any(|&(start, end)| (start..end).contains(&addr))
     }
 
     fn function_at(&self, addr: u64) -> Option<u64> {
@@ -251,6 +279,9 @@ impl<'data> Module<'data> {
         init: &[u64],
         fini: &[u64],
     ) -> ModuleSummary {
+        // Objects split where code takes an address, not where it reads a field: nginx reads
+        // `ngx_epoll_module_ctx.actions` field by field, but reaches the structure's start through
+        // a pointer in its module table, and the structure must stay whole for that.
         let code_refs: Vec<u64> = facts.iter().flat_map(|facts| facts.refs.iter().copied()).collect();
         let scanned = data::scan_absolute(&self.image);
         let objects = Objects::build(&self.image, &self.relocs, &scanned, &code_refs);
@@ -315,6 +346,15 @@ fn branch_targets(cfg: &Cfg) -> impl Iterator<Item = u64> + '_ {
         {
             Some(target)
         }
+        _ => None,
+    })
+}
+
+/// Code addresses put in registers (`lea fn(%rip)`, `mov $fn`): function pointers.
+fn materialised(cfg: &Cfg) -> impl Iterator<Item = u64> + '_ {
+    cfg.insns.iter().filter_map(|instruction| match instruction.mnemonic() {
+        iced_x86::Mnemonic::Lea if instruction.is_ip_rel_memory_operand() => Some(instruction.ip_rel_memory_address()),
+        iced_x86::Mnemonic::Mov if instruction.op1_kind() == iced_x86::OpKind::Immediate32to64 => Some(instruction.immediate(1)),
         _ => None,
     })
 }
@@ -403,7 +443,7 @@ impl Linker<'_, '_> {
                 None => {}
             }
         }
-        let mut refs: Vec<Ref> = facts.refs.iter().filter_map(|&addr| self.addr_ref(addr)).collect();
+        let mut refs: Vec<Ref> = facts.refs.iter().chain(&facts.loads).filter_map(|&addr| self.addr_ref(addr)).collect();
         refs.sort_unstable();
         refs.dedup();
         let sites = facts.sites.into_iter().map(|(at, number, i386)| Site { at, number, i386 }).collect();
@@ -426,7 +466,7 @@ impl Linker<'_, '_> {
         let mut fn_args: Vec<(u8, Ref)> = Vec::new();
         for &(arg, addr) in &raw.pointer_args {
             if let Some(found @ (Ref::Fn(_) | Ref::Import(_))) = self.addr_ref(addr)
-                && (self.module.image.is_code(addr) || self.module.stubs.contains_key(&addr))
+                && (self.module.is_code(addr) || self.module.stubs.contains_key(&addr))
             {
                 fn_args.push((arg, found));
             }

@@ -290,8 +290,10 @@ pub(crate) struct Facts {
     pub sites: Vec<(u64, SiteNumber, bool)>,
     pub calls: Vec<RawCall>,
     pub indirect: Vec<RawIndirect>,
-    /// Addresses materialised by `lea`, immediates and memory operands.
+    /// Addresses taken by `lea`, immediates and indexed table accesses.
     pub refs: Vec<u64>,
+    /// Addresses loaded from or stored to directly.
+    pub loads: Vec<u64>,
     /// Argument registers read while they may still hold the incoming argument.
     pub consumed: u8,
 }
@@ -322,10 +324,21 @@ pub(crate) fn analyze(cfg: &Cfg, context: &Context<'_>) -> Facts {
             collect(instruction, &state, context, table_jump, &mut facts);
             step(instruction, &mut state, &mut factory);
         }
+        // Code that runs off the end of the function continues in the next one: a tail call.
+        let last = insns.last().expect("blocks are never empty");
+        let falls_out = cfg.blocks[block].exit == Exit::Flow
+            && cfg.blocks[block].succs.is_empty()
+            && flow_is_next(last)
+            && last.next_ip() == context.end;
+        if falls_out {
+            facts.calls.push(call_facts(last, RawTarget::Direct(last.next_ip()), true, &state));
+        }
     }
     facts.sites.sort_by_key(|site| site.0);
     facts.refs.sort_unstable();
     facts.refs.dedup();
+    facts.loads.sort_unstable();
+    facts.loads.dedup();
     facts
 }
 
@@ -416,7 +429,9 @@ fn successors<'c>(cfg: &'c Cfg, block: usize, context: &Context<'_>) -> impl Ite
 /// The direct or slot target of a call or jump.
 pub(crate) fn raw_target(instruction: &Instruction) -> Option<RawTarget> {
     match instruction.op0_kind() {
-        OpKind::NearBranch64 => Some(RawTarget::Direct(instruction.near_branch_target())),
+        OpKind::NearBranch64 | OpKind::NearBranch32 | OpKind::NearBranch16 => {
+            Some(RawTarget::Direct(instruction.near_branch_target()))
+        }
         OpKind::Memory if instruction.is_ip_rel_memory_operand() => {
             Some(RawTarget::Slot(instruction.ip_rel_memory_address()))
         }
@@ -619,6 +634,11 @@ fn vector_zeroing(instruction: &Instruction) -> bool {
         })
         .collect();
     zeroing && registers.iter().all(|&reg| reg != Register::None && reg.full_register() == registers[0].full_register())
+}
+
+fn flow_is_next(instruction: &Instruction) -> bool {
+    instruction.flow_control() == iced_x86::FlowControl::Next
+        || matches!(instruction.mnemonic(), Mnemonic::Syscall | Mnemonic::Sysenter)
 }
 
 /// A vector register stored to memory.
@@ -943,10 +963,11 @@ fn note_reads(instruction: &Instruction, state: &State, facts: &mut Facts) {
     }
 }
 
-/// Whether `instruction` puts an address in a register whose only use is as the argument a
-/// registration call (`__libc_start_main(main, …)`, `signal(sig, handler)`) hands over. Such a
-/// pointer is a root of its own (found through the call's arguments) and does not make the
-/// function callable from every indirect call: `main` is not a signal handler.
+/// Whether `instruction` puts an address in a register whose only uses, up to the end of its
+/// block, are comparisons and the argument a registration call hands over
+/// (`__libc_start_main(main, …)`, `signal(sig, handler)`). Such a pointer never becomes callable
+/// from an arbitrary indirect call: a registered one is a root of its own (found through the
+/// call's arguments), a compared one is only an identity (`main` is not a signal handler).
 fn registered_only(instruction: &Instruction, rest: &[Instruction], context: &Context<'_>) -> bool {
     let materialises = match instruction.mnemonic() {
         Mnemonic::Lea => instruction.is_ip_rel_memory_operand(),
@@ -960,7 +981,12 @@ fn registered_only(instruction: &Instruction, rest: &[Instruction], context: &Co
     for next in rest {
         if next.mnemonic() == Mnemonic::Call {
             let registered = raw_target(next).and_then(|target| (context.registrar)(target));
-            return registered.is_some_and(|arg| ARG_REGS[arg as usize] == reg);
+            let passed = ARG_REGS.contains(&reg);
+            return match registered {
+                Some(arg) => ARG_REGS[arg as usize] == reg || (!passed && CALLER_SAVED.contains(&reg)),
+                // Any other call may receive it; past the call a caller-saved register is dead.
+                None => !passed && CALLER_SAVED.contains(&reg),
+            };
         }
         let reads = (0..next.op_count()).any(|operand| match next.op_kind(operand) {
             OpKind::Register => gpr(next.op_register(operand)) == Some(reg) && (operand > 0 || !writes_only(next)),
@@ -986,11 +1012,15 @@ fn writes_only(instruction: &Instruction) -> bool {
     )
 }
 
-/// Addresses the instruction materialises: `lea`, rip-relative operands, address-sized immediates.
+/// Addresses the instruction refers to. Taking an address (`lea`, an address-sized immediate,
+/// an indexed table access) may reach the whole object from there on; a plain load or store
+/// touches the field at that address.
 fn note_refs(instruction: &Instruction, facts: &mut Facts) {
     let through_memory = matches!(instruction.mnemonic(), Mnemonic::Call | Mnemonic::Jmp);
+    let lea = instruction.mnemonic() == Mnemonic::Lea;
     if instruction.is_ip_rel_memory_operand() && !through_memory {
-        facts.refs.push(instruction.ip_rel_memory_address());
+        let addr = instruction.ip_rel_memory_address();
+        if lea { facts.refs.push(addr) } else { facts.loads.push(addr) }
     }
     for operand in 0..instruction.op_count() {
         match instruction.op_kind(operand) {
@@ -1002,8 +1032,13 @@ fn note_refs(instruction: &Instruction, facts: &mut Facts) {
             }
             OpKind::Memory if instruction.memory_base() == Register::None && !through_memory => {
                 let displacement = instruction.memory_displacement64();
-                if displacement >= 0x1000 {
+                if displacement < 0x1000 {
+                    continue;
+                }
+                if lea || instruction.memory_index() != Register::None {
                     facts.refs.push(displacement);
+                } else {
+                    facts.loads.push(displacement);
                 }
             }
             _ => {}
