@@ -9,3 +9,5 @@ mod util;
 mod cli;
 /// Profiles the writer produced, applied by a real Docker daemon; the stand-in images serving.
 mod docker_profiles;
+/// Static analysis of real binaries (gcc-built, and the stand-in images'), per phase, and its profiles at work.
+mod static_analysis;

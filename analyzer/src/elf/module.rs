@@ -68,14 +68,9 @@ pub(crate) fn analyze(bytes: &[u8]) -> Result<ModuleSummary, ElfError> {
         dynsyms,
     };
     let (init, fini) = funcs::init_fini(&module.image, |slot| module.slot_address(slot));
-    let t = std::time::Instant::now();
     let cfgs = module.discover(&init, &fini);
-    eprintln!("TIMING discover {:?}", t.elapsed());
     module.starts = module.functions.keys().copied().collect();
-    let t = std::time::Instant::now();
     let noreturn = module.noreturn(&cfgs);
-    eprintln!("TIMING noreturn {:?}", t.elapsed());
-    let t = std::time::Instant::now();
     let ranges: Vec<(u64, u64)> = module.functions.iter().map(|(&start, &(end, _))| (start, end)).collect();
     let facts: Vec<values::Facts> = cfgs
         .par_iter()
@@ -89,7 +84,6 @@ pub(crate) fn analyze(bytes: &[u8]) -> Result<ModuleSummary, ElfError> {
             values::analyze(cfg, &values::Context { start, end, noreturn: &is_noreturn, registrar: &registrar })
         })
         .collect();
-    eprintln!("TIMING values {:?} visits {:?} blocks {:?} insns {:?}", t.elapsed(), values::VISITS, values::BLOCKS, values::INSNS);
     Ok(module.summarize(build_id, &cfgs, facts, &noreturn, &init, &fini))
 }
 

@@ -349,7 +349,6 @@ fn fixpoint(cfg: &Cfg, context: &Context<'_>) -> Vec<Option<State>> {
         return states;
     }
     let order = cfg.reverse_postorder();
-    BLOCKS.fetch_add(order.len(), std::sync::atomic::Ordering::Relaxed);
     let mut rank = vec![0; cfg.blocks.len()];
     for (position, &block) in order.iter().enumerate() {
         rank[block] = position;
@@ -374,8 +373,6 @@ fn fixpoint(cfg: &Cfg, context: &Context<'_>) -> Vec<Option<State>> {
         let block = order[position];
         let Some(mut state) = states[block].clone() else { continue };
         visits[block] += 1;
-        VISITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        INSNS.fetch_add(cfg.block_insns(block).len(), std::sync::atomic::Ordering::Relaxed);
         for instruction in cfg.block_insns(block) {
             step(instruction, &mut state, &mut factory);
         }
@@ -397,9 +394,6 @@ fn fixpoint(cfg: &Cfg, context: &Context<'_>) -> Vec<Option<State>> {
     states
 }
 
-pub static VISITS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-pub static INSNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-pub static BLOCKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 /// Visits of one block before its state is widened to `Top`.
 const MAX_VISITS: u32 = 24;
 
