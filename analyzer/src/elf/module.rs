@@ -1,7 +1,9 @@
 //! One file, start to finish: function discovery, decoding, the noreturn fixpoint, value
 //! analysis, data objects, and the summary that ties raw addresses to functions and symbols.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use object::elf;
 use rayon::prelude::*;
@@ -254,7 +256,7 @@ impl<'data> Module<'data> {
             if cut {
                 continue;
             }
-            for &succ in &info.succs {
+            for succ in cfg.succs(block) {
                 if !seen[succ] {
                     seen[succ] = true;
                     stack.push(succ);
@@ -279,7 +281,7 @@ impl<'data> Module<'data> {
         let code_refs: Vec<u64> = facts.iter().flat_map(|facts| facts.refs.iter().copied()).collect();
         let scanned = data::scan_absolute(&self.image);
         let objects = Objects::build(&self.image, &self.relocs, &scanned, &code_refs);
-        let mut linker = Linker { module: self, objects: &objects, imports: Vec::new(), import_index: HashMap::new() };
+        let mut linker = Linker { module: self, objects: &objects, imports: Vec::new(), import_index: HashMap::default() };
         let resolvers = self.ifunc_resolvers();
         let mut functions: Vec<Function> = Vec::with_capacity(facts.len());
         for ((facts, cfg), (&start, (end, name))) in facts.into_iter().zip(cfgs).zip(&self.functions) {
@@ -534,7 +536,7 @@ pub fn continuation(bytes: &[u8], summary: &ModuleSummary, index: u32, call_at: 
         return Ok(Continuation { ranges: Vec::new(), returns: true });
     };
     let mut seen = vec![false; graph.blocks.len()];
-    let mut stack: Vec<usize> = graph.blocks[call_block].succs.clone();
+    let mut stack: Vec<usize> = graph.succs(call_block).collect();
     let mut returns = graph.blocks[call_block].exit != Exit::Call;
     let mut ranges = Vec::new();
     while let Some(block) = stack.pop() {
@@ -546,7 +548,7 @@ pub fn continuation(bytes: &[u8], summary: &ModuleSummary, index: u32, call_at: 
         ranges.push((first.ip(), last.next_ip()));
         returns |= info.exit == Exit::Return || (info.exit == Exit::Leave && last.is_jmp_short_or_near());
         if !(info.exit == Exit::Call && noreturn_at.contains(&last.ip())) {
-            stack.extend(info.succs.iter().copied().filter(|&succ| !seen[succ]));
+            stack.extend(graph.succs(block).filter(|&succ| !seen[succ]));
         }
     }
     ranges.sort_unstable();

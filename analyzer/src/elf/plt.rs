@@ -4,7 +4,7 @@
 //! (`endbr64; bnd jmp *slot`) and `.plt.got`. Stubs are decoded one instruction after another;
 //! each `jmp *slot(%rip)` maps the start of its stub.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Mnemonic};
 
@@ -12,7 +12,7 @@ use super::image::Image;
 
 /// Stub start → the GOT slot its indirect jump reads.
 pub(crate) fn stubs(image: &Image<'_>) -> HashMap<u64, u64> {
-    let mut stubs = HashMap::new();
+    let mut stubs = HashMap::default();
     for name in [".plt", ".plt.sec", ".plt.got", ".iplt"] {
         let Some((start, end)) = image.section_range(name) else { continue };
         let Some(bytes) = image.bytes_at(start) else { continue };

@@ -327,7 +327,7 @@ pub(crate) fn analyze(cfg: &Cfg, context: &Context<'_>) -> Facts {
         // Code that runs off the end of the function continues in the next one: a tail call.
         let last = insns.last().expect("blocks are never empty");
         let falls_out = cfg.blocks[block].exit == Exit::Flow
-            && cfg.blocks[block].succs.is_empty()
+            && !cfg.has_succs(block)
             && flow_is_next(last)
             && last.next_ip() == context.end;
         if falls_out {
@@ -356,8 +356,8 @@ fn fixpoint(cfg: &Cfg, context: &Context<'_>) -> Vec<Option<State>> {
     states[0] = Some(State::entry());
     // Blocks only the linear sweep reached start from nothing known.
     let mut has_pred = vec![false; cfg.blocks.len()];
-    for block in &cfg.blocks {
-        for &succ in &block.succs {
+    for block in 0..cfg.blocks.len() {
+        for succ in cfg.succs(block) {
             has_pred[succ] = true;
         }
     }
@@ -369,9 +369,12 @@ fn fixpoint(cfg: &Cfg, context: &Context<'_>) -> Vec<Option<State>> {
     let mut factory = InstructionInfoFactory::new();
     let mut pending: std::collections::BTreeSet<usize> = order.iter().map(|&block| rank[block]).collect();
     let mut visits = vec![0u32; cfg.blocks.len()];
+    let mut state = unknown_state();
     while let Some(position) = pending.pop_first() {
         let block = order[position];
-        let Some(mut state) = states[block].clone() else { continue };
+        let Some(entry) = &states[block] else { continue };
+        // `clone_from` keeps the scratch state's slot buffer: no allocation per visit.
+        state.clone_from(entry);
         visits[block] += 1;
         for instruction in cfg.block_insns(block) {
             step(instruction, &mut state, &mut factory);
@@ -411,13 +414,13 @@ fn unknown_state() -> State {
     State { regs: [Vals::Top(Reason::Computed); 16], slots: Vec::new(), zero_vectors: 0 }
 }
 
-fn successors<'c>(cfg: &'c Cfg, block: usize, context: &Context<'_>) -> impl Iterator<Item = usize> + 'c {
-    let block = &cfg.blocks[block];
+fn successors<'c>(cfg: &'c Cfg, block_index: usize, context: &Context<'_>) -> impl Iterator<Item = usize> + 'c {
+    let block = &cfg.blocks[block_index];
     let cut = block.exit == Exit::Call && {
         let last = &cfg.insns[block.end - 1];
         raw_target(last).is_some_and(|target| (context.noreturn)(target))
     };
-    block.succs.iter().copied().filter(move |_| !cut)
+    cfg.succs(block_index).filter(move |_| !cut)
 }
 
 /// The direct or slot target of a call or jump.
