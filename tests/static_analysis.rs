@@ -133,7 +133,8 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 }
 
 fn missing_tool(tool: &str) -> Option<String> {
-    let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|out| out.status.success());
+    let found =
+        Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|out| out.status.success());
     (!found).then(|| format!("{tool} is not installed"))
 }
 
@@ -151,7 +152,13 @@ fn compile(dir: &Path, name: &str, source: &str, flags: &[&str]) -> PathBuf {
 fn trace_of(dir: &Path, program: &str, image: Option<&str>) -> PathBuf {
     let target = Target { image: image.map(str::to_owned), ..Target::default() };
     let mut trace = Trace::new(Source::Ebpf, Arch::X86_64, "test".into(), target);
-    trace.executables.push(FileUse { path: program.to_owned(), phase: Phase::Init, pid: 1, first_seen_ns: 0, comm: None });
+    trace.executables.push(FileUse {
+        path: program.to_owned(),
+        phase: Phase::Init,
+        pid: 1,
+        first_seen_ns: 0,
+        comm: None,
+    });
     let path = dir.join("trace.json");
     trace.write(&path).unwrap();
     path
@@ -193,7 +200,18 @@ fn a_program_without_libc_gets_exact_sets_per_phase() {
     let bare = compile(dir.path(), "bare", BARE_C, &flags);
     let trace = trace_of(dir.path(), bare.to_str().unwrap(), None);
     let analysis = analyze(&trace, &["--rootfs", "/", "--serving-entry", "serve"]);
-    let init = ["exit_group", "getegid", "getpgrp", "getpid", "getppid", "getsid", "rt_sigaction", "rt_sigreturn", "uname", "write"];
+    let init = [
+        "exit_group",
+        "getegid",
+        "getpgrp",
+        "getpid",
+        "getppid",
+        "getsid",
+        "rt_sigaction",
+        "rt_sigreturn",
+        "uname",
+        "write",
+    ];
     assert_eq!(phase(&analysis, "init"), set(&init));
     // Serving: the table's handlers, the signal handler and its return, what runs after `serve`.
     let serving = ["exit_group", "getegid", "getpgrp", "getppid", "getsid", "rt_sigreturn"];
@@ -239,9 +257,7 @@ fn syscalls_from_a_symbol_are_exact() {
     let dir = tempfile::tempdir().unwrap();
     for (name, flags) in [("dynamic", &["-lpthread"][..]), ("static", &["-static", "-lpthread"][..])] {
         let program = compile(dir.path(), name, GLIBC_C, flags);
-        let out = output(
-            seccomp_refine().args(["syscalls", "--no-cache", "--json", "--entry", "serve"]).arg(&program),
-        );
+        let out = output(seccomp_refine().args(["syscalls", "--no-cache", "--json", "--entry", "serve"]).arg(&program));
         assert!(out.status.success(), "{}", stderr(&out));
         let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
         // `syscall(SYS_getpgrp)` through libc's wrapper, `getegid` through the stack-argument one.
@@ -298,7 +314,10 @@ fn libc_from_the_image_resolves_its_syscall_sites() {
         .expect("no rt_sigreturn site");
     let sigaction = libc.function_named("__libc_sigaction").unwrap();
     let taken = &libc.functions[sigaction as usize].refs;
-    assert!(taken.contains(&seccomp_refine::elf::Ref::Fn(restorer as u32)), "sigaction does not take the trampoline's address");
+    assert!(
+        taken.contains(&seccomp_refine::elf::Ref::Fn(restorer as u32)),
+        "sigaction does not take the trampoline's address"
+    );
 }
 
 /// Analyses `program` of `image` from its files alone (no syscall observed) and checks the
@@ -334,7 +353,11 @@ fn nginx_static_profile_starts_and_serves() {
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     });
     assert!(page.is_some_and(|page| page.contains("Welcome to nginx")), "no page under the static profile");
-    let missing = output(Command::new("curl").args(["-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}"]).arg(format!("{base}/none")));
+    let missing = output(
+        Command::new("curl")
+            .args(["-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("{base}/none")),
+    );
     assert_eq!(stdout(&missing), "404");
     let logs = output(Command::new("docker").args(["logs", &nginx.id]));
     let logs = format!("{}{}", stdout(&logs), stderr(&logs));
@@ -361,7 +384,8 @@ fn redis_static_profile_serves_and_saves() {
     assert_eq!(cli(&["set", "key", "value"]).as_deref(), Some("OK"));
     assert_eq!(cli(&["get", "key"]).as_deref(), Some("value"));
     assert_eq!(cli(&["bgsave"]).as_deref(), Some("Background saving started"));
-    let saved = eventually(10, || cli(&["info", "persistence"]).filter(|info| info.contains("rdb_bgsave_in_progress:0")));
+    let saved =
+        eventually(10, || cli(&["info", "persistence"]).filter(|info| info.contains("rdb_bgsave_in_progress:0")));
     assert!(saved.is_some_and(|info| info.contains("rdb_last_bgsave_status:ok")), "BGSAVE failed under the profile");
 }
 
@@ -410,7 +434,8 @@ fn summaries_come_from_the_cache_and_a_damaged_entry_is_redone() {
     let trace = trace_of(dir.path(), program.to_str().unwrap(), None);
     let cache = dir.path().join("cache");
     let run = || {
-        let out = output(seccomp_refine().arg("analyze").arg(&trace).args(["--rootfs", "/", "--cache-dir"]).arg(&cache));
+        let out =
+            output(seccomp_refine().arg("analyze").arg(&trace).args(["--rootfs", "/", "--cache-dir"]).arg(&cache));
         assert!(out.status.success(), "{}", stderr(&out));
         stdout(&out)
     };

@@ -26,18 +26,31 @@ pub const HUBS: usize = 7;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Node {
     /// Function `index` of the process's `module`-th file (a position in [`Program::modules`]).
-    Function { module: u16, index: u32 },
-    Object { module: u16, index: u32 },
+    Function {
+        module: u16,
+        index: u32,
+    },
+    Object {
+        module: u16,
+        index: u32,
+    },
     Hub(u8),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Edge {
     /// A direct call or tail jump; `call` indexes the caller's `calls`.
-    Call { at: u64, call: u32 },
-    Takes { at: Option<u64> },
+    Call {
+        at: u64,
+        call: u32,
+    },
+    Takes {
+        at: Option<u64>,
+    },
     Points,
-    Indirect { at: u64 },
+    Indirect {
+        at: u64,
+    },
     Member,
 }
 
@@ -188,7 +201,8 @@ impl<'s> Program<'s> {
                 _ => None,
             }
         });
-        let local = || self.module(self.exe).summary.function_named(name).map(|index| self.function_node(self.exe, index));
+        let local =
+            || self.module(self.exe).summary.function_named(name).map(|index| self.function_node(self.exe, index));
         exported.or_else(local)
     }
 
@@ -260,12 +274,14 @@ impl<'s> Program<'s> {
             let Node::Function { module, index } = self.graph[node] else { continue };
             for site in &self.module(module).summary.functions[index as usize].sites {
                 match &site.number {
-                    SiteNumber::Known(numbers) => self.issues[node.index()].extend(numbers.iter().map(|&number| Issue {
-                        number,
-                        i386: site.i386,
-                        at: site.at,
-                        via_wrapper: false,
-                    })),
+                    SiteNumber::Known(numbers) => {
+                        self.issues[node.index()].extend(numbers.iter().map(|&number| Issue {
+                            number,
+                            i386: site.i386,
+                            at: site.at,
+                            via_wrapper: false,
+                        }))
+                    }
                     SiteNumber::Forwarded(loc) => {
                         self.wrapper[node.index()].get_or_insert((*loc, site.i386));
                     }
@@ -275,7 +291,8 @@ impl<'s> Program<'s> {
                 }
             }
         }
-        let calls = petgraph::visit::EdgeFiltered::from_fn(&self.graph, |edge| matches!(edge.weight(), Edge::Call { .. }));
+        let calls =
+            petgraph::visit::EdgeFiltered::from_fn(&self.graph, |edge| matches!(edge.weight(), Edge::Call { .. }));
         // Callees first, so a wrapper is known before its callers are looked at.
         for component in petgraph::algo::tarjan_scc(&calls) {
             let component: Vec<NodeIndex> = component.into_iter().filter(|node| node.index() < count).collect();
@@ -321,7 +338,12 @@ impl<'s> Program<'s> {
             match value {
                 Some(value) if !value.consts.is_empty() => {
                     for &number in value.consts.iter().filter(|&&number| number < 0x4000_0000) {
-                        self.issues[node.index()].push(Issue { number: number as u32, i386, at: call.at, via_wrapper: true });
+                        self.issues[node.index()].push(Issue {
+                            number: number as u32,
+                            i386,
+                            at: call.at,
+                            via_wrapper: true,
+                        });
                     }
                 }
                 Some(value) if value.forwarded.is_some() => {}

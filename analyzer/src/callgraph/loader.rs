@@ -197,7 +197,8 @@ impl Loader<'_> {
 }
 
 /// The trusted directories glibc searches last on x86-64.
-const DEFAULT_DIRS: &[&str] = &["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib"];
+const DEFAULT_DIRS: &[&str] =
+    &["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib"];
 
 /// `$ORIGIN`, `$LIB` and `$PLATFORM` as Debian's x86-64 loader expands them.
 fn expand(dir: &str, origin: &str) -> String {

@@ -125,14 +125,23 @@ pub fn analyze_trace(trace: &Trace, files: &Rootfs, options: &Options) -> anyhow
     let libraries: Vec<String> = trace.libraries.iter().map(|file| file.path.clone()).collect();
     let serving_execs: Vec<&str> =
         executables.iter().filter(|(_, phase)| *phase == Phase::Serving).map(|(path, _)| path.as_str()).collect();
-    let plan = Plan { programs: executables.iter().map(|(path, phase)| (path.clone(), Some(*phase))).collect(), libraries, serving_execs };
+    let plan = Plan {
+        programs: executables.iter().map(|(path, phase)| (path.clone(), Some(*phase))).collect(),
+        libraries,
+        serving_execs,
+    };
     run(trace.arch, files, options, &plan)
 }
 
 /// Analyses `paths` (container paths) as programs of their own, each through its libraries:
 /// the syscalls reachable from their entry points (or from `entry`) go to `init`, and
 /// `serving` stays empty.
-pub fn analyze_programs(paths: &[String], files: &Rootfs, entry: Option<&EntrySpec>, options: &Options) -> anyhow::Result<StaticAnalysis> {
+pub fn analyze_programs(
+    paths: &[String],
+    files: &Rootfs,
+    entry: Option<&EntrySpec>,
+    options: &Options,
+) -> anyhow::Result<StaticAnalysis> {
     let mut warnings = Vec::new();
     let programs: Vec<String> = paths.to_vec();
     let (store, processes) = loader::load(files, &options.cache, &programs, &[], &mut warnings)?;
@@ -143,8 +152,9 @@ pub fn analyze_programs(paths: &[String], files: &Rootfs, entry: Option<&EntrySp
     for process in &processes {
         let program = Program::build(&store, process);
         let roots = match entry {
-            Some(spec) => phases::symbol_roots(&program, spec)
-                .ok_or_else(|| anyhow::anyhow!("{} is not defined in {} or its libraries", spec.symbol, process.name))?,
+            Some(spec) => phases::symbol_roots(&program, spec).ok_or_else(|| {
+                anyhow::anyhow!("{} is not defined in {} or its libraries", spec.symbol, process.name)
+            })?,
             None => phases::program_roots(&program),
         };
         let result = phases::reach_from(&program, roots, &mut analysis.warnings);
@@ -189,7 +199,10 @@ fn run(arch: Arch, files: &Rootfs, options: &Options, plan: &Plan<'_>) -> anyhow
         let result = phases::evaluate(program, &role);
         analysis.warnings.extend(result.notes.iter().cloned());
         let init = merge_phase(&mut analysis, program, &result.init, Phase::Init, options.unresolved);
-        let serving = result.serving.as_ref().map(|serving| merge_phase(&mut analysis, program, serving, Phase::Serving, options.unresolved));
+        let serving = result
+            .serving
+            .as_ref()
+            .map(|serving| merge_phase(&mut analysis, program, serving, Phase::Serving, options.unresolved));
         analysis.programs.push(ProgramReport {
             path: process.name.clone(),
             phase,
@@ -265,15 +278,23 @@ fn merge_phase(
                     compat: i386,
                 });
             }
-            None => analysis.warnings.push(format!("syscall number {number} at {} names no {table} syscall", found.site)),
+            None => {
+                analysis.warnings.push(format!("syscall number {number} at {} names no {table} syscall", found.site))
+            }
         }
     }
     for (name, found) in &result.extra {
-        names.entry(name.clone()).or_insert_with(|| Reachable { path: found.path.clone(), site: found.site.clone(), compat: false });
+        names.entry(name.clone()).or_insert_with(|| Reachable {
+            path: found.path.clone(),
+            site: found.site.clone(),
+            compat: false,
+        });
     }
     if let Some(sigaction) = names.get("rt_sigaction").cloned() {
         // The kernel returns from every handler through `sa_restorer` (`__restore_rt`).
-        names.entry("rt_sigreturn".into()).or_insert(Reachable { site: "signal return after a handler".into(), ..sigaction });
+        names
+            .entry("rt_sigreturn".into())
+            .or_insert(Reachable { site: "signal return after a handler".into(), ..sigaction });
     }
     if policy == UnresolvedPolicy::AllowModule {
         allow_modules(program, result, arch, &mut names);
@@ -291,7 +312,12 @@ fn merge_phase(
 }
 
 /// `--unresolved allow-module`: a file with an unknown site may issue anything it issues elsewhere.
-fn allow_modules(program: &Program<'_>, result: &phases::PhaseResult, arch: Arch, names: &mut BTreeMap<String, Reachable>) {
+fn allow_modules(
+    program: &Program<'_>,
+    result: &phases::PhaseResult,
+    arch: Arch,
+    names: &mut BTreeMap<String, Reachable>,
+) {
     for &module in &result.modules_with_unknown {
         let file = program.module(module);
         let mut numbers: BTreeSet<(bool, u32)> = BTreeSet::new();

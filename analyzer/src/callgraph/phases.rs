@@ -41,14 +41,24 @@ impl std::str::FromStr for EntrySpec {
 }
 
 /// Registrars whose functions run as signal handlers.
-const SIGNAL_REGISTRARS: &[&str] =
-    &["sigaction", "__sigaction", "__libc_sigaction", "signal", "ssignal", "bsd_signal", "sysv_signal", "__sysv_signal", "sigset"];
+const SIGNAL_REGISTRARS: &[&str] = &[
+    "sigaction",
+    "__sigaction",
+    "__libc_sigaction",
+    "signal",
+    "ssignal",
+    "bsd_signal",
+    "sysv_signal",
+    "__sysv_signal",
+    "sigset",
+];
 
 /// Names that load libraries at run time.
 const DLOPEN: &[&str] = &["dlopen", "dlmopen", "__libc_dlopen_mode", "_dl_open"];
 
 /// Functions the vDSO serves without a syscall, unless the clock cannot be read in user space.
-const VDSO_BACKED: &[&str] = &["clock_gettime", "__clock_gettime", "gettimeofday", "time", "clock_getres", "getcpu", "sched_getcpu"];
+const VDSO_BACKED: &[&str] =
+    &["clock_gettime", "__clock_gettime", "gettimeofday", "time", "clock_getres", "getcpu", "sched_getcpu"];
 pub const VDSO_SYSCALLS: &[&str] = &["clock_gettime", "clock_getres", "gettimeofday", "time", "getcpu"];
 
 /// Where a syscall is reached: the witness path and the site.
@@ -93,7 +103,8 @@ pub fn evaluate(program: &Program<'_>, role: &Role<'_>) -> ProcessPhases {
     let mut notes = Vec::new();
     let base = init_roots(program);
     let init = grow(program, base, true, &mut notes);
-    let mut phases = ProcessPhases { init: collect(program, &init), serving: None, serving_entry: None, notes: Vec::new() };
+    let mut phases =
+        ProcessPhases { init: collect(program, &init), serving: None, serving_entry: None, notes: Vec::new() };
     if role.exec_in_serving {
         phases.serving = Some(collect(program, &init));
         phases.serving_entry = Some("the whole program (exec'd while serving)".into());
@@ -269,9 +280,10 @@ fn registered(program: &Program<'_>, result: &Reach) -> (Vec<(NodeIndex, String)
             let Edge::Call { call, .. } = *edge.weight() else { continue };
             let Some(call) = function.calls.get(call as usize) else { continue };
             let Some(name) = function_name(program, edge.target()) else { continue };
-            let argument = elf::REGISTRARS.iter().find(|(registrar, _)| *registrar == name).map(|&(_, arg)| {
-                (arg, if name == "__libc_start_main" { "main" } else { name })
-            });
+            let argument = elf::REGISTRARS
+                .iter()
+                .find(|(registrar, _)| *registrar == name)
+                .map(|&(_, arg)| (arg, if name == "__libc_start_main" { "main" } else { name }));
             let Some((arg, registrar)) = argument else { continue };
             let reason = if registrar == "main" { "main".to_owned() } else { format!("registered with {registrar}") };
             let mut pinned = false;
@@ -321,14 +333,23 @@ fn nameable(program: &Program<'_>, caller: NodeIndex) -> Vec<NodeIndex> {
 }
 
 /// The serving roots of a process, and a description of the entry, if one was found.
-fn serving_roots(program: &Program<'_>, role: &Role<'_>, init: &Reach, notes: &mut Vec<String>) -> (Roots, Option<String>) {
-    let mut roots = Roots { live: (0..init.live.len()).filter(|&i| init.live[i]).map(NodeIndex::new).collect(), ..Roots::default() };
+fn serving_roots(
+    program: &Program<'_>,
+    role: &Role<'_>,
+    init: &Reach,
+    notes: &mut Vec<String>,
+) -> (Roots, Option<String>) {
+    let mut roots = Roots {
+        live: (0..init.live.len()).filter(|&i| init.live[i]).map(NodeIndex::new).collect(),
+        ..Roots::default()
+    };
     let entries = entries(program, role, notes);
     if entries.is_empty() {
         return (roots, None);
     }
     let (registered, opaque) = registered(program, init);
-    let mains: Vec<NodeIndex> = registered.iter().filter(|(_, reason)| reason == "main").map(|(node, _)| *node).collect();
+    let mains: Vec<NodeIndex> =
+        registered.iter().filter(|(_, reason)| reason == "main").map(|(node, _)| *node).collect();
     let mut labels = Vec::new();
     for (entry, callers) in &entries {
         labels.push(program.label(*entry));
@@ -347,12 +368,18 @@ fn serving_roots(program: &Program<'_>, role: &Role<'_>, init: &Reach, notes: &m
 }
 
 /// Serving entry functions, each with the callers whose continuations count (`None`: all).
-fn entries(program: &Program<'_>, role: &Role<'_>, notes: &mut Vec<String>) -> Vec<(NodeIndex, Option<Vec<NodeIndex>>)> {
+fn entries(
+    program: &Program<'_>,
+    role: &Role<'_>,
+    notes: &mut Vec<String>,
+) -> Vec<(NodeIndex, Option<Vec<NodeIndex>>)> {
     let mut found = Vec::new();
     for spec in role.entries {
         match find_symbol(program, spec) {
             Some(node) => found.push((node, None)),
-            None => notes.push(format!("serving entry {} not found in {}", spec.symbol, program.module(program.exe).path)),
+            None => {
+                notes.push(format!("serving entry {} not found in {}", spec.symbol, program.module(program.exe).path))
+            }
         }
     }
     if !found.is_empty() || !role.defaults {
@@ -363,7 +390,10 @@ fn entries(program: &Program<'_>, role: &Role<'_>, notes: &mut Vec<String>) -> V
     if let Some(events) = exe_summary.function_named("ngx_process_events_and_timers") {
         let workers = nginx_worker_cycles(program);
         if workers.is_empty() {
-            notes.push("nginx: the worker process cycle was not located; every caller of ngx_process_events_and_timers counts".into());
+            notes.push(
+                "nginx: the worker process cycle was not located; every caller of ngx_process_events_and_timers counts"
+                    .into(),
+            );
         }
         let callers = (!workers.is_empty()).then_some(workers);
         found.push((program.function_node(exe, events), callers));
@@ -376,7 +406,10 @@ fn entries(program: &Program<'_>, role: &Role<'_>, notes: &mut Vec<String>) -> V
 fn find_symbol(program: &Program<'_>, spec: &EntrySpec) -> Option<NodeIndex> {
     (0..program.modules.len() as u16).find_map(|module| {
         let file = program.module(module);
-        let matches = spec.binary.as_deref().is_none_or(|binary| file.path == binary || super::graph::basename(&file.path) == binary);
+        let matches = spec
+            .binary
+            .as_deref()
+            .is_none_or(|binary| file.path == binary || super::graph::basename(&file.path) == binary);
         let index = file.summary.function_named(&spec.symbol).filter(|_| matches)?;
         Some(program.function_node(module, index))
     })
@@ -391,12 +424,17 @@ fn nginx_worker_cycles(program: &Program<'_>) -> Vec<NodeIndex> {
     let spawn = program.function_node(exe, spawn);
     let mut cycles = Vec::new();
     for edge in program.graph.edges_directed(spawn, Direction::Incoming) {
-        let (Edge::Call { call, .. }, Node::Function { module, index }) = (*edge.weight(), program.graph[edge.source()]) else {
+        let (Edge::Call { call, .. }, Node::Function { module, index }) =
+            (*edge.weight(), program.graph[edge.source()])
+        else {
             continue;
         };
-        let Some(call) = program.module(module).summary.functions[index as usize].calls.get(call as usize) else { continue };
+        let Some(call) = program.module(module).summary.functions[index as usize].calls.get(call as usize) else {
+            continue;
+        };
         let name = call.args.iter().find(|(loc, _)| *loc == ArgLoc::Reg(3)).and_then(|(_, value)| value.consts.first());
-        let is_worker = name.and_then(|&addr| elf::string_at(&program.module(module).bytes, addr)).as_deref() == Some("worker process");
+        let is_worker = name.and_then(|&addr| elf::string_at(&program.module(module).bytes, addr)).as_deref()
+            == Some("worker process");
         if !is_worker {
             continue;
         }
@@ -447,7 +485,8 @@ fn continuations(
             }
             continue;
         }
-        let indirectly_called = program.graph.edges_directed(callee, Direction::Incoming).any(|edge| *edge.weight() == Edge::Member);
+        let indirectly_called =
+            program.graph.edges_directed(callee, Direction::Incoming).any(|edge| *edge.weight() == Edge::Member);
         if indirectly_called && allowed.is_none() {
             notes.push(format!(
                 "{} is also called indirectly and returns; the callers it returns to are not known, so every live function counts",
@@ -499,12 +538,25 @@ fn collect(program: &Program<'_>, result: &Reach) -> PhaseResult {
         }
         if named(program, node, VDSO_BACKED) {
             for name in VDSO_SYSCALLS {
-                phase.extra.entry((*name).to_owned()).or_insert_with(|| Found {
-                    path: result.path(program, node),
-                    site: "vDSO fallback".into(),
-                });
+                phase
+                    .extra
+                    .entry((*name).to_owned())
+                    .or_insert_with(|| Found { path: result.path(program, node), site: "vDSO fallback".into() });
             }
         }
     }
     phase
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EntrySpec;
+
+    #[test]
+    fn serving_entries_parse_with_an_optional_binary() {
+        let spec: EntrySpec = "aeMain@redis-server".parse().unwrap();
+        assert_eq!(spec, EntrySpec { symbol: "aeMain".into(), binary: Some("redis-server".into()) });
+        assert_eq!("serve".parse::<EntrySpec>().unwrap().binary, None);
+        assert_eq!("@x".parse::<EntrySpec>().unwrap_err(), "`@x` is not SYMBOL or SYMBOL@BINARY");
+    }
 }

@@ -19,11 +19,18 @@ use crate::elf::Continuation;
 #[derive(Clone, Debug)]
 pub enum Via {
     Root(String),
-    Call { from: NodeIndex },
+    Call {
+        from: NodeIndex,
+    },
     /// Through an indirect call site in `from` (the hub's member was live).
-    Indirect { from: NodeIndex, at: u64 },
+    Indirect {
+        from: NodeIndex,
+        at: u64,
+    },
     /// Its address was taken by `from` after a compatible indirect call was already reached.
-    Taken { from: NodeIndex },
+    Taken {
+        from: NodeIndex,
+    },
 }
 
 /// What to start a phase from.
@@ -161,7 +168,9 @@ fn expand(program: &Program<'_>, state: &mut Reach, queue: &mut VecDeque<NodeInd
     let edges: Vec<(NodeIndex, Edge)> = program.graph.edges(node).map(|edge| (edge.target(), *edge.weight())).collect();
     for (target, edge) in edges {
         match edge {
-            Edge::Call { at, call } if call == u32::MAX || inside(at) => push(state, queue, target, Via::Call { from: node }),
+            Edge::Call { at, call } if call == u32::MAX || inside(at) => {
+                push(state, queue, target, Via::Call { from: node })
+            }
             Edge::Call { .. } => {}
             Edge::Takes { .. } | Edge::Points => make_live(program, state, queue, target, node),
             Edge::Indirect { at } if inside(at) => {
@@ -175,7 +184,13 @@ fn expand(program: &Program<'_>, state: &mut Reach, queue: &mut VecDeque<NodeInd
 
 /// Marks `target` live; a live function joins the calls its hub is open for, a live object
 /// passes liveness on.
-fn make_live(program: &Program<'_>, state: &mut Reach, queue: &mut VecDeque<NodeIndex>, target: NodeIndex, from: NodeIndex) {
+fn make_live(
+    program: &Program<'_>,
+    state: &mut Reach,
+    queue: &mut VecDeque<NodeIndex>,
+    target: NodeIndex,
+    from: NodeIndex,
+) {
     if std::mem::replace(&mut state.live[target.index()], true) {
         return;
     }

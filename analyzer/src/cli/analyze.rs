@@ -126,6 +126,9 @@ pub fn print_summary(found: &StaticAnalysis) {
         println!("  {}: init {} / serving {}{entry}", program.path, program.init_syscalls, serving);
     }
     if !found.unresolved.is_empty() {
-        println!("  {} reachable syscall sites with an unknown number (listed in analysis.json)", found.unresolved.len());
+        println!(
+            "  {} reachable syscall sites with an unknown number (listed in analysis.json)",
+            found.unresolved.len()
+        );
     }
 }

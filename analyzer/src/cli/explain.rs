@@ -50,7 +50,9 @@ pub fn run(args: Args) -> Result<Outcome> {
     }
     if ALWAYS_ALLOWED.contains(&name) {
         allowed = true;
-        println!("{name}: allowed in every phase of every profile (the kernel or the vDSO issues it without the program asking)");
+        println!(
+            "{name}: allowed in every phase of every profile (the kernel or the vDSO issues it without the program asking)"
+        );
     }
     if !allowed {
         println!("{name}: in no profile of {}: neither observed nor reachable in any phase", dir.display());
@@ -61,7 +63,8 @@ pub fn run(args: Args) -> Result<Outcome> {
 
 fn print_evidence(phase: Phase, evidence: &Evidence) {
     if let Some(seen) = &evidence.observed {
-        let programs = if seen.programs.is_empty() { String::new() } else { format!(" while {} ran", seen.programs.join(", ")) };
+        let programs =
+            if seen.programs.is_empty() { String::new() } else { format!(" while {} ran", seen.programs.join(", ")) };
         let failed = if seen.failed > 0 { format!(", {} failed", seen.failed) } else { String::new() };
         println!(
             "{phase}: observed {} call(s){failed}, first at +{:.3}s{programs}",

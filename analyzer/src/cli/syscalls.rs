@@ -42,13 +42,19 @@ struct Report<'a> {
 }
 
 pub fn run(args: Args) -> Result<Outcome> {
-    let rootfs = Rootfs::dir(&args.rootfs).with_context(|| format!("cannot use {} as a root filesystem", args.rootfs.display()))?;
+    let rootfs = Rootfs::dir(&args.rootfs)
+        .with_context(|| format!("cannot use {} as a root filesystem", args.rootfs.display()))?;
     let entry = args.entry.as_deref().map(|symbol| EntrySpec { symbol: symbol.to_owned(), binary: None });
     let options = args.analysis.options(Vec::new());
     let found = callgraph::analyze_programs(&args.files, &rootfs, entry.as_ref(), &options)?;
     let names: Vec<&str> = found.init.keys().map(String::as_str).collect();
     if args.json {
-        let report = Report { syscalls: names, unresolved: &found.unresolved, resolution: found.resolution, warnings: &found.warnings };
+        let report = Report {
+            syscalls: names,
+            unresolved: &found.unresolved,
+            resolution: found.resolution,
+            warnings: &found.warnings,
+        };
         println!("{}", serde_json::to_string_pretty(&report).expect("a report always serializes"));
         return Ok(Outcome::Clean);
     }

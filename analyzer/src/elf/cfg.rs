@@ -353,9 +353,10 @@ fn jump_table(code: &Code<'_>, run: &[Instruction], jump: &Instruction, start: u
             }
             Mnemonic::Add if instruction.op1_kind() == OpKind::Register => {
                 let other = instruction.op1_register().full_register();
-                let table = entries.get(&dest).filter(|&&table| bases.get(&other) == Some(&table)).or_else(|| {
-                    entries.get(&other).filter(|&&table| bases.get(&dest) == Some(&table))
-                });
+                let table = entries
+                    .get(&dest)
+                    .filter(|&&table| bases.get(&other) == Some(&table))
+                    .or_else(|| entries.get(&other).filter(|&&table| bases.get(&dest) == Some(&table)));
                 if let Some(&table) = table {
                     targets.insert(dest, table);
                 }

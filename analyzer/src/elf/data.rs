@@ -21,11 +21,12 @@ pub(crate) struct Objects {
 impl Objects {
     /// `code_refs`: every address the file's code takes.
     pub fn build(image: &Image<'_>, relocs: &Relocs, scanned: &BTreeMap<u64, u64>, code_refs: &[u64]) -> Objects {
-        let excluded: Vec<(u64, u64)> = [image.dynamic.preinit_array, image.dynamic.init_array, image.dynamic.fini_array]
-            .into_iter()
-            .flatten()
-            .chain(image.section_range(".got.plt"))
-            .collect();
+        let excluded: Vec<(u64, u64)> =
+            [image.dynamic.preinit_array, image.dynamic.init_array, image.dynamic.fini_array]
+                .into_iter()
+                .flatten()
+                .chain(image.section_range(".got.plt"))
+                .collect();
         let kept = |slot: &u64| !excluded.iter().any(|&(start, end)| (start..end).contains(slot));
         let mut slots: BTreeMap<u64, SlotValue> =
             relocs.data.iter().filter(|(slot, _)| kept(slot)).map(|(&slot, &value)| (slot, value)).collect();
@@ -48,7 +49,8 @@ impl Objects {
             SlotValue::Addr(addr) if in_data(*addr) => Some(*addr),
             _ => None,
         }));
-        let section_end = |addr: u64| sections.iter().find(|&&(_, start, end)| (start..end).contains(&addr)).map(|r| r.2);
+        let section_end =
+            |addr: u64| sections.iter().find(|&&(_, start, end)| (start..end).contains(&addr)).map(|r| r.2);
         let mut objects: BTreeMap<u64, (u64, Vec<SlotValue>)> = BTreeMap::new();
         for (slot, value) in slots {
             let (start, end) = match containing(&symbols, slot) {
@@ -108,7 +110,8 @@ pub(crate) fn scan_absolute(image: &Image<'_>) -> BTreeMap<u64, u64> {
     if image.kind != super::summary::ModuleKind::Executable {
         return slots;
     }
-    let loaded: Vec<(u64, u64)> = image.loaded_sections().map(|(addr, bytes, _)| (addr, addr + bytes.len() as u64)).collect();
+    let loaded: Vec<(u64, u64)> =
+        image.loaded_sections().map(|(addr, bytes, _)| (addr, addr + bytes.len() as u64)).collect();
     let in_file = |value: u64| loaded.iter().any(|&(start, end)| (start..end).contains(&value));
     for (addr, bytes, section) in image.loaded_sections() {
         use object::read::elf::SectionHeader as _;

@@ -93,7 +93,7 @@ pub(crate) fn init_fini(image: &Image<'_>, slot_value: impl Fn(u64) -> Option<u6
         let Some((start, end)) = range else { return Vec::new() };
         (start..end)
             .step_by(8)
-            .filter_map(|slot| slot_value(slot))
+            .filter_map(&slot_value)
             // 0 and -1 are the historical list terminators; neither is code.
             .filter(|&addr| addr != 0 && addr != u64::MAX && image.is_code(addr))
             .collect()

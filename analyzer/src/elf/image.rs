@@ -1,9 +1,9 @@
 //! An x86-64 ELF file parsed with `object`: sections, segments, the dynamic table, symbols, and
 //! reading bytes by virtual address.
 
+use object::LittleEndian;
 use object::elf::{self, FileHeader64, ProgramHeader64, SectionHeader64};
 use object::read::elf::{Dyn as _, FileHeader as _, ProgramHeader as _, SectionHeader as _, SectionTable, Sym as _};
-use object::LittleEndian;
 
 use super::ElfError;
 use super::summary::ModuleKind;
@@ -152,7 +152,9 @@ impl<'data> Image<'data> {
     }
 
     /// Allocated sections with file contents, as (address, bytes, executable).
-    pub fn loaded_sections(&self) -> impl Iterator<Item = (u64, &'data [u8], &'data SectionHeader64<LittleEndian>)> + '_ {
+    pub fn loaded_sections(
+        &self,
+    ) -> impl Iterator<Item = (u64, &'data [u8], &'data SectionHeader64<LittleEndian>)> + '_ {
         self.sections.iter().filter_map(|section| {
             let flags = section.sh_flags(LE);
             if !flags.contains(elf::SHF_ALLOC) || section.sh_type(LE) == elf::SHT_NOBITS {
@@ -197,7 +199,9 @@ impl<'data> Image<'data> {
 
     /// Symbols of `.symtab` (when `dynamic` is false) or `.dynsym`.
     pub fn symbols(&self, dynamic: bool) -> Vec<Symbol<'data>> {
-        let table = if dynamic { self.sections.symbols(LE, self.data, elf::SHT_DYNSYM) } else {
+        let table = if dynamic {
+            self.sections.symbols(LE, self.data, elf::SHT_DYNSYM)
+        } else {
             self.sections.symbols(LE, self.data, elf::SHT_SYMTAB)
         };
         let Ok(table) = table else { return Vec::new() };
@@ -257,7 +261,11 @@ impl<'data> Image<'data> {
             })
             .map(|section| {
                 let name = self.sections.section_name(LE, section).unwrap_or(b"");
-                (String::from_utf8_lossy(name).into_owned(), section.sh_addr(LE), section.sh_addr(LE) + section.sh_size(LE))
+                (
+                    String::from_utf8_lossy(name).into_owned(),
+                    section.sh_addr(LE),
+                    section.sh_addr(LE) + section.sh_size(LE),
+                )
             })
             .collect()
     }

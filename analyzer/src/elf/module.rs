@@ -57,7 +57,8 @@ pub(crate) fn analyze(bytes: &[u8]) -> Result<ModuleSummary, ElfError> {
         })
         .collect();
     let code_ranges = image.code_ranges().collect();
-    let plt_ranges = [".plt", ".plt.sec", ".plt.got", ".iplt"].iter().filter_map(|name| image.section_range(name)).collect();
+    let plt_ranges =
+        [".plt", ".plt.sec", ".plt.got", ".iplt"].iter().filter_map(|name| image.section_range(name)).collect();
     let mut module = Module {
         image,
         relocs,
@@ -131,15 +132,14 @@ impl<'data> Module<'data> {
                 self.functions.insert(start, (end, info.name.clone()));
             }
             let code = &self.code;
-            let cfgs: Vec<(u64, Cfg)> = pending
-                .par_iter()
-                .map(|&start| (start, cfg::decode(code, start, self.functions[&start].0)))
-                .collect();
+            let cfgs: Vec<(u64, Cfg)> =
+                pending.par_iter().map(|&start| (start, cfg::decode(code, start, self.functions[&start].0))).collect();
             let mut found = Vec::new();
             let mut split = Vec::new();
             for (start, cfg) in &cfgs {
                 let end = self.functions[start].0;
-                let outside = |target: &u64| !(*start..end).contains(target) && self.is_code(*target) && !self.in_plt(*target);
+                let outside =
+                    |target: &u64| !(*start..end).contains(target) && self.is_code(*target) && !self.in_plt(*target);
                 for target in branch_targets(cfg).filter(outside) {
                     if self.function_at(target).is_none() {
                         found.push(target);
@@ -281,7 +281,8 @@ impl<'data> Module<'data> {
         let code_refs: Vec<u64> = facts.iter().flat_map(|facts| facts.refs.iter().copied()).collect();
         let scanned = data::scan_absolute(&self.image);
         let objects = Objects::build(&self.image, &self.relocs, &scanned, &code_refs);
-        let mut linker = Linker { module: self, objects: &objects, imports: Vec::new(), import_index: HashMap::default() };
+        let mut linker =
+            Linker { module: self, objects: &objects, imports: Vec::new(), import_index: HashMap::default() };
         let resolvers = self.ifunc_resolvers();
         let mut functions: Vec<Function> = Vec::with_capacity(facts.len());
         for ((facts, cfg), (&start, (end, name))) in facts.into_iter().zip(cfgs).zip(&self.functions) {
@@ -338,7 +339,9 @@ impl<'data> Module<'data> {
 fn branch_targets(cfg: &Cfg) -> impl Iterator<Item = u64> + '_ {
     cfg.insns.iter().filter_map(|instruction| match values::raw_target(instruction) {
         Some(RawTarget::Direct(target))
-            if instruction.is_call_near() || instruction.is_jmp_short_or_near() || instruction.is_jcc_short_or_near() =>
+            if instruction.is_call_near()
+                || instruction.is_jmp_short_or_near()
+                || instruction.is_jcc_short_or_near() =>
         {
             Some(target)
         }
@@ -350,7 +353,9 @@ fn branch_targets(cfg: &Cfg) -> impl Iterator<Item = u64> + '_ {
 fn materialised(cfg: &Cfg) -> impl Iterator<Item = u64> + '_ {
     cfg.insns.iter().filter_map(|instruction| match instruction.mnemonic() {
         iced_x86::Mnemonic::Lea if instruction.is_ip_rel_memory_operand() => Some(instruction.ip_rel_memory_address()),
-        iced_x86::Mnemonic::Mov if instruction.op1_kind() == iced_x86::OpKind::Immediate32to64 => Some(instruction.immediate(1)),
+        iced_x86::Mnemonic::Mov if instruction.op1_kind() == iced_x86::OpKind::Immediate32to64 => {
+            Some(instruction.immediate(1))
+        }
         _ => None,
     })
 }
@@ -439,7 +444,8 @@ impl Linker<'_, '_> {
                 None => {}
             }
         }
-        let mut refs: Vec<Ref> = facts.refs.iter().chain(&facts.loads).filter_map(|&addr| self.addr_ref(addr)).collect();
+        let mut refs: Vec<Ref> =
+            facts.refs.iter().chain(&facts.loads).filter_map(|&addr| self.addr_ref(addr)).collect();
         refs.sort_unstable();
         refs.dedup();
         let sites = facts.sites.into_iter().map(|(at, number, i386)| Site { at, number, i386 }).collect();
@@ -481,7 +487,12 @@ impl Linker<'_, '_> {
         for sym in module.image.symbols(true) {
             let visible = sym.bind == elf::STB_GLOBAL || sym.bind == elf::STB_WEAK || sym.bind == elf::STB_GNU_UNIQUE;
             let hidden_visibility = sym.visibility == elf::STV_HIDDEN || sym.visibility == elf::STV_INTERNAL;
-            if !sym.defined || !visible || hidden_visibility || sym.name.is_empty() || copied.contains(&(sym.index as u32)) {
+            if !sym.defined
+                || !visible
+                || hidden_visibility
+                || sym.name.is_empty()
+                || copied.contains(&(sym.index as u32))
+            {
                 continue;
             }
             let (version, hidden) = versions.get(sym.index).cloned().unwrap_or((None, false));

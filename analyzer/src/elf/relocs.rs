@@ -36,10 +36,7 @@ impl Relocs {
     pub fn read(image: &Image<'_>) -> Relocs {
         let dynsym = image.symbols(true);
         let local_value = |index: u32| {
-            dynsym
-                .get(index as usize)
-                .filter(|sym| sym.defined && sym.bind == elf::STB_LOCAL)
-                .map(|sym| sym.value)
+            dynsym.get(index as usize).filter(|sym| sym.defined && sym.bind == elf::STB_LOCAL).map(|sym| sym.value)
         };
         let mut relocs = Relocs::default();
         for section in image.sections.iter() {

@@ -505,7 +505,9 @@ fn step(instruction: &Instruction, state: &mut State, factory: &mut InstructionI
             set_reg(state, instruction.op0_register(), value);
         }
         Mnemonic::Xor | Mnemonic::Sub | Mnemonic::Pxor
-            if op0_reg.is_some() && instruction.op1_kind() == OpKind::Register && op0_reg == Some(instruction.op1_register()) =>
+            if op0_reg.is_some()
+                && instruction.op1_kind() == OpKind::Register
+                && op0_reg == Some(instruction.op1_register()) =>
         {
             set_reg(state, instruction.op0_register(), Vals::one(Val::Const(0)));
         }
@@ -792,13 +794,7 @@ fn generic(instruction: &Instruction, state: &mut State, factory: &mut Instructi
 }
 
 /// Records what the instruction tells about the function, given the state before it.
-fn collect(
-    instruction: &Instruction,
-    state: &State,
-    context: &Context<'_>,
-    table_jump: bool,
-    facts: &mut Facts,
-) {
+fn collect(instruction: &Instruction, state: &State, context: &Context<'_>, table_jump: bool, facts: &mut Facts) {
     note_reads(instruction, state, facts);
     let int80 = instruction.mnemonic() == Mnemonic::Int && instruction.immediate8() == 0x80;
     if matches!(instruction.mnemonic(), Mnemonic::Syscall | Mnemonic::Sysenter) || int80 {
@@ -859,9 +855,8 @@ fn call_facts(instruction: &Instruction, target: RawTarget, tail: bool, state: &
         if let Some(arg) = arg_value(value) {
             args.push((ArgLoc::Reg(k as u8), arg));
         }
-        match value {
-            Vals::Top(Reason::MemoryLoad | Reason::Computed) => opaque_args |= 1 << k,
-            _ => {}
+        if let Vals::Top(Reason::MemoryLoad | Reason::Computed) = value {
+            opaque_args |= 1 << k;
         }
         for val in value.items() {
             match val {
@@ -968,10 +963,13 @@ fn note_reads(instruction: &Instruction, state: &State, facts: &mut Facts) {
 fn registered_only(instruction: &Instruction, rest: &[Instruction], context: &Context<'_>) -> bool {
     let materialises = match instruction.mnemonic() {
         Mnemonic::Lea => instruction.is_ip_rel_memory_operand(),
-        Mnemonic::Mov => matches!(instruction.op1_kind(), OpKind::Immediate32to64 | OpKind::Immediate32 | OpKind::Immediate64),
+        Mnemonic::Mov => {
+            matches!(instruction.op1_kind(), OpKind::Immediate32to64 | OpKind::Immediate32 | OpKind::Immediate64)
+        }
         _ => false,
     };
-    let Some(reg) = gpr(instruction.op0_register()).filter(|_| materialises && instruction.op0_kind() == OpKind::Register)
+    let Some(reg) =
+        gpr(instruction.op0_register()).filter(|_| materialises && instruction.op0_kind() == OpKind::Register)
     else {
         return false;
     };
@@ -993,7 +991,8 @@ fn registered_only(instruction: &Instruction, rest: &[Instruction], context: &Co
         if reads && !matches!(next.mnemonic(), Mnemonic::Cmp | Mnemonic::Test) {
             return false;
         }
-        let overwritten = writes_only(next) && next.op0_kind() == OpKind::Register && gpr(next.op0_register()) == Some(reg);
+        let overwritten =
+            writes_only(next) && next.op0_kind() == OpKind::Register && gpr(next.op0_register()) == Some(reg);
         if overwritten && next.op0_register().size() >= 4 {
             return true;
         }
@@ -1040,5 +1039,65 @@ fn note_refs(instruction: &Instruction, facts: &mut Facts) {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::elf::cfg::{self, Code};
+
+    /// Five small functions (assembled with GNU as), at 0x1000:
+    /// a (0x00) `mov $0x3c,%edx; 1: mov %edx,%eax; syscall; jmp 1b` — exit's loop shape;
+    /// b (0x0b) `mov %rdi,%rax; mov %rsi,%rdi; syscall; ret` — libc's `syscall()`;
+    /// c (0x14) `mov 0x8(%rsp),%rax; syscall; ret` — the number as 7th argument;
+    /// d (0x1c) `sub $0x18,%rsp; movq $0xe7,(%rsp); call c; add $0x18,%rsp; ret`;
+    /// e (0x32) `mov $0x27,%eax; call c; syscall; ret`.
+    const CODE: &[u8] = &[
+        0xba, 0x3c, 0x00, 0x00, 0x00, 0x89, 0xd0, 0x0f, 0x05, 0xeb, 0xfa, //
+        0x48, 0x89, 0xf8, 0x48, 0x89, 0xf7, 0x0f, 0x05, 0xc3, //
+        0x48, 0x8b, 0x44, 0x24, 0x08, 0x0f, 0x05, 0xc3, //
+        0x48, 0x83, 0xec, 0x18, 0x48, 0xc7, 0x04, 0x24, 0xe7, 0x00, 0x00, 0x00, 0xe8, 0xe7, 0xff, 0xff, 0xff, 0x48,
+        0x83, 0xc4, 0x18, 0xc3, //
+        0xb8, 0x27, 0x00, 0x00, 0x00, 0xe8, 0xd8, 0xff, 0xff, 0xff, 0x0f, 0x05, 0xc3,
+    ];
+    const BASE: u64 = 0x1000;
+
+    fn facts(start: u64, end: u64) -> Facts {
+        let code = Code::new(vec![(BASE, CODE)]);
+        let (start, end) = (BASE + start, BASE + end);
+        let graph = cfg::decode(&code, start, end);
+        let returns = |_: RawTarget| false;
+        let registers_nothing = |_: RawTarget| None;
+        analyze(&graph, &Context { start, end, noreturn: &returns, registrar: &registers_nothing })
+    }
+
+    fn numbers(facts: &Facts) -> Vec<SiteNumber> {
+        facts.sites.iter().map(|(_, number, _)| number.clone()).collect()
+    }
+
+    #[test]
+    fn a_number_set_before_a_loop_reaches_the_site_inside_it() {
+        assert_eq!(numbers(&facts(0x00, 0x0b)), [SiteNumber::Known(vec![60])]);
+    }
+
+    #[test]
+    fn wrappers_forward_a_register_or_a_stack_argument() {
+        assert_eq!(numbers(&facts(0x0b, 0x14)), [SiteNumber::Forwarded(ArgLoc::Reg(0))]);
+        assert_eq!(numbers(&facts(0x14, 0x1c)), [SiteNumber::Forwarded(ArgLoc::Stack(8))]);
+    }
+
+    #[test]
+    fn calls_carry_constants_passed_on_the_stack() {
+        let facts = facts(0x1c, 0x32);
+        let call = &facts.calls[0];
+        assert_eq!(call.target, RawTarget::Direct(BASE + 0x14));
+        let seventh = call.args.iter().find(|(loc, _)| *loc == ArgLoc::Stack(8)).map(|(_, value)| value.consts.clone());
+        assert_eq!(seventh, Some(vec![231]));
+    }
+
+    #[test]
+    fn a_call_clobbers_the_number_register() {
+        assert_eq!(numbers(&facts(0x32, 0x3f)), [SiteNumber::Unresolved(Reason::ClobberedByCall)]);
     }
 }

@@ -69,12 +69,8 @@ impl Analysis {
     pub fn new(trace: &Trace, found: StaticAnalysis) -> Analysis {
         let mut phases: BTreeMap<Phase, BTreeMap<String, Evidence>> = BTreeMap::new();
         for phase in Phase::ALL {
-            let programs: Vec<String> = trace
-                .executables
-                .iter()
-                .filter(|file| file.phase == phase)
-                .map(|file| file.path.clone())
-                .collect();
+            let programs: Vec<String> =
+                trace.executables.iter().filter(|file| file.phase == phase).map(|file| file.path.clone()).collect();
             let observed = trace.phases.get(phase);
             let entries = phases.entry(phase).or_default();
             for (name, stat) in observed.syscalls.iter().chain(&observed.compat_syscalls) {
@@ -134,11 +130,14 @@ impl Analysis {
     pub fn read(path: &Path) -> anyhow::Result<Analysis> {
         use anyhow::Context as _;
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let value: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("{} is not a seccomp-refine analysis", path.display()))?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a seccomp-refine analysis", path.display()))?;
         let schema = value.get("schema").and_then(|schema| schema.as_str()).unwrap_or("none");
         if schema != ANALYSIS_SCHEMA {
-            anyhow::bail!("{} has schema `{schema}`, this seccomp-refine reads `{ANALYSIS_SCHEMA}`; run `analyze` again", path.display());
+            anyhow::bail!(
+                "{} has schema `{schema}`, this seccomp-refine reads `{ANALYSIS_SCHEMA}`; run `analyze` again",
+                path.display()
+            );
         }
         serde_json::from_value(value).with_context(|| format!("{} is not a seccomp-refine analysis", path.display()))
     }
@@ -156,13 +155,22 @@ mod tests {
         trace.phases.init.record("openat", 3, 10);
         trace.phases.serving.record("accept4", 7, 99);
         trace.phases.runtime.record("capset", 1, 0);
-        trace.executables.push(FileUse { path: "/usr/sbin/nginx".into(), phase: Phase::Init, pid: 1, first_seen_ns: 0, comm: None });
+        trace.executables.push(FileUse {
+            path: "/usr/sbin/nginx".into(),
+            phase: Phase::Init,
+            pid: 1,
+            first_seen_ns: 0,
+            comm: None,
+        });
         let why = |site: &str| Reachable { path: vec!["nginx!main".into()], site: site.into(), compat: false };
         let found = StaticAnalysis {
             arch: Arch::X86_64,
             programs: Vec::new(),
             modules: Vec::new(),
-            init: BTreeMap::from([("openat".to_owned(), why("syscall at 0x10")), ("bind".to_owned(), why("syscall at 0x20"))]),
+            init: BTreeMap::from([
+                ("openat".to_owned(), why("syscall at 0x10")),
+                ("bind".to_owned(), why("syscall at 0x20")),
+            ]),
             serving: BTreeMap::from([("epoll_wait".to_owned(), why("syscall at 0x30"))]),
             unresolved: Vec::new(),
             resolution: Resolution { resolved: 1, sites: 1, rate: 100.0 },

@@ -10,7 +10,10 @@ use super::Node;
 /// A member of the archive.
 #[derive(Clone, Debug)]
 enum Member {
-    File { offset: u64, size: u64 },
+    File {
+        offset: u64,
+        size: u64,
+    },
     Dir,
     Symlink(String),
     /// A hard link to another member, by its canonical path.

@@ -61,7 +61,10 @@ impl Rootfs {
     pub fn dir(dir: &Path) -> std::io::Result<Rootfs> {
         let dir = dir.canonicalize()?;
         if !dir.is_dir() {
-            return Err(std::io::Error::new(std::io::ErrorKind::NotADirectory, format!("{} is not a directory", dir.display())));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                format!("{} is not a directory", dir.display()),
+            ));
         }
         Ok(Rootfs { label: dir.display().to_string(), kind: Kind::Dir(dir) })
     }
@@ -146,7 +149,9 @@ impl Rootfs {
         let Ok(canonical) = self.resolve(path) else { return Vec::new() };
         let mut names = match &self.kind {
             Kind::Dir(root) => std::fs::read_dir(host_path(root, &canonical))
-                .map(|entries| entries.flatten().map(|entry| entry.file_name().to_string_lossy().into_owned()).collect())
+                .map(|entries| {
+                    entries.flatten().map(|entry| entry.file_name().to_string_lossy().into_owned()).collect()
+                })
                 .unwrap_or_default(),
             Kind::Archive(archive) => archive.list(&canonical),
         };
@@ -229,5 +234,29 @@ mod tests {
         assert!(matches!(rootfs.read("/usr/lib"), Err(RootfsError::NotAFile { .. })));
         assert!(matches!(rootfs.read("/usr/lib/libc.so.6/x"), Err(RootfsError::NotFound { .. })));
         assert_eq!(rootfs.list("/lib"), ["abs", "climb", "libc.so.6"]);
+    }
+
+    #[test]
+    fn an_exported_archive_resolves_inside_itself() {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(6);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder.append_data(&mut header, "usr/lib/libc.so.6", &b"inside"[..]).unwrap();
+        for (link, target) in [("lib", "usr/lib"), ("bin/escape", "/etc/passwd"), ("bin/abs", "/lib/libc.so.6")] {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_size(0);
+            builder.append_link(&mut header, link, target).unwrap();
+        }
+        let mut file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut file, &builder.into_inner().unwrap()).unwrap();
+        let rootfs = Rootfs::archive(Archive::index(file).unwrap(), "image test".into());
+        assert_eq!(rootfs.read("/bin/abs").unwrap(), ("/usr/lib/libc.so.6".to_owned(), b"inside".to_vec()));
+        // The host's /etc/passwd exists; the archive's does not.
+        let err = rootfs.read("/bin/escape").unwrap_err().to_string();
+        assert_eq!(err, "/bin/escape: no such file in image test");
+        assert_eq!(rootfs.list("/usr"), ["lib"]);
     }
 }
