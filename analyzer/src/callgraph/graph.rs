@@ -89,6 +89,9 @@ pub struct Program<'s> {
     pub unknown: Vec<Vec<Unknown>>,
     /// Functions whose syscall number is an argument: where, and whether it is an i386 number.
     pub wrapper: Vec<Option<(ArgLoc, bool)>>,
+    /// Per node: whether other files can hold this function's (or data's) address. See
+    /// [`Program::shared`].
+    shared: Vec<bool>,
 }
 
 impl<'s> Program<'s> {
@@ -128,9 +131,11 @@ impl<'s> Program<'s> {
             issues: Vec::new(),
             unknown: Vec::new(),
             wrapper: Vec::new(),
+            shared: Vec::new(),
         };
         program.add_edges();
         program.resolve_wrappers();
+        program.shared = program.sharing();
         program
     }
 
@@ -250,6 +255,62 @@ impl<'s> Program<'s> {
         for (from, to, edge) in edges {
             self.graph.add_edge(from, to, edge);
         }
+    }
+
+    /// The file (position in `modules`) a function or data object belongs to.
+    pub fn module_of(&self, node: NodeIndex) -> Option<u16> {
+        match self.graph[node] {
+            Node::Function { module, .. } | Node::Object { module, .. } => Some(module),
+            Node::Hub(_) => None,
+        }
+    }
+
+    /// Whether an indirect call in another file than `node`'s may reach it.
+    ///
+    /// A library's internal function pointers are called by that library: another file can only
+    /// call one whose address it was given. So a library function (or data) is shared when
+    /// another file refers to it (by symbol, from code or data), when it is passed — itself, or
+    /// data holding it — to a call into another file (a callback, a `pthread_once`
+    /// initialiser), or when shared data points to it. The executable's functions are always
+    /// shared: applications hand callbacks to libraries in every way, including through
+    /// structures on the heap (zlib's `zalloc`).
+    pub fn shared(&self, node: NodeIndex) -> bool {
+        self.shared.get(node.index()).copied().unwrap_or(true)
+    }
+
+    fn sharing(&self) -> Vec<bool> {
+        let mut shared = vec![false; self.graph.node_count()];
+        let mut stack: Vec<NodeIndex> = Vec::new();
+        for edge in self.graph.edge_references() {
+            let (from, to) = (self.module_of(edge.source()), self.module_of(edge.target()));
+            let crossing = matches!(edge.weight(), Edge::Takes { .. } | Edge::Points) && from != to;
+            if to == Some(self.exe) || crossing {
+                stack.push(edge.target());
+            }
+        }
+        for module in 0..self.modules.len() as u16 {
+            let summary = &self.module(module).summary;
+            for (index, function) in summary.functions.iter().enumerate() {
+                let caller = self.function_node(module, index as u32);
+                for edge in self.graph.edges(caller) {
+                    let Edge::Call { call, .. } = *edge.weight() else { continue };
+                    let leaves = self.module_of(edge.target()) != Some(module);
+                    let Some(call) = function.calls.get(call as usize).filter(|_| leaves) else { continue };
+                    stack.extend(call.fn_args.iter().filter_map(|&(_, pointer)| self.resolve(module, pointer)));
+                }
+            }
+        }
+        while let Some(node) = stack.pop() {
+            if std::mem::replace(&mut shared[node.index()], true) {
+                continue;
+            }
+            if matches!(self.graph[node], Node::Object { .. }) {
+                stack.extend(
+                    self.graph.edges(node).filter(|edge| *edge.weight() == Edge::Points).map(|edge| edge.target()),
+                );
+            }
+        }
+        shared
     }
 
     pub fn is_function(&self, node: NodeIndex) -> bool {

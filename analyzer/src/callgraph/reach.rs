@@ -52,7 +52,10 @@ pub struct Reach {
     pub live: Vec<bool>,
     /// The continuation ranges of functions reached only in part.
     pub partial: Vec<Option<Vec<(u64, u64)>>>,
-    hub_level: Option<u8>,
+    /// Per file: the most arguments an indirect call reached in it prepares.
+    hub_level: Vec<Option<u8>>,
+    /// The most over all files, for functions every file may hold.
+    any_level: Option<u8>,
 }
 
 impl Reach {
@@ -114,7 +117,8 @@ pub fn reach(program: &Program<'_>, roots: Roots) -> Reach {
         order: Vec::new(),
         live: vec![false; nodes],
         partial: vec![None; nodes],
-        hub_level: None,
+        hub_level: vec![None; program.modules.len()],
+        any_level: None,
     };
     let mut queue: VecDeque<NodeIndex> = VecDeque::new();
     for node in roots.live {
@@ -132,7 +136,9 @@ pub fn reach(program: &Program<'_>, roots: Roots) -> Reach {
     }
     if let Some(level) = roots.hubs_up_to {
         let root = queue.front().copied();
-        open_hubs(program, &mut state, &mut queue, level, root, 0);
+        for module in 0..program.modules.len() as u16 {
+            open_hubs(program, &mut state, &mut queue, module, level, root, 0);
+        }
     }
     while let Some(node) = queue.pop_front() {
         if program.is_function(node) {
@@ -174,8 +180,10 @@ fn expand(program: &Program<'_>, state: &mut Reach, queue: &mut VecDeque<NodeInd
             Edge::Call { .. } => {}
             Edge::Takes { .. } | Edge::Points => make_live(program, state, queue, target, node),
             Edge::Indirect { at } if inside(at) => {
-                let Node::Hub(args) = program.graph[target] else { continue };
-                open_hubs(program, state, queue, args, Some(node), at);
+                let (Node::Hub(args), Some(module)) = (program.graph[target], program.module_of(node)) else {
+                    continue;
+                };
+                open_hubs(program, state, queue, module, args, Some(node), at);
             }
             Edge::Indirect { .. } | Edge::Member => {}
         }
@@ -195,8 +203,9 @@ fn make_live(
         return;
     }
     match program.graph[target] {
-        Node::Function { .. } => {
-            if state.hub_level.is_some_and(|level| program.args(target) <= level) {
+        Node::Function { module, .. } => {
+            let level = if program.shared(target) { state.any_level } else { state.hub_level[module as usize] };
+            if level.is_some_and(|level| program.args(target) <= level) {
                 push(state, queue, target, Via::Taken { from });
             }
         }
@@ -213,24 +222,32 @@ fn make_live(
     }
 }
 
-/// An indirect call preparing `args` arguments can reach every live function consuming no more.
+/// An indirect call in file `module` preparing `args` arguments can reach every live function
+/// consuming no more: the file's own, and those shared with every file.
 fn open_hubs(
     program: &Program<'_>,
     state: &mut Reach,
     queue: &mut VecDeque<NodeIndex>,
+    module: u16,
     args: u8,
     from: Option<NodeIndex>,
     at: u64,
 ) {
-    let old = state.hub_level;
+    let args = args.min(HUBS as u8 - 1);
+    let old = state.hub_level[module as usize];
     if old.is_some_and(|level| level >= args) {
         return;
     }
-    state.hub_level = Some(args.min(HUBS as u8 - 1));
+    state.hub_level[module as usize] = Some(args);
+    state.any_level = state.any_level.max(Some(args));
     let first = old.map_or(0, |level| level + 1);
-    for hub in first..=args.min(HUBS as u8 - 1) {
-        let members: Vec<NodeIndex> =
-            program.graph.neighbors(program.hub(hub)).filter(|member| state.live[member.index()]).collect();
+    for hub in first..=args {
+        let members: Vec<NodeIndex> = program
+            .graph
+            .neighbors(program.hub(hub))
+            .filter(|&member| state.live[member.index()])
+            .filter(|&member| program.module_of(member) == Some(module) || program.shared(member))
+            .collect();
         for member in members {
             let via = match from {
                 Some(from) => Via::Indirect { from, at },

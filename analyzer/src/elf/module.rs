@@ -467,11 +467,16 @@ impl Linker<'_, '_> {
     fn call(&mut self, raw: RawCall, target: Ref) -> Call {
         let mut fn_args: Vec<(u8, Ref)> = Vec::new();
         for &(arg, addr) in &raw.pointer_args {
-            if let Some(found @ (Ref::Fn(_) | Ref::Import(_))) = self.addr_ref(addr)
-                && (self.module.is_code(addr) || self.module.stubs.contains_key(&addr))
-            {
-                fn_args.push((arg, found));
-            }
+            let pointer = match self.addr_ref(addr) {
+                Some(found @ (Ref::Fn(_) | Ref::Import(_)))
+                    if self.module.is_code(addr) || self.module.stubs.contains_key(&addr) =>
+                {
+                    Some(found)
+                }
+                Some(found @ Ref::Object(_)) => Some(found),
+                _ => None,
+            };
+            fn_args.extend(pointer.map(|found| (arg, found)));
         }
         fn_args.sort_unstable();
         fn_args.dedup();

@@ -144,8 +144,8 @@ pub struct Call {
     pub tail: bool,
     /// Argument values known at the call: constants, or the caller's own arguments passed on.
     pub args: Vec<(ArgLoc, ArgValue)>,
-    /// Function pointers passed, directly or in a stack structure whose address is passed
-    /// (`sigaction`'s `act`), with the argument they were found in.
+    /// Function pointers (and pointer-bearing data) passed, directly or in a stack structure
+    /// whose address is passed (`sigaction`'s `act`), with the argument they were found in.
     pub fn_args: Vec<(u8, Ref)>,
     /// Argument registers holding an unknown value (a pointer loaded from memory, say).
     pub opaque_args: u8,
