@@ -224,6 +224,19 @@ fn a_program_without_libc_gets_exact_sets_per_phase() {
         let seen = strace(dir.path(), &bare);
         assert!(seen.is_subset(&phase(&analysis, "init")), "observed {seen:?} is not all reachable");
     }
+
+    let explain = |name: &str| output(seccomp_refine().args(["explain", name]).arg(dir.path()));
+    let out = explain("getegid");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("serving: reachable: bare!serve (serving entry) → bare!handle_b"), "{text}");
+    assert!(text.contains("init: reachable: "), "{text}");
+    let out = explain("acct");
+    assert_eq!(out.status.code(), Some(1), "a syscall no phase allows");
+    assert!(stdout(&out).contains("acct: in no profile"), "{}", stdout(&out));
+    let out = explain("not_a_syscall");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stderr(&out).trim(), "seccomp-refine: error: `not_a_syscall` is not a syscall name this version knows");
 }
 
 #[test]
