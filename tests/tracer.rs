@@ -75,8 +75,10 @@ fn check_exact_phases(marker: &str) {
     std::fs::write(&library, [0u8; 4096]).unwrap();
     let program = compile_phases(dir.path(), &library, 1);
     let out_dir = dir.path().join("out");
-    let (out, trace) =
-        trace(&["--exec", "--duration", "20s", "--phase-marker", marker, "--", program.to_str().unwrap()], &out_dir);
+    // Dynamic evidence alone, so that the profiles can be checked against the exact sets too.
+    let args =
+        ["--exec", "--no-static", "--duration", "20s", "--phase-marker", marker, "--", program.to_str().unwrap()];
+    let (out, trace) = trace(&args, &out_dir);
     assert!(out.status.success(), "{}", stderr(&out));
     // The tracer's child joins the cgroup, then execs: execve is the first syscall traced.
     let init = set(&["execve", "getpid", "getuid", "openat", "mmap", "munmap", "close"]);
@@ -102,6 +104,29 @@ fn check_exact_phases(marker: &str) {
 #[test]
 fn exec_with_a_symbol_marker_records_exact_sets_per_phase() {
     check_exact_phases("symbol:serve");
+}
+
+#[test]
+fn trace_runs_static_analysis_from_the_symbol_markers_function() {
+    require!(tracer_missing());
+    let dir = tempfile::tempdir().unwrap();
+    let library = dir.path().join("library.bin");
+    std::fs::write(&library, [0u8; 4096]).unwrap();
+    let program = compile_phases(dir.path(), &library, 1);
+    let out_dir = dir.path().join("out");
+    let (out, _) = trace(&["--exec", "--phase-marker", "symbol:serve", "--", program.to_str().unwrap()], &out_dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let analysis = read_json(&out_dir.join("analysis.json"));
+    let evidence = |phase: &str, name: &str| analysis["phases"][phase][name].clone();
+    // Seen and reachable after `serve`, where the marker put serving; reachable only before it.
+    for name in ["getppid", "getgid", "exit_group"] {
+        assert!(evidence("serving", name)["observed"].is_object(), "{name} observed in serving");
+        assert!(evidence("serving", name)["reachable"].is_object(), "{name} reachable in serving");
+    }
+    assert!(evidence("init", "getuid")["reachable"].is_object());
+    assert!(evidence("serving", "getuid").is_null(), "getuid is only reachable before serve()");
+    let serving = read_json(&out_dir.join("seccomp-serving.json"))["syscalls"][0]["names"].to_string();
+    assert!(serving.contains("\"getgid\"") && !serving.contains("\"getuid\""), "{serving}");
 }
 
 #[test]

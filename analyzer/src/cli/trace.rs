@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use super::analyze::{AfterTrace, TracedFiles};
 use super::{Outcome, outputs};
+use crate::callgraph::EntrySpec;
 use crate::profile::kubernetes;
 use crate::trace::ebpf::DEFAULT_RING_BUFFER_BYTES;
 use crate::trace::live::Ended;
@@ -67,6 +69,8 @@ pub struct Args {
     /// two of at least 4K, e.g. 64K, 1M. Events that do not fit are counted as lost.
     #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_ring_buffer)]
     ring_buffer: u32,
+    #[command(flatten)]
+    statics: AfterTrace,
 }
 
 pub fn run(args: Args) -> Result<Outcome> {
@@ -98,8 +102,8 @@ async fn run_async(args: Args) -> Result<Outcome> {
         keep: args.keep,
     };
     let outcome = trace_container(&request).await?;
-    let dir = args.output.unwrap_or_else(|| default_output(&image));
-    write_outputs(&outcome.trace, &dir)?;
+    let dir = args.output.clone().unwrap_or_else(|| default_output(&image));
+    write_outputs(&outcome.trace, &dir, &args, TracedFiles::Image(&image)).await?;
     report_end(outcome.ended, &outcome.trace, None);
     match outcome.workload {
         Some(Ok(status)) if !status.success() => {
@@ -128,7 +132,8 @@ async fn trace_attached(args: Args) -> Result<Outcome> {
             (None, false) => default_output(&name),
             (parent, true) => parent.clone().unwrap_or_else(|| PathBuf::from("profiles")).join(&name),
         };
-        write_outputs(&outcome.trace, &dir)?;
+        let image = outcome.trace.target.image.clone().unwrap_or_else(|| name.clone());
+        write_outputs(&outcome.trace, &dir, &args, TracedFiles::Image(&image)).await?;
         written.push((name, dir));
     }
     let mut failed = Vec::new();
@@ -173,8 +178,8 @@ async fn trace_exec(args: Args) -> Result<Outcome> {
     };
     let outcome = trace_command(&request).await?;
     let name = Path::new(&args.command[0]).file_name().map_or("command".into(), |name| name.to_string_lossy());
-    let dir = args.output.unwrap_or_else(|| default_output(&name));
-    write_outputs(&outcome.trace, &dir)?;
+    let dir = args.output.clone().unwrap_or_else(|| default_output(&name));
+    write_outputs(&outcome.trace, &dir, &args, TracedFiles::Host).await?;
     report_end(outcome.ended, &outcome.trace, None);
     if let Some(status) = outcome.status.filter(|status| !status.success()) {
         eprintln!("seccomp-refine: the traced command exited with {status}");
@@ -191,11 +196,33 @@ pub fn default_output(name: &str) -> PathBuf {
     Path::new("profiles").join(if short.is_empty() { "trace" } else { short })
 }
 
-/// The one place a finished trace becomes files: `trace.json`, every profile format and the report.
-pub fn write_outputs(trace: &Trace, dir: &Path) -> Result<Vec<PathBuf>> {
-    let request =
-        outputs::Request { dir, trace, write_trace: true, kubernetes_api_version: kubernetes::DEFAULT_API_VERSION };
-    outputs::write(&request)
+/// The one place a finished trace becomes files: `trace.json`, the static analysis merged with it
+/// (unless `--no-static`), every profile format and the report. When the static analysis fails,
+/// the trace and its dynamic profiles are still written before the error is returned.
+async fn write_outputs(trace: &Trace, dir: &Path, args: &Args, files: TracedFiles<'_>) -> Result<()> {
+    let marker_entry = match &args.phase_marker {
+        MarkerSpec::Symbol { function, binary } => Some(EntrySpec { symbol: function.clone(), binary: binary.clone() }),
+        _ => None,
+    };
+    let (analysis, failure) = match args.statics.run(trace, files, marker_entry).await {
+        Ok(analysis) => (analysis, None),
+        Err(err) => (None, Some(err)),
+    };
+    let request = outputs::Request {
+        dir,
+        trace,
+        write_trace: true,
+        kubernetes_api_version: kubernetes::DEFAULT_API_VERSION,
+        analysis: analysis.as_ref(),
+    };
+    outputs::write(&request)?;
+    match failure {
+        Some(err) => Err(err.context(format!(
+            "static analysis failed (the trace and its dynamic profiles are in {}; retry with `seccomp-refine analyze`)",
+            dir.display()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The summary on stderr; `label` prefixes it with the container's name when several were traced.
