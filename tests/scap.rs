@@ -212,8 +212,10 @@ fn golden_execs_and_exec_mapped_libraries() {
 }
 
 /// `seccomp-refine import ARGS…` in a fresh directory (so the default `./profiles/` lands there).
+/// `import` from the capture alone: these tests check what the capture says, so no static
+/// analysis of whatever local image shares the capture's image name.
 fn run_import(dir: &Path, args: &[&std::ffi::OsStr]) -> std::process::Output {
-    output(seccomp_refine().current_dir(dir).arg("import").args(args))
+    output(seccomp_refine().current_dir(dir).args(["import", "--no-static"]).args(args))
 }
 
 fn arg(text: &str) -> &std::ffi::OsStr {
@@ -890,4 +892,42 @@ fn section_options_and_state_only_events_change_nothing() {
         warnings.contains("6 events are marked state-only: the capture was written through a filter"),
         "{warnings}"
     );
+}
+
+#[test]
+fn import_adds_the_static_analysis_of_the_named_images_files() {
+    require!(crate::util::image_missing("nginx:latest"));
+    let dir = tempfile::tempdir().unwrap();
+    let capture = fixture("falco_psp_run_as_user_0_container");
+    let args = ["import", "--image", "nginx:latest", "-o"];
+    let out = output(seccomp_refine().current_dir(dir.path()).args(args).arg(dir.path()).arg(&capture));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let analysis = read_json(&dir.path().join("analysis.json"));
+    let programs = analysis["static"]["programs"].as_array().unwrap();
+    assert!(programs.iter().any(|program| program["path"] == "/bin/ls"), "{programs:?}");
+    // Each phase allows what the capture saw and what `ls` can reach: more than it was seen doing.
+    let trace = read_json(&dir.path().join("trace.json"));
+    let init = read_json(&dir.path().join("seccomp-init.json"))["syscalls"][0]["names"].clone();
+    let init: Vec<&str> = init.as_array().unwrap().iter().map(|name| name.as_str().unwrap()).collect();
+    for observed in names(&trace["phases"]["init"]["syscalls"]) {
+        assert!(init.contains(&observed.as_str()), "{observed} was observed but is not allowed");
+    }
+    let reachable_only = analysis["phases"]["init"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|evidence| evidence["observed"].is_null() && evidence["reachable"].is_object())
+        .count();
+    assert!(reachable_only > 0, "static analysis added nothing to what the capture saw");
+}
+
+#[test]
+fn import_without_the_containers_files_skips_static_analysis_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = fixture("libs_sample");
+    let out = output(seccomp_refine().current_dir(dir.path()).args(["import", "-o"]).arg(dir.path()).arg(&capture));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("static analysis skipped: the capture names no image"), "{}", stderr(&out));
+    assert!(!dir.path().join("analysis.json").exists());
+    assert!(dir.path().join("seccomp.json").exists());
 }

@@ -15,6 +15,8 @@ mod docker_profiles;
 mod outputs;
 /// `.scap` import: the shared captures against sysdig's reference output, damage, the CLI.
 mod scap;
+/// Static analysis of real binaries (gcc-built, and the stand-in images'), per phase, and its profiles at work.
+mod static_analysis;
 /// The live eBPF tracer: exact per-phase sets with `--exec`, containers, attach, errors.
 mod tracer;
 /// `verify` on real containers: denials named with phase and process; built-in and shell workloads.

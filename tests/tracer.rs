@@ -1,9 +1,9 @@
 //! The live eBPF tracer end to end: the real kernel, real programs, real containers.
 //!
-//! `--exec` runs `tests/data/phases.c`, whose syscalls are known one by one, so the per-phase sets
-//! are compared exactly. The container tests trace the nginx and redis stand-ins and check what
-//! the trace says against the running container itself, then run it under the profile the
-//! trace produced.
+//! `--exec` runs `tests/data/phases.c` and `processes.c`, whose syscalls are known one by one, so
+//! the per-phase sets are compared exactly. The container tests trace the nginx and redis
+//! stand-ins and check what the trace says against the running container itself, then run it
+//! under the profile the trace produced; several running containers are traced at once.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -26,21 +26,25 @@ fn tracer_missing() -> Option<String> {
     (!gcc).then(|| "gcc is not installed".to_owned())
 }
 
-/// Compiles `phases.c` into `dir`, mapping `library` `repeat` times.
-fn compile_phases(dir: &Path, library: &Path, repeat: u32) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/phases.c");
-    let program = dir.join("phases");
+/// Compiles `tests/data/NAME.c` (no libc: raw syscalls only) into `dir` with `defines`.
+fn compile(dir: &Path, name: &str, defines: &[String]) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/data/{name}.c"));
+    let program = dir.join(name);
     let out = output(
         Command::new("gcc")
             .args(["-O1", "-static", "-nostdlib", "-fno-pie", "-no-pie"])
-            .arg(format!("-DLIBPATH=\"{}\"", library.display()))
-            .arg(format!("-DREPEAT={repeat}"))
+            .args(defines)
             .arg("-o")
             .arg(&program)
             .arg(source),
     );
     assert!(out.status.success(), "gcc: {}", stderr(&out));
     program
+}
+
+/// Compiles `phases.c` into `dir`, mapping `library` `repeat` times.
+fn compile_phases(dir: &Path, library: &Path, repeat: u32) -> PathBuf {
+    compile(dir, "phases", &[format!("-DLIBPATH=\"{}\"", library.display()), format!("-DREPEAT={repeat}")])
 }
 
 fn trace(args: &[&str], dir: &Path) -> (Output, Value) {
@@ -71,8 +75,10 @@ fn check_exact_phases(marker: &str) {
     std::fs::write(&library, [0u8; 4096]).unwrap();
     let program = compile_phases(dir.path(), &library, 1);
     let out_dir = dir.path().join("out");
-    let (out, trace) =
-        trace(&["--exec", "--duration", "20s", "--phase-marker", marker, "--", program.to_str().unwrap()], &out_dir);
+    // Dynamic evidence alone, so that the profiles can be checked against the exact sets too.
+    let args =
+        ["--exec", "--no-static", "--duration", "20s", "--phase-marker", marker, "--", program.to_str().unwrap()];
+    let (out, trace) = trace(&args, &out_dir);
     assert!(out.status.success(), "{}", stderr(&out));
     // The tracer's child joins the cgroup, then execs: execve is the first syscall traced.
     let init = set(&["execve", "getpid", "getuid", "openat", "mmap", "munmap", "close"]);
@@ -101,9 +107,83 @@ fn exec_with_a_symbol_marker_records_exact_sets_per_phase() {
 }
 
 #[test]
+fn trace_runs_static_analysis_from_the_symbol_markers_function() {
+    require!(tracer_missing());
+    let dir = tempfile::tempdir().unwrap();
+    let library = dir.path().join("library.bin");
+    std::fs::write(&library, [0u8; 4096]).unwrap();
+    let program = compile_phases(dir.path(), &library, 1);
+    let out_dir = dir.path().join("out");
+    let (out, _) = trace(&["--exec", "--phase-marker", "symbol:serve", "--", program.to_str().unwrap()], &out_dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let analysis = read_json(&out_dir.join("analysis.json"));
+    let evidence = |phase: &str, name: &str| analysis["phases"][phase][name].clone();
+    // Seen and reachable after `serve`, where the marker put serving; reachable only before it.
+    for name in ["getppid", "getgid", "exit_group"] {
+        assert!(evidence("serving", name)["observed"].is_object(), "{name} observed in serving");
+        assert!(evidence("serving", name)["reachable"].is_object(), "{name} reachable in serving");
+    }
+    assert!(evidence("init", "getuid")["reachable"].is_object());
+    assert!(evidence("serving", "getuid").is_null(), "getuid is only reachable before serve()");
+    let serving = read_json(&out_dir.join("seccomp-serving.json"))["syscalls"][0]["names"].to_string();
+    assert!(serving.contains("\"getgid\"") && !serving.contains("\"getuid\""), "{serving}");
+}
+
+#[test]
 fn exec_with_a_syscall_marker_records_exact_sets_per_phase() {
     // The marker syscall is the first one of the serving phase.
     check_exact_phases("syscall:getppid");
+}
+
+/// Traces `processes.c` (a process forked before the marker, one after) with `marker`.
+fn trace_processes(marker: &str) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let program = compile(dir.path(), "processes", &[]);
+    let args = ["--exec", "--duration", "20s", "--phase-marker", marker, "--", program.to_str().unwrap()];
+    let (out, trace) = trace(&args, &dir.path().join("out"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!((trace["lost_events"].as_u64(), trace["complete"].as_bool()), (Some(0), Some(true)));
+    trace
+}
+
+#[test]
+fn a_symbol_marker_moves_only_the_process_that_hits_it_and_what_it_forks_afterwards() {
+    require!(tracer_missing());
+    let trace = trace_processes("symbol:serve");
+    // `early`, forked before the marker, keeps making init syscalls after main hit it.
+    assert_eq!(
+        names(&trace, "init", "syscalls"),
+        set(&["execve", "pipe2", "fork", "getpid", "read", "getegid", "exit_group"])
+    );
+    // `late`, forked by main after the marker, inherits serving.
+    assert_eq!(
+        names(&trace, "serving", "syscalls"),
+        set(&["getppid", "write", "fork", "wait4", "getpgrp", "exit_group"])
+    );
+    let count = |phase: &str, name: &str| trace["phases"][phase]["syscalls"][name]["count"].as_u64();
+    assert_eq!((count("init", "fork"), count("serving", "fork")), (Some(1), Some(1)));
+    assert_eq!((count("init", "exit_group"), count("serving", "exit_group")), (Some(1), Some(2)), "early; main, late");
+    let marker = &trace["phase_marker"];
+    let main = &trace["executables"][0]["pid"];
+    assert_eq!((&marker["scope"], &marker["pid"]), (&Value::from("process"), main));
+    let moved = marker["serving_processes"].as_array().unwrap();
+    assert_eq!(moved.len(), 2, "main and late, not early: {moved:?}");
+    assert_eq!((&moved[0]["pid"], moved[0].get("forked_by")), (main, None));
+    assert_eq!(&moved[1]["forked_by"], main);
+    assert_ne!(&moved[1]["pid"], main);
+}
+
+#[test]
+fn a_syscall_marker_moves_every_process_of_the_cgroup_at_once() {
+    require!(tracer_missing());
+    let trace = trace_processes("syscall:getppid");
+    // `early` blocks in `read` either side of main's getppid, so only `read` is left out.
+    let (mut init, mut serving) = (names(&trace, "init", "syscalls"), names(&trace, "serving", "syscalls"));
+    assert!(init.remove("read") != serving.remove("read"), "read is in exactly one phase");
+    assert_eq!(init, set(&["execve", "pipe2", "fork", "getpid"]));
+    assert_eq!(serving, set(&["getppid", "write", "fork", "wait4", "getpgrp", "getegid", "exit_group"]));
+    assert_eq!(trace["phase_marker"]["scope"], "container");
+    assert!(trace["phase_marker"].get("serving_processes").is_none());
 }
 
 #[test]
@@ -184,11 +264,32 @@ fn nginx_traced_from_its_first_syscall_serves_under_its_own_profile() {
     let dir = tempfile::tempdir().unwrap();
     let workload = "curl -sf http://$SECCOMP_REFINE_HOST:$SECCOMP_REFINE_PORT/ -o /dev/null";
     let (traced, trace) = trace_standin("nginx:latest", workload, dir.path());
-    drop(traced);
     assert_eq!(trace["phase_marker"]["spec"], "symbol:ngx_process_events_and_timers@/usr/sbin/nginx");
     assert!(paths(&trace, "executables").contains("/usr/sbin/nginx"));
     let serving = names(&trace, "serving", "syscalls");
     assert!(serving.contains("accept4") && serving.contains("epoll_wait"), "{serving:?}");
+    // Each worker drops its privileges before its own first loop iteration, while the other one
+    // may already serve: per-process phases keep that out of serving.
+    let init = names(&trace, "init", "syscalls");
+    for privileged in ["setuid", "setgid", "setgroups"] {
+        assert!(init.contains(privileged) && !serving.contains(privileged), "{privileged}: {serving:?}");
+    }
+    // The master never runs the event loop: it stays in init (its rt_sigsuspend too); the workers serve.
+    assert!(!serving.contains("rt_sigsuspend"), "{serving:?}");
+    let master = docker(&["inspect", "--format", "{{.State.Pid}}", &traced.id]);
+    let workers: BTreeSet<String> = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let moved: BTreeSet<String> = trace["phase_marker"]["serving_processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|process| process["pid"].to_string())
+        .collect();
+    assert_eq!(moved, workers, "the serving processes are the master's workers");
+    drop(traced);
     let confined = run_under_profile("nginx:latest", &dir.path().join("seccomp.json"));
     let url = format!("http://{}/", confined.ip());
     let page = eventually(20, || {
@@ -233,6 +334,26 @@ fn a_container_that_exits_early_is_an_error_with_its_log_and_the_trace_kept() {
 }
 
 #[test]
+fn a_container_whose_command_exits_at_once_is_an_early_exit_every_time() {
+    require!(tracer_missing().or_else(|| image_missing("nginx:latest")));
+    // `false` is gone within a millisecond of its start, before the tracer could look for it in
+    // /proc: that must make no difference, whichever way the race goes.
+    for attempt in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, trace) = trace(&["nginx:latest", "--duration", "30s", "--", "false"], dir.path());
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "attempt {attempt}: {err}");
+        let last = err.lines().last().unwrap();
+        assert!(last.starts_with("seccomp-refine: error: the container exited early with code 1"), "{last}");
+        assert!(names(&trace, "runtime", "syscalls").contains("execve"), "runc's exec of `false`");
+        assert!(names(&trace, "init", "syscalls").contains("exit_group"), "attempt {attempt}");
+        assert_eq!(paths(&trace, "executables"), set(&["/usr/bin/false"]));
+        assert_eq!(trace["complete"], true, "{}", trace["warnings"]);
+        assert!(dir.path().join("seccomp.json").exists());
+    }
+}
+
+#[test]
 fn an_image_that_is_neither_present_nor_pullable_is_one_line() {
     require!(tracer_missing().or_else(crate::util::docker_missing));
     let out = output(seccomp_refine().args(["trace", "seccomp-refine-no-such-image:v0", "--duration", "5s"]));
@@ -271,6 +392,98 @@ fn attaching_to_a_running_container_records_its_serving_loop() {
     let (executables, libraries) = running_files(&nginx.id);
     assert_eq!(paths(&trace, "executables"), executables);
     assert_eq!(paths(&trace, "libraries"), libraries);
+}
+
+#[test]
+fn an_attached_container_that_stops_is_an_early_exit_with_its_log() {
+    require!(tracer_missing().or_else(|| image_missing("nginx:latest")));
+    let script = "echo ready; sleep 2; echo bye-from-the-app >&2; exit 4";
+    let short = Container::start(&["nginx:latest", "sh", "-c", script]);
+    assert!(eventually(10, || docker(&["logs", &short.id]).contains("ready").then_some(())).is_some());
+    let dir = tempfile::tempdir().unwrap();
+    let (out, trace) = trace(&["--attach", &short.id, "--duration", "30s"], dir.path());
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("bye-from-the-app"), "{err}");
+    let last = err.lines().last().unwrap();
+    assert!(last.starts_with("seccomp-refine: error: the container exited early with code 4"), "{last}");
+    assert!(names(&trace, "serving", "syscalls").contains("exit_group"), "its end was traced");
+}
+
+/// Starts `image` with a name unique to this run, ready when `probe(ip)` succeeds.
+fn start_ready(image: &str, name: &str, probe: impl Fn(&str) -> bool) -> (Container, String) {
+    let name = format!("seccomp-refine-test-{name}-{}", std::process::id());
+    let container = Container::start(&["--name", &name, image]);
+    let ip = container.ip();
+    assert!(eventually(20, || probe(&ip).then_some(())).is_some(), "{name} did not start");
+    (container, name)
+}
+
+fn curl(url: &str) -> bool {
+    Command::new("curl").args(["-s", "-o", "/dev/null", url]).status().is_ok_and(|status| status.success())
+}
+
+fn redis_cli(ip: &str, args: &[&str]) -> bool {
+    Command::new("redis-cli").args(["-h", ip]).args(args).output().is_ok_and(|out| out.status.success())
+}
+
+#[test]
+fn one_tracer_attached_to_several_containers_keeps_each_apart() {
+    require!(tracer_missing().or_else(|| image_missing("nginx:latest")).or_else(|| image_missing("redis:latest")));
+    let up = |ip: &str| curl(&format!("http://{ip}/"));
+    let (nginx_files, nginx_files_name) = start_ready("nginx:latest", "files", up);
+    let (nginx_404, nginx_404_name) = start_ready("nginx:latest", "404", up);
+    let ping = |ip: &str| redis_cli(ip, &["ping"]);
+    let (redis_set, redis_set_name) = start_ready("redis:latest", "set", ping);
+    let (redis_save, redis_save_name) = start_ready("redis:latest", "save", ping);
+    let dir = tempfile::tempdir().unwrap();
+    let mut tracer = seccomp_refine()
+        .args(["trace", "--duration", "5s", "-o"])
+        .arg(dir.path())
+        .args(["--attach", &nginx_files_name, "--attach", &nginx_404_name])
+        .args(["--attach", &redis_set_name, "--attach", &redis_save_name])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Each container gets its own kind of request, for as long as the trace runs.
+    let ips: Vec<String> = [&nginx_files, &nginx_404, &redis_set, &redis_save].iter().map(|c| c.ip()).collect();
+    while tracer.try_wait().unwrap().is_none() {
+        assert!(curl(&format!("http://{}/", ips[0])));
+        curl(&format!("http://{}/no-such-page", ips[1]));
+        assert!(redis_cli(&ips[2], &["set", "key", "value"]));
+        // A save already running answers with an error, which is fine.
+        redis_cli(&ips[3], &["bgsave"]);
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let out = tracer.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let traced = |container: &Container, name: &str| {
+        let trace = read_json(&dir.path().join(name).join("trace.json"));
+        assert_eq!(trace["target"]["container_id"], container.id.as_str());
+        assert_eq!(trace["lost_events"], 0);
+        // Its own programs and libraries only: exactly what its processes run.
+        let (executables, libraries) = running_files(&container.id);
+        assert_eq!(paths(&trace, "executables"), executables, "{name}");
+        assert_eq!(paths(&trace, "libraries"), libraries, "{name}");
+        names(&trace, "serving", "syscalls")
+    };
+    let files = traced(&nginx_files, &nginx_files_name);
+    let not_found = traced(&nginx_404, &nginx_404_name);
+    let set_only = traced(&redis_set, &redis_set_name);
+    let saving = traced(&redis_save, &redis_save_name);
+    // nginx receives with recvfrom and answers with writev; redis reads and writes.
+    for nginx in [&files, &not_found] {
+        assert!(nginx.contains("recvfrom") && nginx.contains("writev") && !nginx.contains("read"), "{nginx:?}");
+    }
+    for redis in [&set_only, &saving] {
+        assert!(redis.contains("read") && !redis.contains("recvfrom") && !redis.contains("writev"), "{redis:?}");
+    }
+    // Same image, different requests: only the nginx serving a file sends it.
+    assert!(files.contains("sendfile") && !not_found.contains("sendfile"), "{files:?} / {not_found:?}");
+    // Only the redis asked to BGSAVE forks a child that writes and renames the dump.
+    for call in ["clone", "rename", "wait4"] {
+        assert!(saving.contains(call) && !set_only.contains(call), "{call}: {saving:?} / {set_only:?}");
+    }
 }
 
 #[test]

@@ -73,7 +73,8 @@ pub struct Container {
 impl Container {
     /// `docker run -d ARGS`.
     pub fn start(args: &[&str]) -> Container {
-        let mut run = vec!["run", "-d"];
+        // A container under a too-tight profile may log an error per loop iteration: cap its log.
+        let mut run = vec!["run", "-d", "--log-opt", "max-size=1m"];
         run.extend_from_slice(args);
         Container { id: docker(&run) }
     }

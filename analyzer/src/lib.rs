@@ -5,8 +5,10 @@
 //! owns. The binary (`src/main.rs`) is a thin shell around [`cli`].
 
 pub mod bitcode;
+pub mod callgraph;
 pub mod cli;
 pub mod docker;
+pub mod elf;
 pub mod profile;
 pub mod report;
 pub mod scap;

@@ -16,6 +16,13 @@ pub const PATH_LEN: usize = 256;
 pub const CGROUP_PATH_LEN: usize = 128;
 /// `TASK_COMM_LEN`.
 pub const COMM_LEN: usize = 16;
+/// Cgroups (containers) one tracer can follow at once.
+pub const MAX_CGROUPS: u32 = 1024;
+/// Per-phase tables: every phase and ABI of every cgroup. The map allocates on use, so the
+/// bound costs nothing until tables exist.
+pub const MAX_TABLES: u32 = MAX_CGROUPS * phase::COUNT as u32 * 2;
+/// Processes moved to serving by a per-process marker, alive at once.
+pub const MAX_SERVING_PROCESSES: u32 = 16384;
 
 /// The phases the kernel records syscalls in (the `phase` of a [`TableKey`] and a
 /// [`CgroupState`]). Transitions only move forward.
@@ -40,14 +47,18 @@ pub mod abi {
     pub const COMPAT: u32 = 1;
 }
 
-/// What the kernel does to end `init` on its own (slot 0 of the `MARKER` map; slot 1 holds the
-/// syscall number). Markers decided in userspace (`ready:`, `after:`) and uprobes use `NONE`.
+/// What ends `init` in the kernel (slot 0 of the `MARKER` map; slot 1 holds the syscall number).
+/// Markers decided in userspace (`ready:`, `after:`) use `NONE`.
 pub mod marker {
     pub const NONE: u32 = 0;
-    /// The first syscall numbered `MARKER[1]` in `init`.
+    /// The first syscall numbered `MARKER[1]` in `init` moves the whole cgroup.
     pub const SYSCALL: u32 = 1;
-    /// The first accept-family or epoll wait after the cgroup called `listen`.
+    /// The first accept-family or epoll wait after the cgroup called `listen` moves the whole
+    /// cgroup.
     pub const AFTER_LISTEN: u32 = 2;
+    /// The marker uprobe moves only the process that hits it, and the processes it forks
+    /// afterwards (`SERVING_PROCESSES`); the cgroup itself stays in `init`.
+    pub const PER_PROCESS: u32 = 3;
 }
 
 /// Event kinds (the `kind` of an [`EventHeader`]).
@@ -62,6 +73,8 @@ pub mod event {
 pub mod cause {
     pub const EXEC: u32 = 0x1_0000;
     pub const UPROBE: u32 = 0x1_0001;
+    /// Forked by a serving process (per-process markers).
+    pub const FORK: u32 = 0x1_0002;
 }
 
 /// Slots of the per-CPU `STATS` array.
@@ -72,8 +85,14 @@ pub mod stat {
     pub const TABLE_FULL: u32 = 1;
     /// Paths cut at `PATH_LEN` or unreadable.
     pub const PATH_CUT: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// Processes that entered serving but could not be recorded as such (map full): their
+    /// syscalls count as init.
+    pub const PROCESS_FULL: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
+
+/// Value of the per-CPU `CGROUP_STATS` map: the `stat` counters of one cgroup.
+pub type StatCounters = [u64; stat::COUNT as usize];
 
 /// `CgroupState::flags`: the cgroup has called `listen` (for the `AFTER_LISTEN` marker).
 pub const FLAG_LISTENED: u32 = 1;
@@ -90,11 +109,15 @@ pub mod names {
     pub const SYS_EXIT: &str = "seccomp_refine_sys_exit";
     pub const EXEC: &str = "seccomp_refine_exec";
     pub const CGROUP_MKDIR: &str = "seccomp_refine_cgroup_mkdir";
+    pub const FORK: &str = "seccomp_refine_fork";
+    pub const EXIT: &str = "seccomp_refine_exit";
     pub const MARKER_PROBE: &str = "seccomp_refine_marker";
     pub const CGROUPS: &str = "CGROUPS";
     pub const TABLES: &str = "TABLES";
     pub const EVENTS: &str = "EVENTS";
     pub const STATS: &str = "STATS";
+    pub const CGROUP_STATS: &str = "CGROUP_STATS";
+    pub const SERVING_PROCESSES: &str = "SERVING_PROCESSES";
     pub const MARKER: &str = "MARKER";
     pub const CGROUP_PATH: &str = "CGROUP_PATH";
 }
@@ -114,7 +137,11 @@ pub mod offsets {
     pub const REGS_DX: usize = 9;
     pub const REGS_R10: usize = 10;
     pub const REGS_R8: usize = 11;
-    pub const COUNT: usize = 12;
+    pub const TASK_PID: usize = 12;
+    pub const TASK_TGID: usize = 13;
+    pub const TASK_SIGNAL: usize = 14;
+    pub const SIGNAL_LIVE: usize = 15;
+    pub const COUNT: usize = 16;
     /// The global holding all of them, indexed by the constants above.
     pub const GLOBAL: &str = "OFFSETS";
 }
@@ -197,14 +224,16 @@ pub struct MmapEvent {
     pub path: [u8; PATH_LEN],
 }
 
-/// `event::PHASE`: the kernel moved a cgroup to `header.phase`.
+/// `event::PHASE`: the kernel moved a cgroup, or one process of it, to `header.phase`.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct PhaseEvent {
     pub header: EventHeader,
     /// The syscall number that caused it, or a `cause::` constant.
     pub cause: u32,
-    pub _pad: u32,
+    /// The process that moved (per-process markers: the one that hit the marker, or for
+    /// `cause::FORK` the child, while the header names the parent); 0 when the whole cgroup moved.
+    pub process: u32,
 }
 
 /// `event::CGROUP`: the kernel registered a new cgroup at `cgroup_mkdir`.

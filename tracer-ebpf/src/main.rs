@@ -7,7 +7,13 @@
 //! - `sys_exit` (raw tracepoint) binds a successful `open`'s path to its (process, fd);
 //! - `sched_process_exec` (raw tracepoint) reports execs and ends the runtime phase;
 //! - `cgroup_mkdir` (raw tracepoint) registers the container's cgroup before any task runs in it;
-//! - a uprobe on the marker function ends `init`.
+//! - a uprobe on the marker function ends `init` for the process that calls it;
+//! - `sched_process_fork` and `sched_process_exit` (raw tracepoints) pass that per-process phase
+//!   on to children forked afterwards and forget it when the process is gone.
+//!
+//! Phases are per cgroup, except under a per-process marker (`symbol:`): then the cgroup stays
+//! in `init` and a process is serving when it is in `SERVING_PROCESSES`, which costs the hot path
+//! one hash lookup per syscall in `init`.
 //!
 //! No event is sent per syscall: userspace reads the tables. Struct offsets come from userspace
 //! (BTF) through the read-only `OFFSETS` global, since Rust eBPF has no CO-RE.
@@ -15,7 +21,7 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
         bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_str_bytes,
@@ -25,9 +31,9 @@ use aya_ebpf::{
     programs::{ProbeContext, RawTracePointContext},
 };
 use tracer_common::{
-    CGROUP_PATH_LEN, COMM_LEN, CgroupEvent, CgroupState, EventHeader, ExecEvent, FLAG_LISTENED, FdKey, MmapEvent,
-    PATH_LEN, PR_GET_PDEATHSIG, PROT_EXEC, PathBytes, PhaseEvent, SYSCALL_SLOTS, SyscallTable, TS_COMPAT, TableKey,
-    abi, cause, event, marker, offsets, phase, stat,
+    CGROUP_PATH_LEN, COMM_LEN, CgroupEvent, CgroupState, EventHeader, ExecEvent, FLAG_LISTENED, FdKey, MAX_CGROUPS,
+    MAX_SERVING_PROCESSES, MAX_TABLES, MmapEvent, PATH_LEN, PR_GET_PDEATHSIG, PROT_EXEC, PathBytes, PhaseEvent,
+    SYSCALL_SLOTS, StatCounters, SyscallTable, TS_COMPAT, TableKey, abi, cause, event, marker, offsets, phase, stat,
 };
 
 // x86_64 syscall numbers the programs act on.
@@ -45,6 +51,9 @@ const NR_SECCOMP: u64 = 317;
 const NR_OPENAT2: u64 = 437;
 const NR_EPOLL_PWAIT2: u64 = 441;
 
+/// `-EEXIST`, as map updates with `BPF_NOEXIST` return it.
+const EEXIST: i32 = -17;
+
 /// Struct field offsets, indexed by `tracer_common::offsets`; set by userspace from BTF.
 #[unsafe(no_mangle)]
 static OFFSETS: [u64; offsets::COUNT] = [0; offsets::COUNT];
@@ -54,15 +63,17 @@ static CGROUP_PATH: [u8; CGROUP_PATH_LEN] = [0; CGROUP_PATH_LEN];
 
 /// Registered cgroups and their phase: a cgroup not in here is not traced.
 #[map]
-static CGROUPS: HashMap<u64, CgroupState> = HashMap::with_max_entries(64, 0);
+static CGROUPS: HashMap<u64, CgroupState> = HashMap::with_max_entries(MAX_CGROUPS, 0);
 
 /// The marker the kernel decides: `[kind, syscall number]` (`tracer_common::marker`). A map, not
 /// a global, because userspace settles it after loading (`auto` tries uprobes first).
 #[map]
 static MARKER: Array<u64> = Array::with_max_entries(2, 0);
 
+/// Allocated per key as tables appear (8 KiB per CPU each), not preallocated for every possible
+/// cgroup: memory grows with what is traced.
 #[map]
-static TABLES: PerCpuHashMap<TableKey, SyscallTable> = PerCpuHashMap::with_max_entries(512, 0);
+static TABLES: PerCpuHashMap<TableKey, SyscallTable> = PerCpuHashMap::with_max_entries(MAX_TABLES, BPF_F_NO_PREALLOC);
 
 /// One zeroed table: new `TABLES` entries are copied from it, since 8 KiB cannot live on the
 /// 512-byte stack.
@@ -73,8 +84,17 @@ static ZERO_TABLE: Array<SyscallTable> = Array::with_max_entries(1, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
+/// Totals of the `stat` counters, whatever the cgroup.
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+/// The same counters per cgroup, so each container's trace reports its own losses.
+#[map]
+static CGROUP_STATS: PerCpuHashMap<u64, StatCounters> = PerCpuHashMap::with_max_entries(MAX_CGROUPS, 0);
+
+/// Processes (tgid) a per-process marker moved to serving, with their cgroup.
+#[map]
+static SERVING_PROCESSES: HashMap<u32, u64> = HashMap::with_max_entries(MAX_SERVING_PROCESSES, BPF_F_NO_PREALLOC);
 
 /// The path pointer of an `open` in flight, per thread, until `sys_exit` sees its result.
 #[map]
@@ -95,11 +115,24 @@ fn offset(field: usize) -> u64 {
     unsafe { core::ptr::read_volatile(&OFFSETS[field]) }
 }
 
+/// Counts a loss in the totals and in `cgroup`'s own counters.
 #[inline(always)]
-fn count_stat(slot: u32) {
+fn count_stat(cgroup: u64, slot: u32) {
     if let Some(value) = STATS.get_ptr_mut(slot) {
         // SAFETY: a per-CPU slot; nothing else runs on this CPU while the program does.
         unsafe { *value += 1 };
+    }
+    let counters = match CGROUP_STATS.get_ptr_mut(&cgroup) {
+        Some(counters) => counters,
+        None => {
+            let _ = CGROUP_STATS.insert(&cgroup, &[0; stat::COUNT as usize], BPF_NOEXIST as u64);
+            let Some(counters) = CGROUP_STATS.get_ptr_mut(&cgroup) else { return };
+            counters
+        }
+    };
+    // SAFETY: this CPU's copy of the cgroup's counters.
+    if let Some(count) = unsafe { (*counters).get_mut(slot as usize) } {
+        *count += 1;
     }
 }
 
@@ -124,10 +157,8 @@ pub fn seccomp_refine_sys_enter(ctx: RawTracePointContext) -> i32 {
     // SAFETY: the entry lives as long as the cgroup is registered; racing writers only ever move
     // the phase forward, and a torn read is impossible for an aligned u32.
     let mut current = unsafe { (*state).phase };
-    if abi == abi::NATIVE && current == phase::INIT && kernel_marker_fires(state, id) {
-        // The marker syscall is the first of the serving phase.
-        set_phase(cgroup, state, phase::SERVING, id as u32);
-        current = phase::SERVING;
+    if current == phase::INIT {
+        current = phase_in_init(cgroup, state, abi, id);
     }
     let recorded = if abi == abi::NATIVE && current == phase::RUNTIME && id == NR_SECCOMP {
         // Installing the filter is the last thing runc does without it.
@@ -166,7 +197,7 @@ fn record(cgroup: u64, phase: u32, abi: u32, id: u64) {
             match TABLES.get_ptr_mut(&key) {
                 Some(table) => table,
                 None => {
-                    count_stat(stat::TABLE_FULL);
+                    count_stat(cgroup, stat::TABLE_FULL);
                     return;
                 }
             }
@@ -203,9 +234,35 @@ fn on_native_syscall(cgroup: u64, state: *mut CgroupState, current: u32, id: u64
     }
 }
 
+/// The phase of the calling process while its cgroup is in `init`: a per-process marker looks the
+/// process up; a kernel marker may move the whole cgroup (the marker syscall is the first serving
+/// one).
 #[inline(always)]
-fn kernel_marker_fires(state: *mut CgroupState, id: u64) -> bool {
-    let kind = MARKER.get(0).copied().unwrap_or(0) as u32;
+fn phase_in_init(cgroup: u64, state: *mut CgroupState, abi: u32, id: u64) -> u32 {
+    let kind = marker_kind();
+    if kind == marker::PER_PROCESS {
+        return process_phase();
+    }
+    if abi == abi::NATIVE && kernel_marker_fires(kind, state, id) {
+        set_phase(cgroup, state, phase::SERVING, id as u32);
+        return phase::SERVING;
+    }
+    phase::INIT
+}
+
+#[inline(always)]
+fn marker_kind() -> u32 {
+    MARKER.get(0).copied().unwrap_or(0) as u32
+}
+
+/// Under a per-process marker, the calling process's phase.
+#[inline(always)]
+fn process_phase() -> u32 {
+    if SERVING_PROCESSES.get_ptr(&tgid()).is_some() { phase::SERVING } else { phase::INIT }
+}
+
+#[inline(always)]
+fn kernel_marker_fires(kind: u32, state: *mut CgroupState, id: u64) -> bool {
     match kind {
         marker::SYSCALL => Some(&id) == MARKER.get(1),
         marker::AFTER_LISTEN => {
@@ -246,7 +303,7 @@ fn on_mmap(cgroup: u64, current: u32, regs: u64) {
     let key = FdKey { tgid: tgid(), fd: fd as u32 };
     let Some(path) = FD_PATHS.get_ptr(&key) else { return };
     let Some(mut entry) = EVENTS.reserve::<MmapEvent>(0) else {
-        count_stat(stat::LOST_EVENTS);
+        count_stat(cgroup, stat::LOST_EVENTS);
         return;
     };
     let record = entry.as_mut_ptr();
@@ -266,8 +323,14 @@ fn on_mmap(cgroup: u64, current: u32, regs: u64) {
 fn set_phase(cgroup: u64, state: *mut CgroupState, next: u32, why: u32) {
     // SAFETY: the cgroup's entry; phases only move forward, so a racing writer agrees.
     unsafe { (*state).phase = next };
+    phase_event(cgroup, next, why, 0);
+}
+
+/// Tells userspace that `cgroup`, or only its process `process` when not 0, moved to `next`.
+#[inline(always)]
+fn phase_event(cgroup: u64, next: u32, why: u32, process: u32) {
     let Some(mut entry) = EVENTS.reserve::<PhaseEvent>(0) else {
-        count_stat(stat::LOST_EVENTS);
+        count_stat(cgroup, stat::LOST_EVENTS);
         return;
     };
     let record = entry.as_mut_ptr();
@@ -275,7 +338,7 @@ fn set_phase(cgroup: u64, state: *mut CgroupState, next: u32, why: u32) {
     unsafe {
         fill_header(&raw mut (*record).header, event::PHASE, next, cgroup);
         (*record).cause = why;
-        (*record)._pad = 0;
+        (*record).process = process;
     }
     entry.submit(0);
 }
@@ -314,7 +377,8 @@ pub fn seccomp_refine_sys_exit(ctx: RawTracePointContext) -> i32 {
     match copied {
         Ok(bytes) if bytes.len() < PATH_LEN - 1 => {}
         _ => {
-            count_stat(stat::PATH_CUT);
+            // SAFETY: the helper has no preconditions.
+            count_stat(unsafe { bpf_get_current_cgroup_id() }, stat::PATH_CUT);
             return 0;
         }
     }
@@ -329,35 +393,40 @@ pub fn seccomp_refine_exec(ctx: RawTracePointContext) -> i32 {
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
     let Some(state) = CGROUPS.get_ptr_mut(cgroup) else { return 0 };
     // SAFETY: the cgroup's entry (see `seccomp_refine_sys_enter`).
-    if unsafe { (*state).phase } == phase::RUNTIME {
+    let mut current = unsafe { (*state).phase };
+    if current == phase::RUNTIME {
         // runc has exec'd the entrypoint: from here on it is the application.
         set_phase(cgroup, state, phase::INIT, cause::EXEC);
+        current = phase::INIT;
+    }
+    if current == phase::INIT && marker_kind() == marker::PER_PROCESS {
+        current = process_phase();
     }
     let bprm: u64 = ctx.arg(2);
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
-        count_stat(stat::LOST_EVENTS);
+        count_stat(cgroup, stat::LOST_EVENTS);
         return 0;
     };
     let record = entry.as_mut_ptr();
     // SAFETY: a reserved, exclusively owned ring-buffer slot of the right size; kernel pointers
     // are only read through bpf_probe_read_kernel*.
     unsafe {
-        fill_header(&raw mut (*record).header, event::EXEC, (*state).phase, cgroup);
-        copy_kernel_str(read_kernel::<u64>(bprm, offset(offsets::BPRM_FILENAME)), &mut (*record).filename);
-        copy_kernel_str(read_kernel::<u64>(bprm, offset(offsets::BPRM_INTERP)), &mut (*record).interp);
+        fill_header(&raw mut (*record).header, event::EXEC, current, cgroup);
+        copy_kernel_str(cgroup, read_kernel::<u64>(bprm, offset(offsets::BPRM_FILENAME)), &mut (*record).filename);
+        copy_kernel_str(cgroup, read_kernel::<u64>(bprm, offset(offsets::BPRM_INTERP)), &mut (*record).interp);
     }
     entry.submit(0);
     0
 }
 
 #[inline(always)]
-fn copy_kernel_str(source: Option<u64>, dest: &mut [u8; PATH_LEN]) {
+fn copy_kernel_str(cgroup: u64, source: Option<u64>, dest: &mut [u8; PATH_LEN]) {
     dest[0] = 0;
     let Some(source) = source else { return };
     // SAFETY: the helper checks the address and stops at `dest`'s length.
     match unsafe { bpf_probe_read_kernel_str_bytes(source as *const u8, dest) } {
         Ok(bytes) if bytes.len() < PATH_LEN - 1 => {}
-        _ => count_stat(stat::PATH_CUT),
+        _ => count_stat(cgroup, stat::PATH_CUT),
     }
 }
 
@@ -382,7 +451,7 @@ pub fn seccomp_refine_cgroup_mkdir(ctx: RawTracePointContext) -> i32 {
     let Some(id) = read_kernel::<u64>(kn, offset(offsets::KERNFS_ID)) else { return 0 };
     let _ = CGROUPS.insert(&id, &CgroupState { phase: phase::RUNTIME_SETUP, flags: 0 }, 0);
     let Some(mut entry) = EVENTS.reserve::<CgroupEvent>(0) else {
-        count_stat(stat::LOST_EVENTS);
+        count_stat(id, stat::LOST_EVENTS);
         return 0;
     };
     let record = entry.as_mut_ptr();
@@ -413,14 +482,68 @@ fn is_configured(name: &[u8]) -> bool {
     false
 }
 
+/// The `symbol:` marker: moves the calling process (all its threads) to serving, once.
 #[uprobe]
 pub fn seccomp_refine_marker(_ctx: ProbeContext) -> u32 {
     // SAFETY: the helper has no preconditions.
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
-    let Some(state) = CGROUPS.get_ptr_mut(cgroup) else { return 0 };
+    let Some(state) = CGROUPS.get_ptr(cgroup) else { return 0 };
     // SAFETY: the cgroup's entry (see `seccomp_refine_sys_enter`).
-    if unsafe { (*state).phase } == phase::INIT {
-        set_phase(cgroup, state, phase::SERVING, cause::UPROBE);
+    if unsafe { (*state).phase } != phase::INIT {
+        return 0;
+    }
+    let process = tgid();
+    // The function runs on every loop iteration; only the first call moves the process.
+    if SERVING_PROCESSES.get_ptr(&process).is_none() {
+        serve_process(cgroup, process, cause::UPROBE);
+    }
+    0
+}
+
+/// Records `process` of `cgroup` as serving and tells userspace, unless it already is.
+#[inline(always)]
+fn serve_process(cgroup: u64, process: u32, why: u32) {
+    match SERVING_PROCESSES.insert(&process, &cgroup, BPF_NOEXIST as u64) {
+        Ok(()) => phase_event(cgroup, phase::SERVING, why, process),
+        // Two of its threads raced to the marker: the other one recorded it.
+        Err(EEXIST) => {}
+        Err(_) => count_stat(cgroup, stat::PROCESS_FULL),
+    }
+}
+
+/// A new process inherits its parent's per-process phase, as a seccomp filter is inherited.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn seccomp_refine_fork(ctx: RawTracePointContext) -> i32 {
+    let child: u64 = ctx.arg(1);
+    let Some(child_tgid) = read_kernel::<i32>(child, offset(offsets::TASK_TGID)) else { return 0 };
+    if read_kernel::<i32>(child, offset(offsets::TASK_PID)) != Some(child_tgid) {
+        // A new thread: its process's phase already covers it.
+        return 0;
+    }
+    let child_tgid = child_tgid as u32;
+    match SERVING_PROCESSES.get_ptr(&tgid()) {
+        // SAFETY: a map value, valid during the program.
+        Some(cgroup) => serve_process(unsafe { *cgroup }, child_tgid, cause::FORK),
+        None => {
+            // A reused pid of a process that served, whose exit was missed, must not serve.
+            let _ = SERVING_PROCESSES.remove(&child_tgid);
+        }
+    }
+    0
+}
+
+/// Forgets a serving process when its last thread exits (`signal->live` has just reached zero).
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn seccomp_refine_exit(_ctx: RawTracePointContext) -> i32 {
+    let process = tgid();
+    if SERVING_PROCESSES.get_ptr(&process).is_none() {
+        return 0;
+    }
+    // SAFETY: the helper has no preconditions.
+    let task = unsafe { bpf_get_current_task() };
+    let Some(signal) = read_kernel::<u64>(task, offset(offsets::TASK_SIGNAL)) else { return 0 };
+    if read_kernel::<i32>(signal, offset(offsets::SIGNAL_LIVE)) == Some(0) {
+        let _ = SERVING_PROCESSES.remove(&process);
     }
     0
 }

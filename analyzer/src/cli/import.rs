@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use super::analyze::{AfterTrace, FilesArgs, TracedFiles};
 use super::{Outcome, outputs};
 use crate::profile::kubernetes;
 use crate::scap::{self, Plan, Selection};
@@ -30,6 +31,10 @@ pub struct Args {
     /// Directory for trace.json and the profiles.
     #[arg(short, long, value_name = "DIR")]
     output: Option<PathBuf>,
+    #[command(flatten)]
+    files: FilesArgs,
+    #[command(flatten)]
+    statics: AfterTrace,
 }
 
 pub fn run(args: Args) -> Result<Outcome> {
@@ -47,8 +52,9 @@ pub fn run(args: Args) -> Result<Outcome> {
         Err(selection) => return Err(explain(selection, path)),
     };
     let trace = capture.trace(aggregate, &path.display().to_string());
-    let dir = args.output.unwrap_or_else(|| default_dir(&trace));
-    write_outputs(&trace, &dir)?;
+    let dir = args.output.clone().unwrap_or_else(|| default_dir(&trace));
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(write_outputs(&trace, &dir, &args))?;
     Ok(Outcome::Clean)
 }
 
@@ -77,9 +83,11 @@ fn explain(selection: Selection, capture: &Path) -> anyhow::Error {
     anyhow::anyhow!("{message}; choose one with --container ID|NAME")
 }
 
-/// The end of an import: `trace.json`, every profile format and the report, in `dir`, after the
-/// capture's warnings and a one-line summary.
-pub fn write_outputs(trace: &Trace, dir: &Path) -> Result<()> {
+/// The end of an import: the capture's warnings and a one-line summary, then `trace.json`, the
+/// static analysis merged with it (unless `--no-static`, or when the container's files are not
+/// available here), every profile format and the report, in `dir`. When the static analysis
+/// fails, the trace and its dynamic profiles are still written before the error is returned.
+async fn write_outputs(trace: &Trace, dir: &Path, args: &Args) -> Result<()> {
     for warning in &trace.warnings {
         eprintln!("seccomp-refine: warning: {warning}");
     }
@@ -92,8 +100,23 @@ pub fn write_outputs(trace: &Trace, dir: &Path) -> Result<()> {
         marker.spec,
         if marker.fired { "fired" } else { "did not fire" }
     );
-    let request =
-        outputs::Request { dir, trace, write_trace: true, kubernetes_api_version: kubernetes::DEFAULT_API_VERSION };
+    let (analysis, failure) = match args.statics.run(trace, TracedFiles::Given(&args.files), None).await {
+        Ok(analysis) => (analysis, None),
+        Err(err) => (None, Some(err)),
+    };
+    let request = outputs::Request {
+        dir,
+        trace,
+        write_trace: true,
+        kubernetes_api_version: kubernetes::DEFAULT_API_VERSION,
+        analysis: analysis.as_ref(),
+    };
     outputs::write(&request)?;
-    Ok(())
+    match failure {
+        Some(err) => Err(err.context(format!(
+            "static analysis failed (the trace and its dynamic profiles are in {}; retry with `seccomp-refine analyze`)",
+            dir.display()
+        ))),
+        None => Ok(()),
+    }
 }

@@ -4,11 +4,14 @@
 //! module only routes. Errors print once, on one line (`seccomp-refine: error: …` with the cause
 //! chain), and map to the exit codes documented in `--help`.
 
+mod analyze;
 mod bitcode;
 mod diff;
+mod explain;
 mod import;
 mod outputs;
 mod profile;
+mod syscalls;
 mod trace;
 mod verify;
 
@@ -37,6 +40,9 @@ enum Command {
     Diff(diff::Args),
     Trace(trace::Args),
     Bitcode(bitcode::Args),
+    Analyze(analyze::Args),
+    Syscalls(syscalls::Args),
+    Explain(explain::Args),
 }
 
 /// What a successful command tells the shell.
@@ -56,6 +62,9 @@ pub fn main() -> ExitCode {
         Command::Diff(args) => diff::run(args),
         Command::Trace(args) => trace::run(args),
         Command::Bitcode(args) => bitcode::run(args),
+        Command::Analyze(args) => analyze::run(args),
+        Command::Syscalls(args) => syscalls::run(args),
+        Command::Explain(args) => explain::run(args),
     };
     match result {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
-//! The last step of every command that produces evidence (`trace`, `import`, `profile`): the
-//! profiles in every format and the report, written into the profile directory.
+//! The last step of every command that produces evidence (`trace`, `import`, `analyze`, `profile`):
+//! the profiles in every format, `analysis.json` when static analysis ran, and the report, written
+//! into the profile directory.
 //!
 //! One function, so that what a profile directory holds does not depend on which command made it.
 
@@ -7,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::profile::{OutputOptions, Profiles};
+use crate::profile::{Analysis, OutputOptions, Profiles};
 use crate::report::{self, ReportInput};
 use crate::trace::Trace;
 
@@ -18,6 +19,9 @@ pub struct Request<'a> {
     /// Write `trace.json` too (commands that recorded the trace; not `profile`, which read it).
     pub write_trace: bool,
     pub kubernetes_api_version: &'a str,
+    /// The static analysis merged with the trace, when it ran: the profiles come from it, and
+    /// `analysis.json` and the report's unresolved sites with it.
+    pub analysis: Option<&'a Analysis>,
 }
 
 /// Writes `trace.json` (if asked), every profile format and the report, printing one line per file.
@@ -31,7 +35,12 @@ pub fn write(request: &Request<'_>) -> Result<Vec<PathBuf>> {
         println!("{:<16}               {}", "trace", path.display());
         written.push(path);
     }
-    let profiles = Profiles::from_trace(request.trace);
+    if let Some(analysis) = request.analysis {
+        let path = analysis.write(dir).with_context(|| format!("cannot write the analysis to {}", dir.display()))?;
+        println!("{:<16}               {}", "analysis", path.display());
+        written.push(path);
+    }
+    let profiles = request.analysis.map_or_else(|| Profiles::from_trace(request.trace), Analysis::profiles);
     for name in profiles.unknown_names() {
         eprintln!("seccomp-refine: warning: `{name}` is not a syscall this version knows; left out of the profiles");
     }

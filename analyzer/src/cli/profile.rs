@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::{Outcome, outputs};
-use crate::profile::kubernetes;
+use crate::profile::{ANALYSIS_FILE, Analysis, kubernetes};
 use crate::trace::Trace;
 
 /// Write seccomp profiles and the report from a trace (`trace.json` from `trace` or `import`).
@@ -13,7 +13,8 @@ use crate::trace::Trace;
 /// Writes seccomp-init.json, seccomp-serving.json and seccomp.json (the one Docker applies at start:
 /// init, serving and what the container runtime does after installing the filter), seccomp.oci.json
 /// (the OCI config.json section), seccomp.k8s.yaml (a security-profiles-operator SeccompProfile),
-/// report.md and report.html.
+/// report.md and report.html. When the analysis.json of `analyze` sits beside the trace, each phase
+/// also allows what the static analysis found reachable in it.
 #[derive(clap::Args)]
 pub struct Args {
     /// The trace to read.
@@ -29,11 +30,14 @@ pub struct Args {
 pub fn run(args: Args) -> Result<Outcome> {
     let trace = Trace::read(&args.trace)?;
     let dir = args.output.unwrap_or_else(|| args.trace.parent().unwrap_or(".".as_ref()).to_path_buf());
+    let beside = args.trace.with_file_name(ANALYSIS_FILE);
+    let analysis = if beside.exists() { Some(Analysis::read(&beside)?) } else { None };
     let request = outputs::Request {
         dir: &dir,
         trace: &trace,
         write_trace: false,
         kubernetes_api_version: &args.k8s_api_version,
+        analysis: analysis.as_ref(),
     };
     outputs::write(&request)?;
     Ok(Outcome::Clean)

@@ -10,11 +10,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use super::analyze::{AfterTrace, TracedFiles};
 use super::{Outcome, outputs};
+use crate::callgraph::EntrySpec;
 use crate::profile::kubernetes;
 use crate::trace::ebpf::DEFAULT_RING_BUFFER_BYTES;
 use crate::trace::live::Ended;
-use crate::trace::live::container::{AttachRequest, ContainerRequest, attach, trace_container};
+use crate::trace::live::container::{
+    ATTACHED_MARKER, AttachRequest, ContainerRequest, EarlyExit, attach, trace_container,
+};
 use crate::trace::live::exec::{ExecRequest, trace_command};
 use crate::trace::{MARKER_HELP, MarkerSpec, Trace, parse_duration};
 
@@ -31,9 +35,10 @@ pub struct Args {
     /// The command: replaces the image's (CMD ARGS after `--`), or the host command for --exec.
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
-    /// Trace a running container from now on (everything counts as serving).
+    /// Trace a running container from now on (everything counts as serving). Repeat it to trace
+    /// several containers at once with one set of kernel programs, each into DIR/<container name>/.
     #[arg(long, value_name = "CONTAINER", conflicts_with = "exec")]
-    attach: Option<String>,
+    attach: Vec<String>,
     /// Trace a host command (after `--`) in a fresh cgroup, without Docker.
     #[arg(long, requires = "command")]
     exec: bool,
@@ -50,7 +55,8 @@ pub struct Args {
     /// Set an environment variable in the container (NAME=VALUE).
     #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
     env: Vec<String>,
-    /// Where to write the trace and profiles [default: ./profiles/<image>/].
+    /// Where to write the trace and profiles [default: ./profiles/<image or container>/]. With
+    /// several --attach, the directory that gets one subdirectory per container [default: ./profiles/].
     #[arg(short, long, value_name = "DIR")]
     output: Option<PathBuf>,
     /// Keep the container after the trace instead of removing it.
@@ -63,6 +69,8 @@ pub struct Args {
     /// two of at least 4K, e.g. 64K, 1M. Events that do not fit are counted as lost.
     #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_ring_buffer)]
     ring_buffer: u32,
+    #[command(flatten)]
+    statics: AfterTrace,
 }
 
 pub fn run(args: Args) -> Result<Outcome> {
@@ -78,31 +86,25 @@ async fn run_async(args: Args) -> Result<Outcome> {
     if args.exec {
         return trace_exec(args).await;
     }
-    let outcome = match &args.attach {
-        Some(name) => {
-            let request =
-                AttachRequest { container: name.clone(), duration: args.duration, ring_buffer_bytes: args.ring_buffer };
-            attach(&request).await?
-        }
-        None => {
-            let request = ContainerRequest {
-                image: args.image.clone().expect("clap requires an image without --attach or --exec"),
-                command: args.command.clone(),
-                env: args.env.clone(),
-                publish: args.publish.clone(),
-                marker: args.phase_marker.clone(),
-                duration: args.duration,
-                ring_buffer_bytes: args.ring_buffer,
-                workload: args.workload.clone(),
-                keep: args.keep,
-            };
-            trace_container(&request).await?
-        }
+    if !args.attach.is_empty() {
+        return trace_attached(args).await;
+    }
+    let image = args.image.clone().expect("clap requires an image without --attach or --exec");
+    let request = ContainerRequest {
+        image: image.clone(),
+        command: args.command.clone(),
+        env: args.env.clone(),
+        publish: args.publish.clone(),
+        marker: args.phase_marker.clone(),
+        duration: args.duration,
+        ring_buffer_bytes: args.ring_buffer,
+        workload: args.workload.clone(),
+        keep: args.keep,
     };
-    let name = args.image.as_deref().or(args.attach.as_deref()).expect("an image or a container");
-    let dir = args.output.unwrap_or_else(|| default_output(name));
-    write_outputs(&outcome.trace, &dir)?;
-    report_end(outcome.ended, &outcome.trace);
+    let outcome = trace_container(&request).await?;
+    let dir = args.output.clone().unwrap_or_else(|| default_output(&image));
+    write_outputs(&outcome.trace, &dir, &args, TracedFiles::Image(&image)).await?;
+    report_end(outcome.ended, &outcome.trace, None);
     match outcome.workload {
         Some(Ok(status)) if !status.success() => {
             eprintln!("seccomp-refine: warning: the workload exited with {status}")
@@ -111,19 +113,59 @@ async fn run_async(args: Args) -> Result<Outcome> {
         _ => {}
     }
     match outcome.early_exit {
-        Some(exit) if exit.exit_code != 0 => {
-            for line in &exit.log_tail {
-                eprintln!("  | {line}");
-            }
-            bail!(
-                "the container exited early with code {} (the trace was written to {}; its last log lines are above)",
-                exit.exit_code,
-                dir.display()
-            )
-        }
-        Some(_) => eprintln!("seccomp-refine: the container exited (code 0) before the trace's end"),
-        None => {}
+        Some(exit) => early_exit_result(&exit, &dir, None),
+        None => Ok(Outcome::Clean),
     }
+}
+
+/// `--attach C1 [--attach C2 …]`: one tracer for all, one profile directory each.
+async fn trace_attached(args: Args) -> Result<Outcome> {
+    let request =
+        AttachRequest { containers: args.attach.clone(), duration: args.duration, ring_buffer_bytes: args.ring_buffer };
+    let outcomes = attach(&request).await?;
+    let several = outcomes.len() > 1;
+    let mut written = Vec::new();
+    for (outcome, asked) in outcomes.iter().zip(&args.attach) {
+        let name = outcome.trace.target.container_name.clone().unwrap_or_else(|| asked.clone());
+        let dir = match (&args.output, several) {
+            (Some(dir), false) => dir.clone(),
+            (None, false) => default_output(&name),
+            (parent, true) => parent.clone().unwrap_or_else(|| PathBuf::from("profiles")).join(&name),
+        };
+        let image = outcome.trace.target.image.clone().unwrap_or_else(|| name.clone());
+        write_outputs(&outcome.trace, &dir, &args, TracedFiles::Image(&image)).await?;
+        written.push((name, dir));
+    }
+    let mut failed = Vec::new();
+    for (outcome, (name, dir)) in outcomes.iter().zip(&written) {
+        let label = several.then_some(name.as_str());
+        report_end(outcome.ended, &outcome.trace, label);
+        if let Some(Err(err)) = outcome.early_exit.as_ref().map(|exit| early_exit_result(exit, dir, label)) {
+            failed.push(err);
+        }
+    }
+    match failed.len() {
+        0 => Ok(Outcome::Clean),
+        1 => Err(failed.remove(0)),
+        _ => bail!("{}", failed.iter().map(|err| format!("{err:#}")).collect::<Vec<_>>().join("; ")),
+    }
+}
+
+/// A container that stopped before the trace's end: its log tail on stderr; an error when its
+/// exit code is not 0. `label` names it when several were traced.
+fn early_exit_result(exit: &EarlyExit, dir: &Path, label: Option<&str>) -> Result<Outcome> {
+    let container = label.map_or_else(|| "the container".to_owned(), |name| format!("container {name}"));
+    for line in &exit.log_tail {
+        eprintln!("  | {line}");
+    }
+    if exit.exit_code != 0 {
+        bail!(
+            "{container} exited early with code {} (the trace was written to {}; its last log lines are above)",
+            exit.exit_code,
+            dir.display()
+        )
+    }
+    eprintln!("seccomp-refine: {container} exited (code 0) before the trace's end");
     Ok(Outcome::Clean)
 }
 
@@ -136,9 +178,9 @@ async fn trace_exec(args: Args) -> Result<Outcome> {
     };
     let outcome = trace_command(&request).await?;
     let name = Path::new(&args.command[0]).file_name().map_or("command".into(), |name| name.to_string_lossy());
-    let dir = args.output.unwrap_or_else(|| default_output(&name));
-    write_outputs(&outcome.trace, &dir)?;
-    report_end(outcome.ended, &outcome.trace);
+    let dir = args.output.clone().unwrap_or_else(|| default_output(&name));
+    write_outputs(&outcome.trace, &dir, &args, TracedFiles::Host).await?;
+    report_end(outcome.ended, &outcome.trace, None);
     if let Some(status) = outcome.status.filter(|status| !status.success()) {
         eprintln!("seccomp-refine: the traced command exited with {status}");
     }
@@ -154,14 +196,37 @@ pub fn default_output(name: &str) -> PathBuf {
     Path::new("profiles").join(if short.is_empty() { "trace" } else { short })
 }
 
-/// The one place a finished trace becomes files: `trace.json`, every profile format and the report.
-pub fn write_outputs(trace: &Trace, dir: &Path) -> Result<Vec<PathBuf>> {
-    let request =
-        outputs::Request { dir, trace, write_trace: true, kubernetes_api_version: kubernetes::DEFAULT_API_VERSION };
-    outputs::write(&request)
+/// The one place a finished trace becomes files: `trace.json`, the static analysis merged with it
+/// (unless `--no-static`), every profile format and the report. When the static analysis fails,
+/// the trace and its dynamic profiles are still written before the error is returned.
+async fn write_outputs(trace: &Trace, dir: &Path, args: &Args, files: TracedFiles<'_>) -> Result<()> {
+    let marker_entry = match &args.phase_marker {
+        MarkerSpec::Symbol { function, binary } => Some(EntrySpec { symbol: function.clone(), binary: binary.clone() }),
+        _ => None,
+    };
+    let (analysis, failure) = match args.statics.run(trace, files, marker_entry).await {
+        Ok(analysis) => (analysis, None),
+        Err(err) => (None, Some(err)),
+    };
+    let request = outputs::Request {
+        dir,
+        trace,
+        write_trace: true,
+        kubernetes_api_version: kubernetes::DEFAULT_API_VERSION,
+        analysis: analysis.as_ref(),
+    };
+    outputs::write(&request)?;
+    match failure {
+        Some(err) => Err(err.context(format!(
+            "static analysis failed (the trace and its dynamic profiles are in {}; retry with `seccomp-refine analyze`)",
+            dir.display()
+        ))),
+        None => Ok(()),
+    }
 }
 
-fn report_end(ended: Ended, trace: &Trace) {
+/// The summary on stderr; `label` prefixes it with the container's name when several were traced.
+fn report_end(ended: Ended, trace: &Trace, label: Option<&str>) {
     let seconds = trace.duration_ns as f64 / 1e9;
     let why = match ended {
         Ended::Deadline => "the duration elapsed",
@@ -171,11 +236,14 @@ fn report_end(ended: Ended, trace: &Trace) {
     let marker = &trace.phase_marker;
     let fired = match marker.at_ns {
         Some(at) if marker.fired => format!("fired at {:.3}s", at as f64 / 1e9),
+        // Attached: there is no marker, the container was serving all along.
+        _ if marker.spec == ATTACHED_MARKER => "(attached: everything counts as serving)".to_owned(),
         _ => "did not fire: everything counts as init".to_owned(),
     };
-    eprintln!("seccomp-refine: traced {seconds:.1}s ({why}); phase marker {} {fired}", marker.spec);
+    let prefix = label.map(|name| format!("{name}: ")).unwrap_or_default();
+    eprintln!("seccomp-refine: {prefix}traced {seconds:.1}s ({why}); phase marker {} {fired}", marker.spec);
     for warning in &trace.warnings {
-        eprintln!("seccomp-refine: warning: {warning}");
+        eprintln!("seccomp-refine: warning: {prefix}{warning}");
     }
 }
 

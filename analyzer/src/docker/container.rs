@@ -99,6 +99,12 @@ impl Container {
             .map_err(|err| anyhow::anyhow!("cannot start container {}: {}", self.short_id(), one_line(&err)))
     }
 
+    /// Whether the daemon says it runs now.
+    pub async fn is_running(&self) -> Result<bool> {
+        let info = self.inspect().await?;
+        Ok(info.state.and_then(|state| state.running) == Some(true))
+    }
+
     /// Resolves when the container stops running.
     pub async fn wait(&self) {
         let options = WaitContainerOptions { condition: "not-running".to_owned() };

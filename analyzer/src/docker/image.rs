@@ -28,6 +28,14 @@ pub async fn ensure(docker: &Docker, image: &str) -> Result<ImageInspect, ImageE
     docker.inspect_image(image).await.map_err(|source| ImageError::Inspect { image: image.to_owned(), source })
 }
 
+/// Whether the daemon has `image` locally (no pull is tried; an unreachable daemon means no).
+pub async fn is_present(image: &str) -> bool {
+    match super::connect().await {
+        Ok(docker) => docker.inspect_image(image).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
 pub fn is_not_found(err: &BollardError) -> bool {
     matches!(err, BollardError::DockerResponseServerError { status_code: 404, .. })
 }

@@ -6,6 +6,7 @@
 
 pub mod container;
 pub mod image;
+pub mod rootfs;
 pub mod verify_run;
 
 use bollard::Docker;

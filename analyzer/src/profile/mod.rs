@@ -6,8 +6,10 @@
 //! tighten, so the serving set is enforced by adding a second filter at the phase boundary.
 //!
 //! Only this module knows the profile file formats (`docker_json`, `oci`, `kubernetes`; `outputs`
-//! writes them all, `read` reads the JSON ones back).
+//! writes them all, `read` reads the JSON ones back) and `analysis.json`, which merges a trace with
+//! the static analysis (`analysis`).
 
+mod analysis;
 mod baseline;
 pub mod docker_default;
 mod docker_json;
@@ -19,6 +21,7 @@ pub mod read;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+pub use analysis::{ANALYSIS_FILE, ANALYSIS_SCHEMA, Analysis, Evidence, Observed, StaticSummary};
 pub use baseline::{
     ALWAYS_ALLOWED, CRUN_AFTER_FILTER, DEFAULT_BASELINE, RUNC_1_1_AFTER_FILTER, RUNC_AFTER_FILTER, RUNTIME_BASELINES,
     RuntimeBaseline, profile_arches, runtime_baseline,

@@ -96,14 +96,15 @@ pub fn render(summary: &Summary) -> String {
     if let Some(sites) = input.unresolved_static_sites.filter(|sites| !sites.is_empty()) {
         let _ = writeln!(
             html,
-            "<h3>Unresolved static sites</h3><table><tr><th>module</th><th>address</th><th>reason</th></tr>"
+            "<h3>Unresolved static sites</h3><table><tr><th>module</th><th>function</th><th>address</th><th>reason</th></tr>"
         );
         for site in sites {
             let _ = writeln!(
                 html,
-                "<tr><td><code>{}</code></td><td><code>{:#x}</code></td><td>{}</td></tr>",
+                "<tr><td><code>{}</code></td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>",
                 escape(&site.module),
-                site.address,
+                escape(&site.function),
+                escape(&site.address),
                 escape(&site.reason)
             );
         }

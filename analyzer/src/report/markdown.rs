@@ -46,9 +46,12 @@ pub fn render(summary: &Summary) -> String {
         let _ = writeln!(md, "- **{key}:** {value}");
     }
     if let Some(sites) = input.unresolved_static_sites.filter(|sites| !sites.is_empty()) {
-        let _ = writeln!(md, "\n### Unresolved static sites\n\n| module | address | reason |\n|---|---|---|");
+        let _ = writeln!(
+            md,
+            "\n### Unresolved static sites\n\n| module | function | address | reason |\n|---|---|---|---|"
+        );
         for site in sites {
-            let _ = writeln!(md, "| `{}` | `{:#x}` | {} |", site.module, site.address, site.reason);
+            let _ = writeln!(md, "| `{}` | `{}` | `{}` | {} |", site.module, site.function, site.address, site.reason);
         }
     }
     if let Some(verify) = input.verify {

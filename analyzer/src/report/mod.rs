@@ -12,20 +12,11 @@ mod markdown;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use crate::callgraph::UnresolvedSite;
 use crate::profile::{Profiles, RuntimeSource, SyscallSet, docker_default};
 use crate::syscalls::Arch;
 use crate::trace::Trace;
 use crate::verify::VerifyReport;
-
-/// A syscall site static analysis could not resolve (its number, or its target), reported so that
-/// nothing is dropped silently.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UnresolvedSite {
-    /// The binary or library, as the container sees it.
-    pub module: String,
-    pub address: u64,
-    pub reason: String,
-}
 
 /// What a report is made of; everything but the profiles is optional.
 pub struct ReportInput<'a> {

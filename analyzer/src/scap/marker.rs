@@ -129,6 +129,7 @@ impl Plan {
             at_ns: state.fired_at.map(|at| at.saturating_sub(start)),
             pid: state.pid,
             detail: None,
+            ..PhaseMarker::default()
         }
     }
 }

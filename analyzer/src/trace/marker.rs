@@ -25,15 +25,30 @@ pub enum MarkerSpec {
     Auto,
 }
 
+/// What a marker moves to serving.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MarkerScope {
+    /// Only the process that hits it, and the processes it forks afterwards (`symbol:`): how the
+    /// serving filter is enforced, per process at the serving entry.
+    Process,
+    /// The whole container at once.
+    Container,
+}
+
 /// What `--help` says about the marker.
 pub const HELP: &str = "\
-What ends the init phase and starts serving; fires once per container:
-  symbol:FUNC[@BINARY]  first call of FUNC (uprobe), e.g. symbol:ngx_process_events_and_timers
+What ends the init phase and starts serving:
+  symbol:FUNC[@BINARY]  first call of FUNC (uprobe), e.g.
+                        symbol:ngx_process_events_and_timers; per process: a process serves
+                        from its own first call, processes it forks afterwards serve too,
+                        the others stay in init
   syscall:NAME          first NAME syscall after start, e.g. syscall:accept4
   ready:tcp:PORT        once the container's PORT accepts TCP connections
   after:DURATION        a fixed time after start, e.g. after:5s
   auto                  a known symbol for known images (nginx, redis), else the first
-                        accept/accept4/epoll_wait/epoll_pwait after a listen";
+                        accept/accept4/epoll_wait/epoll_pwait after a listen
+All but symbol: move the whole container at once, when they first fire.";
 
 impl FromStr for MarkerSpec {
     type Err = String;

@@ -19,7 +19,7 @@ pub mod ebpf;
 pub mod live;
 mod marker;
 
-pub use marker::{HELP as MARKER_HELP, MarkerSpec, parse_duration};
+pub use marker::{HELP as MARKER_HELP, MarkerScope, MarkerSpec, parse_duration};
 
 /// The `schema` value this version writes and reads.
 pub const SCHEMA: &str = "seccomp-refine.trace/1";
@@ -224,6 +224,27 @@ pub struct PhaseMarker {
     /// How the marker was resolved or why it could not fire, for the report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// What the marker moves to serving (the live tracer says; absent when the source does not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<MarkerScope>,
+    /// Under a per-process marker, every process that moved to serving, in order: the ones that
+    /// hit the marker and the ones a serving process forked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub serving_processes: Vec<ServingProcess>,
+}
+
+/// A process a per-process marker moved to serving.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServingProcess {
+    /// Host pid (the process's thread group id).
+    pub pid: u32,
+    pub at_ns: u64,
+    /// Its name when it moved, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    /// The serving process that forked it; absent when it hit the marker itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_by: Option<u32>,
 }
 
 /// Why a `trace.json` could not be read or written.

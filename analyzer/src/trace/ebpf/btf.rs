@@ -34,6 +34,10 @@ const FIELDS: [(&str, &[&str]); offsets::COUNT] = [
     ("pt_regs", &["dx"]),
     ("pt_regs", &["r10"]),
     ("pt_regs", &["r8"]),
+    ("task_struct", &["pid"]),
+    ("task_struct", &["tgid"]),
+    ("task_struct", &["signal"]),
+    ("signal_struct", &["live", "counter"]),
 ];
 
 /// The `OFFSETS` global's value for the kernel described by `btf`.
@@ -301,5 +305,7 @@ mod tests {
         // struct pt_regs is the user register frame, whose layout is x86_64 ABI.
         assert_eq!(&values[offsets::REGS_DI..=offsets::REGS_R8], &[112, 104, 96, 56, 72]);
         assert!(values[offsets::CGROUP_KN] > 0 && values[offsets::KERNFS_ID] > 0);
+        // pid_t pid and tgid are adjacent in task_struct.
+        assert_eq!(values[offsets::TASK_TGID], values[offsets::TASK_PID] + 4);
     }
 }

@@ -25,8 +25,9 @@ pub enum Event {
     /// `mmap(PROT_EXEC)` of a file the process had opened as `path`.
     MmapExec { header: Header, path: String },
     /// The kernel moved the cgroup to `header.phase` because of `cause` (a syscall number or a
-    /// `tracer_common::cause` value).
-    Phase { header: Header, cause: u32 },
+    /// `tracer_common::cause` value) — or only process `process` when it is not 0 (per-process
+    /// markers; for `cause::FORK`, `header` is the parent that forked it).
+    Phase { header: Header, cause: u32, process: u32 },
     /// The kernel registered a newly created cgroup (id in `header.cgroup`).
     Cgroup { header: Header, path: String },
 }
@@ -50,7 +51,7 @@ impl Event {
             }
             event::PHASE => {
                 let record: PhaseEvent = read(bytes)?;
-                Some(Event::Phase { header: decoded, cause: record.cause })
+                Some(Event::Phase { header: decoded, cause: record.cause, process: record.process })
             }
             event::CGROUP => {
                 let record: CgroupEvent = read(bytes)?;
@@ -125,12 +126,12 @@ mod tests {
 
     #[test]
     fn short_or_unknown_records_are_refused() {
-        let record = PhaseEvent { header: header(event::PHASE), cause: 232, _pad: 0 };
+        let record = PhaseEvent { header: header(event::PHASE), cause: 232, process: 12 };
         let bytes = bytes_of(&record);
-        assert!(matches!(Event::decode(&bytes), Some(Event::Phase { cause: 232, .. })));
+        assert!(matches!(Event::decode(&bytes), Some(Event::Phase { cause: 232, process: 12, .. })));
         assert_eq!(Event::decode(&bytes[..20]), None);
-        assert_eq!(Event::decode(&bytes_of(&PhaseEvent { header: header(77), cause: 0, _pad: 0 })), None);
-        let exec = PhaseEvent { header: header(event::EXEC), cause: 0, _pad: 0 };
+        assert_eq!(Event::decode(&bytes_of(&PhaseEvent { header: header(77), cause: 0, process: 0 })), None);
+        let exec = PhaseEvent { header: header(event::EXEC), cause: 0, process: 0 };
         assert_eq!(Event::decode(&bytes_of(&exec)), None, "an exec kind needs an exec-sized record");
     }
 }

@@ -15,7 +15,7 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::uprobe::UProbeScope;
 use aya::programs::{RawTracePoint, UProbe};
 use tracer_common::{
-    CGROUP_PATH_LEN, CgroupState, SYSCALL_SLOTS, SyscallTable, TableKey, marker, names, offsets, stat,
+    CGROUP_PATH_LEN, CgroupState, SYSCALL_SLOTS, StatCounters, SyscallTable, TableKey, marker, names, offsets, stat,
 };
 
 pub use btf::{Btf, BtfError};
@@ -43,10 +43,11 @@ pub enum TracerError {
     Map { map: &'static str, source: Box<aya::maps::MapError> },
 }
 
-/// What the kernel decides about the phase on its own.
+/// What the kernel decides about the phase of a whole cgroup on its own (a uprobe marker, set
+/// by `Tracer::attach_marker`, moves single processes instead).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelMarker {
-    /// Nothing: userspace or a uprobe ends `init`.
+    /// Nothing: userspace ends `init`.
     None,
     /// The first syscall with this number in `init`.
     Syscall(u32),
@@ -81,6 +82,38 @@ pub struct Stats {
     pub lost_events: u64,
     pub table_full: u64,
     pub path_cut: u64,
+    /// Processes that entered serving under a per-process marker but could not be recorded.
+    pub process_full: u64,
+}
+
+impl Stats {
+    fn from_slots(slot: impl Fn(u32) -> u64) -> Stats {
+        Stats {
+            lost_events: slot(stat::LOST_EVENTS),
+            table_full: slot(stat::TABLE_FULL),
+            path_cut: slot(stat::PATH_CUT),
+            process_full: slot(stat::PROCESS_FULL),
+        }
+    }
+
+    /// What `self` counts beyond `part` (never below zero).
+    pub fn minus(self, part: Stats) -> Stats {
+        Stats {
+            lost_events: self.lost_events.saturating_sub(part.lost_events),
+            table_full: self.table_full.saturating_sub(part.table_full),
+            path_cut: self.path_cut.saturating_sub(part.path_cut),
+            process_full: self.process_full.saturating_sub(part.process_full),
+        }
+    }
+
+    pub fn plus(self, other: Stats) -> Stats {
+        Stats {
+            lost_events: self.lost_events + other.lost_events,
+            table_full: self.table_full + other.table_full,
+            path_cut: self.path_cut + other.path_cut,
+            process_full: self.process_full + other.process_full,
+        }
+    }
 }
 
 #[cfg(tracer_object)]
@@ -94,6 +127,7 @@ pub struct Tracer {
     cgroups: HashMap<MapData, u64, CgroupState>,
     tables: PerCpuHashMap<MapData, TableKey, SyscallTable>,
     stats: PerCpuArray<MapData, u64>,
+    cgroup_stats: PerCpuHashMap<MapData, u64, StatCounters>,
     events: Option<RingBuf<MapData>>,
     marker: Array<MapData, u64>,
     marker_loaded: bool,
@@ -118,15 +152,18 @@ impl Tracer {
             (names::SYS_EXIT, "sys_exit"),
             (names::EXEC, "sched_process_exec"),
             (names::CGROUP_MKDIR, "cgroup_mkdir"),
+            (names::FORK, "sched_process_fork"),
+            (names::EXIT, "sched_process_exit"),
         ] {
             attach_raw_tracepoint(&mut ebpf, program, tracepoint)?;
         }
         let cgroups = take_map(&mut ebpf, names::CGROUPS, HashMap::try_from)?;
         let tables = take_map(&mut ebpf, names::TABLES, PerCpuHashMap::try_from)?;
         let stats = take_map(&mut ebpf, names::STATS, PerCpuArray::try_from)?;
+        let cgroup_stats = take_map(&mut ebpf, names::CGROUP_STATS, PerCpuHashMap::try_from)?;
         let events = Some(take_map(&mut ebpf, names::EVENTS, RingBuf::try_from)?);
         let marker = take_map(&mut ebpf, names::MARKER, Array::try_from)?;
-        Ok(Tracer { ebpf, cgroups, tables, stats, events, marker, marker_loaded: false })
+        Ok(Tracer { ebpf, cgroups, tables, stats, cgroup_stats, events, marker, marker_loaded: false })
     }
 
     /// The event ring buffer, for the caller's reading loop (once).
@@ -145,6 +182,12 @@ impl Tracer {
     /// The phase of `cgroup`, if it is registered.
     pub fn phase(&self, cgroup: u64) -> Option<u32> {
         self.cgroups.get(&cgroup, 0).ok().map(|state| state.phase)
+    }
+
+    /// Every registered cgroup: those registered here and the one the kernel registered when it
+    /// was created at the configured path.
+    pub fn registered(&self) -> Vec<u64> {
+        self.cgroups.keys().filter_map(Result::ok).collect()
     }
 
     /// Moves `cgroup` from `from` to `to` (for markers decided in userspace); false when it was
@@ -173,8 +216,8 @@ impl Tracer {
         self.marker.set(0, u64::from(kind), 0).map_err(map_error)
     }
 
-    /// Ends `init` at the first call of `function` in `binary` (a host path), in any process of a
-    /// registered cgroup.
+    /// Ends `init` for each process of a registered cgroup at its first call of `function` in
+    /// `binary` (a host path); processes it forks afterwards inherit serving.
     pub fn attach_marker(&mut self, binary: &Path, function: &str) -> Result<(), TracerError> {
         let marker_error = |source| TracerError::Marker {
             function: function.to_owned(),
@@ -191,7 +234,8 @@ impl Tracer {
             self.marker_loaded = true;
         }
         program.attach(function, binary, UProbeScope::AllProcesses).map_err(marker_error)?;
-        Ok(())
+        let map_error = |source| TracerError::Map { map: names::MARKER, source: Box::new(source) };
+        self.marker.set(0, u64::from(marker::PER_PROCESS), 0).map_err(map_error)
     }
 
     /// Every (cgroup, phase, ABI) table, summed over CPUs: the syscalls seen, by number.
@@ -205,13 +249,15 @@ impl Tracer {
         Ok(rows)
     }
 
+    /// The counters of things not recorded, over all cgroups.
     pub fn stats(&self) -> Stats {
-        let slot = |index: u32| self.stats.get(&index, 0).map(|values| values.iter().sum()).unwrap_or(0);
-        Stats {
-            lost_events: slot(stat::LOST_EVENTS),
-            table_full: slot(stat::TABLE_FULL),
-            path_cut: slot(stat::PATH_CUT),
-        }
+        Stats::from_slots(|index| self.stats.get(&index, 0).map(|values| values.iter().sum()).unwrap_or(0))
+    }
+
+    /// The same counters for one cgroup.
+    pub fn stats_of(&self, cgroup: u64) -> Stats {
+        let Ok(per_cpu) = self.cgroup_stats.get(&cgroup, 0) else { return Stats::default() };
+        Stats::from_slots(|index| per_cpu.iter().map(|counters| counters[index as usize]).sum())
     }
 }
 

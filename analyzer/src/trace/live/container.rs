@@ -1,18 +1,27 @@
 //! Tracing Docker containers: one started for the trace (registered in the kernel when runc
-//! creates its cgroup, so its first syscall is seen), or one already running (`--attach`).
+//! creates its cgroup, so its first syscall is seen), or running ones (`--attach`, several at once
+//! with one set of kernel programs, each into its own trace).
+//!
+//! A container may stop at any moment: right after its start, between the daemon's answer and a
+//! read of /proc, during an attach. None of that is an error. A started container's cgroup comes
+//! from the kernel's registration, with no /proc read at all; elsewhere a /proc read that fails
+//! because the container is gone means it stopped. Either way the outcome is the early exit — the
+//! trace of what it did, its exit code and the tail of its log.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bollard::Docker;
 use bollard::models::SystemInfoCgroupDriverEnum;
-use tracer_common::phase as kernel;
+use tracer_common::{MAX_CGROUPS, phase as kernel};
 
 use super::exec::kernel_release;
+use super::record::Recorder;
 use super::rootfs::Rootfs;
-use super::{Ended, Session, accepts, cgroup};
+use super::{Ended, Session, TargetId, accepts, cgroup};
 use crate::docker::container::{self, Container, RunSpec};
 use crate::syscalls::Arch;
 use crate::trace::ebpf::Config;
@@ -88,12 +97,13 @@ async fn run_traced(
     };
     let trace = Trace::new(Source::Ebpf, Arch::host(), kernel_release(), target);
     let config = Config { cgroup_path: Some(cgroup_path.clone()), ring_buffer_bytes: request.ring_buffer_bytes };
-    let mut session = Session::start(&config, trace, rootfs.clone(), request.duration)?;
+    let mut session = Session::start(&config, request.duration)?;
+    let target = session.add_target(trace, rootfs.clone());
     let entrypoint = resolve_entrypoint(&info, &rootfs)?;
-    session.arm_marker(&request.marker, &entrypoint, &rootfs)?;
+    session.arm_marker(target, &request.marker, &entrypoint, &rootfs)?;
     container.start().await?;
+    follow_started(&mut session, target, container, &cgroup_path).await?;
     let running = container.inspect().await?;
-    follow_container(&mut session, &running, &cgroup_path)?;
     let address = container::address(&running).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     session.target_started(address);
     let published: Vec<_> = request.publish.iter().map(|text| container::parse_publish(text)).collect::<Result<_>>()?;
@@ -113,7 +123,7 @@ async fn run_traced(
         // Stopped while still traced: the app's shutdown belongs in its profile too.
         container.stop().await;
     }
-    let trace = session.finish()?;
+    let trace = session.finish()?.swap_remove(target);
     let workload = match done {
         Some(Done::Workload(status)) => Some(status),
         _ => None,
@@ -121,29 +131,53 @@ async fn run_traced(
     Ok(ContainerOutcome { trace, ended, early_exit, workload })
 }
 
-/// Makes sure the session follows the container's cgroup; registers it late (with a warning)
-/// when the kernel did not see it created.
-fn follow_container(
-    session: &mut Session,
-    running: &bollard::models::ContainerInspectResponse,
-    expected: &str,
-) -> Result<()> {
-    // Already gone: the kernel registered its cgroup when runc created it, which is all a
-    // trace of its short life needs.
-    let Some(pid) = container::pid(running) else { return Ok(()) };
-    let path = cgroup::of_process(pid)?;
-    let id = cgroup::id(&cgroup::v2_mount()?.join(path.trim_start_matches('/')))?;
-    if session.tracer().phase(id).is_some() {
-        return session.follow(id, None);
+/// Makes the session follow a just-started container's cgroup. The kernel registered it when
+/// runc created it at the expected path, so nothing is read from /proc and it holds however soon
+/// the container exits. A cgroup elsewhere (a parent the daemon chose) is found through the
+/// container's process and registered late, its first syscalls missed.
+async fn follow_started(session: &mut Session, target: TargetId, container: &Container, expected: &str) -> Result<()> {
+    // Only the configured path is registered by the kernel, and nothing else is yet.
+    if let Some(&cgroup) = session.tracer().registered().first() {
+        return session.follow(target, cgroup, None);
     }
-    session.follow(id, Some(kernel::INIT))?;
-    let trace = session.recorder().trace_mut();
+    let found = running_cgroup(container).await?;
+    let trace = session.recorder(target).trace_mut();
     trace.complete = false;
+    let Some((path, cgroup)) = found else {
+        trace.warnings.push(format!(
+            "the container's cgroup was not the expected {expected}, and the container stopped before it could be \
+             found elsewhere: nothing of it was traced"
+        ));
+        return Ok(());
+    };
     trace.warnings.push(format!(
         "the container's cgroup {path} was not the expected {expected}, so it was registered after it started: \
          its first syscalls are missing"
     ));
-    Ok(())
+    trace.target.cgroup = Some(path);
+    session.follow(target, cgroup, Some(kernel::INIT))
+}
+
+/// The cgroup v2 path and id of a container's processes, or `None` once it has stopped. Its
+/// process can exit, and its cgroup go, between the daemon's answer and the /proc read; a pid
+/// read that late may even be another process's, so the path must name the container.
+async fn running_cgroup(container: &Container) -> Result<Option<(String, u64)>> {
+    let info = container.inspect().await?;
+    let Some(pid) = container::pid(&info) else { return Ok(None) };
+    let found = cgroup::of_process(pid).and_then(|path| Ok((path.clone(), cgroup::id(&cgroup_dir(&path)?)?)));
+    match found {
+        Ok(found) if found.0.contains(&container.id) => Ok(Some(found)),
+        // Gone meanwhile (even from the daemon) — or, if the daemon says it still runs, a real problem.
+        other => match container.is_running().await {
+            Ok(true) => other.map(Some),
+            _ => Ok(None),
+        },
+    }
+}
+
+/// Where a cgroup v2 path (`/docker/<id>`) is on this host.
+fn cgroup_dir(path: &str) -> Result<PathBuf> {
+    Ok(cgroup::v2_mount()?.join(path.trim_start_matches('/')))
 }
 
 /// The container's v2 cgroup path as the kernel names it at `cgroup_mkdir`, and the runtime.
@@ -207,54 +241,97 @@ async fn run_workload(workload: Option<&str>, endpoint: Option<(IpAddr, u16)>) -
 
 /// What `trace --attach` needs.
 pub struct AttachRequest {
-    pub container: String,
+    /// Names or ids, in the order the outcomes come back.
+    pub containers: Vec<String>,
     pub duration: Duration,
     pub ring_buffer_bytes: u32,
 }
 
-/// Traces a running container from now on; everything counts as serving.
-pub async fn attach(request: &AttachRequest) -> Result<ContainerOutcome> {
+/// The marker spec of an attached trace: none, everything was serving.
+pub const ATTACHED_MARKER: &str = "none";
+
+/// A running container's trace before the session starts, and where it runs (none when it
+/// stopped before the tracer could attach).
+struct Attaching {
+    trace: Trace,
+    rootfs: Rootfs,
+    cgroup: Option<(String, u64)>,
+}
+
+/// Traces running containers from now on, all with one set of kernel programs; everything counts
+/// as serving. One outcome per container, in the order asked; the session ends at the deadline,
+/// on Ctrl-C, or when every container has stopped.
+pub async fn attach(request: &AttachRequest) -> Result<Vec<ContainerOutcome>> {
     crate::trace::ebpf::preflight()?;
+    if request.containers.len() > MAX_CGROUPS as usize {
+        bail!("{} containers given; one tracer follows at most {MAX_CGROUPS}", request.containers.len());
+    }
     let docker = crate::docker::connect().await?;
-    let container = Container::existing(&docker, &request.container).await?;
+    let mut containers: Vec<Container> = Vec::new();
+    let mut attaching = Vec::new();
+    for name in &request.containers {
+        let container = Container::existing(&docker, name).await?;
+        if containers.iter().any(|known| known.id == container.id) {
+            bail!("container {name} is given twice to --attach");
+        }
+        attaching.push(prepare_attach(&container, name).await?);
+        containers.push(container);
+    }
+    let config = Config { cgroup_path: None, ring_buffer_bytes: request.ring_buffer_bytes };
+    let mut session = Session::start(&config, request.duration)?;
+    for Attaching { trace, rootfs, cgroup } in attaching {
+        let target = session.add_target(trace, rootfs);
+        if let Some((path, id)) = cgroup {
+            session.follow(target, id, Some(kernel::SERVING))?;
+            record_running_processes(session.recorder(target), &cgroup_dir(&path)?);
+        }
+    }
+    let all_stopped = futures_util::future::join_all(containers.iter().map(Container::wait));
+    let (ended, _) = session.run_until(all_stopped).await;
+    let traces = session.finish()?;
+    let mut outcomes = Vec::new();
+    for (container, trace) in containers.iter().zip(traces) {
+        let stopped = !container.is_running().await.unwrap_or(false);
+        let early_exit = if stopped { Some(early_exit(container).await) } else { None };
+        outcomes.push(ContainerOutcome { trace, ended, early_exit, workload: None });
+    }
+    Ok(outcomes)
+}
+
+/// What an attached trace starts with: the target, the warning that its start-up is missing, and
+/// its cgroup.
+async fn prepare_attach(container: &Container, name: &str) -> Result<Attaching> {
     let info = container.inspect().await?;
-    let Some(pid) = container::pid(&info) else { bail!("container {} is not running", request.container) };
+    if container::pid(&info).is_none() {
+        bail!("container {name} is not running");
+    }
     let rootfs = Rootfs::layers(container::layers(&info)?);
-    let path = cgroup::of_process(pid)?;
-    let cgroup_dir = cgroup::v2_mount()?.join(path.trim_start_matches('/'));
+    let cgroup = running_cgroup(container).await?;
     let target = Target {
         image: info.config.as_ref().and_then(|config| config.image.clone()),
         container_id: Some(container.id.clone()),
         container_name: info.name.as_deref().map(|name| name.trim_start_matches('/').to_owned()),
         command: info.path.iter().cloned().chain(info.args.iter().flatten().cloned()).collect(),
-        cgroup: Some(path.clone()),
+        cgroup: cgroup.as_ref().map(|(path, _)| path.clone()),
         ..Target::default()
     };
     let mut trace = Trace::new(Source::Ebpf, Arch::host(), kernel_release(), target);
     trace.complete = false;
     trace.warnings.push("attached to a running container: its start-up was not traced".to_owned());
-    trace.phase_marker.spec = "none".to_owned();
+    if cgroup.is_none() {
+        trace.warnings.push("the container stopped before the tracer attached: nothing of it was traced".to_owned());
+    }
+    trace.phase_marker.spec = ATTACHED_MARKER.to_owned();
     trace.phase_marker.detail = Some("attached to a running container: everything counts as serving".to_owned());
-    let config = Config { cgroup_path: None, ring_buffer_bytes: request.ring_buffer_bytes };
-    let mut session = Session::start(&config, trace, rootfs, request.duration)?;
-    session.follow(cgroup::id(&cgroup_dir)?, Some(kernel::SERVING))?;
-    record_running_processes(&mut session, &cgroup_dir);
-    session.target_started(container::address(&info).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-    let (ended, exited) = session.run_until(container.wait()).await;
-    let early_exit = match exited {
-        Some(()) => Some(early_exit(&container).await),
-        None => None,
-    };
-    let trace = session.finish()?;
-    Ok(ContainerOutcome { trace, ended, early_exit, workload: None })
+    Ok(Attaching { trace, rootfs, cgroup })
 }
 
 /// What the processes already running were started from and have mapped, from /proc.
-fn record_running_processes(session: &mut Session, cgroup_dir: &std::path::Path) {
+fn record_running_processes(recorder: &mut Recorder, cgroup_dir: &std::path::Path) {
     for pid in cgroup::processes(cgroup_dir) {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|comm| comm.trim().to_owned());
         let file = |path: String| FileUse { path, phase: Phase::Serving, pid, first_seen_ns: 0, comm: comm.clone() };
-        let trace = session.recorder().trace_mut();
+        let trace = recorder.trace_mut();
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok().map(|exe| exe.display().to_string());
         if let Some(exe) = &exe {
             Trace::add_file(&mut trace.executables, file(exe.clone()));

@@ -49,10 +49,11 @@ pub async fn trace_command(request: &ExecRequest) -> Result<ExecOutcome> {
     };
     let trace = Trace::new(Source::Ebpf, Arch::host(), kernel_release(), target);
     let config = Config { cgroup_path: None, ring_buffer_bytes: request.ring_buffer_bytes };
-    let mut session = Session::start(&config, trace, Rootfs::host(), request.duration)?;
-    session.follow(cgroup.id, Some(kernel::INIT))?;
+    let mut session = Session::start(&config, request.duration)?;
+    let target = session.add_target(trace, Rootfs::host());
+    session.follow(target, cgroup.id, Some(kernel::INIT))?;
     let entrypoint = program.to_str().context("the command's path is not UTF-8")?;
-    session.arm_marker(&request.marker, entrypoint, &Rootfs::host())?;
+    session.arm_marker(target, &request.marker, entrypoint, &Rootfs::host())?;
     let mut child = spawn_in(&cgroup, &program, &request.command[1..])?;
     session.target_started(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let (ended, waited) = session.run_until(child.wait()).await;
@@ -60,7 +61,7 @@ pub async fn trace_command(request: &ExecRequest) -> Result<ExecOutcome> {
     if status.is_none() {
         let _ = child.start_kill();
     }
-    let trace = session.finish()?;
+    let trace = session.finish()?.swap_remove(target);
     drop(cgroup);
     Ok(ExecOutcome { trace, ended, status })
 }

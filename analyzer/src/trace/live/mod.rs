@@ -1,10 +1,12 @@
 //! A live eBPF trace from start to `Trace`: the session loop shared by every target (a container
-//! started for the trace, a running container, a host command).
+//! started for the trace, running containers, a host command).
 //!
-//! The session owns the loaded tracer and a `Recorder`. It drains the event ring buffer as it
-//! fills, flips the phase for markers decided in userspace (`ready:tcp:`, `after:`), shows
-//! progress, and stops at the deadline, on Ctrl-C, or when the target says it is done — and in
-//! every case the trace is still finished and returned.
+//! The session owns the loaded tracer and one `Recorder` per target: one set of kernel programs
+//! traces them all, keyed by cgroup, and every event and table goes to the target that follows
+//! its cgroup. It drains the event ring buffer as it fills, flips the phase for markers decided in
+//! userspace (`ready:tcp:`, `after:`), shows progress, and stops at the deadline, on Ctrl-C, or
+//! when the targets say they are done — and in every case the traces are still finished and
+//! returned.
 
 pub mod cgroup;
 pub mod container;
@@ -26,8 +28,8 @@ use self::progress::{Counts, Progress};
 use self::record::Recorder;
 use self::rootfs::Rootfs;
 use crate::trace::ebpf::events::Event;
-use crate::trace::ebpf::{Config, KernelMarker, Tracer};
-use crate::trace::{MarkerSpec, Phase, Trace};
+use crate::trace::ebpf::{Config, KernelMarker, Stats, Tracer};
+use crate::trace::{MarkerScope, MarkerSpec, Phase, Trace};
 
 /// A marker userspace decides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,17 +58,23 @@ const TICK: Duration = Duration::from_millis(250);
 pub struct Session {
     tracer: Tracer,
     events: AsyncFd<RingBuf<MapData>>,
-    recorder: Recorder,
-    cgroup: Option<u64>,
+    /// One per target, indexed by `TargetId`.
+    recorders: Vec<Recorder>,
+    /// When the session started, CLOCK_MONOTONIC and wall clock: every trace counts from here.
+    start_ns: u64,
+    started_at_unix_ns: u64,
     user_marker: UserMarker,
     target_started: Option<(Instant, IpAddr)>,
     progress: Progress,
     duration: Duration,
 }
 
+/// One traced target of a session (a container, a host command), as `Session::add_target` gave it.
+pub type TargetId = usize;
+
 impl Session {
-    /// Loads the tracer. `trace` already names the target; its start time is set here.
-    pub fn start(config: &Config, mut trace: Trace, rootfs: Rootfs, duration: Duration) -> Result<Session> {
+    /// Loads the tracer; targets are added afterwards.
+    pub fn start(config: &Config, duration: Duration) -> Result<Session> {
         let mut tracer = Tracer::load(config)?;
         let events = tracer.take_events().expect("a fresh tracer has its ring buffer");
         // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long as the
@@ -74,40 +82,45 @@ impl Session {
         let events = unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
             .map_err(|err| err.into_parts().1)
             .context("cannot watch the event ring buffer")?;
-        trace.started_at_unix_ns = unix_now_ns();
-        let recorder = Recorder::new(trace, monotonic_now_ns(), rootfs);
-        let progress = Progress::new(duration);
         Ok(Session {
             tracer,
             events,
-            recorder,
-            cgroup: None,
+            recorders: Vec::new(),
+            start_ns: monotonic_now_ns(),
+            started_at_unix_ns: unix_now_ns(),
             user_marker: UserMarker::None,
             target_started: None,
-            progress,
+            progress: Progress::new(duration),
             duration,
         })
+    }
+
+    /// Adds a target; `trace` already names it, its start time is the session's.
+    pub fn add_target(&mut self, mut trace: Trace, rootfs: Rootfs) -> TargetId {
+        trace.started_at_unix_ns = self.started_at_unix_ns;
+        self.recorders.push(Recorder::new(trace, self.start_ns, rootfs));
+        self.recorders.len() - 1
     }
 
     pub fn tracer(&mut self) -> &mut Tracer {
         &mut self.tracer
     }
 
-    pub fn recorder(&mut self) -> &mut Recorder {
-        &mut self.recorder
+    pub fn recorder(&mut self, target: TargetId) -> &mut Recorder {
+        &mut self.recorders[target]
     }
 
     pub fn note(&self, line: &str) {
         self.progress.note(line);
     }
 
-    /// Traces `cgroup` (already registered in the kernel, or registered here in `phase`).
-    pub fn follow(&mut self, cgroup: u64, register_in: Option<u32>) -> Result<()> {
+    /// `target` is traced in `cgroup` (already registered in the kernel, or registered here in
+    /// `phase`).
+    pub fn follow(&mut self, target: TargetId, cgroup: u64, register_in: Option<u32>) -> Result<()> {
         if let Some(phase) = register_in {
             self.tracer.register(cgroup, phase)?;
         }
-        self.recorder.watch(cgroup);
-        self.cgroup = Some(cgroup);
+        self.recorders[target].watch(cgroup);
         Ok(())
     }
 
@@ -129,7 +142,7 @@ impl Session {
                 output = &mut done => return (Ended::TargetDone, Some(output)),
                 readable = self.events.readable_mut() => {
                     if let Ok(mut guard) = readable {
-                        drain(guard.get_inner_mut(), &mut self.recorder);
+                        drain(guard.get_inner_mut(), &mut self.recorders);
                         guard.clear_ready();
                     }
                 }
@@ -141,10 +154,17 @@ impl Session {
         }
     }
 
+    /// Moves every target still in `init` to serving once the userspace marker says so (these
+    /// markers are for one target, whose start `target_started` gave).
     async fn check_user_marker(&mut self) {
-        let cgroup = self.cgroup.or_else(|| self.recorder.first_cgroup());
-        let (Some(cgroup), Some((started, address))) = (cgroup, self.target_started) else { return };
-        if self.tracer.phase(cgroup) != Some(kernel::INIT) {
+        let Some((started, address)) = self.target_started else { return };
+        let waiting: Vec<u64> = self
+            .recorders
+            .iter()
+            .filter_map(Recorder::first_cgroup)
+            .filter(|&cgroup| self.tracer.phase(cgroup) == Some(kernel::INIT))
+            .collect();
+        if waiting.is_empty() {
             return;
         }
         let fire = match self.user_marker {
@@ -152,19 +172,25 @@ impl Session {
             UserMarker::After(after) => started.elapsed() >= after,
             UserMarker::ReadyTcp(port) => accepts(SocketAddr::new(address, port)).await,
         };
-        if fire && self.tracer.advance(cgroup, kernel::INIT, kernel::SERVING).unwrap_or(false) {
-            let how = match self.user_marker {
-                UserMarker::ReadyTcp(port) => format!("port {port} accepting a connection"),
-                _ => "the timer".to_owned(),
-            };
-            self.recorder.marker_fired(monotonic_now_ns(), None, &how);
+        if !fire {
+            return;
+        }
+        let how = match self.user_marker {
+            UserMarker::ReadyTcp(port) => format!("port {port} accepting a connection"),
+            _ => "the timer".to_owned(),
+        };
+        for cgroup in waiting {
+            if self.tracer.advance(cgroup, kernel::INIT, kernel::SERVING).unwrap_or(false) {
+                let recorder = self.recorders.iter_mut().find(|recorder| recorder.watches(cgroup));
+                recorder.expect("a waiting cgroup is followed").marker_fired(monotonic_now_ns(), None, &how);
+            }
         }
     }
 
     fn counts(&self) -> Counts {
         let mut counts = Counts { lost_events: self.tracer.stats().lost_events, ..Counts::default() };
         for (key, totals) in self.tracer.tables().unwrap_or_default() {
-            if !self.recorder.watches(key.cgroup) {
+            if !self.recorders.iter().any(|recorder| recorder.watches(key.cgroup)) {
                 continue;
             }
             match record::trace_phase(key.phase) {
@@ -177,26 +203,50 @@ impl Session {
         counts
     }
 
-    /// Reads what is left and closes the trace. Loss is reported on stderr as well as in it.
-    pub fn finish(mut self) -> Result<Trace> {
-        drain(self.events.get_mut(), &mut self.recorder);
+    /// Reads what is left and closes the traces, in `TargetId` order. Loss is reported on stderr
+    /// as well as in them: each trace counts its own cgroups' losses, and losses the kernel could
+    /// not attribute to a cgroup count for every trace.
+    pub fn finish(mut self) -> Result<Vec<Trace>> {
+        drain(self.events.get_mut(), &mut self.recorders);
         self.progress.finish();
         let tables = self.tracer.tables()?;
-        let stats = self.tracer.stats();
-        if stats.lost_events > 0 {
+        let total = self.tracer.stats();
+        if total.lost_events > 0 {
             eprintln!(
                 "seccomp-refine: warning: {} events lost (ring buffer full); the trace is marked incomplete",
-                stats.lost_events
+                total.lost_events
             );
         }
-        Ok(self.recorder.finish(&tables, stats, monotonic_now_ns()))
+        let attributed = self
+            .tracer
+            .registered()
+            .into_iter()
+            .fold(Stats::default(), |sum, cgroup| sum.plus(self.tracer.stats_of(cgroup)));
+        let unattributed = total.minus(attributed);
+        let end_ns = monotonic_now_ns();
+        let tracer = &self.tracer;
+        Ok(self
+            .recorders
+            .into_iter()
+            .map(|recorder| {
+                let own = recorder.cgroups().fold(Stats::default(), |sum, cgroup| sum.plus(tracer.stats_of(cgroup)));
+                recorder.finish(&tables, own, unattributed, end_ns)
+            })
+            .collect())
     }
 }
 
-fn drain(events: &mut RingBuf<MapData>, recorder: &mut Recorder) {
+/// Hands each event to the target that follows its cgroup; a newly created cgroup goes to the
+/// target expecting its path.
+fn drain(events: &mut RingBuf<MapData>, recorders: &mut [Recorder]) {
     while let Some(item) = events.next() {
-        if let Some(event) = Event::decode(&item) {
-            recorder.on_event(&event);
+        let Some(event) = Event::decode(&item) else { continue };
+        let target = match &event {
+            Event::Cgroup { path, .. } => recorders.iter().position(|recorder| recorder.expects(path)),
+            other => recorders.iter().position(|recorder| recorder.watches(other.header().cgroup)),
+        };
+        if let Some(target) = target {
+            recorders[target].on_event(&event);
         }
     }
 }
@@ -211,17 +261,21 @@ pub async fn accepts(address: SocketAddr) -> bool {
 /// nginx's event loop iteration and redis's event loop.
 pub const KNOWN_MARKER_FUNCTIONS: &[&str] = &["ngx_process_events_and_timers", "aeMain"];
 
+/// How a `symbol:` marker applies, for the trace's marker detail.
+const PER_PROCESS: &str =
+    "per process: each process serves from its own first call, and the processes it forks afterwards inherit that";
+
 impl Session {
-    /// Arms the phase marker before the target runs and records in the trace what it resolved to.
-    /// `entrypoint` is the program the target runs, as a path inside `rootfs`.
-    pub fn arm_marker(&mut self, spec: &MarkerSpec, entrypoint: &str, rootfs: &Rootfs) -> Result<()> {
+    /// Arms the phase marker of `target` before it runs and records in its trace what the marker
+    /// resolved to. `entrypoint` is the program the target runs, as a path inside `rootfs`.
+    pub fn arm_marker(&mut self, target: TargetId, spec: &MarkerSpec, entrypoint: &str, rootfs: &Rootfs) -> Result<()> {
         let (resolved, detail) = match spec {
             MarkerSpec::Symbol { function, binary } => {
                 let binary = binary.as_deref().unwrap_or(entrypoint);
                 let host =
                     rootfs.host_path(binary).with_context(|| format!("marker binary {binary} does not exist"))?;
                 self.tracer.attach_marker(&host, function)?;
-                (format!("symbol:{function}@{binary}"), format!("uprobe on {}", host.display()))
+                (format!("symbol:{function}@{binary}"), format!("uprobe on {}; {PER_PROCESS}", host.display()))
             }
             MarkerSpec::Syscall(name) => {
                 let number = crate::syscalls::Arch::host().number(name).expect("validated when parsed");
@@ -238,7 +292,9 @@ impl Session {
             }
             MarkerSpec::Auto => self.arm_auto(entrypoint, rootfs)?,
         };
-        let marker = &mut self.recorder.trace_mut().phase_marker;
+        let marker = &mut self.recorders[target].trace_mut().phase_marker;
+        marker.scope =
+            Some(if resolved.starts_with("symbol:") { MarkerScope::Process } else { MarkerScope::Container });
         marker.spec = resolved;
         marker.detail = Some(detail);
         Ok(())
@@ -251,7 +307,9 @@ impl Session {
             for function in KNOWN_MARKER_FUNCTIONS {
                 if self.tracer.attach_marker(&host, function).is_ok() {
                     let spec = format!("symbol:{function}@{entrypoint}");
-                    return Ok((spec, format!("auto: known function of the entrypoint, uprobe on {}", host.display())));
+                    let detail =
+                        format!("auto: known function of the entrypoint, uprobe on {}; {PER_PROCESS}", host.display());
+                    return Ok((spec, detail));
                 }
             }
         }

@@ -3,7 +3,7 @@
 //! Pure bookkeeping, no IO besides reading files inside the traced root (symlinks, an executable's
 //! ELF interpreter): kernel phases map onto the trace's phases, runc's own setup stays out of
 //! everything a profile reads, paths are canonicalized inside the container's root, and the
-//! marker's first firing is kept.
+//! marker's first firing is kept, with every process a per-process marker moved.
 
 use std::collections::BTreeSet;
 
@@ -13,7 +13,7 @@ use super::rootfs::{Rootfs, elf_interpreter};
 use crate::syscalls::Arch;
 use crate::trace::ebpf::events::{Event, Header};
 use crate::trace::ebpf::{Stats, SyscallTotal};
-use crate::trace::{FileUse, Phase, PhaseSyscalls, Trace};
+use crate::trace::{FileUse, Phase, PhaseSyscalls, ServingProcess, Trace};
 
 /// Builds a `Trace` from a live run.
 pub struct Recorder {
@@ -43,6 +43,16 @@ impl Recorder {
 
     pub fn watches(&self, cgroup: u64) -> bool {
         self.cgroups.contains(&cgroup)
+    }
+
+    /// The cgroups followed.
+    pub fn cgroups(&self) -> impl Iterator<Item = u64> + '_ {
+        self.cgroups.iter().copied()
+    }
+
+    /// Whether the kernel's registration of a cgroup created at `path` is this target's.
+    pub fn expects(&self, path: &str) -> bool {
+        self.trace.target.cgroup.as_deref() == Some(path)
     }
 
     pub fn trace_mut(&mut self) -> &mut Trace {
@@ -75,12 +85,31 @@ impl Recorder {
                     Trace::add_file(&mut self.trace.libraries, file);
                 }
             }
-            Event::Phase { header, cause } if header.phase == kernel::SERVING => {
-                let marker_cause =
-                    if *cause == cause::UPROBE { "function entry".to_owned() } else { syscall_cause(*cause) };
-                self.marker_fired(header.ts_ns, Some(header.pid), &marker_cause);
+            Event::Phase { header, cause, process } if header.phase == kernel::SERVING => {
+                self.on_serving(header, *cause, *process);
             }
             Event::Phase { .. } | Event::Cgroup { .. } => {}
+        }
+    }
+
+    /// The cgroup, or one process of it (`process` not 0), moved to serving.
+    fn on_serving(&mut self, header: &Header, cause: u32, process: u32) {
+        if process == 0 {
+            self.marker_fired(header.ts_ns, Some(header.pid), &syscall_cause(cause));
+            return;
+        }
+        let forked_by = (cause == cause::FORK).then_some(header.pid);
+        if forked_by.is_none() {
+            self.marker_fired(header.ts_ns, Some(process), "function entry");
+        }
+        let serving = &mut self.trace.phase_marker.serving_processes;
+        if !serving.iter().any(|known| known.pid == process) {
+            serving.push(ServingProcess {
+                pid: process,
+                at_ns: header.ts_ns.saturating_sub(self.start_ns),
+                comm: (!header.comm.is_empty()).then(|| header.comm.clone()),
+                forked_by,
+            });
         }
     }
 
@@ -131,11 +160,14 @@ impl Recorder {
         });
     }
 
-    /// Fills the syscall sets from the kernel's tables and closes the trace.
+    /// Fills the syscall sets from the kernel's tables and closes the trace. `own` counts what the
+    /// kernel could not record for this target's cgroups, `unattributed` what it could not tie to
+    /// any cgroup (it may be this target's too).
     pub fn finish(
         mut self,
         tables: &[(tracer_common::TableKey, Vec<SyscallTotal>)],
-        stats: Stats,
+        own: Stats,
+        unattributed: Stats,
         end_ns: u64,
     ) -> Trace {
         for (key, totals) in tables.iter().filter(|(key, _)| self.cgroups.contains(&key.cgroup)) {
@@ -158,29 +190,42 @@ impl Recorder {
             self.trace.complete = false;
             self.trace.warnings.push("the target's cgroup was never seen, so nothing of it was traced".to_owned());
         }
-        self.account_losses(stats);
+        self.account_losses(own, "");
+        self.account_losses(unattributed, " in the traced cgroups (which ones is unknown)");
         self.trace
     }
 
-    fn account_losses(&mut self, stats: Stats) {
+    /// Reports what the kernel could not record; `whose` qualifies losses not tied to this target.
+    fn account_losses(&mut self, stats: Stats, whose: &str) {
         let trace = &mut self.trace;
         trace.lost_events += stats.lost_events;
         if stats.lost_events > 0 {
             trace.complete = false;
             trace.warnings.push(format!(
-                "{} events (execs, mapped libraries, phase changes) were lost because the ring buffer was full; \
-                 trace again with a larger --ring-buffer",
+                "{} events (execs, mapped libraries, phase changes){whose} were lost because the ring buffer was \
+                 full; trace again with a larger --ring-buffer",
                 stats.lost_events
             ));
         }
         if stats.table_full > 0 {
             trace.complete = false;
-            trace
-                .warnings
-                .push(format!("{} syscalls could not be recorded: the kernel's table map was full", stats.table_full));
+            trace.warnings.push(format!(
+                "{} syscalls{whose} could not be recorded: the kernel's table map was full",
+                stats.table_full
+            ));
+        }
+        if stats.process_full > 0 {
+            trace.complete = false;
+            trace.warnings.push(format!(
+                "{} processes{whose} entered serving but the kernel's process map was full: their serving syscalls \
+                 count as init",
+                stats.process_full
+            ));
         }
         if stats.path_cut > 0 {
-            trace.warnings.push(format!("{} paths were longer than the kernel records or unreadable", stats.path_cut));
+            trace
+                .warnings
+                .push(format!("{} paths{whose} were longer than the kernel records or unreadable", stats.path_cut));
         }
     }
 }
@@ -232,7 +277,7 @@ mod tests {
             (key(kernel::SERVING, abi::NATIVE), vec![total(288, 9, 1_500)]),       // accept4
             (TableKey { cgroup: 99, phase: kernel::SERVING, abi: abi::NATIVE }, vec![total(0, 1, 1_600)]),
         ];
-        let trace = recorder().finish(&tables, Stats::default(), 5_000);
+        let trace = recorder().finish(&tables, Stats::default(), Stats::default(), 5_000);
         assert_eq!(trace.phases.runtime_setup.names(), BTreeSet::from(["mount"]));
         assert_eq!(trace.phases.runtime.names(), BTreeSet::from(["capset"]));
         assert_eq!(trace.phases.init.syscalls.keys().collect::<Vec<_>>(), ["bind"]);
@@ -246,16 +291,38 @@ mod tests {
     #[test]
     fn the_marker_fires_once_and_losses_are_reported() {
         let mut recorder = recorder();
-        recorder.on_event(&Event::Phase { header: header(kernel::SERVING, 82, 2_000), cause: 232 });
-        recorder.on_event(&Event::Phase { header: header(kernel::SERVING, 82, 3_000), cause: cause::UPROBE });
-        let stats = Stats { lost_events: 4, table_full: 0, path_cut: 0 };
-        let trace = recorder.finish(&[], stats, 4_000);
+        recorder.on_event(&Event::Phase { header: header(kernel::SERVING, 82, 2_000), cause: 232, process: 0 });
+        recorder.on_event(&Event::Phase { header: header(kernel::SERVING, 82, 3_000), cause: 232, process: 0 });
+        let own = Stats { lost_events: 4, ..Stats::default() };
+        let unattributed = Stats { lost_events: 2, ..Stats::default() };
+        let trace = recorder.finish(&[], own, unattributed, 4_000);
         assert!(trace.phase_marker.fired);
         assert_eq!(trace.phase_marker.at_ns, Some(1_000));
         assert_eq!(trace.phase_marker.detail.as_deref(), Some("fired on syscall epoll_wait"));
-        assert_eq!(trace.lost_events, 4);
+        assert!(trace.phase_marker.serving_processes.is_empty(), "the whole cgroup moved");
+        assert_eq!(trace.lost_events, 6);
         assert!(!trace.complete);
-        assert!(trace.warnings[0].contains("4 events"), "{:?}", trace.warnings);
+        assert!(trace.warnings[0].starts_with("4 events (execs, mapped libraries, phase changes) were"));
+        assert!(trace.warnings[1].contains("2 events (execs, mapped libraries, phase changes) in the traced cgroups"));
+    }
+
+    #[test]
+    fn a_per_process_marker_lists_the_processes_it_moved() {
+        let mut recorder = recorder();
+        let moved = |ts_ns, pid, cause, process| Event::Phase {
+            header: Header { pid, tid: pid, ..header(kernel::SERVING, 82, ts_ns) },
+            cause,
+            process,
+        };
+        recorder.on_event(&moved(2_000, 20, cause::UPROBE, 20));
+        recorder.on_event(&moved(2_500, 20, cause::FORK, 21));
+        recorder.on_event(&moved(3_000, 30, cause::UPROBE, 30));
+        recorder.on_event(&moved(3_100, 30, cause::UPROBE, 30));
+        let trace = recorder.finish(&[], Stats::default(), Stats::default(), 4_000);
+        let marker = &trace.phase_marker;
+        assert_eq!((marker.fired, marker.at_ns, marker.pid), (true, Some(1_000), Some(20)), "the first firing");
+        let moved: Vec<_> = marker.serving_processes.iter().map(|p| (p.pid, p.at_ns, p.forked_by)).collect();
+        assert_eq!(moved, [(20, 1_000, None), (21, 1_500, Some(20)), (30, 2_000, None)]);
     }
 
     #[test]
@@ -275,7 +342,7 @@ mod tests {
             interp: "/bin/sh".into(),
         };
         recorder.on_event(&script);
-        let trace = recorder.finish(&[], Stats::default(), 2_000);
+        let trace = recorder.finish(&[], Stats::default(), Stats::default(), 2_000);
         let paths: Vec<_> = trace.executables.iter().map(|file| (file.path.as_str(), file.phase)).collect();
         assert_eq!(
             paths,

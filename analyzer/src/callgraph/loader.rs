@@ -1,0 +1,265 @@
+//! Which files make up each process, found the way `ld.so` finds them: the executable, then
+//! `DT_NEEDED` breadth-first (`DT_RPATH`, `DT_RUNPATH` with `$ORIGIN`, `/etc/ld.so.conf`, the
+//! default directories), skipping files of the wrong class. Libraries the trace saw mapped but
+//! no `DT_NEEDED` closure contains were `dlopen`ed. Summaries come from the cache or are
+//! computed in parallel.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use rayon::prelude::*;
+
+use crate::docker::rootfs::Rootfs;
+use crate::elf::{self, Cache, ModuleSummary};
+
+/// One file of the container, analysed.
+pub struct Module {
+    /// The canonical path inside the container.
+    pub path: String,
+    pub summary: ModuleSummary,
+    pub bytes: Vec<u8>,
+    pub cached: bool,
+}
+
+/// One program as the loader lays it out.
+pub struct Process {
+    /// The path the trace (or the user) gave.
+    pub name: String,
+    pub exe: usize,
+    /// Global scope in load order: the executable, then `DT_NEEDED` breadth-first.
+    pub scope: Vec<usize>,
+    /// Mapped without being in the scope: `dlopen`ed, in the order seen.
+    pub dlopened: Vec<usize>,
+    pub interp: Option<usize>,
+}
+
+/// Every analysed file, by index.
+#[derive(Default)]
+pub struct Store {
+    pub modules: Vec<Module>,
+}
+
+/// A file found for the loader, before analysis.
+struct Found {
+    path: String,
+    bytes: Vec<u8>,
+    deps: elf::Dependencies,
+}
+
+/// Lays out the processes of `executables` (container paths), with `mapped` the libraries a trace
+/// saw. Problems that do not stop the analysis are appended to `warnings`.
+pub(crate) fn load(
+    rootfs: &Rootfs,
+    cache: &Cache,
+    executables: &[String],
+    mapped: &[String],
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<(Store, Vec<Process>)> {
+    let mut loader = Loader { rootfs, files: Vec::new(), by_path: HashMap::new(), conf_dirs: conf_dirs(rootfs) };
+    let mut mapped_paths = Vec::new();
+    for path in mapped {
+        match loader.file(path) {
+            Ok(index) => mapped_paths.push(index),
+            Err(err) => warnings.push(format!("mapped library {path} is not analysed: {err:#}")),
+        }
+    }
+    let mut layouts = Vec::new();
+    for name in executables {
+        match loader.process(name, warnings) {
+            Ok(layout) => layouts.push(layout),
+            Err(err) => warnings.push(format!("{name} is not analysed: {err:#}")),
+        }
+    }
+    let in_scope: HashSet<usize> = layouts.iter().flat_map(|layout: &Process| layout.scope.iter().copied()).collect();
+    for layout in &mut layouts {
+        let mut dlopened: Vec<usize> = mapped_paths.iter().copied().filter(|index| !in_scope.contains(index)).collect();
+        let closure = loader.closure(&dlopened, layout.exe, warnings);
+        for index in closure {
+            if !in_scope.contains(&index) && !dlopened.contains(&index) {
+                dlopened.push(index);
+            }
+        }
+        layout.dlopened = dlopened;
+    }
+    let store = analyse(loader.files, cache, warnings)?;
+    Ok((store, layouts))
+}
+
+struct Loader<'a> {
+    rootfs: &'a Rootfs,
+    files: Vec<Found>,
+    by_path: HashMap<String, usize>,
+    conf_dirs: Vec<String>,
+}
+
+impl Loader<'_> {
+    /// Reads and indexes the ELF file at `path`.
+    fn file(&mut self, path: &str) -> anyhow::Result<usize> {
+        let canonical = self.rootfs.resolve(path)?;
+        if let Some(&index) = self.by_path.get(&canonical) {
+            return Ok(index);
+        }
+        let (canonical, bytes) = self.rootfs.read(&canonical)?;
+        let deps = elf::dependencies(&bytes).map_err(|err| anyhow::anyhow!("{canonical}: {err}"))?;
+        let index = self.files.len();
+        self.files.push(Found { path: canonical.clone(), bytes, deps });
+        self.by_path.insert(canonical, index);
+        Ok(index)
+    }
+
+    /// The executable at `name` (through a script's `#!` interpreter) and its global scope.
+    fn process(&mut self, name: &str, warnings: &mut Vec<String>) -> anyhow::Result<Process> {
+        let exe = match self.file(name) {
+            Ok(index) => index,
+            Err(err) => match self.interpreter_of(name) {
+                Some(interpreter) => {
+                    warnings.push(format!("{name} is a script; its interpreter {interpreter} is analysed instead"));
+                    self.file(&interpreter)?
+                }
+                None => return Err(err),
+            },
+        };
+        let scope = self.closure(&[exe], exe, warnings);
+        let interp = match self.files[exe].deps.interp.clone() {
+            Some(interp) => match self.file(&interp) {
+                Ok(index) => Some(index),
+                Err(err) => {
+                    warnings.push(format!("{}: interpreter {interp} not found: {err:#}", self.files[exe].path));
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut scope = scope;
+        if let Some(interp) = interp.filter(|interp| !scope.contains(interp)) {
+            scope.push(interp);
+        }
+        Ok(Process { name: name.to_owned(), exe, scope, dlopened: Vec::new(), interp })
+    }
+
+    fn interpreter_of(&self, path: &str) -> Option<String> {
+        let (_, bytes) = self.rootfs.read(path).ok()?;
+        let line = bytes.strip_prefix(b"#!")?.split(|&byte| byte == b'\n').next()?;
+        let text = String::from_utf8_lossy(line);
+        text.split_whitespace().next().map(str::to_owned)
+    }
+
+    /// `roots` and everything they need, breadth-first, each file once.
+    fn closure(&mut self, roots: &[usize], exe: usize, warnings: &mut Vec<String>) -> Vec<usize> {
+        let mut order: Vec<usize> = roots.to_vec();
+        let mut queue: VecDeque<usize> = roots.iter().copied().collect();
+        while let Some(index) = queue.pop_front() {
+            for name in self.files[index].deps.needed.clone() {
+                match self.search(&name, index, exe) {
+                    Some(found) if !order.contains(&found) => {
+                        order.push(found);
+                        queue.push_back(found);
+                    }
+                    Some(_) => {}
+                    None => warnings.push(format!("{}: needed library {name} not found", self.files[index].path)),
+                }
+            }
+        }
+        order
+    }
+
+    /// Where `ld.so` would find `name` for the file `requester` of a process running `exe`.
+    fn search(&mut self, name: &str, requester: usize, exe: usize) -> Option<usize> {
+        if name.contains('/') {
+            return self.file(name).ok();
+        }
+        if let Some(&index) = self.files.iter().position(|file| file.deps.soname.as_deref() == Some(name)).as_ref() {
+            return Some(index);
+        }
+        let origin = |file: &Found| file.path.rsplit_once('/').map_or("/".to_owned(), |(dir, _)| dir.to_owned());
+        let (req, exe_file) = (&self.files[requester], &self.files[exe]);
+        let mut dirs: Vec<String> = Vec::new();
+        if req.deps.runpath.is_empty() {
+            dirs.extend(req.deps.rpath.iter().map(|dir| expand(dir, &origin(req))));
+            if exe_file.deps.runpath.is_empty() && requester != exe {
+                dirs.extend(exe_file.deps.rpath.iter().map(|dir| expand(dir, &origin(exe_file))));
+            }
+        }
+        dirs.extend(req.deps.runpath.iter().map(|dir| expand(dir, &origin(req))));
+        dirs.extend(self.conf_dirs.iter().cloned());
+        dirs.extend(DEFAULT_DIRS.iter().map(|&dir| dir.to_owned()));
+        for dir in dirs {
+            let candidate = format!("{}/{name}", dir.trim_end_matches('/'));
+            if !self.rootfs.is_file(&candidate) {
+                continue;
+            }
+            // A 32-bit or foreign library of the same name is skipped, as the loader does.
+            if let Ok(index) = self.file(&candidate) {
+                return Some(index);
+            }
+        }
+        None
+    }
+}
+
+/// The trusted directories glibc searches last on x86-64.
+const DEFAULT_DIRS: &[&str] =
+    &["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib"];
+
+/// `$ORIGIN`, `$LIB` and `$PLATFORM` as Debian's x86-64 loader expands them.
+fn expand(dir: &str, origin: &str) -> String {
+    dir.replace("${ORIGIN}", origin)
+        .replace("$ORIGIN", origin)
+        .replace("${LIB}", "lib/x86_64-linux-gnu")
+        .replace("$LIB", "lib/x86_64-linux-gnu")
+        .replace("${PLATFORM}", "x86_64")
+        .replace("$PLATFORM", "x86_64")
+}
+
+/// Directories from the container's `/etc/ld.so.conf` and its `include`s.
+fn conf_dirs(rootfs: &Rootfs) -> Vec<String> {
+    let mut dirs = Vec::new();
+    let mut files = vec!["/etc/ld.so.conf".to_owned()];
+    let mut seen = HashSet::new();
+    while let Some(file) = files.pop() {
+        if !seen.insert(file.clone()) {
+            continue;
+        }
+        let Ok((_, bytes)) = rootfs.read(&file) else { continue };
+        for line in String::from_utf8_lossy(&bytes).lines() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if let Some(pattern) = line.strip_prefix("include").map(str::trim) {
+                files.extend(glob(rootfs, pattern).into_iter().rev());
+            } else if line.starts_with('/') {
+                dirs.push(line.to_owned());
+            }
+        }
+    }
+    dirs
+}
+
+/// `DIR/PREFIX*SUFFIX` patterns, as `ld.so.conf` uses them.
+fn glob(rootfs: &Rootfs, pattern: &str) -> Vec<String> {
+    let Some((dir, file)) = pattern.rsplit_once('/') else { return Vec::new() };
+    let (prefix, suffix) = file.split_once('*').unwrap_or((file, ""));
+    let exact = !file.contains('*');
+    rootfs
+        .list(dir)
+        .into_iter()
+        .filter(|name| if exact { name == file } else { name.starts_with(prefix) && name.ends_with(suffix) })
+        .map(|name| format!("{dir}/{name}"))
+        .collect()
+}
+
+/// Summaries of every file, from the cache or analysed in parallel.
+fn analyse(files: Vec<Found>, cache: &Cache, warnings: &mut Vec<String>) -> anyhow::Result<Store> {
+    let results: Vec<_> = files.into_par_iter().map(|found| (cache.summary(&found.bytes), found)).collect();
+    let mut store = Store::default();
+    let mut cache_errors = Vec::new();
+    for (result, found) in results {
+        let (summary, cached, cache_error) =
+            result.map_err(|err| anyhow::anyhow!("cannot analyse {}: {err}", found.path))?;
+        if let Some(err) = cache_error {
+            cache_errors.push(err);
+        }
+        store.modules.push(Module { path: found.path, summary, bytes: found.bytes, cached });
+    }
+    if let Some(err) = cache_errors.first() {
+        warnings.push(format!("the summary cache could not be written ({err}); the next run analyses again"));
+    }
+    Ok(store)
+}

@@ -1,0 +1,259 @@
+//! Reachability for one phase: a breadth-first worklist over the call graph with RTA-style
+//! liveness of address-taken functions.
+//!
+//! A function reached by an indirect call must be *live* (some reached code, or some live data,
+//! holds its address) and must consume no more arguments than the call site prepares (the hub
+//! rule). Data objects become live when reached code refers to them and pass liveness on to what
+//! they point to. Breadth-first order gives every reached function a shortest parent chain,
+//! which is the witness path reports show.
+
+use std::collections::VecDeque;
+
+use petgraph::graph::NodeIndex;
+use petgraph::visit::EdgeRef as _;
+
+use super::graph::{Edge, HUBS, Issue, Node, Program, Unknown};
+use crate::elf::Continuation;
+
+/// How a node was first reached.
+#[derive(Clone, Debug)]
+pub enum Via {
+    Root(String),
+    Call {
+        from: NodeIndex,
+    },
+    /// Through an indirect call site in `from` (the hub's member was live).
+    Indirect {
+        from: NodeIndex,
+        at: u64,
+    },
+    /// Its address was taken by `from` after a compatible indirect call was already reached.
+    Taken {
+        from: NodeIndex,
+    },
+}
+
+/// What to start a phase from.
+#[derive(Default)]
+pub struct Roots {
+    pub functions: Vec<(NodeIndex, String)>,
+    /// Parts of functions: what runs after a call returns (`at` is the call).
+    pub continuations: Vec<(NodeIndex, Continuation, u64, String)>,
+    /// Address-taken functions already live (pointers stored in an earlier phase).
+    pub live: Vec<NodeIndex>,
+    /// Hubs to open from the start (an asynchronous entry whose target is not known).
+    pub hubs_up_to: Option<u8>,
+}
+
+pub struct Reach {
+    pub via: Vec<Option<Via>>,
+    /// Functions reached, in breadth-first order.
+    pub order: Vec<NodeIndex>,
+    pub live: Vec<bool>,
+    /// The continuation ranges of functions reached only in part.
+    pub partial: Vec<Option<Vec<(u64, u64)>>>,
+    /// Per file: the most arguments an indirect call reached in it prepares.
+    hub_level: Vec<Option<u8>>,
+    /// The most over all files, for functions every file may hold.
+    any_level: Option<u8>,
+}
+
+impl Reach {
+    /// The syscall numbers a reached function issues in the part that was reached.
+    pub fn issues<'p>(&'p self, program: &'p Program<'_>, node: NodeIndex) -> impl Iterator<Item = &'p Issue> + 'p {
+        program.issues[node.index()].iter().filter(move |issue| self.covers(node, issue.at))
+    }
+
+    pub fn unknowns<'p>(&'p self, program: &'p Program<'_>, node: NodeIndex) -> impl Iterator<Item = &'p Unknown> + 'p {
+        program.unknown[node.index()].iter().filter(move |unknown| self.covers(node, unknown.at))
+    }
+
+    fn covers(&self, node: NodeIndex, at: u64) -> bool {
+        match &self.partial[node.index()] {
+            None => true,
+            Some(ranges) => ranges.iter().any(|&(start, end)| (start..end).contains(&at)),
+        }
+    }
+
+    /// Root → … → `node`, as node labels.
+    pub fn path(&self, program: &Program<'_>, node: NodeIndex) -> Vec<String> {
+        let mut path = Vec::new();
+        let mut current = Some(node);
+        while let Some(at) = current {
+            let label = program.label(at);
+            current = match &self.via[at.index()] {
+                Some(Via::Root(reason)) => {
+                    path.push(format!("{label} ({reason})"));
+                    None
+                }
+                Some(Via::Call { from, .. }) => {
+                    path.push(label);
+                    Some(*from)
+                }
+                Some(Via::Indirect { from, at }) => {
+                    path.push(format!("{label} (indirect call at {at:#x})"));
+                    Some(*from)
+                }
+                Some(Via::Taken { from }) => {
+                    path.push(format!("{label} (address taken, called indirectly)"));
+                    Some(*from)
+                }
+                None => None,
+            };
+            if path.len() > program.graph.node_count() {
+                break;
+            }
+        }
+        path.reverse();
+        path
+    }
+}
+
+/// Runs the worklist from `roots`.
+pub fn reach(program: &Program<'_>, roots: Roots) -> Reach {
+    let nodes = program.graph.node_count();
+    let mut state = Reach {
+        via: vec![None; nodes],
+        order: Vec::new(),
+        live: vec![false; nodes],
+        partial: vec![None; nodes],
+        hub_level: vec![None; program.modules.len()],
+        any_level: None,
+    };
+    let mut queue: VecDeque<NodeIndex> = VecDeque::new();
+    for node in roots.live {
+        state.live[node.index()] = true;
+    }
+    for (node, ranges, at, reason) in roots.continuations {
+        if state.via[node.index()].is_none() {
+            state.via[node.index()] = Some(Via::Root(format!("{reason}, after the call at {at:#x} returns")));
+            state.partial[node.index()] = Some(ranges.ranges);
+            queue.push_back(node);
+        }
+    }
+    for (node, reason) in roots.functions {
+        visit_root(&mut state, &mut queue, node, reason);
+    }
+    if let Some(level) = roots.hubs_up_to {
+        let root = queue.front().copied();
+        for module in 0..program.modules.len() as u16 {
+            open_hubs(program, &mut state, &mut queue, module, level, root, 0);
+        }
+    }
+    while let Some(node) = queue.pop_front() {
+        if program.is_function(node) {
+            state.order.push(node);
+        }
+        expand(program, &mut state, &mut queue, node);
+    }
+    state
+}
+
+fn visit_root(state: &mut Reach, queue: &mut VecDeque<NodeIndex>, node: NodeIndex, reason: String) {
+    let whole = state.partial[node.index()].take().is_some();
+    if state.via[node.index()].is_none() || whole {
+        state.via[node.index()] = Some(Via::Root(reason));
+        queue.push_back(node);
+    }
+}
+
+fn push(state: &mut Reach, queue: &mut VecDeque<NodeIndex>, node: NodeIndex, via: Via) {
+    if state.via[node.index()].is_none() {
+        state.via[node.index()] = Some(via);
+        queue.push_back(node);
+    } else if state.partial[node.index()].is_some() {
+        // Reached in full now, not only after some call returns.
+        state.partial[node.index()] = None;
+        queue.push_back(node);
+    }
+}
+
+fn expand(program: &Program<'_>, state: &mut Reach, queue: &mut VecDeque<NodeIndex>, node: NodeIndex) {
+    let partial = state.partial[node.index()].clone();
+    let inside = |at: u64| partial.as_ref().is_none_or(|ranges| ranges.iter().any(|&(s, e)| (s..e).contains(&at)));
+    let edges: Vec<(NodeIndex, Edge)> = program.graph.edges(node).map(|edge| (edge.target(), *edge.weight())).collect();
+    for (target, edge) in edges {
+        match edge {
+            Edge::Call { at, call } if call == u32::MAX || inside(at) => {
+                push(state, queue, target, Via::Call { from: node })
+            }
+            Edge::Call { .. } => {}
+            Edge::Takes { .. } | Edge::Points => make_live(program, state, queue, target, node),
+            Edge::Indirect { at } if inside(at) => {
+                let (Node::Hub(args), Some(module)) = (program.graph[target], program.module_of(node)) else {
+                    continue;
+                };
+                open_hubs(program, state, queue, module, args, Some(node), at);
+            }
+            Edge::Indirect { .. } | Edge::Member => {}
+        }
+    }
+}
+
+/// Marks `target` live; a live function joins the calls its hub is open for, a live object
+/// passes liveness on.
+fn make_live(
+    program: &Program<'_>,
+    state: &mut Reach,
+    queue: &mut VecDeque<NodeIndex>,
+    target: NodeIndex,
+    from: NodeIndex,
+) {
+    if std::mem::replace(&mut state.live[target.index()], true) {
+        return;
+    }
+    match program.graph[target] {
+        Node::Function { module, .. } => {
+            let level = if program.shared(target) { state.any_level } else { state.hub_level[module as usize] };
+            if level.is_some_and(|level| program.args(target) <= level) {
+                push(state, queue, target, Via::Taken { from });
+            }
+        }
+        Node::Object { .. } => {
+            if state.via[target.index()].is_none() {
+                state.via[target.index()] = Some(Via::Taken { from });
+            }
+            let pointees: Vec<NodeIndex> = program.graph.neighbors(target).collect();
+            for pointee in pointees {
+                make_live(program, state, queue, pointee, target);
+            }
+        }
+        Node::Hub(_) => {}
+    }
+}
+
+/// An indirect call in file `module` preparing `args` arguments can reach every live function
+/// consuming no more: the file's own, and those shared with every file.
+fn open_hubs(
+    program: &Program<'_>,
+    state: &mut Reach,
+    queue: &mut VecDeque<NodeIndex>,
+    module: u16,
+    args: u8,
+    from: Option<NodeIndex>,
+    at: u64,
+) {
+    let args = args.min(HUBS as u8 - 1);
+    let old = state.hub_level[module as usize];
+    if old.is_some_and(|level| level >= args) {
+        return;
+    }
+    state.hub_level[module as usize] = Some(args);
+    state.any_level = state.any_level.max(Some(args));
+    let first = old.map_or(0, |level| level + 1);
+    for hub in first..=args {
+        let members: Vec<NodeIndex> = program
+            .graph
+            .neighbors(program.hub(hub))
+            .filter(|&member| state.live[member.index()])
+            .filter(|&member| program.module_of(member) == Some(module) || program.shared(member))
+            .collect();
+        for member in members {
+            let via = match from {
+                Some(from) => Via::Indirect { from, at },
+                None => Via::Root("asynchronous entry with an unknown target".into()),
+            };
+            push(state, queue, member, via);
+        }
+    }
+}

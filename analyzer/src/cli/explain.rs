@@ -1,0 +1,108 @@
+//! `seccomp-refine explain`: why a syscall is (or is not) in a profile.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+
+use super::Outcome;
+use crate::profile::{ALWAYS_ALLOWED, ANALYSIS_FILE, Analysis, Evidence};
+use crate::trace::{Phase, Trace};
+
+/// Say why a syscall is allowed: observed (phase, programs, count) and/or reachable (a
+/// shortest path from a root to the syscall site).
+///
+/// DIR is a profile directory: it holds analysis.json (written by `analyze`, `trace` and
+/// `import`) or at least trace.json. Without DIR: the current directory if it holds one of
+/// them, else the only directory under ./profiles/ that does. Exits 1 when no phase allows the
+/// syscall.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The syscall, e.g. openat.
+    syscall: String,
+    /// The profile directory [default: see above].
+    dir: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> Result<Outcome> {
+    if !crate::syscalls::is_known(&args.syscall) {
+        bail!("`{}` is not a syscall name this version knows", args.syscall);
+    }
+    let dir = match args.dir {
+        Some(dir) => dir,
+        None => default_dir()?,
+    };
+    let analysis_path = dir.join(ANALYSIS_FILE);
+    let analysis = if analysis_path.exists() {
+        Analysis::read(&analysis_path)?
+    } else if dir.join("trace.json").exists() {
+        let trace = Trace::read(&dir.join("trace.json"))?;
+        println!("(no {ANALYSIS_FILE} in {}: observed evidence only; run `analyze` for reachability)", dir.display());
+        Analysis::new(&trace, empty_static(&trace))
+    } else {
+        bail!("{} holds neither {ANALYSIS_FILE} nor trace.json; give the profile directory", dir.display());
+    };
+    let name = args.syscall.as_str();
+    let mut allowed = false;
+    for phase in Phase::ALL {
+        let Some(evidence) = analysis.phases.get(&phase).and_then(|entries| entries.get(name)) else { continue };
+        allowed = true;
+        print_evidence(phase, evidence);
+    }
+    if ALWAYS_ALLOWED.contains(&name) {
+        allowed = true;
+        println!(
+            "{name}: allowed in every phase of every profile (the kernel or the vDSO issues it without the program asking)"
+        );
+    }
+    if !allowed {
+        println!("{name}: in no profile of {}: neither observed nor reachable in any phase", dir.display());
+        return Ok(Outcome::Found);
+    }
+    Ok(Outcome::Clean)
+}
+
+fn print_evidence(phase: Phase, evidence: &Evidence) {
+    if let Some(seen) = &evidence.observed {
+        let programs =
+            if seen.programs.is_empty() { String::new() } else { format!(" while {} ran", seen.programs.join(", ")) };
+        let failed = if seen.failed > 0 { format!(", {} failed", seen.failed) } else { String::new() };
+        println!(
+            "{phase}: observed {} call(s){failed}, first at +{:.3}s{programs}",
+            seen.count,
+            seen.first_seen_ns as f64 / 1e9
+        );
+    }
+    if let Some(why) = &evidence.reachable {
+        let compat = if why.compat { " (i386 numbering)" } else { "" };
+        println!("{phase}: reachable{compat}: {} → {}", why.path.join(" → "), why.site);
+    }
+}
+
+/// `.` when it is a profile directory, else the only one under `./profiles/`.
+fn default_dir() -> Result<PathBuf> {
+    let is_profile_dir = |dir: &Path| dir.join(ANALYSIS_FILE).exists() || dir.join("trace.json").exists();
+    if is_profile_dir(Path::new(".")) {
+        return Ok(PathBuf::from("."));
+    }
+    let candidates: Vec<PathBuf> = std::fs::read_dir("profiles")
+        .map(|entries| entries.flatten().map(|entry| entry.path()).filter(|path| is_profile_dir(path)).collect())
+        .unwrap_or_default();
+    match candidates.as_slice() {
+        [only] => Ok(only.clone()),
+        [] => bail!("no profile here: give the directory holding analysis.json or trace.json"),
+        _ => bail!("several profiles under ./profiles/; name the one to explain"),
+    }
+}
+
+fn empty_static(trace: &Trace) -> crate::callgraph::StaticAnalysis {
+    crate::callgraph::StaticAnalysis {
+        arch: trace.arch,
+        programs: Vec::new(),
+        modules: Vec::new(),
+        init: Default::default(),
+        serving: Default::default(),
+        unresolved: Vec::new(),
+        resolution: crate::callgraph::Resolution { resolved: 0, sites: 0, rate: 100.0 },
+        warnings: Vec::new(),
+    }
+}

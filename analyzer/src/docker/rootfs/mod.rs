@@ -1,0 +1,262 @@
+//! A container's filesystem, read safely: a directory on the host (`--rootfs`), or an image's
+//! files exported through the Docker API (`--image`).
+//!
+//! Every path is resolved component by component inside the container root: an absolute
+//! symlink restarts from the container's `/`, `..` never climbs above it, and a link can never
+//! lead to a host file. The final component is opened with `O_NOFOLLOW`. This is the only way
+//! the analysis reads container files.
+
+mod archive;
+mod export;
+
+use std::collections::VecDeque;
+use std::io::Read as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+pub use export::export_image;
+
+use archive::Archive;
+
+/// Why a file could not be read from a container filesystem.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error("{path}: no such file in {root}")]
+    NotFound { path: String, root: String },
+    #[error("{path}: too many levels of symbolic links in {root}")]
+    Loop { path: String, root: String },
+    #[error("{path}: not a regular file in {root}")]
+    NotAFile { path: String, root: String },
+    #[error("cannot read {path} in {root}")]
+    Io { path: String, root: String, source: std::io::Error },
+}
+
+/// What a path names, before symlinks are followed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Node {
+    File,
+    Dir,
+    Symlink(String),
+    Other,
+    Missing,
+}
+
+/// A container filesystem.
+pub struct Rootfs {
+    kind: Kind,
+    /// How errors name this filesystem ("image nginx:latest", "/srv/root").
+    label: String,
+}
+
+enum Kind {
+    Dir(PathBuf),
+    Archive(Archive),
+}
+
+/// Symlinks followed while resolving one path, as Linux allows (`MAXSYMLINKS`).
+const MAX_LINKS: usize = 40;
+
+impl Rootfs {
+    /// The tree under `dir` on this machine.
+    pub fn dir(dir: &Path) -> std::io::Result<Rootfs> {
+        let dir = dir.canonicalize()?;
+        if !dir.is_dir() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        Ok(Rootfs { label: dir.display().to_string(), kind: Kind::Dir(dir) })
+    }
+
+    pub(crate) fn archive(archive: Archive, label: String) -> Rootfs {
+        Rootfs { kind: Kind::Archive(archive), label }
+    }
+
+    /// How messages name this filesystem.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn node(&self, path: &str) -> Node {
+        match &self.kind {
+            Kind::Dir(root) => dir_node(root, path),
+            Kind::Archive(archive) => archive.node(path),
+        }
+    }
+
+    /// The canonical path (inside the container) of `path`, every symlink resolved inside the root.
+    pub fn resolve(&self, path: &str) -> Result<String, RootfsError> {
+        let error_path = path.to_owned();
+        let mut pending: VecDeque<String> = components(path).collect();
+        let mut resolved: Vec<String> = Vec::new();
+        let mut links = 0;
+        while let Some(component) = pending.pop_front() {
+            match component.as_str() {
+                "." => continue,
+                ".." => {
+                    resolved.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            let candidate = join(&resolved, &component);
+            match self.node(&candidate) {
+                Node::Symlink(target) => {
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return Err(RootfsError::Loop { path: error_path, root: self.label.clone() });
+                    }
+                    if target.starts_with('/') {
+                        resolved.clear();
+                    }
+                    for (index, part) in components(&target).enumerate() {
+                        pending.insert(index, part);
+                    }
+                }
+                Node::Dir => resolved.push(component),
+                Node::File | Node::Other if pending.is_empty() => resolved.push(component),
+                Node::File | Node::Other => {
+                    return Err(RootfsError::NotFound { path: error_path, root: self.label.clone() });
+                }
+                Node::Missing => return Err(RootfsError::NotFound { path: error_path, root: self.label.clone() }),
+            }
+        }
+        Ok(join(&resolved, ""))
+    }
+
+    /// Whether `path` resolves to a regular file.
+    pub fn is_file(&self, path: &str) -> bool {
+        self.resolve(path).is_ok_and(|canonical| self.node(&canonical) == Node::File)
+    }
+
+    /// Reads the regular file `path` names; returns its canonical path and contents.
+    pub fn read(&self, path: &str) -> Result<(String, Vec<u8>), RootfsError> {
+        let canonical = self.resolve(path)?;
+        if self.node(&canonical) != Node::File {
+            return Err(RootfsError::NotAFile { path: path.to_owned(), root: self.label.clone() });
+        }
+        let io = |source| RootfsError::Io { path: canonical.clone(), root: self.label.clone(), source };
+        let bytes = match &self.kind {
+            Kind::Dir(root) => read_no_follow(&host_path(root, &canonical)).map_err(io)?,
+            Kind::Archive(archive) => archive.read(&canonical).map_err(io)?,
+        };
+        Ok((canonical, bytes))
+    }
+
+    /// Names in directory `path` (resolved inside the root), sorted.
+    pub fn list(&self, path: &str) -> Vec<String> {
+        let Ok(canonical) = self.resolve(path) else { return Vec::new() };
+        let mut names = match &self.kind {
+            Kind::Dir(root) => std::fs::read_dir(host_path(root, &canonical))
+                .map(|entries| {
+                    entries.flatten().map(|entry| entry.file_name().to_string_lossy().into_owned()).collect()
+                })
+                .unwrap_or_default(),
+            Kind::Archive(archive) => archive.list(&canonical),
+        };
+        names.sort();
+        names
+    }
+}
+
+/// Path components of `path`, relative to the container root whether or not it starts with `/`.
+fn components(path: &str) -> impl Iterator<Item = String> + '_ {
+    path.split('/').filter(|part| !part.is_empty()).map(str::to_owned)
+}
+
+fn join(resolved: &[String], last: &str) -> String {
+    let mut path = String::from("/");
+    for part in resolved.iter().map(String::as_str).chain(Some(last).filter(|last| !last.is_empty())) {
+        if !path.ends_with('/') {
+            path.push('/');
+        }
+        path.push_str(part);
+    }
+    path
+}
+
+/// The host path of a canonical container path: always under `root`, since canonical paths have
+/// no `..` and no symlinks.
+fn host_path(root: &Path, canonical: &str) -> PathBuf {
+    root.join(canonical.trim_start_matches('/'))
+}
+
+fn dir_node(root: &Path, path: &str) -> Node {
+    let Ok(metadata) = std::fs::symlink_metadata(host_path(root, path)) else { return Node::Missing };
+    let kind = metadata.file_type();
+    if kind.is_symlink() {
+        match std::fs::read_link(host_path(root, path)) {
+            Ok(target) => Node::Symlink(target.to_string_lossy().into_owned()),
+            Err(_) => Node::Missing,
+        }
+    } else if kind.is_dir() {
+        Node::Dir
+    } else if kind.is_file() {
+        Node::File
+    } else {
+        Node::Other
+    }
+}
+
+fn read_no_follow(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> (tempfile::TempDir, Rootfs) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+        std::fs::write(root.join("usr/lib/libc.so.6"), b"inside").unwrap();
+        std::os::unix::fs::symlink("usr/lib", root.join("lib")).unwrap();
+        std::os::unix::fs::symlink("/lib/libc.so.6", root.join("usr/lib/abs")).unwrap();
+        std::os::unix::fs::symlink("../../../../../lib/libc.so.6", root.join("usr/lib/climb")).unwrap();
+        std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
+        let rootfs = Rootfs::dir(root).unwrap();
+        (dir, rootfs)
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_the_root() {
+        let (_dir, rootfs) = tree();
+        assert_eq!(rootfs.resolve("/lib/libc.so.6").unwrap(), "/usr/lib/libc.so.6");
+        assert_eq!(rootfs.read("/usr/lib/abs").unwrap(), ("/usr/lib/libc.so.6".to_owned(), b"inside".to_vec()));
+        // `..` stops at the container root, as it does in a chroot.
+        assert_eq!(rootfs.resolve("/usr/lib/climb").unwrap(), "/usr/lib/libc.so.6");
+        assert!(matches!(rootfs.resolve("/loop"), Err(RootfsError::Loop { .. })));
+        assert!(matches!(rootfs.read("/usr/lib"), Err(RootfsError::NotAFile { .. })));
+        assert!(matches!(rootfs.read("/usr/lib/libc.so.6/x"), Err(RootfsError::NotFound { .. })));
+        assert_eq!(rootfs.list("/lib"), ["abs", "climb", "libc.so.6"]);
+    }
+
+    #[test]
+    fn an_exported_archive_resolves_inside_itself() {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(6);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder.append_data(&mut header, "usr/lib/libc.so.6", &b"inside"[..]).unwrap();
+        for (link, target) in [("lib", "usr/lib"), ("bin/escape", "/etc/passwd"), ("bin/abs", "/lib/libc.so.6")] {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_size(0);
+            builder.append_link(&mut header, link, target).unwrap();
+        }
+        let mut file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut file, &builder.into_inner().unwrap()).unwrap();
+        let rootfs = Rootfs::archive(Archive::index(file).unwrap(), "image test".into());
+        assert_eq!(rootfs.read("/bin/abs").unwrap(), ("/usr/lib/libc.so.6".to_owned(), b"inside".to_vec()));
+        // The host's /etc/passwd exists; the archive's does not.
+        let err = rootfs.read("/bin/escape").unwrap_err().to_string();
+        assert_eq!(err, "/bin/escape: no such file in image test");
+        assert_eq!(rootfs.list("/usr"), ["lib"]);
+    }
+}

@@ -1,0 +1,411 @@
+//! Control-flow graphs by recursive descent with iced-x86, one function at a time.
+//!
+//! Decoding follows branches from the function's start and never sweeps linearly through data:
+//! `.text` can hold constants, and a linear sweep finds fake `0f 05` pairs in them (libcrypto's
+//! elliptic-curve tables). Every call ends a block, so the analyses can cut the fall-through
+//! after calls to functions that never return. Jump tables (`lea table; movsxd; add; jmp reg`
+//! and absolute `jmp *table(,idx,8)`) are enumerated; an indirect jump that is neither marks the
+//! graph incomplete, and the rest of the function's unwind range is then decoded linearly, since
+//! an FDE range is known to be code.
+
+use std::collections::HashMap;
+
+use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register};
+
+/// Loaded bytes by address (code, and the read-only data jump tables live in), shared by all
+/// functions of a file.
+pub(crate) struct Code<'data> {
+    sections: Vec<(u64, &'data [u8])>,
+}
+
+impl<'data> Code<'data> {
+    pub fn new(mut sections: Vec<(u64, &'data [u8])>) -> Code<'data> {
+        sections.sort_by_key(|&(addr, _)| addr);
+        Code { sections }
+    }
+
+    fn bytes_at(&self, addr: u64) -> Option<&'data [u8]> {
+        let index = self.sections.partition_point(|&(start, _)| start <= addr).checked_sub(1)?;
+        let (start, bytes) = self.sections[index];
+        let offset = (addr - start) as usize;
+        (offset < bytes.len()).then(|| &bytes[offset..])
+    }
+
+    /// The end of the executable section holding `addr`.
+    pub fn section_end(&self, addr: u64) -> u64 {
+        self.bytes_at(addr).map_or(addr, |bytes| addr + bytes.len() as u64)
+    }
+
+    pub fn decode(&self, addr: u64) -> Option<Instruction> {
+        let bytes = self.bytes_at(addr)?;
+        let bytes = &bytes[..bytes.len().min(15)];
+        let instruction = Decoder::with_ip(64, bytes, addr, DecoderOptions::NONE).decode();
+        (!instruction.is_invalid()).then_some(instruction)
+    }
+
+    /// A decoder positioned at `addr`, reading at most up to `end`.
+    fn decoder_at(&self, addr: u64, end: u64) -> Option<Decoder<'data>> {
+        let bytes = self.bytes_at(addr)?;
+        let len = (end.saturating_sub(addr) as usize).min(bytes.len());
+        Some(Decoder::with_ip(64, &bytes[..len], addr, DecoderOptions::NONE))
+    }
+}
+
+/// How a block ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// Falls into the next block, or branches inside the function.
+    Flow,
+    /// A call; the fall-through successor runs only if the callee returns.
+    Call,
+    Return,
+    /// Leaves the function for good: a tail jump, `ud2`, `hlt`, `int3`, undecodable bytes.
+    Leave,
+}
+
+pub(crate) struct Block {
+    pub first: usize,
+    pub end: usize,
+    /// This block's successors are `Cfg::edges[succ_start..succ_end]` (one buffer for all
+    /// blocks: a vector per block was a tenth of the analysis time in the allocator).
+    succ_start: u32,
+    succ_end: u32,
+    pub exit: Exit,
+}
+
+pub(crate) struct Cfg {
+    pub insns: Vec<Instruction>,
+    pub blocks: Vec<Block>,
+    edges: Vec<u32>,
+    pub incomplete: bool,
+}
+
+impl Cfg {
+    pub fn succs(&self, block: usize) -> impl Iterator<Item = usize> + '_ {
+        let info = &self.blocks[block];
+        self.edges[info.succ_start as usize..info.succ_end as usize].iter().map(|&succ| succ as usize)
+    }
+
+    pub fn has_succs(&self, block: usize) -> bool {
+        self.blocks[block].succ_start != self.blocks[block].succ_end
+    }
+
+    /// Reverse post-order of the blocks reachable from the entry (block 0).
+    pub fn reverse_postorder(&self) -> Vec<usize> {
+        let mut order = Vec::with_capacity(self.blocks.len());
+        let mut seen = vec![false; self.blocks.len()];
+        let mut stack = vec![(0usize, 0usize)];
+        if self.blocks.is_empty() {
+            return order;
+        }
+        seen[0] = true;
+        while let Some((block, next)) = stack.pop() {
+            let info = &self.blocks[block];
+            let succs = &self.edges[info.succ_start as usize..info.succ_end as usize];
+            if let Some(&succ) = succs.get(next).map(|succ| *succ as usize).as_ref() {
+                stack.push((block, next + 1));
+                if !seen[succ] {
+                    seen[succ] = true;
+                    stack.push((succ, 0));
+                }
+            } else {
+                order.push(block);
+            }
+        }
+        // Blocks only a linear sweep found have no path from the entry; analyse them last.
+        order.extend((0..self.blocks.len()).filter(|&block| !seen[block]));
+        order.reverse();
+        order
+    }
+
+    pub fn block_insns(&self, block: usize) -> &[Instruction] {
+        &self.insns[self.blocks[block].first..self.blocks[block].end]
+    }
+}
+
+/// Decodes the function occupying `[start, end)`.
+pub(crate) fn decode(code: &Code<'_>, start: u64, end: u64) -> Cfg {
+    let size = (end - start) as usize;
+    // The length of the instruction decoded at each offset, 0 where none starts.
+    let mut seen = vec![0u8; size];
+    let mut leaders = vec![false; size];
+    leaders[0] = true;
+    let mut insns: Vec<Instruction> = Vec::new();
+    let mut tables: HashMap<u64, Vec<u64>> = HashMap::new();
+    let mut incomplete = false;
+    let mut work = vec![start];
+    let offset = |addr: u64| (addr - start) as usize;
+    // 1 + the index of the instruction ending right before each offset, to walk back from an
+    // indirect jump.
+    let mut ending_at = vec![0u32; size + 1];
+    while let Some(mut addr) = work.pop() {
+        let Some(mut decoder) = code.decoder_at(addr, end) else { continue };
+        while (start..end).contains(&addr) && seen[offset(addr)] == 0 && decoder.can_decode() {
+            let instruction = decoder.decode();
+            if instruction.is_invalid() {
+                break;
+            }
+            seen[offset(addr)] = instruction.len() as u8;
+            if let Some(slot) = ending_at.get_mut(offset(instruction.next_ip())) {
+                *slot = insns.len() as u32 + 1;
+            }
+            insns.push(instruction);
+            let next = instruction.next_ip();
+            let mut branch_to = |target: u64, leaders: &mut Vec<bool>| {
+                if (start..end).contains(&target) {
+                    leaders[offset(target)] = true;
+                    work.push(target);
+                }
+            };
+            let mark = |addr: u64, leaders: &mut Vec<bool>| {
+                if (start..end).contains(&addr) {
+                    leaders[offset(addr)] = true;
+                }
+            };
+            match flow(&instruction) {
+                FlowControl::UnconditionalBranch => {
+                    branch_to(instruction.near_branch_target(), &mut leaders);
+                    break;
+                }
+                FlowControl::ConditionalBranch | FlowControl::XbeginXabortXend => {
+                    if is_near_branch(instruction.op0_kind()) {
+                        branch_to(instruction.near_branch_target(), &mut leaders);
+                    }
+                    mark(next, &mut leaders);
+                }
+                FlowControl::Call | FlowControl::IndirectCall => mark(next, &mut leaders),
+                FlowControl::IndirectBranch => {
+                    let run = run_before(&insns, &ending_at, start, addr);
+                    match jump_table(code, &run, &instruction, start, end) {
+                        Some(targets) => {
+                            for &target in &targets {
+                                branch_to(target, &mut leaders);
+                            }
+                            tables.insert(addr, targets);
+                        }
+                        None if instruction.is_ip_rel_memory_operand() => {}
+                        None => incomplete = true,
+                    }
+                    break;
+                }
+                FlowControl::Return | FlowControl::Exception => break,
+                FlowControl::Interrupt if stops(&instruction) => break,
+                _ if instruction.mnemonic() == Mnemonic::Hlt => break,
+                _ => {}
+            }
+            addr = next;
+        }
+    }
+    if incomplete {
+        sweep(code, &mut insns, &mut seen, start, end);
+    }
+    insns.sort_unstable_by_key(|instruction| instruction.ip());
+    build_blocks(insns, |addr| (start..end).contains(&addr) && leaders[offset(addr)], &tables, incomplete)
+}
+
+/// `syscall` and `int n` fall through; iced files them under other flow kinds.
+fn flow(instruction: &Instruction) -> FlowControl {
+    match instruction.mnemonic() {
+        Mnemonic::Syscall | Mnemonic::Sysenter => FlowControl::Next,
+        _ => instruction.flow_control(),
+    }
+}
+
+/// Interrupts that end a path: `int3`, `int1`, `into` never return to the next instruction in
+/// compiled code; `int $0x80` (a syscall) does.
+fn stops(instruction: &Instruction) -> bool {
+    !(instruction.mnemonic() == Mnemonic::Int && instruction.immediate8() == 0x80)
+}
+
+/// Decodes whatever the recursive descent left between `start` and `end`.
+fn sweep(code: &Code<'_>, insns: &mut Vec<Instruction>, seen: &mut [u8], start: u64, end: u64) {
+    let mut addr = start;
+    while addr < end {
+        let offset = (addr - start) as usize;
+        if seen[offset] != 0 {
+            addr += u64::from(seen[offset]);
+            continue;
+        }
+        match code.decode(addr) {
+            Some(instruction) if instruction.next_ip() <= end => {
+                seen[offset] = instruction.len() as u8;
+                insns.push(instruction);
+                addr = instruction.next_ip();
+            }
+            _ => addr += 1,
+        }
+    }
+}
+
+fn ends_block(instruction: &Instruction) -> bool {
+    match flow(instruction) {
+        FlowControl::Next => instruction.mnemonic() == Mnemonic::Hlt,
+        FlowControl::Interrupt => stops(instruction),
+        _ => true,
+    }
+}
+
+fn build_blocks(
+    insns: Vec<Instruction>,
+    is_leader: impl Fn(u64) -> bool,
+    tables: &HashMap<u64, Vec<u64>>,
+    incomplete: bool,
+) -> Cfg {
+    let mut blocks: Vec<Block> = Vec::new();
+    let mut first = 0;
+    for index in 0..insns.len() {
+        let instruction = &insns[index];
+        let split = match insns.get(index + 1) {
+            None => true,
+            Some(next) => ends_block(instruction) || next.ip() != instruction.next_ip() || is_leader(next.ip()),
+        };
+        if split {
+            blocks.push(Block { first, end: index + 1, succ_start: 0, succ_end: 0, exit: Exit::Flow });
+            first = index + 1;
+        }
+    }
+    let starts: Vec<u64> = blocks.iter().map(|block| insns[block.first].ip()).collect();
+    let block_at = |addr: u64| starts.binary_search(&addr).ok();
+    let mut edges: Vec<u32> = Vec::with_capacity(blocks.len() * 2);
+    for block in &mut blocks {
+        let last = &insns[block.end - 1];
+        let fall = block_at(last.next_ip());
+        let target = || block_at(last.near_branch_target());
+        let (exit, mut succs): (Exit, Vec<usize>) = match flow(last) {
+            FlowControl::UnconditionalBranch => match target() {
+                Some(succ) => (Exit::Flow, vec![succ]),
+                None => (Exit::Leave, vec![]),
+            },
+            FlowControl::ConditionalBranch | FlowControl::XbeginXabortXend => {
+                let taken = if is_near_branch(last.op0_kind()) { target() } else { None };
+                (Exit::Flow, taken.into_iter().chain(fall).collect())
+            }
+            FlowControl::Call | FlowControl::IndirectCall => (Exit::Call, fall.into_iter().collect()),
+            FlowControl::IndirectBranch => match tables.get(&last.ip()) {
+                Some(targets) => (Exit::Flow, targets.iter().filter_map(|&target| block_at(target)).collect()),
+                None => (Exit::Leave, vec![]),
+            },
+            FlowControl::Return => (Exit::Return, vec![]),
+            _ if ends_block(last) => (Exit::Leave, vec![]),
+            _ => (Exit::Flow, fall.into_iter().collect()),
+        };
+        succs.dedup();
+        block.exit = exit;
+        block.succ_start = edges.len() as u32;
+        edges.extend(succs.iter().map(|&succ| succ as u32));
+        block.succ_end = edges.len() as u32;
+    }
+    Cfg { insns, blocks, edges, incomplete }
+}
+
+/// Up to 24 instructions that fall through, one into the next, to `addr`; oldest first.
+fn run_before(insns: &[Instruction], ending_at: &[u32], start: u64, addr: u64) -> Vec<Instruction> {
+    let mut run = Vec::new();
+    let mut expect = addr;
+    while let Some(&index) = ending_at.get((expect - start) as usize)
+        && index > 0
+        && run.len() < 24
+    {
+        let instruction = insns[index as usize - 1];
+        run.push(instruction);
+        if instruction.ip() < start {
+            break;
+        }
+        expect = instruction.ip();
+    }
+    run.reverse();
+    run
+}
+
+/// The targets of a jump table ending in `jump` after the straight-line `run`, if the code has a
+/// recognised shape.
+fn jump_table(code: &Code<'_>, run: &[Instruction], jump: &Instruction, start: u64, end: u64) -> Option<Vec<u64>> {
+    let in_function = |target: u64| (start..end).contains(&target);
+    let bound = bound(run);
+    let limit = bound.unwrap_or(MAX_TABLE).min(MAX_TABLE);
+    if jump.op0_kind() == OpKind::Memory && jump.memory_base() == Register::None && jump.memory_index_scale() == 8 {
+        // Position-dependent code: `jmp *table(,%idx,8)` with absolute entries.
+        let table = jump.memory_displacement64();
+        return table_entries(limit, |index| read_u64(code, table + 8 * index).filter(|&t| in_function(t)));
+    }
+    if jump.op0_kind() != OpKind::Register {
+        return None;
+    }
+    let mut bases: HashMap<Register, u64> = HashMap::new();
+    let mut entries: HashMap<Register, u64> = HashMap::new();
+    let mut targets: HashMap<Register, u64> = HashMap::new();
+    for instruction in run {
+        let dest = instruction.op0_register().full_register();
+        match instruction.mnemonic() {
+            Mnemonic::Lea if instruction.is_ip_rel_memory_operand() => {
+                bases.insert(dest, instruction.ip_rel_memory_address());
+            }
+            Mnemonic::Movsxd | Mnemonic::Mov if instruction.op1_kind() == OpKind::Memory => {
+                match bases.get(&instruction.memory_base().full_register()) {
+                    Some(&table) if instruction.memory_index_scale() == 4 => {
+                        entries.insert(dest, table);
+                    }
+                    _ => {
+                        entries.remove(&dest);
+                    }
+                }
+                bases.remove(&dest);
+            }
+            Mnemonic::Add if instruction.op1_kind() == OpKind::Register => {
+                let other = instruction.op1_register().full_register();
+                let table = entries
+                    .get(&dest)
+                    .filter(|&&table| bases.get(&other) == Some(&table))
+                    .or_else(|| entries.get(&other).filter(|&&table| bases.get(&dest) == Some(&table)));
+                if let Some(&table) = table {
+                    targets.insert(dest, table);
+                }
+            }
+            _ => {}
+        }
+    }
+    let table = *targets.get(&jump.op0_register().full_register())?;
+    table_entries(limit, |index| {
+        let entry = read_i32(code, table + 4 * index)?;
+        Some(table.wrapping_add_signed(i64::from(entry))).filter(|&target| in_function(target))
+    })
+}
+
+/// Jump tables longer than this are not believed.
+const MAX_TABLE: u64 = 4096;
+
+fn table_entries(limit: u64, entry: impl Fn(u64) -> Option<u64>) -> Option<Vec<u64>> {
+    let targets: Vec<u64> = (0..limit).map_while(entry).collect();
+    (!targets.is_empty()).then_some(targets)
+}
+
+/// `cmp idx, N` followed by `ja`: the table has N + 1 entries.
+fn bound(run: &[Instruction]) -> Option<u64> {
+    run.windows(2).rev().find_map(|pair| {
+        let (compare, branch) = (&pair[0], &pair[1]);
+        let unsigned_above = matches!(branch.mnemonic(), Mnemonic::Ja | Mnemonic::Jae);
+        let immediate = matches!(compare.op1_kind(), OpKind::Immediate8to32 | OpKind::Immediate32 | OpKind::Immediate8);
+        (compare.mnemonic() == Mnemonic::Cmp && unsigned_above && immediate).then(|| {
+            let count = compare.immediate(1);
+            if branch.mnemonic() == Mnemonic::Ja { count + 1 } else { count }
+        })
+    })
+}
+
+fn read_u64(code: &Code<'_>, addr: u64) -> Option<u64> {
+    read_data(code, addr, 8).map(|bytes| u64::from_le_bytes(bytes.try_into().expect("8 bytes")))
+}
+
+fn read_i32(code: &Code<'_>, addr: u64) -> Option<i32> {
+    read_data(code, addr, 4).map(|bytes| i32::from_le_bytes(bytes.try_into().expect("4 bytes")))
+}
+
+/// Jump tables live in `.rodata`; `Code` is given every loaded section for this reason.
+fn read_data<'data>(code: &Code<'data>, addr: u64, len: usize) -> Option<&'data [u8]> {
+    code.bytes_at(addr)?.get(..len)
+}
+
+/// A direct branch target operand (`addr32 call` in static glibc's `_start` has a 32-bit one).
+pub(crate) fn is_near_branch(kind: OpKind) -> bool {
+    matches!(kind, OpKind::NearBranch64 | OpKind::NearBranch32 | OpKind::NearBranch16)
+}

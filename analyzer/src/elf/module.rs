@@ -1,0 +1,572 @@
+//! One file, start to finish: function discovery, decoding, the noreturn fixpoint, value
+//! analysis, data objects, and the summary that ties raw addresses to functions and symbols.
+
+use std::collections::BTreeMap;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+
+use object::elf;
+use rayon::prelude::*;
+
+use super::cfg::{self, Cfg, Code, Exit};
+use super::data::{self, Objects};
+use super::funcs;
+use super::image::Image;
+use super::plt;
+use super::relocs::{Relocs, SlotValue};
+use super::summary::*;
+use super::values::{self, RawCall, RawIndirect, RawTarget};
+use super::{ElfError, NORETURN, REGISTRARS};
+
+/// The file's facts before they are turned into a summary.
+struct Module<'data> {
+    image: Image<'data>,
+    relocs: Relocs,
+    stubs: HashMap<u64, u64>,
+    code: Code<'data>,
+    /// Start → (end, name).
+    functions: BTreeMap<u64, (u64, Option<String>)>,
+    /// Function starts in order, for index lookups once discovery is done.
+    starts: Vec<u64>,
+    code_ranges: Vec<(u64, u64)>,
+    plt_ranges: Vec<(u64, u64)>,
+    dynsyms: Vec<DynSym>,
+}
+
+/// A `.dynsym` entry's identity for linking.
+struct DynSym {
+    name: String,
+    version: Option<String>,
+    weak: bool,
+}
+
+pub(crate) fn analyze(bytes: &[u8]) -> Result<ModuleSummary, ElfError> {
+    let image = Image::parse(bytes)?;
+    let build_id = super::identity(bytes)?;
+    let relocs = Relocs::read(&image);
+    let stubs = plt::stubs(&image);
+    let code = Code::new(image.loaded_sections().map(|(addr, bytes, _)| (addr, bytes)).collect());
+    let versions = image.dynamic_versions();
+    let dynsyms = image
+        .symbols(true)
+        .into_iter()
+        .map(|sym| DynSym {
+            name: sym.name.to_owned(),
+            version: versions.get(sym.index).and_then(|(version, _)| version.clone()),
+            weak: sym.bind == elf::STB_WEAK,
+        })
+        .collect();
+    let code_ranges = image.code_ranges().collect();
+    let plt_ranges =
+        [".plt", ".plt.sec", ".plt.got", ".iplt"].iter().filter_map(|name| image.section_range(name)).collect();
+    let mut module = Module {
+        image,
+        relocs,
+        stubs,
+        code,
+        functions: BTreeMap::new(),
+        starts: Vec::new(),
+        code_ranges,
+        plt_ranges,
+        dynsyms,
+    };
+    let (init, fini) = funcs::init_fini(&module.image, |slot| module.slot_address(slot));
+    let cfgs = module.discover(&init, &fini);
+    module.starts = module.functions.keys().copied().collect();
+    let noreturn = module.noreturn(&cfgs);
+    let ranges: Vec<(u64, u64)> = module.functions.iter().map(|(&start, &(end, _))| (start, end)).collect();
+    let facts: Vec<values::Facts> = cfgs
+        .par_iter()
+        .zip(ranges.par_iter())
+        .map(|(cfg, &(start, end))| {
+            let is_noreturn = |target: RawTarget| module.target_noreturn(target, &noreturn);
+            let registrar = |target: RawTarget| {
+                let name = module.target_name(target)?;
+                REGISTRARS.iter().find(|(registrar, _)| *registrar == name).map(|&(_, arg)| arg)
+            };
+            values::analyze(cfg, &values::Context { start, end, noreturn: &is_noreturn, registrar: &registrar })
+        })
+        .collect();
+    Ok(module.summarize(build_id, &cfgs, facts, &noreturn, &init, &fini))
+}
+
+impl<'data> Module<'data> {
+    /// What a pointer slot holds once relocated, as an address in this file.
+    fn slot_address(&self, slot: u64) -> Option<u64> {
+        match self.relocs.data.get(&slot) {
+            Some(SlotValue::Addr(addr) | SlotValue::Irelative(addr)) => Some(*addr),
+            Some(SlotValue::Symbol(_)) => None,
+            None => self.image.u64_at(slot),
+        }
+    }
+
+    fn in_plt(&self, addr: u64) -> bool {
+        self.plt_ranges.iter().any(|&(start, end)| (start..end).contains(&addr))
+    }
+
+    /// Finds every function and decodes it. Functions reached only by calls (assembly without
+    /// unwind info) are added until no new ones appear; a code address another function
+    /// materialises starts a function of its own even inside an unwind range (`__restore_rt`
+    /// sits one byte into the range glibc describes for the unwinder).
+    fn discover(&mut self, init: &[u64], fini: &[u64]) -> Vec<Cfg> {
+        let mut starts = funcs::starts(&self.image);
+        for &addr in init.iter().chain(fini) {
+            starts.entry(addr).or_default();
+        }
+        for value in self.relocs.data.values().chain(self.relocs.plt.values()) {
+            if let SlotValue::Irelative(resolver) = value
+                && self.is_code(*resolver)
+            {
+                starts.entry(*resolver).or_default();
+            }
+        }
+        starts.retain(|&addr, _| !self.in_plt(addr));
+        let mut decoded: BTreeMap<u64, Cfg> = BTreeMap::new();
+        let mut pending: Vec<u64> = starts.keys().copied().collect();
+        while !pending.is_empty() {
+            let addrs: Vec<u64> = starts.keys().copied().collect();
+            for &start in &pending {
+                let info = &starts[&start];
+                let next = addrs.get(addrs.partition_point(|&addr| addr <= start)).copied().unwrap_or(u64::MAX);
+                let end = next.min(self.code.section_end(start)).max(start + 1);
+                self.functions.insert(start, (end, info.name.clone()));
+            }
+            let code = &self.code;
+            let cfgs: Vec<(u64, Cfg)> =
+                pending.par_iter().map(|&start| (start, cfg::decode(code, start, self.functions[&start].0))).collect();
+            let mut found = Vec::new();
+            let mut split = Vec::new();
+            for (start, cfg) in &cfgs {
+                let end = self.functions[start].0;
+                let outside =
+                    |target: &u64| !(*start..end).contains(target) && self.is_code(*target) && !self.in_plt(*target);
+                for target in branch_targets(cfg).filter(outside) {
+                    if self.function_at(target).is_none() {
+                        found.push(target);
+                    }
+                }
+                for target in materialised(cfg).filter(outside) {
+                    if let Some(container) = self.function_at(target).filter(|&container| container != target) {
+                        found.push(target);
+                        split.push(container);
+                    }
+                }
+            }
+            decoded.extend(cfgs);
+            found.sort_unstable();
+            found.dedup();
+            split.sort_unstable();
+            split.dedup();
+            for &addr in &found {
+                starts.entry(addr).or_default();
+            }
+            // A split function ends at the new start now; decode it again.
+            pending = found;
+            pending.extend(split);
+        }
+        decoded.into_values().collect()
+    }
+
+    fn is_code(&self, addr: u64) -> bool {
+        self.code_ranges.iter().any(|&(start, end)| (start..end).contains(&addr))
+    }
+
+    fn function_at(&self, addr: u64) -> Option<u64> {
+        let (&start, &(end, _)) = self.functions.range(..=addr).next_back()?;
+        (addr < end).then_some(start)
+    }
+
+    fn index_of(&self, start: u64) -> u32 {
+        self.starts.partition_point(|&addr| addr < start) as u32
+    }
+
+    /// The symbol a call through a PLT stub or GOT slot binds to, or the IFUNC resolver behind it.
+    fn slot_target(&self, slot: u64) -> Option<SlotValue> {
+        self.relocs.call_slot(slot)
+    }
+
+    fn target_name(&self, target: RawTarget) -> Option<&str> {
+        let slot = match target {
+            RawTarget::Direct(addr) => match self.stubs.get(&addr) {
+                Some(&slot) => slot,
+                None => return self.functions.get(&addr).and_then(|(_, name)| name.as_deref()),
+            },
+            RawTarget::Slot(slot) => slot,
+        };
+        match self.slot_target(slot)? {
+            SlotValue::Symbol(index) => self.dynsyms.get(index as usize).map(|sym| sym.name.as_str()),
+            _ => None,
+        }
+    }
+
+    fn target_noreturn(&self, target: RawTarget, noreturn: &HashSet<u64>) -> bool {
+        if self.target_name(target).is_some_and(|name| NORETURN.contains(&name)) {
+            return true;
+        }
+        matches!(target, RawTarget::Direct(addr) if noreturn.contains(&addr))
+    }
+
+    /// Functions that never return: known names, and every function with no path to a `ret`
+    /// or to a tail call of a returning function (a greatest fixpoint, so mutual recursion
+    /// without an exit stays noreturn).
+    fn noreturn(&self, cfgs: &[Cfg]) -> HashSet<u64> {
+        let starts: Vec<(u64, u64)> = self.functions.iter().map(|(&start, &(end, _))| (start, end)).collect();
+        let mut noreturn: HashSet<u64> = starts.iter().map(|&(start, _)| start).collect();
+        loop {
+            let returning: Vec<u64> = starts
+                .par_iter()
+                .zip(cfgs.par_iter())
+                .filter(|((start, _), _)| noreturn.contains(start))
+                .filter(|((start, end), cfg)| {
+                    let named = self.functions[start].1.as_deref().is_some_and(|name| NORETURN.contains(&name));
+                    !named && self.may_return(cfg, *start, *end, &noreturn)
+                })
+                .map(|((start, _), _)| *start)
+                .collect();
+            if returning.is_empty() {
+                return noreturn;
+            }
+            for start in returning {
+                noreturn.remove(&start);
+            }
+        }
+    }
+
+    fn may_return(&self, cfg: &Cfg, start: u64, end: u64, noreturn: &HashSet<u64>) -> bool {
+        let Some(_) = cfg.blocks.first() else { return false };
+        let mut seen = vec![false; cfg.blocks.len()];
+        let mut stack = vec![0usize];
+        seen[0] = true;
+        while let Some(block) = stack.pop() {
+            let info = &cfg.blocks[block];
+            let last = &cfg.insns[info.end - 1];
+            let tail = values::raw_target(last).filter(|target| match target {
+                RawTarget::Direct(addr) => !(start..end).contains(addr),
+                RawTarget::Slot(_) => true,
+            });
+            let is_branch = last.is_jmp_short_or_near() || last.is_jcc_short_or_near() || last.is_jmp_near_indirect();
+            match info.exit {
+                Exit::Return => return true,
+                Exit::Leave if last.is_jmp_near_indirect() && tail.is_none() => return true,
+                _ if is_branch && tail.is_some_and(|target| !self.target_noreturn(target, noreturn)) => return true,
+                _ => {}
+            }
+            let cut = info.exit == Exit::Call
+                && values::raw_target(last).is_some_and(|target| self.target_noreturn(target, noreturn));
+            if cut {
+                continue;
+            }
+            for succ in cfg.succs(block) {
+                if !seen[succ] {
+                    seen[succ] = true;
+                    stack.push(succ);
+                }
+            }
+        }
+        false
+    }
+
+    fn summarize(
+        &self,
+        build_id: String,
+        cfgs: &[Cfg],
+        facts: Vec<values::Facts>,
+        noreturn: &HashSet<u64>,
+        init: &[u64],
+        fini: &[u64],
+    ) -> ModuleSummary {
+        // Objects split where code takes an address, not where it reads a field: nginx reads
+        // `ngx_epoll_module_ctx.actions` field by field, but reaches the structure's start through
+        // a pointer in its module table, and the structure must stay whole for that.
+        let code_refs: Vec<u64> = facts.iter().flat_map(|facts| facts.refs.iter().copied()).collect();
+        let scanned = data::scan_absolute(&self.image);
+        let objects = Objects::build(&self.image, &self.relocs, &scanned, &code_refs);
+        let mut linker =
+            Linker { module: self, objects: &objects, imports: Vec::new(), import_index: HashMap::default() };
+        let resolvers = self.ifunc_resolvers();
+        let mut functions: Vec<Function> = Vec::with_capacity(facts.len());
+        for ((facts, cfg), (&start, (end, name))) in facts.into_iter().zip(cfgs).zip(&self.functions) {
+            functions.push(linker.function(start, *end, name.clone(), facts, cfg.incomplete, noreturn, &resolvers));
+        }
+        let objects_out: Vec<DataObject> = objects
+            .list
+            .iter()
+            .map(|(start, end, values)| {
+                let mut ptrs: Vec<Ref> = values.iter().filter_map(|value| linker.slot_ref(*value)).collect();
+                ptrs.sort_unstable();
+                ptrs.dedup();
+                DataObject { start: *start, end: *end, ptrs }
+            })
+            .collect();
+        let exports = linker.exports();
+        let fn_id = |addr: &u64| self.function_at(*addr).map(|start| self.index_of(start));
+        let dynamic = &self.image.dynamic;
+        ModuleSummary {
+            format: FORMAT,
+            build_id,
+            kind: self.image.kind,
+            soname: dynamic.soname.clone(),
+            interp: self.image.interp(),
+            needed: dynamic.needed.clone(),
+            rpath: dynamic.rpath.clone(),
+            runpath: dynamic.runpath.clone(),
+            entry: Some(self.image.entry()).filter(|&entry| entry != 0).and_then(|entry| fn_id(&entry)),
+            init: init.iter().filter_map(fn_id).collect(),
+            fini: fini.iter().filter_map(fn_id).collect(),
+            functions,
+            exports,
+            imports: linker.imports,
+            objects: objects_out,
+        }
+    }
+
+    /// IFUNC resolvers: targets of `IRELATIVE` relocations and of `STT_GNU_IFUNC` symbols.
+    fn ifunc_resolvers(&self) -> HashSet<u64> {
+        let relocated = self.relocs.data.values().chain(self.relocs.plt.values()).filter_map(|value| match value {
+            SlotValue::Irelative(addr) => Some(*addr),
+            _ => None,
+        });
+        let symbols = [false, true]
+            .into_iter()
+            .flat_map(|dynamic| self.image.symbols(dynamic))
+            .filter(|sym| sym.kind == elf::STT_GNU_IFUNC && sym.defined)
+            .map(|sym| sym.value);
+        relocated.chain(symbols).collect()
+    }
+}
+
+/// Every direct branch and call target in a graph.
+fn branch_targets(cfg: &Cfg) -> impl Iterator<Item = u64> + '_ {
+    cfg.insns.iter().filter_map(|instruction| match values::raw_target(instruction) {
+        Some(RawTarget::Direct(target))
+            if instruction.is_call_near()
+                || instruction.is_jmp_short_or_near()
+                || instruction.is_jcc_short_or_near() =>
+        {
+            Some(target)
+        }
+        _ => None,
+    })
+}
+
+/// Code addresses put in registers (`lea fn(%rip)`, `mov $fn`): function pointers.
+fn materialised(cfg: &Cfg) -> impl Iterator<Item = u64> + '_ {
+    cfg.insns.iter().filter_map(|instruction| match instruction.mnemonic() {
+        iced_x86::Mnemonic::Lea if instruction.is_ip_rel_memory_operand() => Some(instruction.ip_rel_memory_address()),
+        iced_x86::Mnemonic::Mov if instruction.op1_kind() == iced_x86::OpKind::Immediate32to64 => {
+            Some(instruction.immediate(1))
+        }
+        _ => None,
+    })
+}
+
+/// Turns raw addresses into references to functions, objects and symbols.
+struct Linker<'m, 'data> {
+    module: &'m Module<'data>,
+    objects: &'m Objects,
+    imports: Vec<Import>,
+    import_index: HashMap<u32, u32>,
+}
+
+impl Linker<'_, '_> {
+    fn import(&mut self, dynsym: u32) -> Ref {
+        if let Some(&index) = self.import_index.get(&dynsym) {
+            return Ref::Import(index);
+        }
+        let index = self.imports.len() as u32;
+        let import = match self.module.dynsyms.get(dynsym as usize) {
+            Some(sym) => Import { name: sym.name.clone(), version: sym.version.clone(), weak: sym.weak },
+            None => Import { name: String::new(), version: None, weak: true },
+        };
+        self.imports.push(import);
+        self.import_index.insert(dynsym, index);
+        Ref::Import(index)
+    }
+
+    fn slot_ref(&mut self, value: SlotValue) -> Option<Ref> {
+        match value {
+            SlotValue::Addr(addr) => self.addr_ref(addr),
+            SlotValue::Symbol(index) => Some(self.import(index)),
+            SlotValue::Irelative(resolver) => self.code_ref(resolver),
+        }
+    }
+
+    fn code_ref(&self, addr: u64) -> Option<Ref> {
+        self.module.function_at(addr).map(|start| Ref::Fn(self.module.index_of(start)))
+    }
+
+    /// What an address the code or data holds refers to.
+    fn addr_ref(&mut self, addr: u64) -> Option<Ref> {
+        if let Some(&slot) = self.module.stubs.get(&addr) {
+            return self.module.slot_target(slot).and_then(|value| self.slot_ref(value));
+        }
+        if let Some(found) = self.code_ref(addr) {
+            return Some(found);
+        }
+        if let Some(&(_, _, dynsym)) =
+            self.module.relocs.copies.iter().find(|&&(start, size, _)| (start..start + size.max(1)).contains(&addr))
+        {
+            return Some(self.import(dynsym));
+        }
+        self.objects.at(addr).map(Ref::Object)
+    }
+
+    fn call_target(&mut self, target: RawTarget) -> Option<Ref> {
+        match target {
+            RawTarget::Direct(addr) => self.addr_ref(addr),
+            RawTarget::Slot(slot) => self.module.slot_target(slot).and_then(|value| self.slot_ref(value)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "one call site, each argument a different fact of the function")]
+    fn function(
+        &mut self,
+        start: u64,
+        end: u64,
+        name: Option<String>,
+        facts: values::Facts,
+        incomplete: bool,
+        noreturn: &HashSet<u64>,
+        resolvers: &HashSet<u64>,
+    ) -> Function {
+        let consumed = facts.consumed;
+        let args = 8 - consumed.leading_zeros() as u8;
+        let prepared = |site: &RawIndirect| {
+            let mask = site.written | (site.passed & consumed);
+            IndirectSite { at: site.at, args: 8 - mask.leading_zeros() as u8 }
+        };
+        let mut indirect: Vec<IndirectSite> = facts.indirect.iter().map(prepared).collect();
+        let mut calls = Vec::with_capacity(facts.calls.len());
+        for raw in facts.calls {
+            match self.call_target(raw.target) {
+                Some(target) => calls.push(self.call(raw, target)),
+                None if matches!(raw.target, RawTarget::Slot(_)) => indirect.push(prepared(&raw.as_indirect)),
+                None => {}
+            }
+        }
+        let mut refs: Vec<Ref> =
+            facts.refs.iter().chain(&facts.loads).filter_map(|&addr| self.addr_ref(addr)).collect();
+        refs.sort_unstable();
+        refs.dedup();
+        let sites = facts.sites.into_iter().map(|(at, number, i386)| Site { at, number, i386 }).collect();
+        Function {
+            addr: start,
+            end,
+            name,
+            sites,
+            calls,
+            indirect,
+            refs,
+            args,
+            noreturn: noreturn.contains(&start),
+            ifunc_resolver: resolvers.contains(&start),
+            incomplete,
+        }
+    }
+
+    fn call(&mut self, raw: RawCall, target: Ref) -> Call {
+        let mut fn_args: Vec<(u8, Ref)> = Vec::new();
+        for &(arg, addr) in &raw.pointer_args {
+            let pointer = match self.addr_ref(addr) {
+                Some(found @ (Ref::Fn(_) | Ref::Import(_)))
+                    if self.module.is_code(addr) || self.module.stubs.contains_key(&addr) =>
+                {
+                    Some(found)
+                }
+                Some(found @ Ref::Object(_)) => Some(found),
+                _ => None,
+            };
+            fn_args.extend(pointer.map(|found| (arg, found)));
+        }
+        fn_args.sort_unstable();
+        fn_args.dedup();
+        Call { at: raw.at, target, tail: raw.tail, args: raw.args, fn_args, opaque_args: raw.opaque_args }
+    }
+
+    /// Exported symbols, COPY-relocated data left out (references bind to the library's original).
+    fn exports(&mut self) -> Vec<Export> {
+        let module = self.module;
+        let versions = module.image.dynamic_versions();
+        let copied: HashSet<u32> = module.relocs.copies.iter().map(|&(_, _, dynsym)| dynsym).collect();
+        let mut exports = Vec::new();
+        for sym in module.image.symbols(true) {
+            let visible = sym.bind == elf::STB_GLOBAL || sym.bind == elf::STB_WEAK || sym.bind == elf::STB_GNU_UNIQUE;
+            let hidden_visibility = sym.visibility == elf::STV_HIDDEN || sym.visibility == elf::STV_INTERNAL;
+            if !sym.defined
+                || !visible
+                || hidden_visibility
+                || sym.name.is_empty()
+                || copied.contains(&(sym.index as u32))
+            {
+                continue;
+            }
+            let (version, hidden) = versions.get(sym.index).cloned().unwrap_or((None, false));
+            let target = match sym.kind {
+                elf::STT_FUNC | elf::STT_GNU_IFUNC => self.code_ref(sym.value),
+                _ => self.objects.at(sym.value).map(Ref::Object).or_else(|| self.code_ref(sym.value)),
+            };
+            exports.push(Export {
+                name: sym.name.to_owned(),
+                version,
+                default: !hidden,
+                weak: sym.bind == elf::STB_WEAK,
+                target,
+            });
+        }
+        exports
+    }
+}
+
+/// The part of a function that runs after one of its calls returns.
+pub struct Continuation {
+    /// Instruction ranges `[start, end)` that can run after the call.
+    pub ranges: Vec<(u64, u64)>,
+    /// Whether the function can return from there.
+    pub returns: bool,
+}
+
+impl Continuation {
+    pub fn contains(&self, addr: u64) -> bool {
+        self.ranges.iter().any(|&(start, end)| (start..end).contains(&addr))
+    }
+}
+
+/// What function `index` of `summary` can still do once the call at `call_at` returns.
+/// Re-decodes just that function from the file's bytes, so summaries need not store graphs.
+pub fn continuation(bytes: &[u8], summary: &ModuleSummary, index: u32, call_at: u64) -> Result<Continuation, ElfError> {
+    let image = Image::parse(bytes)?;
+    let code = Code::new(image.loaded_sections().map(|(addr, bytes, _)| (addr, bytes)).collect());
+    let function = &summary.functions[index as usize];
+    let graph = cfg::decode(&code, function.addr, function.end);
+    let noreturn_at: HashSet<u64> = function
+        .calls
+        .iter()
+        .filter(|call| match call.target {
+            Ref::Fn(callee) => summary.functions[callee as usize].noreturn,
+            Ref::Import(import) => NORETURN.contains(&summary.imports[import as usize].name.as_str()),
+            Ref::Object(_) => false,
+        })
+        .map(|call| call.at)
+        .collect();
+    let Some(call_block) = graph.blocks.iter().position(|block| graph.insns[block.end - 1].ip() == call_at) else {
+        return Ok(Continuation { ranges: Vec::new(), returns: true });
+    };
+    let mut seen = vec![false; graph.blocks.len()];
+    let mut stack: Vec<usize> = graph.succs(call_block).collect();
+    let mut returns = graph.blocks[call_block].exit != Exit::Call;
+    let mut ranges = Vec::new();
+    while let Some(block) = stack.pop() {
+        if std::mem::replace(&mut seen[block], true) {
+            continue;
+        }
+        let info = &graph.blocks[block];
+        let (first, last) = (&graph.insns[info.first], &graph.insns[info.end - 1]);
+        ranges.push((first.ip(), last.next_ip()));
+        returns |= info.exit == Exit::Return || (info.exit == Exit::Leave && last.is_jmp_short_or_near());
+        if !(info.exit == Exit::Call && noreturn_at.contains(&last.ip())) {
+            stack.extend(graph.succs(block).filter(|&succ| !seen[succ]));
+        }
+    }
+    ranges.sort_unstable();
+    Ok(Continuation { ranges, returns })
+}

@@ -1,0 +1,1103 @@
+//! Value analysis inside one function: what each register and stack slot can hold, per block,
+//! to recover syscall numbers and call arguments.
+//!
+//! Values are small sets of `Const(n)`, `Arg(k)` (argument register k at entry), `StackArg(off)`
+//! (the caller's stack slot, 8 = the 7th argument), and `Sp(d)` (the stack pointer at entry plus
+//! d); anything else is `Top` with the reason it is unknown. The analysis runs in reverse
+//! post-order to a fixpoint, models `mov`/`lea`/`xor`/`push`/`pop`/`add`/`sub`/`movsx`/`xchg`/
+//! `cmov`/`leave` and stack slots, lets every call clobber the caller-saved registers, and cuts
+//! the fall-through after calls that never return. Everything else sets what it writes (from
+//! iced-x86's instruction info) to `Top`.
+
+use iced_x86::{Instruction, InstructionInfoFactory, Mnemonic, OpAccess, OpKind, Register};
+
+use super::cfg::{Cfg, Exit};
+use super::summary::{ArgLoc, ArgValue, Reason, SiteNumber};
+
+const CAP: usize = 6;
+const RAX: usize = 0;
+const RSP: usize = 4;
+const RBP: usize = 5;
+/// rdi, rsi, rdx, rcx, r8, r9 as register numbers (rax = 0 … r15 = 15).
+pub(crate) const ARG_REGS: [usize; 6] = [7, 6, 2, 1, 8, 9];
+const CALLER_SAVED: [usize; 9] = [0, 1, 2, 6, 7, 8, 9, 10, 11];
+/// Stack slots beyond this many are forgotten (a frame this large holds no syscall numbers).
+const MAX_SLOTS: usize = 48;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Val {
+    Const(u64),
+    Arg(u8),
+    StackArg(u32),
+    Sp(i64),
+}
+
+/// A set of at most `CAP` values, or `Top` with the reason nothing better is known. Values are
+/// packed into words (a 2-bit tag above 62 bits of payload) to keep states small: the fixpoint
+/// copies and joins them at every block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Vals {
+    Top(Reason),
+    Set { len: u8, items: [u64; CAP] },
+}
+
+const PAYLOAD: u64 = (1 << 62) - 1;
+
+fn pack(val: Val) -> Option<u64> {
+    let (tag, payload) = match val {
+        Val::Const(n) => (0, n),
+        Val::Arg(k) => (1, u64::from(k)),
+        Val::StackArg(offset) => (2, u64::from(offset)),
+        Val::Sp(d) => (3, (d as u64) & PAYLOAD),
+    };
+    // Constants past 2^62 (negative numbers, mostly) are not syscall numbers or addresses.
+    (payload <= PAYLOAD).then_some(tag << 62 | payload)
+}
+
+fn unpack(word: u64) -> Val {
+    let payload = word & PAYLOAD;
+    match word >> 62 {
+        0 => Val::Const(payload),
+        1 => Val::Arg(payload as u8),
+        2 => Val::StackArg(payload as u32),
+        // Sign-extend the 62-bit displacement.
+        _ => Val::Sp(((payload << 2) as i64) >> 2),
+    }
+}
+
+impl Vals {
+    fn one(val: Val) -> Vals {
+        match pack(val) {
+            Some(word) => Vals::Set { len: 1, items: [word; CAP] },
+            None => Vals::Top(Reason::Computed),
+        }
+    }
+
+    fn items(&self) -> impl Iterator<Item = Val> + '_ {
+        let words: &[u64] = match self {
+            Vals::Top(_) => &[],
+            Vals::Set { len, items } => &items[..*len as usize],
+        };
+        words.iter().map(|&word| unpack(word))
+    }
+
+    fn contains(&self, val: Val) -> bool {
+        self.items().any(|item| item == val)
+    }
+
+    fn join(self, other: Vals) -> Vals {
+        let Vals::Set { len, items } = other else { return other };
+        let mut joined = self;
+        for &word in &items[..len as usize] {
+            joined = joined.with_word(word);
+        }
+        joined
+    }
+
+    fn with_word(self, word: u64) -> Vals {
+        let Vals::Set { len, mut items } = self else { return self };
+        let len = len as usize;
+        let Err(position) = items[..len].binary_search(&word) else { return self };
+        if len == CAP {
+            return Vals::Top(Reason::Computed);
+        }
+        items.copy_within(position..len, position + 1);
+        items[position] = word;
+        Vals::Set { len: len as u8 + 1, items }
+    }
+
+    fn map(self, f: impl Fn(Val) -> Option<Val>) -> Vals {
+        let mut out: Option<Vals> = None;
+        for val in self.items() {
+            let Some(word) = f(val).and_then(pack) else { return Vals::Top(Reason::Computed) };
+            out = Some(match out {
+                None => Vals::Set { len: 1, items: [word; CAP] },
+                Some(set) => set.with_word(word),
+            });
+        }
+        out.unwrap_or(self)
+    }
+
+    fn single(&self) -> Option<Val> {
+        match self {
+            Vals::Set { len: 1, items } => Some(unpack(items[0])),
+            _ => None,
+        }
+    }
+
+    fn single_sp(&self) -> Option<i64> {
+        match self.single() {
+            Some(Val::Sp(d)) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, PartialEq)]
+struct State {
+    regs: [Vals; 16],
+    /// Stack slots written in this function, by offset from the entry stack pointer.
+    slots: Vec<(i64, Vals)>,
+    /// Vector registers known to hold zero (`pxor %xmm0,%xmm0`): compilers clear structures on
+    /// the stack with them, and a cleared `struct sigaction` names `SIG_DFL`, not a handler.
+    zero_vectors: u32,
+}
+
+impl State {
+    fn entry() -> State {
+        let mut regs = [Vals::Top(Reason::Computed); 16];
+        for (k, &reg) in ARG_REGS.iter().enumerate() {
+            regs[reg] = Vals::one(Val::Arg(k as u8));
+        }
+        regs[RSP] = Vals::one(Val::Sp(0));
+        State { regs, slots: Vec::new(), zero_vectors: 0 }
+    }
+
+    fn initial_slot(offset: i64) -> Vals {
+        if offset >= 8 { Vals::one(Val::StackArg(offset as u32)) } else { Vals::Top(Reason::MemoryLoad) }
+    }
+
+    fn slot(&self, offset: i64) -> Vals {
+        match self.slots.binary_search_by_key(&offset, |&(key, _)| key) {
+            Ok(index) => self.slots[index].1,
+            Err(_) => State::initial_slot(offset),
+        }
+    }
+
+    fn set_slot(&mut self, offset: i64, value: Vals) {
+        match self.slots.binary_search_by_key(&offset, |&(key, _)| key) {
+            Ok(index) => self.slots[index].1 = value,
+            Err(index) if self.slots.len() < MAX_SLOTS => self.slots.insert(index, (offset, value)),
+            Err(_) => {}
+        }
+    }
+
+    /// Forgets slots that overlap `[offset, offset + size)`.
+    fn clobber_slots(&mut self, offset: i64, size: i64) {
+        for (key, value) in &mut self.slots {
+            if *key < offset + size && offset < *key + 8 {
+                *value = Vals::Top(Reason::MemoryLoad);
+            }
+        }
+        if !self.slots.iter().any(|&(key, _)| key == offset) && size >= 8 {
+            self.set_slot(offset, Vals::Top(Reason::MemoryLoad));
+        }
+    }
+
+    fn join(&mut self, other: &State) -> bool {
+        let mut changed = self.zero_vectors & other.zero_vectors != self.zero_vectors;
+        self.zero_vectors &= other.zero_vectors;
+        for (mine, theirs) in self.regs.iter_mut().zip(&other.regs) {
+            if mine != theirs {
+                let joined = mine.join(*theirs);
+                changed |= joined != *mine;
+                *mine = joined;
+            }
+        }
+        if self.slots == other.slots {
+            return changed;
+        }
+        let same_offsets = self.slots.len() == other.slots.len()
+            && self.slots.iter().zip(&other.slots).all(|(mine, theirs)| mine.0 == theirs.0);
+        if same_offsets {
+            for (mine, theirs) in self.slots.iter_mut().zip(&other.slots) {
+                let joined = mine.1.join(theirs.1);
+                changed |= joined != mine.1;
+                mine.1 = joined;
+            }
+            return changed;
+        }
+        // Merge the two sorted slot lists; a slot one side never wrote holds its initial value there.
+        let mut merged = Vec::with_capacity(self.slots.len().max(other.slots.len()));
+        let (mut mine, mut theirs) = (self.slots.iter().peekable(), other.slots.iter().peekable());
+        loop {
+            let next = match (mine.peek(), theirs.peek()) {
+                (Some(&&(a, va)), Some(&&(b, vb))) if a == b => {
+                    mine.next();
+                    theirs.next();
+                    (a, va.join(vb))
+                }
+                (Some(&&(a, va)), Some(&&(b, _))) if a < b => {
+                    mine.next();
+                    (a, va.join(State::initial_slot(a)))
+                }
+                (Some(_), Some(&&(b, vb))) => {
+                    theirs.next();
+                    (b, vb.join(State::initial_slot(b)))
+                }
+                (Some(&&(a, va)), None) => {
+                    mine.next();
+                    (a, va.join(State::initial_slot(a)))
+                }
+                (None, Some(&&(b, vb))) => {
+                    theirs.next();
+                    (b, vb.join(State::initial_slot(b)))
+                }
+                (None, None) => break,
+            };
+            merged.push(next);
+        }
+        merged.truncate(MAX_SLOTS);
+        if merged != self.slots {
+            self.slots = merged;
+            changed = true;
+        }
+        changed
+    }
+}
+
+/// A register number (rax = 0 … r15 = 15) for a general-purpose register of any width.
+pub(crate) fn gpr(reg: Register) -> Option<usize> {
+    if !reg.is_gpr() {
+        return None;
+    }
+    let full = reg.full_register();
+    let index = full as usize - Register::RAX as usize;
+    (index < 16).then_some(index)
+}
+
+/// Where a call or jump goes, before the module maps addresses to functions and symbols.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RawTarget {
+    Direct(u64),
+    /// Through the pointer slot at this address (`call *slot(%rip)`).
+    Slot(u64),
+}
+
+pub(crate) struct RawCall {
+    pub at: u64,
+    pub target: RawTarget,
+    pub tail: bool,
+    pub args: Vec<(ArgLoc, ArgValue)>,
+    /// (argument register, a constant that may be a function address).
+    pub pointer_args: Vec<(u8, u64)>,
+    pub opaque_args: u8,
+    /// How the call counts when its slot turns out to hold no known symbol.
+    pub as_indirect: RawIndirect,
+}
+
+pub(crate) struct RawIndirect {
+    pub at: u64,
+    /// Argument registers written before the site.
+    pub written: u8,
+    /// Argument registers that may still hold the function's own argument.
+    pub passed: u8,
+}
+
+/// What one function does, with raw addresses.
+#[derive(Default)]
+pub(crate) struct Facts {
+    pub sites: Vec<(u64, SiteNumber, bool)>,
+    pub calls: Vec<RawCall>,
+    pub indirect: Vec<RawIndirect>,
+    /// Addresses taken by `lea`, immediates and indexed table accesses.
+    pub refs: Vec<u64>,
+    /// Addresses loaded from or stored to directly.
+    pub loads: Vec<u64>,
+    /// Argument registers read while they may still hold the incoming argument.
+    pub consumed: u8,
+}
+
+/// What the analysis needs to know about the rest of the file.
+pub(crate) struct Context<'a> {
+    pub start: u64,
+    pub end: u64,
+    /// Whether a call to this target never returns.
+    pub noreturn: &'a dyn Fn(RawTarget) -> bool,
+    /// The argument a call to this target registers for later (`sigaction`'s handler, …).
+    pub registrar: &'a dyn Fn(RawTarget) -> Option<u8>,
+}
+
+/// Runs the value analysis over `cfg` and collects the facts.
+pub(crate) fn analyze(cfg: &Cfg, context: &Context<'_>) -> Facts {
+    let states = fixpoint(cfg, context);
+    let mut facts = Facts::default();
+    let mut factory = InstructionInfoFactory::new();
+    for (block, state) in states.into_iter().enumerate() {
+        let Some(mut state) = state else { continue };
+        let table_jump = cfg.blocks[block].exit == Exit::Flow;
+        let insns = cfg.block_insns(block);
+        for (index, instruction) in insns.iter().enumerate() {
+            if !registered_only(instruction, &insns[index + 1..], context) {
+                note_refs(instruction, &mut facts);
+            }
+            collect(instruction, &state, context, table_jump, &mut facts);
+            step(instruction, &mut state, &mut factory);
+        }
+        // Code that runs off the end of the function continues in the next one: a tail call.
+        let last = insns.last().expect("blocks are never empty");
+        let falls_out = cfg.blocks[block].exit == Exit::Flow
+            && !cfg.has_succs(block)
+            && flow_is_next(last)
+            && last.next_ip() == context.end;
+        if falls_out {
+            facts.calls.push(call_facts(last, RawTarget::Direct(last.next_ip()), true, &state));
+        }
+    }
+    facts.sites.sort_by_key(|site| site.0);
+    facts.refs.sort_unstable();
+    facts.refs.dedup();
+    facts.loads.sort_unstable();
+    facts.loads.dedup();
+    facts
+}
+
+/// Entry states of each block (`None` for blocks no path reaches).
+fn fixpoint(cfg: &Cfg, context: &Context<'_>) -> Vec<Option<State>> {
+    let mut states: Vec<Option<State>> = vec![None; cfg.blocks.len()];
+    if cfg.blocks.is_empty() {
+        return states;
+    }
+    let order = cfg.reverse_postorder();
+    let mut rank = vec![0; cfg.blocks.len()];
+    for (position, &block) in order.iter().enumerate() {
+        rank[block] = position;
+    }
+    states[0] = Some(State::entry());
+    // Blocks only the linear sweep reached start from nothing known.
+    let mut has_pred = vec![false; cfg.blocks.len()];
+    for block in 0..cfg.blocks.len() {
+        for succ in cfg.succs(block) {
+            has_pred[succ] = true;
+        }
+    }
+    for (block, state) in states.iter_mut().enumerate().skip(1) {
+        if !has_pred[block] {
+            *state = Some(unknown_state());
+        }
+    }
+    let mut factory = InstructionInfoFactory::new();
+    let mut pending: std::collections::BTreeSet<usize> = order.iter().map(|&block| rank[block]).collect();
+    let mut visits = vec![0u32; cfg.blocks.len()];
+    let mut state = unknown_state();
+    while let Some(position) = pending.pop_first() {
+        let block = order[position];
+        let Some(entry) = &states[block] else { continue };
+        // `clone_from` keeps the scratch state's slot buffer: no allocation per visit.
+        state.clone_from(entry);
+        visits[block] += 1;
+        for instruction in cfg.block_insns(block) {
+            step(instruction, &mut state, &mut factory);
+        }
+        for succ in successors(cfg, block, context) {
+            let changed = match &mut states[succ] {
+                Some(existing) => existing.join(&state),
+                empty @ None => {
+                    *empty = Some(state.clone());
+                    true
+                }
+            };
+            if changed && visits[succ] < MAX_VISITS {
+                pending.insert(rank[succ]);
+            } else if changed && let Some(existing) = &mut states[succ] {
+                widen(existing);
+            }
+        }
+    }
+    states
+}
+
+/// Visits of one block before its state is widened to `Top`.
+const MAX_VISITS: u32 = 24;
+
+fn widen(state: &mut State) {
+    for reg in &mut state.regs {
+        if let Vals::Set { len, .. } = reg
+            && *len > 1
+        {
+            *reg = Vals::Top(Reason::Computed);
+        }
+    }
+}
+
+fn unknown_state() -> State {
+    State { regs: [Vals::Top(Reason::Computed); 16], slots: Vec::new(), zero_vectors: 0 }
+}
+
+fn successors<'c>(cfg: &'c Cfg, block_index: usize, context: &Context<'_>) -> impl Iterator<Item = usize> + 'c {
+    let block = &cfg.blocks[block_index];
+    let cut = block.exit == Exit::Call && {
+        let last = &cfg.insns[block.end - 1];
+        raw_target(last).is_some_and(|target| (context.noreturn)(target))
+    };
+    cfg.succs(block_index).filter(move |_| !cut)
+}
+
+/// The direct or slot target of a call or jump.
+pub(crate) fn raw_target(instruction: &Instruction) -> Option<RawTarget> {
+    match instruction.op0_kind() {
+        OpKind::NearBranch64 | OpKind::NearBranch32 | OpKind::NearBranch16 => {
+            Some(RawTarget::Direct(instruction.near_branch_target()))
+        }
+        OpKind::Memory if instruction.is_ip_rel_memory_operand() => {
+            Some(RawTarget::Slot(instruction.ip_rel_memory_address()))
+        }
+        _ => None,
+    }
+}
+
+fn value_of(instruction: &Instruction, operand: u32, state: &State) -> Vals {
+    match instruction.op_kind(operand) {
+        OpKind::Register => match gpr(instruction.op_register(operand)) {
+            Some(reg) => truncate(state.regs[reg], instruction.op_register(operand).size()),
+            None => Vals::Top(Reason::Computed),
+        },
+        OpKind::Immediate8
+        | OpKind::Immediate16
+        | OpKind::Immediate32
+        | OpKind::Immediate64
+        | OpKind::Immediate8to16
+        | OpKind::Immediate8to32
+        | OpKind::Immediate8to64
+        | OpKind::Immediate32to64 => Vals::one(Val::Const(instruction.immediate(operand))),
+        OpKind::Memory => match stack_offset(instruction, state) {
+            Some(offset) => truncate(state.slot(offset), instruction.memory_size().size()),
+            None => Vals::Top(Reason::MemoryLoad),
+        },
+        _ => Vals::Top(Reason::Computed),
+    }
+}
+
+/// A value as seen through a register or memory access of `size` bytes.
+fn truncate(value: Vals, size: usize) -> Vals {
+    match size {
+        8 => value,
+        4 => value.map(|val| match val {
+            Val::Const(n) => Some(Val::Const(n & 0xffff_ffff)),
+            Val::Sp(_) => None,
+            other => Some(other),
+        }),
+        _ => Vals::Top(Reason::Computed),
+    }
+}
+
+/// The stack offset a memory operand addresses, if its base is a known stack pointer value.
+fn stack_offset(instruction: &Instruction, state: &State) -> Option<i64> {
+    if instruction.memory_index() != Register::None {
+        return None;
+    }
+    let base = gpr(instruction.memory_base())?;
+    let sp = state.regs[base].single_sp()?;
+    Some(sp + instruction.memory_displacement64() as i64)
+}
+
+fn set_reg(state: &mut State, reg: Register, value: Vals) {
+    let Some(index) = gpr(reg) else { return };
+    state.regs[index] = match reg.size() {
+        8 | 4 => truncate(value, reg.size()),
+        _ => Vals::Top(Reason::Computed),
+    };
+}
+
+/// The transfer function of one instruction.
+fn step(instruction: &Instruction, state: &mut State, factory: &mut InstructionInfoFactory) {
+    let op0_reg = (instruction.op0_kind() == OpKind::Register).then(|| instruction.op0_register());
+    match instruction.mnemonic() {
+        Mnemonic::Mov | Mnemonic::Movzx | Mnemonic::Movsxd | Mnemonic::Movsx => {
+            let value = extend(instruction, value_of(instruction, 1, state));
+            match op0_reg {
+                Some(reg) => set_reg(state, reg, value),
+                None => store(instruction, state, value),
+            }
+        }
+        Mnemonic::Lea => {
+            let value = address(instruction, state);
+            set_reg(state, instruction.op0_register(), value);
+        }
+        Mnemonic::Xor | Mnemonic::Sub | Mnemonic::Pxor
+            if op0_reg.is_some()
+                && instruction.op1_kind() == OpKind::Register
+                && op0_reg == Some(instruction.op1_register()) =>
+        {
+            set_reg(state, instruction.op0_register(), Vals::one(Val::Const(0)));
+        }
+        Mnemonic::Add | Mnemonic::Sub | Mnemonic::And | Mnemonic::Or if op0_reg.is_some() => {
+            let operand = value_of(instruction, 1, state);
+            let current = value_of(instruction, 0, state);
+            let value = arithmetic(instruction.mnemonic(), current, operand);
+            set_reg(state, instruction.op0_register(), value);
+        }
+        Mnemonic::Push => {
+            let value = value_of(instruction, 0, state);
+            push(state, value);
+        }
+        Mnemonic::Pop => {
+            let value = match state.regs[RSP].single_sp() {
+                Some(sp) => state.slot(sp),
+                None => Vals::Top(Reason::MemoryLoad),
+            };
+            state.regs[RSP] = state.regs[RSP].map(|val| match val {
+                Val::Sp(d) => Some(Val::Sp(d + 8)),
+                _ => None,
+            });
+            match op0_reg {
+                Some(reg) => set_reg(state, reg, value),
+                None => generic(instruction, state, factory),
+            }
+        }
+        Mnemonic::Leave => {
+            let frame = state.regs[RBP].single_sp();
+            state.regs[RBP] = frame.map_or(Vals::Top(Reason::MemoryLoad), |frame| state.slot(frame));
+            state.regs[RSP] = frame.map_or(Vals::Top(Reason::Computed), |frame| Vals::one(Val::Sp(frame + 8)));
+        }
+        Mnemonic::Xchg if op0_reg.is_some() && instruction.op1_kind() == OpKind::Register => {
+            let (a, b) = (value_of(instruction, 0, state), value_of(instruction, 1, state));
+            set_reg(state, instruction.op0_register(), b);
+            set_reg(state, instruction.op1_register(), a);
+        }
+        mnemonic if is_cmov(mnemonic) && op0_reg.is_some() => {
+            let value = value_of(instruction, 0, state).join(value_of(instruction, 1, state));
+            set_reg(state, instruction.op0_register(), value);
+        }
+        Mnemonic::Call => {
+            for reg in CALLER_SAVED {
+                state.regs[reg] = Vals::Top(Reason::ClobberedByCall);
+            }
+            // The callee's frame lives below our stack pointer.
+            if let Some(sp) = state.regs[RSP].single_sp() {
+                state.slots.retain(|&(offset, _)| offset >= sp);
+            }
+        }
+        Mnemonic::Syscall | Mnemonic::Sysenter => {
+            for reg in [RAX, 1, 11] {
+                state.regs[reg] = Vals::Top(Reason::Computed);
+            }
+        }
+        Mnemonic::Stosb | Mnemonic::Stosd | Mnemonic::Stosq if instruction.has_rep_prefix() => {
+            if !rep_zero(instruction, state) {
+                generic(instruction, state, factory);
+            }
+        }
+        _ if vector_zeroing(instruction) => {
+            state.zero_vectors |= 1 << vector_index(instruction.op0_register());
+        }
+        _ if vector_store(instruction) => {
+            let zero = state.zero_vectors & (1 << vector_index(instruction.op1_register())) != 0;
+            match stack_offset(instruction, state) {
+                Some(offset) if zero => {
+                    let size = instruction.memory_size().size() as i64;
+                    for slot in (offset..offset + size).step_by(8) {
+                        state.clobber_slots(slot, 8);
+                        state.set_slot(slot, Vals::one(Val::Const(0)));
+                    }
+                }
+                _ => generic(instruction, state, factory),
+            }
+        }
+        _ => {
+            if instruction.op0_kind() == OpKind::Register && instruction.op0_register().is_vector_register() {
+                state.zero_vectors &= !(1 << vector_index(instruction.op0_register()));
+            }
+            generic(instruction, state, factory)
+        }
+    }
+}
+
+/// `rep stos` of zero over a stack structure (`memset(&act, 0, sizeof act)`): the slots become 0.
+fn rep_zero(instruction: &Instruction, state: &mut State) -> bool {
+    const RCX: usize = 1;
+    const RDI: usize = 7;
+    let element = match instruction.mnemonic() {
+        Mnemonic::Stosb => 1,
+        Mnemonic::Stosd => 4,
+        _ => 8,
+    };
+    let (Some(start), Some(Val::Const(count)), Some(Val::Const(0))) =
+        (state.regs[RDI].single_sp(), state.regs[RCX].single(), state.regs[RAX].single())
+    else {
+        return false;
+    };
+    let size = (count * element) as i64;
+    if size > 8 * MAX_SLOTS as i64 {
+        return false;
+    }
+    state.clobber_slots(start, size);
+    for slot in (start..start + size).step_by(8).filter(|slot| slot + 8 <= start + size) {
+        state.set_slot(slot, Vals::one(Val::Const(0)));
+    }
+    state.regs[RDI] = Vals::one(Val::Sp(start + size));
+    state.regs[RCX] = Vals::one(Val::Const(0));
+    true
+}
+
+/// `pxor %xmmN,%xmmN` and its relatives.
+fn vector_zeroing(instruction: &Instruction) -> bool {
+    let zeroing = matches!(
+        instruction.mnemonic(),
+        Mnemonic::Pxor | Mnemonic::Xorps | Mnemonic::Xorpd | Mnemonic::Vpxor | Mnemonic::Vxorps | Mnemonic::Vxorpd
+    );
+    let registers: Vec<Register> = (0..instruction.op_count())
+        .map(|operand| match instruction.op_kind(operand) {
+            OpKind::Register => instruction.op_register(operand),
+            _ => Register::None,
+        })
+        .collect();
+    zeroing && registers.iter().all(|&reg| reg != Register::None && reg.full_register() == registers[0].full_register())
+}
+
+fn flow_is_next(instruction: &Instruction) -> bool {
+    instruction.flow_control() == iced_x86::FlowControl::Next
+        || matches!(instruction.mnemonic(), Mnemonic::Syscall | Mnemonic::Sysenter)
+}
+
+/// A vector register stored to memory.
+fn vector_store(instruction: &Instruction) -> bool {
+    matches!(
+        instruction.mnemonic(),
+        Mnemonic::Movaps
+            | Mnemonic::Movups
+            | Mnemonic::Movdqa
+            | Mnemonic::Movdqu
+            | Mnemonic::Vmovaps
+            | Mnemonic::Vmovups
+            | Mnemonic::Vmovdqa
+            | Mnemonic::Vmovdqu
+    ) && instruction.op0_kind() == OpKind::Memory
+        && instruction.op1_kind() == OpKind::Register
+}
+
+fn vector_index(reg: Register) -> u32 {
+    (reg.full_register().number() % 32) as u32
+}
+
+fn is_cmov(mnemonic: Mnemonic) -> bool {
+    matches!(
+        mnemonic,
+        Mnemonic::Cmova
+            | Mnemonic::Cmovae
+            | Mnemonic::Cmovb
+            | Mnemonic::Cmovbe
+            | Mnemonic::Cmove
+            | Mnemonic::Cmovg
+            | Mnemonic::Cmovge
+            | Mnemonic::Cmovl
+            | Mnemonic::Cmovle
+            | Mnemonic::Cmovne
+            | Mnemonic::Cmovno
+            | Mnemonic::Cmovnp
+            | Mnemonic::Cmovns
+            | Mnemonic::Cmovo
+            | Mnemonic::Cmovp
+            | Mnemonic::Cmovs
+    )
+}
+
+/// Sign extension for `movsx`/`movsxd` of constants; arguments pass through (syscall numbers are
+/// `int`s, and a wrapper's `movslq %edi,%rax` still forwards its argument).
+fn extend(instruction: &Instruction, value: Vals) -> Vals {
+    let source_size = match instruction.op1_kind() {
+        OpKind::Register => instruction.op1_register().size(),
+        OpKind::Memory => instruction.memory_size().size(),
+        _ => 8,
+    };
+    match instruction.mnemonic() {
+        Mnemonic::Movsxd | Mnemonic::Movsx if source_size == 4 => value.map(|val| match val {
+            Val::Const(n) => Some(Val::Const(n as u32 as i32 as i64 as u64)),
+            other => Some(other),
+        }),
+        Mnemonic::Movsx | Mnemonic::Movzx if source_size < 4 => value.map(|val| match val {
+            Val::Const(n) => Some(Val::Const(n & ((1 << (8 * source_size)) - 1))),
+            _ => None,
+        }),
+        _ => value,
+    }
+}
+
+fn arithmetic(mnemonic: Mnemonic, current: Vals, operand: Vals) -> Vals {
+    let Some(Val::Const(n)) = operand.single() else { return Vals::Top(Reason::Computed) };
+    current.map(|val| match (mnemonic, val) {
+        (Mnemonic::Add, Val::Const(m)) => Some(Val::Const(m.wrapping_add(n))),
+        (Mnemonic::Sub, Val::Const(m)) => Some(Val::Const(m.wrapping_sub(n))),
+        (Mnemonic::And, Val::Const(m)) => Some(Val::Const(m & n)),
+        (Mnemonic::Or, Val::Const(m)) => Some(Val::Const(m | n)),
+        (Mnemonic::Add, Val::Sp(d)) => Some(Val::Sp(d.wrapping_add(n as i64))),
+        (Mnemonic::Sub, Val::Sp(d)) => Some(Val::Sp(d.wrapping_sub(n as i64))),
+        _ => None,
+    })
+}
+
+/// The value `lea` computes.
+fn address(instruction: &Instruction, state: &State) -> Vals {
+    if instruction.is_ip_rel_memory_operand() {
+        return Vals::one(Val::Const(instruction.ip_rel_memory_address()));
+    }
+    if instruction.memory_index() != Register::None {
+        return Vals::Top(Reason::Computed);
+    }
+    let displacement = instruction.memory_displacement64();
+    let Some(base) = gpr(instruction.memory_base()) else {
+        return Vals::one(Val::Const(displacement));
+    };
+    state.regs[base].map(|val| match val {
+        Val::Sp(d) => Some(Val::Sp(d.wrapping_add(displacement as i64))),
+        Val::Const(n) => Some(Val::Const(n.wrapping_add(displacement))),
+        _ => None,
+    })
+}
+
+fn store(instruction: &Instruction, state: &mut State, value: Vals) {
+    if let Some(offset) = stack_offset(instruction, state) {
+        let size = instruction.memory_size().size() as i64;
+        if size == 8 || size == 4 {
+            state.clobber_slots(offset, size);
+            state.set_slot(offset, truncate(value, size as usize));
+        } else {
+            state.clobber_slots(offset, size.max(1));
+        }
+    }
+}
+
+fn push(state: &mut State, value: Vals) {
+    match state.regs[RSP].single_sp() {
+        Some(sp) => {
+            state.set_slot(sp - 8, value);
+            state.regs[RSP] = Vals::one(Val::Sp(sp - 8));
+        }
+        None => state.regs[RSP] = Vals::Top(Reason::Computed),
+    }
+}
+
+/// Anything not modelled: what it writes becomes unknown.
+fn generic(instruction: &Instruction, state: &mut State, factory: &mut InstructionInfoFactory) {
+    let info = factory.info(instruction);
+    for used in info.used_registers() {
+        let written = matches!(
+            used.access(),
+            OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
+        );
+        if written && let Some(reg) = gpr(used.register()) {
+            state.regs[reg] = Vals::Top(Reason::Computed);
+        }
+    }
+    let mut unknown_extent = false;
+    for memory in info.used_memory() {
+        let written = matches!(
+            memory.access(),
+            OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
+        );
+        if !written {
+            continue;
+        }
+        let base = gpr(memory.base()).and_then(|base| state.regs[base].single_sp());
+        match base {
+            Some(sp) if memory.index() == Register::None => {
+                let size = memory.memory_size().size().max(1) as i64;
+                state.clobber_slots(sp + memory.displacement() as i64, size);
+            }
+            _ if instruction.has_rep_prefix() || instruction.has_repne_prefix() => unknown_extent = true,
+            _ => {}
+        }
+    }
+    if unknown_extent {
+        state.slots.clear();
+    }
+}
+
+/// Records what the instruction tells about the function, given the state before it.
+fn collect(instruction: &Instruction, state: &State, context: &Context<'_>, table_jump: bool, facts: &mut Facts) {
+    note_reads(instruction, state, facts);
+    let int80 = instruction.mnemonic() == Mnemonic::Int && instruction.immediate8() == 0x80;
+    if matches!(instruction.mnemonic(), Mnemonic::Syscall | Mnemonic::Sysenter) || int80 {
+        let i386 = instruction.mnemonic() != Mnemonic::Syscall;
+        facts.sites.push((instruction.ip(), site_number(truncate(state.regs[RAX], 4)), i386));
+        return;
+    }
+    let (is_call, is_jump) = match instruction.mnemonic() {
+        Mnemonic::Call => (true, false),
+        Mnemonic::Jmp => (false, true),
+        _ => (false, instruction.is_jcc_short_or_near()),
+    };
+    if !is_call && !is_jump {
+        return;
+    }
+    let target = raw_target(instruction);
+    let inside = |addr: u64| (context.start..context.end).contains(&addr);
+    match target {
+        Some(RawTarget::Direct(addr)) if is_jump && inside(addr) => {}
+        Some(target) => facts.calls.push(call_facts(instruction, target, is_jump, state)),
+        // A jump table the decoder enumerated: its targets are blocks of this function.
+        None if is_jump && table_jump => {}
+        None => facts.indirect.push(indirect_facts(instruction.ip(), state)),
+    }
+}
+
+fn site_number(value: Vals) -> SiteNumber {
+    match value {
+        Vals::Top(reason) => SiteNumber::Unresolved(reason),
+        Vals::Set { .. } => {
+            let mut numbers = Vec::new();
+            let mut forwarded = None;
+            for val in value.items() {
+                match val {
+                    Val::Const(n) if n < 0x4000_0000 => numbers.push(n as u32),
+                    Val::Arg(k) if forwarded.is_none() => forwarded = Some(ArgLoc::Reg(k)),
+                    Val::StackArg(offset) if forwarded.is_none() => forwarded = Some(ArgLoc::Stack(offset)),
+                    _ => return SiteNumber::Unresolved(Reason::Computed),
+                }
+            }
+            match forwarded {
+                // A wrapper whose own path also issues fixed numbers is still a wrapper; the
+                // constants are rare enough (none in glibc) to be reported as unresolved.
+                Some(loc) if numbers.is_empty() => SiteNumber::Forwarded(loc),
+                Some(_) => SiteNumber::Unresolved(Reason::Computed),
+                None => SiteNumber::Known(numbers),
+            }
+        }
+    }
+}
+
+fn call_facts(instruction: &Instruction, target: RawTarget, tail: bool, state: &State) -> RawCall {
+    let mut args = Vec::new();
+    let mut pointer_args = Vec::new();
+    let mut opaque_args = 0u8;
+    for (k, &reg) in ARG_REGS.iter().enumerate() {
+        let value = state.regs[reg];
+        if let Some(arg) = arg_value(value) {
+            args.push((ArgLoc::Reg(k as u8), arg));
+        }
+        if let Vals::Top(Reason::MemoryLoad | Reason::Computed) = value {
+            opaque_args |= 1 << k;
+        }
+        for val in value.items() {
+            match val {
+                Val::Const(addr) => pointer_args.push((k as u8, addr)),
+                // A structure on our stack (`struct sigaction`): its first field.
+                Val::Sp(d) => match state.slot(d) {
+                    Vals::Top(_) => opaque_args |= 1 << k,
+                    field => pointer_args.extend(field.items().filter_map(|val| match val {
+                        Val::Const(addr) => Some((k as u8, addr)),
+                        _ => None,
+                    })),
+                },
+                _ => {}
+            }
+        }
+    }
+    if let Some(sp) = state.regs[RSP].single_sp() {
+        // At a call the callee's 8(%rsp) is our 0(%rsp); at a tail jump it is our 8(%rsp).
+        let base = if tail { sp + 8 } else { sp };
+        for index in 0..4 {
+            if let Some(arg) = arg_value(state.slot(base + 8 * index)) {
+                args.push((ArgLoc::Stack(8 + 8 * index as u32), arg));
+            }
+        }
+    }
+    pointer_args.retain(|&(_, addr)| addr >= 0x1000);
+    let as_indirect = indirect_facts(instruction.ip(), state);
+    RawCall { at: instruction.ip(), target, tail, args, pointer_args, opaque_args, as_indirect }
+}
+
+fn arg_value(value: Vals) -> Option<ArgValue> {
+    let Vals::Set { .. } = value else { return None };
+    let mut consts = Vec::new();
+    let mut forwarded = None;
+    for val in value.items() {
+        match val {
+            Val::Const(n) => consts.push(n),
+            Val::Arg(k) => forwarded = Some(ArgLoc::Reg(k)),
+            Val::StackArg(offset) => forwarded = Some(ArgLoc::Stack(offset)),
+            Val::Sp(_) => return None,
+        }
+    }
+    Some(ArgValue { consts, forwarded })
+}
+
+fn indirect_facts(at: u64, state: &State) -> RawIndirect {
+    let (mut written, mut passed) = (0u8, 0u8);
+    for (k, &reg) in ARG_REGS.iter().enumerate() {
+        match state.regs[reg] {
+            Vals::Top(Reason::ClobberedByCall) => {}
+            Vals::Top(_) => written |= 1 << k,
+            value => {
+                let own = value.contains(Val::Arg(k as u8));
+                if own {
+                    passed |= 1 << k;
+                }
+                if value.items().any(|val| val != Val::Arg(k as u8)) {
+                    written |= 1 << k;
+                }
+            }
+        }
+    }
+    RawIndirect { at, written, passed }
+}
+
+/// Argument registers read while they may still hold the caller's value. Explicit operands
+/// only: an implicit read (`rep movs`) is rare in argument registers, and missing it only makes
+/// the function look like it takes fewer arguments, which admits it to more call sites.
+fn note_reads(instruction: &Instruction, state: &State, facts: &mut Facts) {
+    let mnemonic = instruction.mnemonic();
+    let zeroing = matches!(mnemonic, Mnemonic::Xor | Mnemonic::Sub)
+        && instruction.op0_kind() == OpKind::Register
+        && instruction.op1_kind() == OpKind::Register
+        && instruction.op0_register() == instruction.op1_register();
+    if zeroing {
+        return;
+    }
+    let writes_op0 = writes_only(instruction) || is_cmov(mnemonic);
+    let mut note = |reg: Register| {
+        let Some(reg) = gpr(reg) else { return };
+        if let Some(k) = ARG_REGS.iter().position(|&arg| arg == reg)
+            && state.regs[reg].contains(Val::Arg(k as u8))
+        {
+            facts.consumed |= 1 << k;
+        }
+    };
+    for operand in 0..instruction.op_count() {
+        match instruction.op_kind(operand) {
+            OpKind::Register if operand > 0 || !writes_op0 => note(instruction.op_register(operand)),
+            OpKind::Memory => {
+                note(instruction.memory_base());
+                note(instruction.memory_index());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Whether `instruction` puts an address in a register whose only uses, up to the end of its
+/// block, are comparisons and the argument a registration call hands over
+/// (`__libc_start_main(main, …)`, `signal(sig, handler)`). Such a pointer never becomes callable
+/// from an arbitrary indirect call: a registered one is a root of its own (found through the
+/// call's arguments), a compared one is only an identity (`main` is not a signal handler).
+fn registered_only(instruction: &Instruction, rest: &[Instruction], context: &Context<'_>) -> bool {
+    let materialises = match instruction.mnemonic() {
+        Mnemonic::Lea => instruction.is_ip_rel_memory_operand(),
+        Mnemonic::Mov => {
+            matches!(instruction.op1_kind(), OpKind::Immediate32to64 | OpKind::Immediate32 | OpKind::Immediate64)
+        }
+        _ => false,
+    };
+    let Some(reg) =
+        gpr(instruction.op0_register()).filter(|_| materialises && instruction.op0_kind() == OpKind::Register)
+    else {
+        return false;
+    };
+    for next in rest {
+        if next.mnemonic() == Mnemonic::Call {
+            let registered = raw_target(next).and_then(|target| (context.registrar)(target));
+            let passed = ARG_REGS.contains(&reg);
+            return match registered {
+                Some(arg) => ARG_REGS[arg as usize] == reg || (!passed && CALLER_SAVED.contains(&reg)),
+                // Any other call may receive it; past the call a caller-saved register is dead.
+                None => !passed && CALLER_SAVED.contains(&reg),
+            };
+        }
+        let reads = (0..next.op_count()).any(|operand| match next.op_kind(operand) {
+            OpKind::Register => gpr(next.op_register(operand)) == Some(reg) && (operand > 0 || !writes_only(next)),
+            OpKind::Memory => gpr(next.memory_base()) == Some(reg) || gpr(next.memory_index()) == Some(reg),
+            _ => false,
+        });
+        if reads && !matches!(next.mnemonic(), Mnemonic::Cmp | Mnemonic::Test) {
+            return false;
+        }
+        let overwritten =
+            writes_only(next) && next.op0_kind() == OpKind::Register && gpr(next.op0_register()) == Some(reg);
+        if overwritten && next.op0_register().size() >= 4 {
+            return true;
+        }
+    }
+    false
+}
+
+/// Instructions whose first operand is written without being read.
+fn writes_only(instruction: &Instruction) -> bool {
+    matches!(
+        instruction.mnemonic(),
+        Mnemonic::Mov | Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd | Mnemonic::Lea | Mnemonic::Pop
+    )
+}
+
+/// Addresses the instruction refers to. Taking an address (`lea`, an address-sized immediate,
+/// an indexed table access) may reach the whole object from there on; a plain load or store
+/// touches the field at that address.
+fn note_refs(instruction: &Instruction, facts: &mut Facts) {
+    let through_memory = matches!(instruction.mnemonic(), Mnemonic::Call | Mnemonic::Jmp);
+    let lea = instruction.mnemonic() == Mnemonic::Lea;
+    if instruction.is_ip_rel_memory_operand() && !through_memory {
+        let addr = instruction.ip_rel_memory_address();
+        if lea { facts.refs.push(addr) } else { facts.loads.push(addr) }
+    }
+    for operand in 0..instruction.op_count() {
+        match instruction.op_kind(operand) {
+            OpKind::Immediate32 | OpKind::Immediate64 | OpKind::Immediate32to64 => {
+                let value = instruction.immediate(operand);
+                if value >= 0x1000 {
+                    facts.refs.push(value);
+                }
+            }
+            OpKind::Memory if instruction.memory_base() == Register::None && !through_memory => {
+                let displacement = instruction.memory_displacement64();
+                if displacement < 0x1000 {
+                    continue;
+                }
+                if lea || instruction.memory_index() != Register::None {
+                    facts.refs.push(displacement);
+                } else {
+                    facts.loads.push(displacement);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::elf::cfg::{self, Code};
+
+    /// Five small functions (assembled with GNU as), at 0x1000:
+    /// a (0x00) `mov $0x3c,%edx; 1: mov %edx,%eax; syscall; jmp 1b` — exit's loop shape;
+    /// b (0x0b) `mov %rdi,%rax; mov %rsi,%rdi; syscall; ret` — libc's `syscall()`;
+    /// c (0x14) `mov 0x8(%rsp),%rax; syscall; ret` — the number as 7th argument;
+    /// d (0x1c) `sub $0x18,%rsp; movq $0xe7,(%rsp); call c; add $0x18,%rsp; ret`;
+    /// e (0x32) `mov $0x27,%eax; call c; syscall; ret`.
+    const CODE: &[u8] = &[
+        0xba, 0x3c, 0x00, 0x00, 0x00, 0x89, 0xd0, 0x0f, 0x05, 0xeb, 0xfa, //
+        0x48, 0x89, 0xf8, 0x48, 0x89, 0xf7, 0x0f, 0x05, 0xc3, //
+        0x48, 0x8b, 0x44, 0x24, 0x08, 0x0f, 0x05, 0xc3, //
+        0x48, 0x83, 0xec, 0x18, 0x48, 0xc7, 0x04, 0x24, 0xe7, 0x00, 0x00, 0x00, 0xe8, 0xe7, 0xff, 0xff, 0xff, 0x48,
+        0x83, 0xc4, 0x18, 0xc3, //
+        0xb8, 0x27, 0x00, 0x00, 0x00, 0xe8, 0xd8, 0xff, 0xff, 0xff, 0x0f, 0x05, 0xc3,
+    ];
+    const BASE: u64 = 0x1000;
+
+    fn facts(start: u64, end: u64) -> Facts {
+        let code = Code::new(vec![(BASE, CODE)]);
+        let (start, end) = (BASE + start, BASE + end);
+        let graph = cfg::decode(&code, start, end);
+        let returns = |_: RawTarget| false;
+        let registers_nothing = |_: RawTarget| None;
+        analyze(&graph, &Context { start, end, noreturn: &returns, registrar: &registers_nothing })
+    }
+
+    fn numbers(facts: &Facts) -> Vec<SiteNumber> {
+        facts.sites.iter().map(|(_, number, _)| number.clone()).collect()
+    }
+
+    #[test]
+    fn a_number_set_before_a_loop_reaches_the_site_inside_it() {
+        assert_eq!(numbers(&facts(0x00, 0x0b)), [SiteNumber::Known(vec![60])]);
+    }
+
+    #[test]
+    fn wrappers_forward_a_register_or_a_stack_argument() {
+        assert_eq!(numbers(&facts(0x0b, 0x14)), [SiteNumber::Forwarded(ArgLoc::Reg(0))]);
+        assert_eq!(numbers(&facts(0x14, 0x1c)), [SiteNumber::Forwarded(ArgLoc::Stack(8))]);
+    }
+
+    #[test]
+    fn calls_carry_constants_passed_on_the_stack() {
+        let facts = facts(0x1c, 0x32);
+        let call = &facts.calls[0];
+        assert_eq!(call.target, RawTarget::Direct(BASE + 0x14));
+        let seventh = call.args.iter().find(|(loc, _)| *loc == ArgLoc::Stack(8)).map(|(_, value)| value.consts.clone());
+        assert_eq!(seventh, Some(vec![231]));
+    }
+
+    #[test]
+    fn a_call_clobbers_the_number_register() {
+        assert_eq!(numbers(&facts(0x32, 0x3f)), [SiteNumber::Unresolved(Reason::ClobberedByCall)]);
+    }
+}

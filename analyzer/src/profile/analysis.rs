@@ -1,0 +1,199 @@
+//! `analysis.json`: the merged per-phase sets (observed ∪ reachable), each syscall with its
+//! evidence, and the profiles they become.
+//!
+//! Evidence per syscall and phase: `observed` (the trace's count, first time, failures, and the
+//! programs the trace saw run in that phase) and/or `reachable` (a shortest witness path from a
+//! root to the site). `explain` reads this file back.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Profiles, SyscallSet};
+use crate::callgraph::{Reachable, StaticAnalysis};
+use crate::syscalls::Arch;
+use crate::trace::{Phase, Target, Trace};
+
+/// The `schema` value of `analysis.json`.
+pub const ANALYSIS_SCHEMA: &str = "seccomp-refine.analysis/1";
+
+/// The file name `write` uses and `explain` looks for.
+pub const ANALYSIS_FILE: &str = "analysis.json";
+
+/// The merged evidence for one application.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    pub schema: String,
+    pub arch: Arch,
+    pub target: Target,
+    /// Phase → syscall name → why it is allowed.
+    pub phases: BTreeMap<Phase, BTreeMap<String, Evidence>>,
+    /// The static analysis: programs, files, unresolved sites, resolution rate, warnings.
+    #[serde(rename = "static")]
+    pub static_analysis: StaticSummary,
+}
+
+/// Why one syscall is in one phase.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<Observed>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachable: Option<Reachable>,
+}
+
+/// What the trace saw.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Observed {
+    pub count: u64,
+    pub first_seen_ns: u64,
+    #[serde(default)]
+    pub failed: u64,
+    /// The programs the trace saw exec'd in this phase (a trace counts per phase, not per process).
+    pub programs: Vec<String>,
+}
+
+/// The static analysis without its per-phase sets (those are merged into `phases`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StaticSummary {
+    pub programs: Vec<crate::callgraph::ProgramReport>,
+    pub modules: Vec<crate::callgraph::ModuleReport>,
+    pub unresolved: Vec<crate::callgraph::UnresolvedSite>,
+    pub resolution: crate::callgraph::Resolution,
+    pub warnings: Vec<String>,
+}
+
+impl Analysis {
+    /// Merges what `trace` observed with what `found` proved reachable, phase by phase.
+    pub fn new(trace: &Trace, found: StaticAnalysis) -> Analysis {
+        let mut phases: BTreeMap<Phase, BTreeMap<String, Evidence>> = BTreeMap::new();
+        for phase in Phase::ALL {
+            let programs: Vec<String> =
+                trace.executables.iter().filter(|file| file.phase == phase).map(|file| file.path.clone()).collect();
+            let observed = trace.phases.get(phase);
+            let entries = phases.entry(phase).or_default();
+            for (name, stat) in observed.syscalls.iter().chain(&observed.compat_syscalls) {
+                let evidence = entries.entry(name.clone()).or_default();
+                evidence.observed = Some(Observed {
+                    count: stat.count,
+                    first_seen_ns: stat.first_seen_ns,
+                    failed: stat.failed,
+                    programs: programs.clone(),
+                });
+            }
+        }
+        for (phase, reachable) in [(Phase::Init, &found.init), (Phase::Serving, &found.serving)] {
+            let entries = phases.entry(phase).or_default();
+            for (name, why) in reachable {
+                entries.entry(name.clone()).or_default().reachable = Some(why.clone());
+            }
+        }
+        Analysis {
+            schema: ANALYSIS_SCHEMA.to_owned(),
+            arch: trace.arch,
+            target: trace.target.clone(),
+            phases,
+            static_analysis: StaticSummary {
+                programs: found.programs,
+                modules: found.modules,
+                unresolved: found.unresolved,
+                resolution: found.resolution,
+                warnings: found.warnings,
+            },
+        }
+    }
+
+    /// The names allowed in `phase` (before the always-allowed ones are added).
+    pub fn names(&self, phase: Phase) -> SyscallSet {
+        self.phases.get(&phase).map(|entries| entries.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    /// The profiles: each phase allows what was observed or is reachable in it; the runtime's part
+    /// follows the traced runtime, as for a trace alone.
+    pub fn profiles(&self) -> Profiles {
+        Profiles::from_sets_for_runtime(
+            self.arch,
+            self.names(Phase::Init),
+            self.names(Phase::Serving),
+            self.names(Phase::Runtime),
+            self.target.runtime.as_deref(),
+        )
+    }
+
+    /// Writes `analysis.json` into `dir` and returns its path (the profiles are written with the
+    /// other formats, from `profiles`).
+    pub fn write(&self, dir: &Path) -> std::io::Result<PathBuf> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(ANALYSIS_FILE);
+        let mut json = serde_json::to_string_pretty(self).expect("an analysis always serializes");
+        json.push('\n');
+        crate::write_atomically(&path, json.as_bytes())?;
+        Ok(path)
+    }
+
+    /// Reads an `analysis.json`.
+    pub fn read(path: &Path) -> anyhow::Result<Analysis> {
+        use anyhow::Context as _;
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a seccomp-refine analysis", path.display()))?;
+        let schema = value.get("schema").and_then(|schema| schema.as_str()).unwrap_or("none");
+        if schema != ANALYSIS_SCHEMA {
+            anyhow::bail!(
+                "{} has schema `{schema}`, this seccomp-refine reads `{ANALYSIS_SCHEMA}`; run `analyze` again",
+                path.display()
+            );
+        }
+        serde_json::from_value(value).with_context(|| format!("{} is not a seccomp-refine analysis", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::callgraph::Resolution;
+    use crate::trace::{FileUse, Source};
+
+    #[test]
+    fn each_phase_is_observed_union_reachable_with_evidence() {
+        let mut trace = Trace::new(Source::Ebpf, Arch::X86_64, "6.18".into(), Target::default());
+        trace.phases.init.record("openat", 3, 10);
+        trace.phases.serving.record("accept4", 7, 99);
+        trace.phases.runtime.record("capset", 1, 0);
+        trace.executables.push(FileUse {
+            path: "/usr/sbin/nginx".into(),
+            phase: Phase::Init,
+            pid: 1,
+            first_seen_ns: 0,
+            comm: None,
+        });
+        let why = |site: &str| Reachable { path: vec!["nginx!main".into()], site: site.into(), compat: false };
+        let found = StaticAnalysis {
+            arch: Arch::X86_64,
+            programs: Vec::new(),
+            modules: Vec::new(),
+            init: BTreeMap::from([
+                ("openat".to_owned(), why("syscall at 0x10")),
+                ("bind".to_owned(), why("syscall at 0x20")),
+            ]),
+            serving: BTreeMap::from([("epoll_wait".to_owned(), why("syscall at 0x30"))]),
+            unresolved: Vec::new(),
+            resolution: Resolution { resolved: 1, sites: 1, rate: 100.0 },
+            warnings: Vec::new(),
+        };
+        let analysis = Analysis::new(&trace, found);
+        let init = &analysis.phases[&Phase::Init];
+        assert_eq!(init.keys().collect::<Vec<_>>(), ["bind", "openat"]);
+        assert_eq!(init["openat"].observed.as_ref().map(|seen| seen.count), Some(3));
+        assert_eq!(init["openat"].observed.as_ref().unwrap().programs, ["/usr/sbin/nginx"]);
+        assert!(init["openat"].reachable.is_some() && init["bind"].observed.is_none());
+        let profiles = analysis.profiles();
+        assert!(profiles.serving.contains("accept4") && profiles.serving.contains("epoll_wait"));
+        assert!(!profiles.serving.contains("bind"));
+        assert!(profiles.container.contains("capset"), "the traced runtime phase");
+        let dir = tempfile::tempdir().unwrap();
+        analysis.write(dir.path()).unwrap();
+        assert_eq!(Analysis::read(&dir.path().join(ANALYSIS_FILE)).unwrap(), analysis);
+    }
+}
