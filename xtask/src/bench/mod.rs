@@ -9,11 +9,15 @@
 mod harness;
 mod import;
 mod plot;
+mod profiles;
 mod report;
+mod static_analysis;
 mod timed;
 mod tracer_overhead;
 
-use anyhow::{Result, bail};
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
 
 use crate::{build, images, machine};
 pub use harness::Rounds;
@@ -25,8 +29,12 @@ struct Benchmark {
     run: fn(&Context) -> Result<Section>,
 }
 
-const BENCHMARKS: &[Benchmark] =
-    &[Benchmark { name: "tracer-overhead", run: tracer_overhead::run }, Benchmark { name: "import", run: import::run }];
+const BENCHMARKS: &[Benchmark] = &[
+    Benchmark { name: "tracer-overhead", run: tracer_overhead::run },
+    Benchmark { name: "static", run: static_analysis::run },
+    Benchmark { name: "import", run: import::run },
+    Benchmark { name: "profiles", run: profiles::run },
+];
 
 /// What every benchmark gets.
 pub struct Context {
@@ -62,4 +70,13 @@ pub fn run(names: &[String], rounds: Rounds) -> Result<()> {
     let markdown = report::write(&machine, sections, &order)?;
     println!("\n{markdown}");
     Ok(())
+}
+
+/// Runs `cmd`, returning its trimmed stdout; its stderr is the error when it fails.
+pub fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
