@@ -133,7 +133,7 @@ async fn prepare(config: &Config) -> Result<Prepared> {
         bail!("the Docker daemon uses the {driver} cgroup driver; verify needs the cgroupfs driver for now");
     }
     let ports = verify_run::image_tcp_ports(&docker, &config.image).await?;
-    let runtime = verify_run::runtime(&docker).await;
+    let runtime = crate::docker::runtime(&docker).await;
     Ok(Prepared { docker, seccomp_json, watched, ports, builtin, runtime })
 }
 
