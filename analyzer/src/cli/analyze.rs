@@ -116,6 +116,38 @@ pub enum TracedFiles<'a> {
 }
 
 impl AfterTrace {
+    /// The end of a recording command: the static analysis of `trace` (see `run`) merged into
+    /// `trace.json`'s directory with every profile format and the report. When the static
+    /// analysis fails, the trace and its dynamic profiles are still written before the error
+    /// is returned, so nothing recorded is lost.
+    pub async fn finish(
+        &self,
+        trace: &Trace,
+        dir: &Path,
+        files: TracedFiles<'_>,
+        marker_entry: Option<EntrySpec>,
+    ) -> Result<()> {
+        let (analysis, failure) = match self.run(trace, files, marker_entry).await {
+            Ok(analysis) => (analysis, None),
+            Err(err) => (None, Some(err)),
+        };
+        let request = outputs::Request {
+            dir,
+            trace,
+            write_trace: true,
+            kubernetes_api_version: kubernetes::DEFAULT_API_VERSION,
+            analysis: analysis.as_ref(),
+        };
+        outputs::write(&request)?;
+        match failure {
+            Some(err) => Err(err.context(format!(
+                "static analysis failed (the trace and its dynamic profiles are in {}; retry with `seccomp-refine analyze`)",
+                dir.display()
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Runs the static analysis of `trace` over `files`, merged with the trace; `None` when asked
     /// not to, or when a capture's image is not available here (a warning says so).
     /// `marker_entry` is the serving entry a `symbol:` phase marker implies.

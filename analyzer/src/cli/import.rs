@@ -4,9 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use super::Outcome;
 use super::analyze::{AfterTrace, FilesArgs, TracedFiles};
-use super::{Outcome, outputs};
-use crate::profile::kubernetes;
 use crate::scap::{self, Plan, Selection};
 use crate::trace::{MARKER_HELP, MarkerSpec, Trace};
 
@@ -100,23 +99,5 @@ async fn write_outputs(trace: &Trace, dir: &Path, args: &Args) -> Result<()> {
         marker.spec,
         if marker.fired { "fired" } else { "did not fire" }
     );
-    let (analysis, failure) = match args.statics.run(trace, TracedFiles::Given(&args.files), None).await {
-        Ok(analysis) => (analysis, None),
-        Err(err) => (None, Some(err)),
-    };
-    let request = outputs::Request {
-        dir,
-        trace,
-        write_trace: true,
-        kubernetes_api_version: kubernetes::DEFAULT_API_VERSION,
-        analysis: analysis.as_ref(),
-    };
-    outputs::write(&request)?;
-    match failure {
-        Some(err) => Err(err.context(format!(
-            "static analysis failed (the trace and its dynamic profiles are in {}; retry with `seccomp-refine analyze`)",
-            dir.display()
-        ))),
-        None => Ok(()),
-    }
+    args.statics.finish(trace, dir, TracedFiles::Given(&args.files), None).await
 }

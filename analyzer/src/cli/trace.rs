@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use super::Outcome;
 use super::analyze::{AfterTrace, TracedFiles};
-use super::{Outcome, outputs};
 use crate::callgraph::EntrySpec;
-use crate::profile::kubernetes;
 use crate::trace::ebpf::DEFAULT_RING_BUFFER_BYTES;
 use crate::trace::live::Ended;
 use crate::trace::live::container::{
@@ -204,25 +203,7 @@ async fn write_outputs(trace: &Trace, dir: &Path, args: &Args, files: TracedFile
         MarkerSpec::Symbol { function, binary } => Some(EntrySpec { symbol: function.clone(), binary: binary.clone() }),
         _ => None,
     };
-    let (analysis, failure) = match args.statics.run(trace, files, marker_entry).await {
-        Ok(analysis) => (analysis, None),
-        Err(err) => (None, Some(err)),
-    };
-    let request = outputs::Request {
-        dir,
-        trace,
-        write_trace: true,
-        kubernetes_api_version: kubernetes::DEFAULT_API_VERSION,
-        analysis: analysis.as_ref(),
-    };
-    outputs::write(&request)?;
-    match failure {
-        Some(err) => Err(err.context(format!(
-            "static analysis failed (the trace and its dynamic profiles are in {}; retry with `seccomp-refine analyze`)",
-            dir.display()
-        ))),
-        None => Ok(()),
-    }
+    args.statics.finish(trace, dir, files, marker_entry).await
 }
 
 /// The summary on stderr; `label` prefixes it with the container's name when several were traced.

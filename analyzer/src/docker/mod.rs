@@ -22,6 +22,18 @@ pub enum DockerError {
     PermissionDenied { address: String },
 }
 
+/// The daemon's default runtime and its version as the daemon reports it, e.g. `runc 1.1.5+ds1`.
+pub async fn runtime(docker: &Docker) -> Option<String> {
+    let info = docker.info().await.ok()?;
+    let name = info.default_runtime.unwrap_or_else(|| "runc".to_owned());
+    let version = docker.version().await.ok()?;
+    let component = version.components?.into_iter().find(|component| component.name.eq_ignore_ascii_case(&name));
+    Some(match component {
+        Some(component) => format!("{name} {}", component.version),
+        None => name,
+    })
+}
+
 /// The daemon address in use: `DOCKER_HOST`, else the local socket.
 pub fn address() -> String {
     std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_owned())

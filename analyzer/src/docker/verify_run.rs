@@ -148,18 +148,6 @@ pub async fn remove(docker: &Docker, id: &str) -> Result<()> {
     docker.remove_container(id, Some(options)).await.with_context(|| format!("cannot remove container {id}"))
 }
 
-/// The daemon's default runtime and its version as the daemon reports it, e.g. `runc 1.1.5+ds1`.
-pub async fn runtime(docker: &Docker) -> Option<String> {
-    let info = docker.info().await.ok()?;
-    let name = info.default_runtime.unwrap_or_else(|| "runc".to_owned());
-    let version = docker.version().await.ok()?;
-    let component = version.components?.into_iter().find(|component| component.name.eq_ignore_ascii_case(&name));
-    Some(match component {
-        Some(component) => format!("{name} {}", component.version),
-        None => name,
-    })
-}
-
 /// The daemon's cgroup driver (`cgroupfs`, `systemd`), if it says.
 pub async fn cgroup_driver(docker: &Docker) -> Option<String> {
     let info = docker.info().await.ok()?;

@@ -229,6 +229,18 @@ fn major_minor(word: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
+/// Syscalls glibc tries first and gives up on when they fail with `ENOSYS` (what every generated
+/// profile answers for what it does not allow), with what glibc uses instead: `None` when it simply
+/// carries on without (no restartable sequences). `verify` reports such denials as fallbacks, not
+/// failures, when the profile allows the fallback.
+pub const ENOSYS_FALLBACKS: &[(&str, Option<&str>)] = &[
+    ("clone3", Some("clone")),
+    ("faccessat2", Some("faccessat")),
+    ("close_range", Some("close")),
+    ("epoll_pwait2", Some("epoll_pwait")),
+    ("rseq", None),
+];
+
 /// The ABIs a profile for `arch` lists. On x86_64 these are the entries Docker's own profile uses:
 /// the same names then also apply to 32-bit and x32 callers.
 pub fn profile_arches(arch: Arch) -> &'static [&'static str] {

@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 
 pub use analysis::{ANALYSIS_FILE, ANALYSIS_SCHEMA, Analysis, Evidence, Observed, StaticSummary};
 pub use baseline::{
-    ALWAYS_ALLOWED, CRUN_AFTER_FILTER, DEFAULT_BASELINE, RUNC_1_1_AFTER_FILTER, RUNC_AFTER_FILTER, RUNTIME_BASELINES,
-    RuntimeBaseline, profile_arches, runtime_baseline,
+    ALWAYS_ALLOWED, CRUN_AFTER_FILTER, DEFAULT_BASELINE, ENOSYS_FALLBACKS, RUNC_1_1_AFTER_FILTER, RUNC_AFTER_FILTER,
+    RUNTIME_BASELINES, RuntimeBaseline, profile_arches, runtime_baseline,
 };
 pub use docker_json::{DockerProfile, ERRNO_ENOSYS};
 pub use outputs::{KUBERNETES_FILE, OCI_FILE, OutputOptions};
@@ -96,9 +96,9 @@ impl Profiles {
             if runtime.is_empty() { RuntimeSource::Baseline(baseline) } else { RuntimeSource::Traced(baseline) };
         let runtime: SyscallSet =
             runtime.into_iter().chain(baseline.syscalls.iter().map(|&name| name.to_owned())).collect();
-        let init: SyscallSet = init.union(&always).cloned().collect();
-        let serving: SyscallSet = serving.union(&always).cloned().collect();
-        let container = init.iter().chain(&serving).chain(&runtime).cloned().collect();
+        let init = without_clone3(init.union(&always).cloned().collect());
+        let serving = without_clone3(serving.union(&always).cloned().collect());
+        let container = without_clone3(init.iter().chain(&serving).chain(&runtime).cloned().collect());
         Profiles { arch, init, serving, container, runtime_source }
     }
 
@@ -129,6 +129,15 @@ impl Profiles {
     }
 }
 
+/// Like Docker's default profile: where `clone` is allowed, `clone3` is answered with `ENOSYS` and
+/// glibc falls back to `clone`, whose flags a filter can inspect (`clone3` keeps them in memory).
+fn without_clone3(mut set: SyscallSet) -> SyscallSet {
+    if set.contains("clone") {
+        set.remove("clone3");
+    }
+    set
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +161,15 @@ mod tests {
         assert!(profiles.container.contains("setgroups"), "a traced runtime phase is joined with the baseline");
         assert!(!profiles.init.contains("setgroups") && !profiles.serving.contains("capset"));
         assert_eq!(profiles.runtime_source, RuntimeSource::Traced(DEFAULT_BASELINE));
+    }
+
+    #[test]
+    fn clone3_falls_back_to_clone_where_clone_is_allowed() {
+        let profiles =
+            Profiles::from_sets(Arch::X86_64, set(&["clone", "clone3"]), set(&["clone3"]), SyscallSet::new());
+        assert!(profiles.init.contains("clone") && !profiles.init.contains("clone3"));
+        assert!(profiles.serving.contains("clone3"), "without clone, clone3 stays");
+        assert!(!profiles.container.contains("clone3"));
     }
 
     #[test]

@@ -144,7 +144,7 @@ impl<'a> Summary<'a> {
         facts.push(("unresolved static sites", sites));
         if let Some(verify) = input.verify {
             let verdict = if verify.passed() { "passed" } else { "FAILED" };
-            facts.push(("verification", format!("{verdict}; {} denied syscall(s)", verify.denials.len())));
+            facts.push(("verification", format!("{verdict}; {} denied syscall(s)", verify.failing_denials().count())));
         }
         facts
     }

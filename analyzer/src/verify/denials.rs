@@ -37,6 +37,26 @@ pub struct Denial {
     pub count: u64,
     /// Milliseconds after the container was started.
     pub first_ms: u64,
+    /// Set when the denial is one libc expects: the profile answered `ENOSYS` for a call glibc
+    /// tries first and then does without, using this instead (`ENOSYS_FALLBACKS`) — allowed by
+    /// the profile. Such denials do not fail a verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+}
+
+impl Denial {
+    /// Marks the denial as an expected fallback when it is one under a profile allowing `allowed`.
+    pub fn classify(&mut self, allowed: &crate::profile::SyscallSet) {
+        const ENOSYS: i64 = 38;
+        let fallback = crate::profile::ENOSYS_FALLBACKS.iter().find(|(first, _)| *first == self.syscall);
+        self.fallback = match fallback {
+            Some((_, Some(instead))) if self.errno == ENOSYS && allowed.contains(*instead) => {
+                Some((*instead).to_owned())
+            }
+            Some((_, None)) if self.errno == ENOSYS => Some("nothing (libc carries on without it)".to_owned()),
+            _ => None,
+        };
+    }
 }
 
 /// What the records say.
@@ -117,6 +137,7 @@ pub fn find(records: &[Record], arch: Arch, milestones: Milestones) -> Findings 
                             pid: record.pid,
                             count: 0,
                             first_ms: record.time.saturating_sub(milestones.started_ns) / 1_000_000,
+                            fallback: None,
                         });
                         entry.count += 1;
                     }

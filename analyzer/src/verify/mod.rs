@@ -33,6 +33,7 @@ pub use denials::Denial;
 pub use workload::{Builtin, Step, Workload};
 
 use crate::docker::{self, verify_run};
+use crate::profile::SyscallSet;
 use crate::profile::read::read_profile;
 use crate::syscalls::Arch;
 
@@ -92,13 +93,18 @@ impl WorkloadReport {
 }
 
 impl VerifyReport {
+    /// Denials that are not an expected libc fallback.
+    pub fn failing_denials(&self) -> impl Iterator<Item = &Denial> {
+        self.denials.iter().filter(|denial| denial.fallback.is_none())
+    }
+
     /// Started, stayed up (or exited cleanly as a batch job), every workload step passed, nothing
     /// denied, and nothing uncertain.
     pub fn passed(&self) -> bool {
         self.started
             && !(self.exited.is_some() && self.exit_is_failure)
             && self.workload.as_ref().is_none_or(WorkloadReport::succeeded)
-            && self.denials.is_empty()
+            && self.failing_denials().next().is_none()
             && self.unconfirmed == 0
     }
 }
@@ -107,6 +113,8 @@ impl VerifyReport {
 struct Prepared {
     docker: Docker,
     seccomp_json: String,
+    /// What the profile allows outright, to tell expected fallbacks from denials.
+    allowed: SyscallSet,
     watched: Vec<u32>,
     ports: Vec<u16>,
     builtin: Option<Builtin>,
@@ -133,8 +141,9 @@ async fn prepare(config: &Config) -> Result<Prepared> {
         bail!("the Docker daemon uses the {driver} cgroup driver; verify needs the cgroupfs driver for now");
     }
     let ports = verify_run::image_tcp_ports(&docker, &config.image).await?;
-    let runtime = verify_run::runtime(&docker).await;
-    Ok(Prepared { docker, seccomp_json, watched, ports, builtin, runtime })
+    let runtime = crate::docker::runtime(&docker).await;
+    let allowed = file.profile.allowed().map(str::to_owned).collect();
+    Ok(Prepared { docker, seccomp_json, allowed, watched, ports, builtin, runtime })
 }
 
 /// Verifies `config.profile` against `config.image`; see the module doc for the contract.
@@ -163,6 +172,9 @@ pub async fn run(config: &Config) -> Result<VerifyReport> {
     let workload_ns = report.workload.as_ref().map(|workload| started_ns + workload.started_ms * 1_000_000);
     let findings = denials::find(&records, Arch::host(), denials::Milestones { started_ns, workload_ns });
     report.denials = findings.denials;
+    for denial in &mut report.denials {
+        denial.classify(&prepared.allowed);
+    }
     report.lost_events = findings.lost_events;
     report.unconfirmed = findings.unconfirmed;
     Ok(report)

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::VerifyReport;
+use super::{Denial, VerifyReport};
 
 impl fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -23,11 +23,12 @@ impl fmt::Display for VerifyReport {
         if let Some(exited) = &self.exited {
             writeln!(f, "exited:   {exited}")?;
         }
-        if self.denials.is_empty() {
+        let failing: Vec<&Denial> = self.failing_denials().collect();
+        if failing.is_empty() {
             writeln!(f, "denied:   nothing")?;
         } else {
-            writeln!(f, "denied:   {} syscall(s)", self.denials.len())?;
-            for denial in &self.denials {
+            writeln!(f, "denied:   {} syscall(s)", failing.len())?;
+            for denial in failing {
                 writeln!(
                     f,
                     "  {:<8} {} ({}) errno {} by {} (pid {}) ×{}, first at {} ms",
@@ -41,6 +42,14 @@ impl fmt::Display for VerifyReport {
                     denial.first_ms
                 )?;
             }
+        }
+        for denial in self.denials.iter().filter(|denial| denial.fallback.is_some()) {
+            let instead = denial.fallback.as_deref().unwrap_or_default();
+            writeln!(
+                f,
+                "fallback: {} answered ENOSYS by the profile for {} ×{}; libc uses {instead} instead",
+                denial.syscall, denial.process, denial.count
+            )?;
         }
         if self.lost_events > 0 {
             writeln!(f, "lost:     {} events; {} possible denials unconfirmed", self.lost_events, self.unconfirmed)?;

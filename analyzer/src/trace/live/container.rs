@@ -188,7 +188,9 @@ async fn cgroup_path_of(docker: &Docker, id: &str) -> Result<(String, Option<Str
         Some(SystemInfoCgroupDriverEnum::SYSTEMD) => format!("/system.slice/docker-{id}.scope"),
         _ => format!("/docker/{id}"),
     };
-    Ok((path, info.default_runtime))
+    // The runtime's version picks its baseline row (what runc 1.1 does under the filter differs
+    // from runc 1.2's): "runc 1.1.5+ds1", as the daemon reports it.
+    Ok((path, crate::docker::runtime(docker).await.or(info.default_runtime)))
 }
 
 /// The entrypoint as a path inside the image, found along the container's PATH when bare.
