@@ -14,6 +14,7 @@ mod report;
 mod static_analysis;
 mod timed;
 mod tracer_overhead;
+mod tracer_scale;
 
 use std::process::Command;
 
@@ -31,6 +32,7 @@ struct Benchmark {
 
 const BENCHMARKS: &[Benchmark] = &[
     Benchmark { name: "tracer-overhead", run: tracer_overhead::run },
+    Benchmark { name: "tracer-scale", run: tracer_scale::run },
     Benchmark { name: "static", run: static_analysis::run },
     Benchmark { name: "import", run: import::run },
     Benchmark { name: "profiles", run: profiles::run },

@@ -126,7 +126,7 @@ impl Drop for Nginx {
 }
 
 /// Runs the fixed wrk load and returns requests per second.
-fn wrk(url: &str) -> Result<f64> {
+pub fn wrk(url: &str) -> Result<f64> {
     let duration = format!("{WRK_SECONDS}s");
     let report = output(Command::new("wrk").args(["-t", WRK_THREADS, "-c", WRK_CONNECTIONS, "-d", &duration, url]))?;
     report
@@ -145,7 +145,7 @@ struct Usage {
 fn under_seccomp_refine(context: &Context, nginx: &Nginx) -> Result<(f64, Usage)> {
     let out = tempfile_dir()?;
     let tracer = Command::new(&context.seccomp_refine)
-        .args(["trace", "--attach", &nginx.id, "--duration", "10m", "-o"])
+        .args(["trace", "--no-static", "--attach", &nginx.id, "--duration", "10m", "-o"])
         .arg(&out)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -199,14 +199,14 @@ fn under_strace(nginx: &Nginx) -> Result<f64> {
 }
 
 /// A process running beside the load; killed if the benchmark fails before stopping it.
-struct Background(Option<Child>);
+pub struct Background(Option<Child>);
 
 impl Background {
-    fn new(child: Child) -> Background {
+    pub fn new(child: Child) -> Background {
         Background(Some(child))
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.0.as_ref().expect("running").id()
     }
 
@@ -226,7 +226,7 @@ impl Background {
     }
 
     /// Sends `signal` and waits for the process to end.
-    fn stop(mut self, signal: &str) -> Result<()> {
+    pub fn stop(mut self, signal: &str) -> Result<()> {
         let mut child = self.0.take().expect("running");
         Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status()?;
         let status = child.wait()?;
