@@ -227,8 +227,9 @@ fn check_traces(fleet: &Fleet, dir: &Path) -> Result<Check> {
             continue;
         };
         seen.insert(id.clone());
+        // Debian's /usr/bin/redis-server is a link to redis-check-rdb, the file a trace names.
         let (program, characteristic) =
-            if kind == "nginx" { ("/usr/sbin/nginx", "accept4") } else { ("/usr/bin/redis-server", "epoll_wait") };
+            if kind == "nginx" { ("/usr/sbin/nginx", "accept4") } else { ("/usr/bin/redis-check-rdb", "epoll_wait") };
         let programs: Vec<&str> =
             trace["executables"].as_array().into_iter().flatten().filter_map(|file| file["path"].as_str()).collect();
         if programs.iter().any(|path| *path != program) {
