@@ -27,7 +27,7 @@ pub fn allowlist_without(dir: &Path, denied: &[&str]) -> PathBuf {
 }
 
 /// Runs `seccomp-refine verify` and returns (exit code, stdout, the JSON report).
-fn verify(image: &str, profile: &Path, extra: &[&str]) -> (Option<i32>, String, serde_json::Value) {
+pub fn verify(image: &str, profile: &Path, extra: &[&str]) -> (Option<i32>, String, serde_json::Value) {
     let json = profile.with_extension("verify.json");
     let out =
         output(seccomp_refine().args(["verify", image, "--profile"]).arg(profile).arg("--json").arg(&json).args(extra));
@@ -36,7 +36,7 @@ fn verify(image: &str, profile: &Path, extra: &[&str]) -> (Option<i32>, String, 
     (out.status.code(), text, read_json(&json))
 }
 
-fn denials(report: &serde_json::Value) -> Vec<(String, String, String)> {
+pub fn denials(report: &serde_json::Value) -> Vec<(String, String, String)> {
     let field = |denial: &serde_json::Value, key: &str| denial[key].as_str().unwrap().to_owned();
     let list = report["denials"].as_array().unwrap();
     list.iter().map(|denial| (field(denial, "phase"), field(denial, "syscall"), field(denial, "process"))).collect()
