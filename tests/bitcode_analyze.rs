@@ -17,7 +17,7 @@ use std::process::Command;
 use seccomp_refine::profile::read::read_allowlist;
 use serde_json::Value;
 
-use crate::bitcode::{SERVER, app_bitcode, compile, run_tool, toolchain_missing};
+use crate::bitcode::{SERVER, app_bitcode, bitcode_missing, compile, run_tool, toolchain_missing};
 use crate::static_analysis::{analyze, missing_tool, phase, set, strace, trace_of};
 use crate::util::{image_missing, output, read_json, seccomp_refine, stderr, stdout};
 use crate::verify::{denials, verify};
@@ -237,11 +237,8 @@ fn assert_verified(image: &str, dir: &Path) {
 
 #[test]
 fn nginx_from_bitcode_with_the_image_libraries_serves_under_its_profile() {
-    require!(image_missing("nginx:latest"));
-    let app = match app_bitcode("nginx") {
-        Ok(path) => path,
-        Err(reason) => return crate::util::skip(&reason),
-    };
+    require!(image_missing("nginx:latest").or_else(|| bitcode_missing("nginx")));
+    let app = app_bitcode("nginx");
     let (dir, binary, bitcode) = image_analyses("nginx:latest", "/usr/sbin/nginx", &app);
     let program = &bitcode["static"]["programs"][0];
     assert_eq!(program["serving_entry"], "ngx_process_events_and_timers (bitcode)");
@@ -264,11 +261,8 @@ fn nginx_from_bitcode_with_the_image_libraries_serves_under_its_profile() {
 
 #[test]
 fn redis_from_bitcode_with_the_image_libraries_serves_under_its_profile() {
-    require!(image_missing("redis:latest"));
-    let app = match app_bitcode("redis") {
-        Ok(path) => path,
-        Err(reason) => return crate::util::skip(&reason),
-    };
+    require!(image_missing("redis:latest").or_else(|| bitcode_missing("redis")));
+    let app = app_bitcode("redis");
     let (dir, binary, bitcode) = image_analyses("redis:latest", "/usr/bin/redis-server", &app);
     assert_eq!(bitcode["static"]["programs"][0]["serving_entry"], "aeMain (bitcode)");
     assert_counts(&bitcode, &binary, [112..=124, 108..=120]);
@@ -281,11 +275,10 @@ fn redis_from_bitcode_with_the_image_libraries_serves_under_its_profile() {
 
 #[test]
 fn tracing_with_bitcode_reaches_everything_it_observed() {
-    require!(crate::tracer::tracer_missing().or_else(|| image_missing("nginx:latest")));
-    let app = match app_bitcode("nginx") {
-        Ok(path) => path,
-        Err(reason) => return crate::util::skip(&reason),
-    };
+    require!(
+        crate::tracer::tracer_missing().or_else(|| image_missing("nginx:latest")).or_else(|| bitcode_missing("nginx"))
+    );
+    let app = app_bitcode("nginx");
     let dir = tempfile::tempdir().unwrap();
     let url = "http://$SECCOMP_REFINE_HOST:$SECCOMP_REFINE_PORT";
     let workload =

@@ -42,7 +42,10 @@ pub struct Application<'a> {
 /// file name is the bitcode's (`nginx.bc` → `/usr/sbin/nginx`), else the only one.
 pub fn traced_executable(trace: &Trace, bitcode: &str, named: Option<&str>) -> Result<String> {
     let paths: Vec<&str> = trace.executables.iter().map(|file| file.path.as_str()).collect();
-    let listed = || if paths.is_empty() { "none".to_owned() } else { paths.join(", ") };
+    if paths.is_empty() {
+        bail!("the trace lists no executed program for {bitcode} to stand for; trace the container from its start");
+    }
+    let listed = || paths.join(", ");
     if let Some(named) = named {
         return match paths.iter().find(|path| **path == named) {
             Some(path) => Ok((*path).to_owned()),
