@@ -16,7 +16,7 @@ use crate::util::{output, seccomp_refine, stderr, stdout};
 
 /// A small server: a handler table, callbacks in struct fields, a signal handler, a thread, an
 /// exit handler, inline asm, and a serving loop that returns into `main`.
-const SERVER: &str = r#"
+pub const SERVER: &str = r#"
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -114,7 +114,7 @@ int main(int argc, char **argv) {
 "#;
 
 /// Why bitcode cannot be built or analysed here, if it cannot.
-fn toolchain_missing() -> Option<String> {
+pub fn toolchain_missing() -> Option<String> {
     if !cfg!(feature = "bitcode") {
         return Some("seccomp-refine was built without the `bitcode` feature".to_owned());
     }
@@ -124,13 +124,13 @@ fn toolchain_missing() -> Option<String> {
     })
 }
 
-fn run_tool(cmd: &mut Command) {
+pub fn run_tool(cmd: &mut Command) {
     let out = output(cmd);
     assert!(out.status.success(), "{cmd:?} failed: {}", stderr(&out));
 }
 
 /// Compiles `source` the way `cargo xtask bitcode` compiles an application.
-fn compile(dir: &Path, name: &str, source: &str) -> PathBuf {
+pub fn compile(dir: &Path, name: &str, source: &str) -> PathBuf {
     let c = dir.join(format!("{name}.c"));
     std::fs::write(&c, source).unwrap();
     let object = dir.join(format!("{name}.o.bc"));
@@ -262,49 +262,62 @@ fn bad_bitcode_is_a_one_line_error() {
     }
 }
 
-/// nginx's bitcode from `cargo xtask bitcode nginx` (which `cargo xtask test` builds first).
-fn nginx_bitcode() -> Result<PathBuf, String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bitcode/nginx.bc");
-    if let Some(missing) = toolchain_missing() {
-        return Err(missing);
-    }
-    path.exists().then_some(path).ok_or_else(|| "target/bitcode/nginx.bc is missing (cargo xtask bitcode nginx)".into())
+/// Where `cargo xtask bitcode APP` leaves an application's bitcode (`cargo xtask test` builds it
+/// first).
+pub fn app_bitcode(app: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../target/bitcode/{app}.bc"))
+}
+
+/// Why `app`'s bitcode cannot be analysed here, if it cannot.
+pub fn bitcode_missing(app: &str) -> Option<String> {
+    toolchain_missing().or_else(|| {
+        (!app_bitcode(app).exists()).then(|| format!("target/bitcode/{app}.bc is missing (cargo xtask bitcode {app})"))
+    })
 }
 
 #[test]
 fn nginx_worker_serves_without_process_management() {
-    let bitcode = match nginx_bitcode() {
-        Ok(path) => path,
-        Err(reason) => return crate::util::skip(&reason),
-    };
-    let analysis = analyse(&bitcode, &[]);
+    require!(bitcode_missing("nginx"));
+    let analysis = analyse(&app_bitcode("nginx"), &[]);
     let (init, serving) = (&analysis["init"], &analysis["serving"]);
-    assert_eq!(analysis["serving_entries"], serde_json::json!(["ngx_worker_process_cycle"]));
+    assert_eq!(analysis["serving_entries"], serde_json::json!(["ngx_process_events_and_timers"]));
 
     let init_externals: Vec<&str> = keys(&init["externals"]);
     let serving_externals: Vec<&str> = keys(&serving["externals"]);
     let init_only: Vec<&str> =
         init_externals.iter().copied().filter(|name| !serving_externals.contains(name)).collect();
-    // What the master process does and a worker never does: daemonise, spawn and signal
-    // workers, re-exec the binary, open listening sockets, read the environment.
+    // What the master process does and a worker never does once it serves: daemonise, spawn and
+    // signal workers, re-exec the binary, open listening sockets, read the environment — and
+    // each worker's own start-up before its first event loop: dropping privileges, CPU
+    // affinity, priority and limits.
     assert_eq!(
         init_only,
         [
             "CRYPTO_get_ex_new_index",
             "OPENSSL_init_ssl",
             "OpenSSL_version",
+            "chdir",
             "execve",
             "fork",
             "getenv",
             "gethostname",
             "getpagesize",
             "getpid",
+            "initgroups",
             "kill",
             "listen",
             "localtime",
+            "prctl",
+            "sched_setaffinity",
+            "setgid",
+            "setpriority",
+            "setrlimit64",
             "setsid",
+            "setuid",
             "sigaddset",
+            "sigprocmask",
             "sigsuspend",
+            "srandom",
             "sysconf",
             "time",
             "umask",
@@ -320,7 +333,9 @@ fn nginx_worker_serves_without_process_management() {
     for handler in ["ngx_epoll_process_events", "ngx_event_accept", "ngx_http_wait_request_handler"] {
         assert!(serving_functions.contains(&handler), "{handler} serves requests");
     }
-    assert!(!serving_functions.contains(&"ngx_master_process_cycle"));
+    for start_up in ["ngx_master_process_cycle", "ngx_worker_process_cycle", "ngx_worker_process_init"] {
+        assert!(!serving_functions.contains(&start_up), "{start_up} runs before serving");
+    }
 
     let not_callbacks: serde_json::Map<String, Value> = serving["async_roots"]
         .as_object()
@@ -337,10 +352,17 @@ fn nginx_worker_serves_without_process_management() {
             "ngx_timer_signal_handler": "signal handler",
         })
     );
-    assert_eq!(keys(&serving["syscalls"]), ["capset", "gettid"]);
+    // The worker's `capset` (in ngx_worker_process_init) stays in init; `gettid` is logging's.
+    assert_eq!(keys(&serving["syscalls"]), ["gettid"]);
+    assert_eq!(keys(&init["syscalls"]), ["capset", "gettid"]);
     assert_eq!(
-        serving["syscalls"]["capset"],
-        serde_json::json!(["ngx_worker_process_cycle (serving entry)", "ngx_worker_process_init", "syscall(126)"])
+        serving["syscalls"]["gettid"],
+        serde_json::json!([
+            "ngx_cache_manager_process_cycle (continuation after ngx_process_events_and_timers returns)",
+            "ngx_log_error_core",
+            "ngx_thread_tid",
+            "syscall(186)"
+        ])
     );
     assert_eq!(serving["unresolved"], serde_json::json!([]));
 }

@@ -128,11 +128,11 @@ int main(int argc, char **argv) {
 }
 "#;
 
-fn set(names: &[&str]) -> BTreeSet<String> {
+pub fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|&name| name.to_owned()).collect()
 }
 
-fn missing_tool(tool: &str) -> Option<String> {
+pub fn missing_tool(tool: &str) -> Option<String> {
     let found =
         Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|out| out.status.success());
     (!found).then(|| format!("{tool} is not installed"))
@@ -149,7 +149,7 @@ fn compile(dir: &Path, name: &str, source: &str, flags: &[&str]) -> PathBuf {
 }
 
 /// A trace in which `program` was exec'd during init and nothing was observed.
-fn trace_of(dir: &Path, program: &str, image: Option<&str>) -> PathBuf {
+pub fn trace_of(dir: &Path, program: &str, image: Option<&str>) -> PathBuf {
     let target = Target { image: image.map(str::to_owned), ..Target::default() };
     let mut trace = Trace::new(Source::Ebpf, Arch::X86_64, "test".into(), target);
     trace.executables.push(FileUse {
@@ -165,7 +165,7 @@ fn trace_of(dir: &Path, program: &str, image: Option<&str>) -> PathBuf {
 }
 
 /// Runs `analyze` and returns `analysis.json`.
-fn analyze(trace: &Path, args: &[&str]) -> serde_json::Value {
+pub fn analyze(trace: &Path, args: &[&str]) -> serde_json::Value {
     let dir = trace.parent().unwrap();
     let cache = dir.join("cache");
     let out = output(seccomp_refine().arg("analyze").arg(trace).arg("--cache-dir").arg(&cache).args(args));
@@ -173,12 +173,12 @@ fn analyze(trace: &Path, args: &[&str]) -> serde_json::Value {
     read_json(&dir.join("analysis.json"))
 }
 
-fn phase(analysis: &serde_json::Value, phase: &str) -> BTreeSet<String> {
+pub fn phase(analysis: &serde_json::Value, phase: &str) -> BTreeSet<String> {
     analysis["phases"][phase].as_object().unwrap().keys().cloned().collect()
 }
 
 /// The syscall names `strace` saw `program` make, but the exec that started it.
-fn strace(dir: &Path, program: &Path) -> BTreeSet<String> {
+pub fn strace(dir: &Path, program: &Path) -> BTreeSet<String> {
     let log = dir.join("strace.log");
     let out = output(Command::new("strace").args(["-f", "-qq", "-o"]).arg(&log).arg(program));
     assert!(out.status.success(), "{}", stderr(&out));

@@ -7,6 +7,8 @@ mod util;
 
 /// LLVM bitcode analysis of C programs compiled here by clang-19.
 mod bitcode;
+/// `analyze`/`trace --bitcode`: bitcode for the application, real libraries, exact sets, nginx and redis at work.
+mod bitcode_analyze;
 /// The CLI's help, exit codes and one-line errors.
 mod cli;
 /// Profiles the writer produced, applied by a real Docker daemon; the stand-in images serving.

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::util::{Container, docker, eventually, image_missing, output, read_json, seccomp_refine, stderr};
 
 /// Why the tracer cannot run here, if it cannot.
-fn tracer_missing() -> Option<String> {
+pub fn tracer_missing() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Some("the tracer needs root".to_owned());

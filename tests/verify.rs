@@ -27,7 +27,7 @@ pub fn allowlist_without(dir: &Path, denied: &[&str]) -> PathBuf {
 }
 
 /// Runs `seccomp-refine verify` and returns (exit code, stdout, the JSON report).
-fn verify(image: &str, profile: &Path, extra: &[&str]) -> (Option<i32>, String, serde_json::Value) {
+pub fn verify(image: &str, profile: &Path, extra: &[&str]) -> (Option<i32>, String, serde_json::Value) {
     let json = profile.with_extension("verify.json");
     let out =
         output(seccomp_refine().args(["verify", image, "--profile"]).arg(profile).arg("--json").arg(&json).args(extra));
@@ -37,7 +37,7 @@ fn verify(image: &str, profile: &Path, extra: &[&str]) -> (Option<i32>, String, 
 }
 
 /// (phase, syscall, process) of each denial that fails the verification (not a libc fallback).
-fn denials(report: &serde_json::Value) -> Vec<(String, String, String)> {
+pub fn denials(report: &serde_json::Value) -> Vec<(String, String, String)> {
     let field = |denial: &serde_json::Value, key: &str| denial[key].as_str().unwrap().to_owned();
     let list = report["denials"].as_array().unwrap();
     let failing = list.iter().filter(|denial| denial["fallback"].is_null());

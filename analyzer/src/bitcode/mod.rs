@@ -4,13 +4,15 @@
 //! sources), the application's functions, indirect calls and syscall sites come from it instead of
 //! its binary: names are never stripped, and every indirect call carries its exact function type.
 //! Library functions stay external; [`external`] defines how the binary analysis of the
-//! libraries resolves them, so both meet in one result.
+//! libraries resolves them, phase by phase, and [`libraries`] runs both over a traced container
+//! (`analyze --bitcode`), so the result is one set per phase with witness paths across both.
 //!
 //! Reading needs LLVM 19 and is behind the `bitcode` cargo feature ([`read()`]); the model
 //! ([`program`]) and the analysis ([`phases`], [`reach`], [`wrappers`]) are plain Rust and always
-//! built. This module does no IO except in [`read()`].
+//! built. IO happens only in [`read()`] and, through `callgraph`, in [`libraries`].
 
 pub mod external;
+pub mod libraries;
 pub mod phases;
 pub mod producer;
 pub mod program;
@@ -19,8 +21,8 @@ pub mod reach;
 mod read;
 pub mod wrappers;
 
-pub use external::{LibraryReach, LibrarySyscalls, ResolvedPhase, resolve};
+pub use external::{LibrarySyscalls, NoLibraries};
 pub use phases::{Analysis, DEFAULT_SERVING_ENTRIES, PhaseError, PhaseReach, analyze};
 pub use program::Program;
 #[cfg(feature = "bitcode")]
-pub use read::{BitcodeError, LLVM_MAJOR, read};
+pub use read::{BitcodeError, LLVM_MAJOR, check, read};

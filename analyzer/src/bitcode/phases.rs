@@ -3,25 +3,42 @@
 //!
 //! Roots follow the binary analysis. Init: `main`, constructors (`llvm.global_ctors`, IFunc
 //! resolvers), destructors. Serving: the serving entries, found by name because bitcode is never
-//! stripped (`ngx_worker_process_cycle`, `aeMain`, or `--serving-entry`), the destructors (the
+//! stripped (`ngx_process_events_and_timers`, `aeMain`, or `--serving-entry`), the destructors (the
 //! exit path runs while serving), and every signal handler, thread start routine, exit handler
 //! and library callback registered in either phase: they run whenever the system decides, and
 //! what init stored stays stored. When a serving entry can return, the code after each call to
-//! it runs while serving too, up the call chain as long as that code can return as well.
+//! it runs while serving too, up the call chain as long as that code can return as well; when
+//! that reaches `main`'s return, libc's `exit` runs next.
+//!
+//! Each phase ends by settling with the libraries ([`LibrarySyscalls`]): the library functions
+//! the phase calls are handed over, and the application functions the libraries call back
+//! become roots, until neither side finds anything new.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::Serialize;
 use thiserror::Error;
 
+use super::external::LibrarySyscalls;
 use super::program::{Body, FnId, Item, Program};
 use super::reach::{IndirectStats, Reach};
 use super::wrappers::syscall_wrappers;
 use crate::syscalls::Arch;
+use crate::trace::Phase;
 
-/// Serving entries used when none is given: the functions TSP, the seed project and SysPart
-/// identified as the request loops of nginx and redis.
-pub const DEFAULT_SERVING_ENTRIES: &[&str] = &["ngx_worker_process_cycle", "aeMain"];
+/// Serving entries used when none is given — the request loops of nginx and redis — each with
+/// the callers whose code after the call serves too (none listed: every caller).
+///
+/// nginx serves from a worker's (or the cache manager's) first `ngx_process_events_and_timers`,
+/// where the tracer's per-process `symbol:` marker moves it and where the binary analysis
+/// starts; the worker cycle's prologue (privilege drop, CPU affinity, rlimits) runs before, in
+/// init. `ngx_single_process_cycle` also calls it, but only with `master_process off`, where the
+/// same loop re-reads the configuration. redis serves from `aeMain`, which returns into `main`.
+/// These apply whenever the entry is one of these functions, named or not.
+pub const DEFAULT_SERVING_ENTRIES: &[(&str, &[&str])] = &[
+    ("ngx_process_events_and_timers", &["ngx_worker_process_cycle", "ngx_cache_manager_process_cycle"]),
+    ("aeMain", &[]),
+];
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum PhaseError {
@@ -29,7 +46,9 @@ pub enum PhaseError {
     NoMain,
     #[error("serving entry `{0}` is not defined in the bitcode")]
     MissingEntry(String),
-    #[error("no serving entry: the bitcode defines none of {}; name one with --serving-entry", DEFAULT_SERVING_ENTRIES.join(", "))]
+    #[error(
+        "no serving entry: the bitcode defines none of ngx_process_events_and_timers, aeMain; name one with --serving-entry"
+    )]
     NoServingEntry,
 }
 
@@ -74,10 +93,14 @@ pub struct Unresolved {
     pub reason: String,
 }
 
-/// Analyses both phases. `serving_entries` empty means the known defaults.
-pub fn analyze(program: &Program, serving_entries: &[String]) -> Result<Analysis, PhaseError> {
-    let main =
-        program.function_id("main").filter(|&id| program.function(id).body.is_some()).ok_or(PhaseError::NoMain)?;
+/// Analyses both phases, settling each with `libraries`. `serving_entries` empty means the known
+/// defaults.
+pub fn analyze(
+    program: &Program,
+    serving_entries: &[String],
+    libraries: &mut dyn LibrarySyscalls,
+) -> Result<Analysis, PhaseError> {
+    let main = defined(program, "main").ok_or(PhaseError::NoMain)?;
     let entries = serving_entry_ids(program, serving_entries)?;
     let wrapper = syscall_wrappers(program);
 
@@ -86,27 +109,86 @@ pub fn analyze(program: &Program, serving_entries: &[String]) -> Result<Analysis
     root_all(&mut init, &program.constructors, "constructor");
     root_all(&mut init, &program.destructors, "destructor");
     init.run();
+    settle(program, &mut init, Phase::Init, libraries, &[]);
 
     let mut serving = init.next_phase();
-    root_all(&mut serving, &entries, "serving entry");
+    let entry_ids: Vec<FnId> = entries.iter().map(|(entry, _)| *entry).collect();
+    root_all(&mut serving, &entry_ids, "serving entry");
     root_all(&mut serving, &program.destructors, "destructor");
-    continue_after_returns(program, &mut serving, &entries);
+    let main_returns = continue_after_returns(program, &mut serving, &entries, main);
     serving.run();
+    // `main` returns into libc's start-up code, which calls `exit` with its result.
+    let exit = ("exit".to_owned(), vec!["main (returns into libc, which calls exit)".to_owned(), "exit".to_owned()]);
+    settle(
+        program,
+        &mut serving,
+        Phase::Serving,
+        libraries,
+        if main_returns { std::slice::from_ref(&exit) } else { &[] },
+    );
 
     Ok(Analysis {
-        serving_entries: entries.iter().map(|&id| program.function(id).name.clone()).collect(),
+        serving_entries: entry_ids.iter().map(|&id| program.function(id).name.clone()).collect(),
         init: report(program, &init),
         serving: report(program, &serving),
     })
 }
 
-fn serving_entry_ids(program: &Program, names: &[String]) -> Result<Vec<FnId>, PhaseError> {
-    let defined = |name: &str| program.function_id(name).filter(|&id| program.function(id).body.is_some());
+/// A function the bitcode defines (not only declares).
+fn defined(program: &Program, name: &str) -> Option<FnId> {
+    program.function_id(name).filter(|&id| program.function(id).body.is_some())
+}
+
+/// Hands the phase's library calls (and `extra` ones) to `libraries` and roots the application
+/// functions they call back, until neither side reaches anything new.
+fn settle(
+    program: &Program,
+    reach: &mut Reach<'_>,
+    phase: Phase,
+    libraries: &mut dyn LibrarySyscalls,
+    extra: &[(String, Vec<String>)],
+) {
+    loop {
+        let mut calls: BTreeMap<String, Vec<String>> =
+            reach.externals().map(|id| (program.function(id).name.clone(), reach.witness(id))).collect();
+        for (symbol, witness) in extra {
+            calls.entry(symbol.clone()).or_insert_with(|| witness.clone());
+        }
+        let mut grew = false;
+        for (name, label) in libraries.reach(phase, &calls) {
+            if let Some(id) = defined(program, &name).filter(|&id| !reach.visited(id)) {
+                reach.root(id, &label);
+                grew = true;
+            }
+        }
+        if !grew {
+            return;
+        }
+        reach.run();
+    }
+}
+
+/// Each serving entry with the callers its continuations are limited to (`None`: all callers).
+type Entry = (FnId, Option<Vec<FnId>>);
+
+fn serving_entry_ids(program: &Program, names: &[String]) -> Result<Vec<Entry>, PhaseError> {
+    let with_callers = |id: FnId| {
+        let name = program.function(id).name.as_str();
+        let callers = DEFAULT_SERVING_ENTRIES
+            .iter()
+            .find(|(entry, callers)| *entry == name && !callers.is_empty())
+            .map(|(_, callers)| callers.iter().filter_map(|caller| defined(program, caller)).collect());
+        (id, callers)
+    };
     if names.is_empty() {
-        let found: Vec<FnId> = DEFAULT_SERVING_ENTRIES.iter().filter_map(|name| defined(name)).collect();
+        let found: Vec<Entry> =
+            DEFAULT_SERVING_ENTRIES.iter().filter_map(|(name, _)| defined(program, name)).map(with_callers).collect();
         return if found.is_empty() { Err(PhaseError::NoServingEntry) } else { Ok(found) };
     }
-    names.iter().map(|name| defined(name).ok_or_else(|| PhaseError::MissingEntry(name.clone()))).collect()
+    names
+        .iter()
+        .map(|name| defined(program, name).map(with_callers).ok_or_else(|| PhaseError::MissingEntry(name.clone())))
+        .collect()
 }
 
 fn root_all(reach: &mut Reach<'_>, functions: &[FnId], label: &str) {
@@ -115,24 +197,30 @@ fn root_all(reach: &mut Reach<'_>, functions: &[FnId], label: &str) {
     }
 }
 
-/// Reaches the code after every direct call to a serving entry that can return, and after
-/// calls to those callers when that code can return in turn (SysPart's continuation rule).
-fn continue_after_returns(program: &Program, reach: &mut Reach<'_>, entries: &[FnId]) {
-    let mut returning: Vec<FnId> = entries.iter().copied().filter(|&id| can_return(program, id)).collect();
-    let mut continued: HashSet<FnId> = returning.iter().copied().collect();
-    while let Some(callee) = returning.pop() {
+/// Reaches the code after every direct call to a serving entry that can return (in the callers
+/// the entry allows), and after calls to those callers when that code can return in turn
+/// (SysPart's continuation rule). Returns whether `main` itself can return that way.
+fn continue_after_returns(program: &Program, reach: &mut Reach<'_>, entries: &[Entry], main: FnId) -> bool {
+    let mut returning: Vec<Entry> = entries.iter().filter(|(id, _)| can_return(program, *id)).cloned().collect();
+    let mut continued: HashSet<FnId> = returning.iter().map(|(id, _)| *id).collect();
+    while let Some((callee, allowed)) = returning.pop() {
         let label = format!("continuation after {} returns", program.function(callee).name);
         for (caller, function) in program.functions.iter().enumerate() {
+            let caller = caller as FnId;
             let Some(body) = &function.body else { continue };
+            if allowed.as_ref().is_some_and(|allowed| !allowed.contains(&caller)) {
+                continue;
+            }
             for (block, position) in call_sites(body, callee) {
                 let (items, returns) = continuation(body, block, position);
-                reach.reach_items(caller as FnId, &items, &label);
-                if returns && continued.insert(caller as FnId) {
-                    returning.push(caller as FnId);
+                reach.reach_items(caller, &items, &label);
+                if returns && continued.insert(caller) {
+                    returning.push((caller, None));
                 }
             }
         }
     }
+    continued.contains(&main)
 }
 
 fn can_return(program: &Program, function: FnId) -> bool {
@@ -224,4 +312,78 @@ fn report(program: &Program, reach: &Reach<'_>) -> PhaseReach {
         .collect();
     phase.unresolved = unresolved.into_iter().collect();
     phase
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bitcode::program::{Block, Field, Function, Number};
+
+    /// `main` calls the library function `lib_run`, which calls the application's `app_hook` by
+    /// name; `app_hook` issues getpid through `syscall()`.
+    fn program() -> Program {
+        let body = |items: Vec<Item>| {
+            let blocks = vec![Block { items: 0..items.len() as u32, successors: Vec::new(), returns: true }];
+            Some(Body { items, blocks })
+        };
+        let function = |name: &str, body| Function { name: name.to_owned(), ty: 0, body };
+        Program {
+            producer: None,
+            arch: Arch::X86_64,
+            functions: vec![
+                function("main", body(vec![Item::Call { callee: 2, args: Box::default() }])),
+                function("app_hook", body(vec![Item::Call { callee: 3, args: Box::new([Number::Const(39)]) }])),
+                function("lib_run", None),
+                function("syscall", None),
+            ],
+            globals: Vec::new(),
+            types: vec!["void ()".to_owned()],
+            fields: vec![Field { name: "untyped".to_owned(), polluted: false }],
+            constructors: Vec::new(),
+            destructors: Vec::new(),
+            asm_sites: Vec::new(),
+            module_asm_syscalls: None,
+        }
+    }
+
+    /// A library that calls `app_hook` (and a function the application does not define) once
+    /// `lib_run` is called, and remembers what it was asked.
+    #[derive(Default)]
+    struct Hooking {
+        asked: Vec<(Phase, Vec<String>)>,
+    }
+
+    impl LibrarySyscalls for Hooking {
+        fn reach(&mut self, phase: Phase, calls: &BTreeMap<String, Vec<String>>) -> Vec<(String, String)> {
+            self.asked.push((phase, calls.keys().cloned().collect()));
+            if !calls.contains_key("lib_run") {
+                return Vec::new();
+            }
+            ["app_hook", "its_own_helper"]
+                .iter()
+                .map(|name| (name.to_string(), "called by lib!run".to_owned()))
+                .collect()
+        }
+    }
+
+    #[test]
+    fn functions_libraries_call_back_join_the_phase() {
+        let mut libraries = Hooking::default();
+        let analysis = analyze(&program(), &["main".to_owned()], &mut libraries).unwrap();
+        assert_eq!(analysis.init.syscalls["getpid"], ["app_hook (called by lib!run)", "syscall(39)"]);
+        assert_eq!(analysis.serving.syscalls["getpid"], ["app_hook (called by lib!run)", "syscall(39)"]);
+        assert!(analysis.init.functions.contains("app_hook"));
+        // Each phase is asked again after the callback joined it, and nothing new came of it.
+        // Serving returns from `main` into libc's `exit`.
+        let calls = |names: &[&str]| names.iter().map(|name| name.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            libraries.asked,
+            [
+                (Phase::Init, calls(&["lib_run"])),
+                (Phase::Init, calls(&["lib_run"])),
+                (Phase::Serving, calls(&["exit", "lib_run"])),
+                (Phase::Serving, calls(&["exit", "lib_run"])),
+            ]
+        );
+    }
 }

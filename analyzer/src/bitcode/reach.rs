@@ -12,7 +12,7 @@
 //! callbacks) outlives a phase: the serving phase starts from everything init stored, because
 //! pointers stored during start-up are called later. What is reached is per phase.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use super::program::{AsyncKind, FieldId, FnId, GlobalId, Item, Number, Program, Source, TypeId, UNTYPED_MEMORY};
 use super::wrappers::is_library_wrapper;
@@ -81,7 +81,8 @@ pub struct Reach<'p> {
     visited: Vec<bool>,
     parent: Vec<Option<(FnId, Edge)>>,
     root_label: HashMap<FnId, String>,
-    queue: Vec<FnId>,
+    /// Breadth first, so every witness path is a shortest one.
+    queue: VecDeque<FnId>,
     active_hubs: HashMap<TypeId, FnId>,
     field_sites: Vec<Vec<(TypeId, FnId)>>,
     sites: Vec<ReachedSite>,
@@ -108,7 +109,7 @@ impl<'p> Reach<'p> {
             visited: vec![false; functions],
             parent: vec![None; functions],
             root_label: HashMap::new(),
-            queue: Vec::new(),
+            queue: VecDeque::new(),
             active_hubs: HashMap::new(),
             field_sites: vec![Vec::new(); fields],
             sites: Vec::new(),
@@ -156,7 +157,7 @@ impl<'p> Reach<'p> {
 
     /// Drains the worklist.
     pub fn run(&mut self) {
-        while let Some(function) = self.queue.pop() {
+        while let Some(function) = self.queue.pop_front() {
             let program = self.program;
             if let Some(body) = &program.function(function).body {
                 for item in &body.items {
@@ -177,7 +178,7 @@ impl<'p> Reach<'p> {
             let reason = "syscall wrapper entered without a direct call: its number is unknown".to_owned();
             self.unresolved.push(UnresolvedSite { function, reason });
         }
-        self.queue.push(function);
+        self.queue.push_back(function);
     }
 
     fn item(&mut self, function: FnId, item: &Item) {

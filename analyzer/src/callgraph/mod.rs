@@ -8,6 +8,7 @@
 //! into profiles and `analysis.json` is the `profile` module's job.
 
 mod graph;
+mod libraries;
 mod loader;
 mod phases;
 mod reach;
@@ -17,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 
 pub use graph::{Edge, Issue, Node, Program};
+pub use libraries::{Libraries, Session, analyze_trace_besides};
 pub use loader::{Module, Process, Store};
 pub use phases::EntrySpec;
 
@@ -117,20 +119,10 @@ pub struct Resolution {
 /// or parsed become warnings; the call fails only when no program can be analysed. No profile
 /// is written here: pass the result to `profile::Analysis::new` and write that.
 pub fn analyze_trace(trace: &Trace, files: &Rootfs, options: &Options) -> anyhow::Result<StaticAnalysis> {
-    let executables: Vec<(String, Phase)> =
-        trace.executables.iter().map(|file| (file.path.clone(), file.phase)).collect();
-    if executables.is_empty() {
+    if trace.executables.is_empty() {
         anyhow::bail!("the trace lists no executed program to analyse; trace the container from its start");
     }
-    let libraries: Vec<String> = trace.libraries.iter().map(|file| file.path.clone()).collect();
-    let serving_execs: Vec<&str> =
-        executables.iter().filter(|(_, phase)| *phase == Phase::Serving).map(|(path, _)| path.as_str()).collect();
-    let plan = Plan {
-        programs: executables.iter().map(|(path, phase)| (path.clone(), Some(*phase))).collect(),
-        libraries,
-        serving_execs,
-    };
-    run(trace.arch, files, options, &plan)
+    run(trace.arch, files, options, &Plan::of(trace, None))
 }
 
 /// Analyses `paths` (container paths) as programs of their own, each through its libraries:
@@ -175,6 +167,25 @@ struct Plan<'a> {
     programs: Vec<(String, Option<Phase>)>,
     libraries: Vec<String>,
     serving_execs: Vec<&'a str>,
+    /// The server is analysed elsewhere (from bitcode): none of these programs serves, except
+    /// those exec'd while serving.
+    server_elsewhere: bool,
+}
+
+impl Plan<'_> {
+    /// Every program `trace` saw but `elsewhere` (the server, analysed by another front end).
+    fn of<'t>(trace: &'t Trace, elsewhere: Option<&str>) -> Plan<'t> {
+        let executables = trace.executables.iter().filter(|file| Some(file.path.as_str()) != elsewhere);
+        Plan {
+            programs: executables.clone().map(|file| (file.path.clone(), Some(file.phase))).collect(),
+            libraries: trace.libraries.iter().map(|file| file.path.clone()).collect(),
+            serving_execs: executables
+                .filter(|file| file.phase == Phase::Serving)
+                .map(|file| file.path.as_str())
+                .collect(),
+            server_elsewhere: elsewhere.is_some(),
+        }
+    }
 }
 
 fn run(arch: Arch, files: &Rootfs, options: &Options, plan: &Plan<'_>) -> anyhow::Result<StaticAnalysis> {
@@ -186,7 +197,7 @@ fn run(arch: Arch, files: &Rootfs, options: &Options, plan: &Plan<'_>) -> anyhow
     }
     let mut analysis = empty(arch, &store, warnings);
     let programs: Vec<Program<'_>> = processes.iter().map(|process| Program::build(&store, process)).collect();
-    let server = server_index(&programs, options);
+    let server = if plan.server_elsewhere { None } else { server_index(&programs, options) };
     for (position, (process, program)) in processes.iter().zip(&programs).enumerate() {
         let phase = plan.programs.iter().find(|(path, _)| *path == process.name).and_then(|(_, phase)| *phase);
         let exec_in_serving = plan.serving_execs.contains(&process.name.as_str());
@@ -244,18 +255,23 @@ fn empty(arch: Arch, store: &loader::Store, warnings: Vec<String>) -> StaticAnal
             }
         })
         .collect();
-    let (resolved, sites) = modules.iter().fold((0, 0), |(r, s), module| (r + module.resolved, s + module.sites));
-    let rate = if sites == 0 { 100.0 } else { 100.0 * resolved as f64 / sites as f64 };
     StaticAnalysis {
         arch,
         programs: Vec::new(),
+        resolution: resolution(&modules),
         modules,
         init: BTreeMap::new(),
         serving: BTreeMap::new(),
         unresolved: Vec::new(),
-        resolution: Resolution { resolved, sites, rate },
         warnings,
     }
+}
+
+/// The share of syscall sites over `modules` whose number is known.
+pub fn resolution(modules: &[ModuleReport]) -> Resolution {
+    let (resolved, sites) = modules.iter().fold((0, 0), |(r, s), module| (r + module.resolved, s + module.sites));
+    let rate = if sites == 0 { 100.0 } else { 100.0 * resolved as f64 / sites as f64 };
+    Resolution { resolved, sites, rate }
 }
 
 /// Adds one process's phase result to the analysis; returns how many syscalls it has.

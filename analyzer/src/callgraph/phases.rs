@@ -178,7 +178,7 @@ pub fn init_roots(program: &Program<'_>) -> Roots {
     roots
 }
 
-fn init_fini(program: &Program<'_>, module: u16) -> Vec<(NodeIndex, String)> {
+pub(super) fn init_fini(program: &Program<'_>, module: u16) -> Vec<(NodeIndex, String)> {
     let file = program.module(module);
     let name = super::graph::basename(&file.path);
     let init = file.summary.init.iter().map(|&index| (index, format!("init array of {name}")));
@@ -190,7 +190,7 @@ fn init_fini(program: &Program<'_>, module: u16) -> Vec<(NodeIndex, String)> {
 /// functions, `main`) and `dlopen`ed libraries, until nothing new appears.
 ///
 /// `main` counts only in init: `_start` hands it over once, at start-up.
-fn grow(program: &Program<'_>, mut roots: Roots, with_main: bool, notes: &mut Vec<String>) -> Reach {
+pub(super) fn grow(program: &Program<'_>, mut roots: Roots, with_main: bool, notes: &mut Vec<String>) -> Reach {
     let mut known: HashSet<NodeIndex> = roots.functions.iter().map(|(node, _)| *node).collect();
     let mut dlopen_added = false;
     loop {
@@ -270,7 +270,7 @@ fn function_name<'p>(program: &'p Program<'_>, node: NodeIndex) -> Option<&'p st
 /// `signals[]` table) is bounded by what the registering function can name: the functions whose
 /// address it takes and the functions in data it refers to, transitively. Only when that is
 /// empty does the registration count as unknown.
-fn registered(program: &Program<'_>, result: &Reach) -> (Vec<(NodeIndex, String)>, bool) {
+pub(super) fn registered(program: &Program<'_>, result: &Reach) -> (Vec<(NodeIndex, String)>, bool) {
     let mut found = Vec::new();
     let mut opaque = false;
     for &caller in &result.order {
@@ -508,7 +508,7 @@ fn continuations(
 }
 
 /// Syscalls (and unknown sites) of everything reached.
-fn collect(program: &Program<'_>, result: &Reach) -> PhaseResult {
+pub(super) fn collect(program: &Program<'_>, result: &Reach) -> PhaseResult {
     let mut phase = PhaseResult::default();
     for &node in &result.order {
         for issue in result.issues(program, node) {

@@ -1,11 +1,14 @@
 //! `seccomp-refine analyze`: static analysis of a traced container's programs and libraries,
-//! merged with the trace into `analysis.json` and per-phase profiles.
+//! merged with the trace into `analysis.json` and per-phase profiles; with `--bitcode`, the
+//! application's own code comes from its LLVM bitcode.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
 use super::{Outcome, outputs};
+use crate::bitcode::Program;
+use crate::bitcode::libraries::{self as bitcode_libraries, Application};
 use crate::callgraph::{self, EntrySpec, Options, StaticAnalysis, UnresolvedPolicy};
 use crate::docker::rootfs::{self, Rootfs};
 use crate::elf::{Cache, default_cache_dir};
@@ -30,6 +33,8 @@ pub struct Args {
     serving_entry: Vec<EntrySpec>,
     #[command(flatten)]
     analysis: AnalysisArgs,
+    #[command(flatten)]
+    bitcode: BitcodeArgs,
     /// Directory for analysis.json and the profiles [default: the trace's directory].
     #[arg(short, long, value_name = "DIR")]
     output: Option<PathBuf>,
@@ -61,6 +66,100 @@ pub struct AnalysisArgs {
     /// Analyse every file again, reading and writing no cache.
     #[arg(long)]
     no_cache: bool,
+}
+
+/// The application's LLVM bitcode, for its own code.
+#[derive(clap::Args)]
+pub struct BitcodeArgs {
+    /// Analyse the application's own code from its whole-program LLVM bitcode (e.g. from `cargo
+    /// xtask bitcode nginx`) instead of its binary; its libraries still come from the container.
+    /// @PATH names the traced executable it is the code of [default: the one named like the
+    /// file, else the only one]. Needs a build with the `bitcode` feature.
+    #[arg(long, value_name = "APP.bc[@PATH]")]
+    bitcode: Option<BitcodeSpec>,
+}
+
+/// `APP.bc[@PATH]`.
+#[derive(Clone)]
+struct BitcodeSpec {
+    file: PathBuf,
+    executable: Option<String>,
+}
+
+impl std::str::FromStr for BitcodeSpec {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<BitcodeSpec, String> {
+        let (file, executable) = match text.rsplit_once('@') {
+            Some((file, executable)) => (file, Some(executable.to_owned())),
+            None => (text, None),
+        };
+        if file.is_empty() || executable.as_deref() == Some("") {
+            return Err(format!("`{text}` is not APP.bc or APP.bc@PATH"));
+        }
+        Ok(BitcodeSpec { file: PathBuf::from(file), executable })
+    }
+}
+
+/// Bitcode read and matched to the traced executable it stands for.
+pub struct LoadedBitcode {
+    program: Program,
+    file: String,
+    executable: String,
+}
+
+impl BitcodeArgs {
+    /// Fails now, before any tracing, when the bitcode given cannot be read later.
+    pub fn check(&self) -> Result<()> {
+        match &self.bitcode {
+            Some(spec) => check_bitcode(&spec.file),
+            None => Ok(()),
+        }
+    }
+
+    /// Finds the traced executable the bitcode stands for and reads the bitcode, if one is given.
+    pub fn load(&self, trace: &Trace) -> Result<Option<LoadedBitcode>> {
+        let Some(spec) = &self.bitcode else { return Ok(None) };
+        let file = spec.file.display().to_string();
+        let executable = bitcode_libraries::traced_executable(trace, &file, spec.executable.as_deref())?;
+        Ok(Some(LoadedBitcode { program: read_bitcode(&spec.file)?, file, executable }))
+    }
+}
+
+#[cfg(feature = "bitcode")]
+fn check_bitcode(path: &Path) -> Result<()> {
+    Ok(crate::bitcode::check(path)?)
+}
+
+#[cfg(feature = "bitcode")]
+fn read_bitcode(path: &Path) -> Result<Program> {
+    Ok(crate::bitcode::read(path)?)
+}
+
+#[cfg(not(feature = "bitcode"))]
+fn check_bitcode(_: &Path) -> Result<()> {
+    bail!(super::bitcode::WITHOUT_LLVM)
+}
+
+#[cfg(not(feature = "bitcode"))]
+fn read_bitcode(_: &Path) -> Result<Program> {
+    bail!(super::bitcode::WITHOUT_LLVM)
+}
+
+/// The static analysis of every program `trace` saw; the one `bitcode` stands for from it.
+fn static_analysis(
+    trace: &Trace,
+    files: &Rootfs,
+    options: &Options,
+    bitcode: Option<&LoadedBitcode>,
+) -> Result<StaticAnalysis> {
+    match bitcode {
+        None => callgraph::analyze_trace(trace, files, options),
+        Some(loaded) => {
+            let app = Application { program: &loaded.program, bitcode: &loaded.file, executable: &loaded.executable };
+            bitcode_libraries::analyze_trace(trace, files, options, &app)
+        }
+    }
 }
 
 impl AnalysisArgs {
@@ -103,6 +202,8 @@ pub struct AfterTrace {
     serving_entry: Vec<EntrySpec>,
     #[command(flatten)]
     analysis: AnalysisArgs,
+    #[command(flatten)]
+    bitcode: BitcodeArgs,
 }
 
 /// Where a recorded trace's files are.
@@ -116,6 +217,14 @@ pub enum TracedFiles<'a> {
 }
 
 impl AfterTrace {
+    /// Checks, before anything is recorded, what can be checked of the static analysis's input.
+    pub fn check(&self) -> Result<()> {
+        if self.no_static {
+            return Ok(());
+        }
+        self.bitcode.check()
+    }
+
     /// The end of a recording command: the static analysis of `trace` (see `run`) merged into
     /// `trace.json`'s directory with every profile format and the report. When the static
     /// analysis fails, the trace and its dynamic profiles are still written before the error
@@ -160,6 +269,7 @@ impl AfterTrace {
         if self.no_static {
             return Ok(None);
         }
+        let bitcode = self.bitcode.load(trace)?;
         let rootfs = match files {
             TracedFiles::Image(image) => rootfs::export_image(image).await?,
             TracedFiles::Host => Rootfs::dir(Path::new("/")).context("cannot read the host's root filesystem")?,
@@ -182,7 +292,7 @@ impl AfterTrace {
         let entries =
             if self.serving_entry.is_empty() { marker_entry.into_iter().collect() } else { self.serving_entry.clone() };
         let options = self.analysis.options(entries);
-        let found = tokio::task::block_in_place(|| callgraph::analyze_trace(trace, &rootfs, &options))?;
+        let found = tokio::task::block_in_place(|| static_analysis(trace, &rootfs, &options, bitcode.as_ref()))?;
         print_summary(&found);
         Ok(Some(Analysis::new(trace, found)))
     }
@@ -190,10 +300,11 @@ impl AfterTrace {
 
 pub fn run(args: Args) -> Result<Outcome> {
     let trace = Trace::read(&args.trace)?;
+    let bitcode = args.bitcode.load(&trace)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let files = runtime.block_on(args.files.open(trace.target.image.as_deref()))?;
     let options = args.analysis.options(args.serving_entry.clone());
-    let found = callgraph::analyze_trace(&trace, &files, &options)?;
+    let found = static_analysis(&trace, &files, &options, bitcode.as_ref())?;
     print_summary(&found);
     let analysis = Analysis::new(&trace, found);
     let dir = args.output.unwrap_or_else(|| args.trace.parent().unwrap_or(".".as_ref()).to_path_buf());

@@ -17,7 +17,7 @@ use crate::bitcode::{Analysis, PhaseReach};
 pub struct Args {
     /// The bitcode file (`.bc`).
     bitcode: PathBuf,
-    /// Where serving starts [default: ngx_worker_process_cycle, aeMain, whichever is defined].
+    /// Where serving starts [default: ngx_process_events_and_timers (in nginx's workers), aeMain, whichever is defined].
     #[arg(long, value_name = "FUNCTION")]
     serving_entry: Vec<String>,
     /// Print the full analysis as JSON (functions, externals and syscalls with witness paths).
@@ -40,16 +40,18 @@ pub fn run(args: Args) -> Result<Outcome> {
 #[cfg(feature = "bitcode")]
 fn analyze(args: &Args) -> Result<Analysis> {
     let program = crate::bitcode::read(&args.bitcode)?;
-    Ok(crate::bitcode::analyze(&program, &args.serving_entry)?)
+    Ok(crate::bitcode::analyze(&program, &args.serving_entry, &mut crate::bitcode::NoLibraries)?)
 }
 
 #[cfg(not(feature = "bitcode"))]
 fn analyze(_: &Args) -> Result<Analysis> {
-    anyhow::bail!(
-        "this seccomp-refine was built without LLVM bitcode support; rebuild it with `--features bitcode` \
-         (needs llvm-19-dev, libpolly-19-dev, libzstd-dev), as `cargo xtask build` does"
-    )
+    anyhow::bail!(WITHOUT_LLVM)
 }
+
+/// What every bitcode option says in a build without the `bitcode` feature.
+#[cfg(not(feature = "bitcode"))]
+pub const WITHOUT_LLVM: &str = "this seccomp-refine was built without LLVM bitcode support; rebuild it with \
+    `--features bitcode` (needs llvm-19-dev, libpolly-19-dev, libzstd-dev), as `cargo xtask build` does";
 
 fn print_summary(analysis: &Analysis) {
     println!("serving entries: {}", analysis.serving_entries.join(", "));

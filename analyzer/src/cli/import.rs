@@ -37,6 +37,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<Outcome> {
+    args.statics.check()?;
     let plan = Plan::new(&args.phase_marker).map_err(anyhow::Error::msg).context("--phase-marker")?;
     let path = &args.capture;
     let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;

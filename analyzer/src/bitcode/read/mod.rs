@@ -42,13 +42,7 @@ pub enum BitcodeError {
 /// Reads the bitcode at `path`.
 pub fn read(path: &Path) -> Result<Program, BitcodeError> {
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|reason| BitcodeError::Io { path: shown.clone(), reason })?;
-    let producer = producer::read(&bytes).map_err(|reason| BitcodeError::NotBitcode { path: shown.clone(), reason })?;
-    if let Some(producer) = &producer
-        && (producer.llvm_major().is_some_and(|major| major > LLVM_MAJOR) || producer.epoch != 0)
-    {
-        return Err(BitcodeError::TooNew { path: shown, producer: producer.name.clone() });
-    }
+    let (bytes, producer) = header(path)?;
     let side = sidecar::scan(&bytes).map_err(|message| BitcodeError::Parse { path: shown.clone(), message })?;
     drop(bytes);
     let module = parse(path).map_err(|message| BitcodeError::Parse { path: shown.clone(), message })?;
@@ -57,6 +51,25 @@ pub fn read(path: &Path) -> Result<Program, BitcodeError> {
         triple: module.target_triple.clone().unwrap_or_default(),
     })?;
     Ok(extract(&module, side, arch, producer.map(|producer| producer.name)))
+}
+
+/// Checks, without LLVM, that `path` is bitcode this build can read: a command that will read it
+/// later (after a trace) fails before doing any work.
+pub fn check(path: &Path) -> Result<(), BitcodeError> {
+    header(path).map(drop)
+}
+
+/// The file's bytes and producer, refusing what is not bitcode or is newer than this LLVM.
+fn header(path: &Path) -> Result<(Vec<u8>, Option<producer::Producer>), BitcodeError> {
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|reason| BitcodeError::Io { path: shown.clone(), reason })?;
+    let producer = producer::read(&bytes).map_err(|reason| BitcodeError::NotBitcode { path: shown.clone(), reason })?;
+    if let Some(producer) = &producer
+        && (producer.llvm_major().is_some_and(|major| major > LLVM_MAJOR) || producer.epoch != 0)
+    {
+        return Err(BitcodeError::TooNew { path: shown, producer: producer.name.clone() });
+    }
+    Ok((bytes, producer))
 }
 
 /// llvm-ir's reader, which panics on a non-UTF-8 path and on IR it does not model; both become

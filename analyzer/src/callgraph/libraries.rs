@@ -1,0 +1,282 @@
+//! The libraries of a process whose executable another front end analyses: the application's
+//! LLVM bitcode (`bitcode::libraries` drives this).
+//!
+//! The process is laid out and linked as for the binary analysis, executable included — its
+//! `DT_NEEDED` closure is the scope and its exports interpose — but the executable's functions
+//! lose their bodies, except the entry point (`_start`, which hands `main` to
+//! `__libc_start_main`) and library code linked into it statically under a name the front end
+//! calls (glibc's `atexit` comes from `libc_nonshared.a`; in a stripped executable, where it has
+//! no name, the symbol it wraps stands for it). The front end says what the application's code does and
+//! names the library functions it calls; per phase, the libraries' reach starts from those
+//! symbols plus what runs on its own: in init the dynamic loader, `_start` and every init and
+//! fini array; in serving the fini arrays and the handlers, threads and exit functions libraries
+//! registered during init, with every function pointer init made live. Executable functions the
+//! libraries reach (through a symbol the executable defines) go back to the front end by name.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use anyhow::bail;
+use petgraph::graph::NodeIndex;
+
+use super::loader::{self, Process, Store};
+use super::phases::{self, PhaseResult};
+use super::reach::{Reach, Roots, Via};
+use super::{Node, Options, Plan, Program, StaticAnalysis, UnresolvedPolicy};
+use crate::docker::rootfs::Rootfs;
+use crate::syscalls::Arch;
+use crate::trace::{Phase, Trace};
+
+/// Functions glibc links into the executable (`libc_nonshared.a`), and the `libc.so` symbol each
+/// one only passes its arguments on to.
+const STATIC_LIBC: &[(&str, &str)] =
+    &[("atexit", "__cxa_atexit"), ("at_quick_exit", "__cxa_at_quick_exit"), ("pthread_atfork", "__register_atfork")];
+
+/// Analyses every program `trace` saw except `server`, which another front end analyses: as
+/// [`super::analyze_trace`], but none of them serves (unless exec'd while serving). `None` when
+/// the trace saw no other program.
+pub fn analyze_trace_besides(
+    trace: &Trace,
+    files: &Rootfs,
+    options: &Options,
+    server: &str,
+) -> anyhow::Result<Option<StaticAnalysis>> {
+    if trace.executables.iter().all(|file| file.path == server) {
+        return Ok(None);
+    }
+    super::run(trace.arch, files, options, &Plan::of(trace, Some(server))).map(Some)
+}
+
+/// The files of one process, with the executable's code left to another front end.
+pub struct Libraries {
+    store: Store,
+    process: Process,
+    arch: Arch,
+    warnings: Vec<String>,
+}
+
+impl Libraries {
+    /// Lays out `executable` (a container path) with its `DT_NEEDED` closure and the `mapped`
+    /// libraries the trace saw, and analyses every file but the executable's own code: its
+    /// functions named in `external` (what the front end calls but does not define) are library
+    /// code and keep their bodies.
+    pub fn load(
+        files: &Rootfs,
+        options: &Options,
+        arch: Arch,
+        executable: &str,
+        mapped: &[String],
+        external: &BTreeSet<String>,
+    ) -> anyhow::Result<Libraries> {
+        let mut warnings = Vec::new();
+        let (mut store, mut processes) =
+            loader::load(files, &options.cache, &[executable.to_owned()], mapped, &mut warnings)?;
+        let Some(process) = processes.pop() else {
+            bail!("{}", warnings.join("; "));
+        };
+        let exe = &mut store.modules[process.exe].summary;
+        if exe.interp.is_none() {
+            bail!(
+                "{executable} is statically linked: its libc is part of its own code, which the bitcode stands for; \
+                 analyse it without --bitcode"
+            );
+        }
+        let entry = exe.entry;
+        for (index, function) in exe.functions.iter_mut().enumerate() {
+            let library_code = function.name.as_ref().is_some_and(|name| external.contains(name));
+            if Some(index as u32) != entry && !library_code {
+                function.sites.clear();
+                function.calls.clear();
+                function.indirect.clear();
+                function.refs.clear();
+            }
+        }
+        Ok(Libraries { store, process, arch, warnings })
+    }
+
+    /// The process's call graph, ready to be reached phase by phase.
+    pub fn session(&self, policy: UnresolvedPolicy) -> Session<'_> {
+        Session {
+            libraries: self,
+            program: Program::build(&self.store, &self.process),
+            policy,
+            init: None,
+            rounds: BTreeMap::new(),
+            notes: Vec::new(),
+        }
+    }
+}
+
+/// The libraries' side of one program, phase by phase.
+pub struct Session<'s> {
+    libraries: &'s Libraries,
+    program: Program<'s>,
+    policy: UnresolvedPolicy,
+    /// The last init reach: what serving starts from.
+    init: Option<Reach>,
+    /// The last reach of each phase.
+    rounds: BTreeMap<Phase, Round>,
+    notes: Vec<String>,
+}
+
+/// One phase's reach from the front end's calls.
+struct Round {
+    result: PhaseResult,
+    /// Symbol → the front end's witness path to its call.
+    calls: BTreeMap<String, Vec<String>>,
+    /// How each symbol's root reads at the start of a library witness path → (the symbol, the
+    /// root's label without the reason).
+    root_labels: HashMap<String, (String, String)>,
+    /// Symbols no library defines.
+    undefined: Vec<String>,
+}
+
+impl Session<'_> {
+    /// Reaches everything `calls` (symbol → the front end's witness path) lead to in `phase`,
+    /// with what the libraries run on their own then, replacing the phase's earlier reach.
+    /// Returns the executable's functions the libraries call, by name, with who calls them.
+    pub fn reach(&mut self, phase: Phase, calls: &BTreeMap<String, Vec<String>>) -> Vec<(String, String)> {
+        let program = &self.program;
+        let mut roots = match phase {
+            Phase::Serving => self.serving_roots(),
+            _ => phases::init_roots(program),
+        };
+        let mut root_labels = HashMap::new();
+        let mut undefined = Vec::new();
+        for symbol in calls.keys() {
+            let wrapped = STATIC_LIBC.iter().find(|(name, _)| name == symbol).map(|(_, wrapped)| *wrapped);
+            match program.export(symbol).or_else(|| program.export(wrapped?)) {
+                Some(node) => {
+                    let (label, reason) = (program.label(node), format!("called as {symbol}"));
+                    root_labels.insert(format!("{label} ({reason})"), (symbol.clone(), label));
+                    roots.functions.push((node, reason));
+                }
+                None => undefined.push(symbol.clone()),
+            }
+        }
+        let reach = phases::grow(program, roots, phase != Phase::Serving, &mut self.notes);
+        let callbacks = self.callbacks(&reach);
+        let result = phases::collect(program, &reach);
+        if phase != Phase::Serving {
+            self.init = Some(reach);
+        }
+        self.rounds.insert(phase, Round { result, calls: calls.clone(), root_labels, undefined });
+        callbacks
+    }
+
+    /// Serving starts from init's live function pointers, the handlers, threads and exit
+    /// functions libraries registered in init, and the fini arrays (the exit path).
+    fn serving_roots(&self) -> Roots {
+        let program = &self.program;
+        let Some(init) = &self.init else { return Roots::default() };
+        let (registered, opaque) = phases::registered(program, init);
+        let mut roots = Roots {
+            live: (0..init.live.len()).filter(|&node| init.live[node]).map(NodeIndex::new).collect(),
+            functions: registered.into_iter().filter(|(_, reason)| reason != "main").collect(),
+            hubs_up_to: opaque.then_some(3),
+            ..Roots::default()
+        };
+        for module in 0..program.scope_len as u16 {
+            let fini = phases::init_fini(program, module).into_iter().filter(|(_, reason)| reason.starts_with("fini"));
+            roots.functions.extend(fini);
+        }
+        roots
+    }
+
+    /// Named executable functions the reach entered other than as roots: the application's
+    /// functions libraries call (and library code linked into the executable, which the front
+    /// end does not define).
+    fn callbacks(&self, reach: &Reach) -> Vec<(String, String)> {
+        let program = &self.program;
+        let mut found = Vec::new();
+        for &node in &reach.order {
+            let (
+                Node::Function { module, index },
+                Some(Via::Call { from } | Via::Indirect { from, .. } | Via::Taken { from }),
+            ) = (program.graph[node], &reach.via[node.index()])
+            else {
+                continue;
+            };
+            if module != program.exe {
+                continue;
+            }
+            if let Some(name) = &program.module(module).summary.functions[index as usize].name {
+                found.push((name.clone(), format!("called by {}", program.label(*from))));
+            }
+        }
+        found
+    }
+
+    /// Both phases' library syscalls as a static analysis of the libraries alone (no program
+    /// report: the front end adds its own syscalls and the program), each witness path starting
+    /// with the front end's path to the library call.
+    pub fn finish(mut self) -> StaticAnalysis {
+        let libraries = self.libraries;
+        let exe_path = libraries.store.modules[libraries.process.exe].path.clone();
+        let mut analysis = super::empty(libraries.arch, &libraries.store, libraries.warnings.clone());
+        analysis.modules.retain(|module| module.path != exe_path);
+        // Every round of a phase notes the same things again.
+        self.notes.sort_unstable();
+        self.notes.dedup();
+        analysis.warnings.append(&mut self.notes);
+        for (phase, mut round) in std::mem::take(&mut self.rounds) {
+            join_witnesses(&mut round);
+            super::merge_phase(&mut analysis, &self.program, &round.result, phase, self.policy);
+            if !round.undefined.is_empty() {
+                analysis.warnings.push(format!(
+                    "{phase}: no library of {exe_path} defines {} the application calls: {}",
+                    if round.undefined.len() == 1 { "a function" } else { "functions" },
+                    round.undefined.join(", ")
+                ));
+            }
+        }
+        analysis
+    }
+}
+
+/// Prefixes every library witness that starts at a call from the front end with the front end's
+/// path to that call (whose last step, the symbol, the library path names again).
+fn join_witnesses(round: &mut Round) {
+    let found = round.result.syscalls.values_mut().chain(round.result.extra.values_mut());
+    for found in found {
+        let Some((symbol, label)) = found.path.first().and_then(|first| round.root_labels.get(first)) else { continue };
+        let Some(before) = round.calls.get(symbol) else { continue };
+        let mut path: Vec<String> = before[..before.len().saturating_sub(1)].to_vec();
+        path.push(label.clone());
+        path.extend(found.path.drain(1..));
+        found.path = path;
+    }
+}
+
+impl StaticAnalysis {
+    /// Adds `other`'s programs, files, syscalls (keeping this one's witness where both have
+    /// one), unresolved sites and warnings.
+    pub fn merge(&mut self, other: StaticAnalysis) {
+        self.programs.extend(other.programs);
+        for module in other.modules {
+            if !self.modules.iter().any(|known| known.path == module.path) {
+                self.modules.push(module);
+            }
+        }
+        self.resolution = super::resolution(&self.modules);
+        for (name, reachable) in other.init {
+            self.init.entry(name).or_insert(reachable);
+        }
+        for (name, reachable) in other.serving {
+            self.serving.entry(name).or_insert(reachable);
+        }
+        for site in other.unresolved {
+            match self.unresolved.iter_mut().find(|known| known.module == site.module && known.address == site.address)
+            {
+                Some(known) => {
+                    for phase in site.phases {
+                        if !known.phases.contains(&phase) {
+                            known.phases.push(phase);
+                        }
+                    }
+                }
+                None => self.unresolved.push(site),
+            }
+        }
+        self.warnings.extend(other.warnings);
+    }
+}
