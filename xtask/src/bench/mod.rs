@@ -6,6 +6,7 @@
 //! and `docs/benchmarks.svg` (`report`, `plot`). Benchmarks run against the release build, as
 //! root, on the stand-in images, like `cargo xtask run`.
 
+mod bitcode;
 mod harness;
 mod import;
 mod plot;
@@ -35,6 +36,7 @@ const BENCHMARKS: &[Benchmark] = &[
     Benchmark { name: "tracer-scale", run: tracer_scale::run },
     Benchmark { name: "static", run: static_analysis::run },
     Benchmark { name: "import", run: import::run },
+    Benchmark { name: "bitcode", run: bitcode::run },
     Benchmark { name: "profiles", run: profiles::run },
 ];
 

@@ -54,6 +54,7 @@ pub fn run(context: &Context) -> Result<Section> {
             ("dynamic (trace with a workload)", measured.dynamic),
             ("static (reachable, before the always-allowed calls)", measured.reachable),
             ("merged (what `trace` writes)", measured.merged),
+            ("merged, application from its bitcode (`analyze --bitcode`)", measured.merged_bitcode),
         ];
         for (label, [init, serving, container]) in rows {
             counts.row(vec![
@@ -109,7 +110,8 @@ pub fn run(context: &Context) -> Result<Section> {
         measured_at: String::new(),
         description: "Allowed syscalls per phase for the stand-ins, x86_64 names. Dynamic: `trace --no-static` with a \
                       workload (nginx: wrk and a 404; redis: redis-benchmark and a SET). Static: what `analyze` finds \
-                      reachable. Merged: observed ∪ reachable, plus the always-allowed calls, as `trace` writes them. \
+                      reachable. Merged: observed ∪ reachable, plus the always-allowed calls, as `trace` writes them; with \
+                      the application's own code from its bitcode (`cargo xtask bitcode`) instead of its binary. \
                       The container profile also holds what runc does under the filter. Published numbers: \
                       `../shared/notes/peers.md` § 4. Verify runs the image's built-in workload (nginx: pages, a 404, \
                       wrk, reload, USR1 log reopen; redis: redis-benchmark, BGSAVE, CONFIG REWRITE) under the merged \
@@ -126,6 +128,7 @@ struct Measured {
     dynamic: [usize; 3],
     reachable: [usize; 3],
     merged: [usize; 3],
+    merged_bitcode: [usize; 3],
     verdict: String,
     denied: String,
     workload: String,
@@ -143,6 +146,19 @@ fn measure(context: &Context, app: &App, dir: &Path) -> Result<Measured> {
     )?;
     println!("  {}: analyze", app.name);
     output(seccomp_refine().arg("analyze").arg(dynamic.join("trace.json")).arg("-o").arg(&merged))?;
+    println!("  {}: analyze with the application's bitcode", app.name);
+    crate::bitcode::build(&[app.name.to_owned()])?;
+    let merged_bitcode = dir.join("merged-bitcode");
+    let bitcode = crate::project_root().join(format!("target/bitcode/{}.bc", app.name));
+    output(
+        seccomp_refine()
+            .arg("analyze")
+            .arg(dynamic.join("trace.json"))
+            .arg("--bitcode")
+            .arg(&bitcode)
+            .arg("-o")
+            .arg(&merged_bitcode),
+    )?;
     println!("  {}: verify the merged profile", app.name);
     let verify_json = dir.join("verify.json");
     // verify exits 1 when something was denied: the report says what, so the status is not an error.
@@ -170,6 +186,7 @@ fn measure(context: &Context, app: &App, dir: &Path) -> Result<Measured> {
         dynamic: profile_sizes(&dynamic)?,
         reachable: reachable_sizes(&merged.join("analysis.json"))?,
         merged: profile_sizes(&merged)?,
+        merged_bitcode: profile_sizes(&merged_bitcode)?,
         verdict: if started && denials.is_empty() && failed_steps == 0 { "passed" } else { "FAILED" }.to_owned(),
         denied: match (denials.is_empty(), fallbacks.is_empty()) {
             (true, true) => "0".to_owned(),
