@@ -6,6 +6,7 @@
 //! behind one command and installs what a fresh Debian machine lacks, printing one line per action.
 //! It never reconfigures what is already there (an existing Docker daemon, a pulled image).
 
+mod bench;
 mod bitcode;
 mod build;
 mod codegen;
@@ -49,6 +50,18 @@ enum Command {
         /// Extra arguments passed to `cargo test` (e.g. a test name filter after `--`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Measure the product against its peers (tracer overhead, static analysis, import, profiles)
+    /// and write BENCHMARKS.md, BENCHMARKS.json and docs/benchmarks.svg.
+    Bench {
+        /// Which benchmarks to run (default: all).
+        names: Vec<String>,
+        /// Measured rounds per benchmark.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Warm-up rounds, run and discarded before measuring.
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
     },
     /// Build an application's whole-program LLVM bitcode from Debian's sources with clang-19
     /// (`target/bitcode/NAME.bc`, cached).
@@ -95,6 +108,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Run { args } => build::run(&args),
         Command::Images { names } => images::build(&names),
         Command::Test { args } => test::run_tests(&args),
+        Command::Bench { names, rounds, warmup } => bench::run(&names, bench::Rounds { warmup, measured: rounds }),
         Command::Bitcode { names } => bitcode::build(&names),
         Command::GenCapture { fixture, repeat, out } => {
             let fixture = fixture.unwrap_or_else(|| {
