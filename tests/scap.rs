@@ -26,7 +26,7 @@ fn golden(name: &str, kind: &str) -> String {
 fn import(path: &Path) -> Capture {
     let plan = Plan::new(&MarkerSpec::Auto).unwrap();
     let file = std::fs::File::open(path).unwrap();
-    scap::read(file, plan).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+    scap::read(file, plan, scap::Focus::All).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
 }
 
 /// (container, kernel name) → count.
@@ -733,7 +733,7 @@ fn random_damage_never_panics() {
                 }
             }
             let plan = Plan::new(&MarkerSpec::Auto).unwrap();
-            if let Ok(capture) = scap::read(std::io::Cursor::new(damaged), plan) {
+            if let Ok(capture) = scap::read(std::io::Cursor::new(damaged), plan, scap::Focus::All) {
                 for aggregate in capture.aggregates() {
                     capture.trace(aggregate, name);
                 }
@@ -746,7 +746,7 @@ fn random_damage_never_panics() {
 fn the_problem_names_the_damage() {
     let plan = Plan::new(&MarkerSpec::Auto).unwrap();
     let bytes = damaged_copies("libs_sample").remove(1).1;
-    let capture = scap::read(std::io::Cursor::new(bytes), plan).unwrap();
+    let capture = scap::read(std::io::Cursor::new(bytes), plan, scap::Focus::All).unwrap();
     let damage = capture.damage.expect("damage after the first events is reported with the result");
     assert!(matches!(damage.problem, Problem::BadLength { why: "not a multiple of 4", .. }), "{damage}");
 }

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 
 use super::Outcome;
 use super::analyze::{AfterTrace, FilesArgs, TracedFiles};
-use crate::scap::{self, Plan, Selection};
+use crate::scap::{self, Capture, Focus, Plan, Selection};
 use crate::trace::{MARKER_HELP, MarkerSpec, Trace};
 
 /// Import a sysdig/falco capture (`sysdig -w`, raw or gzip) as the trace of one container.
@@ -38,16 +38,19 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<Outcome> {
     args.statics.check()?;
-    let plan = Plan::new(&args.phase_marker).map_err(anyhow::Error::msg).context("--phase-marker")?;
     let path = &args.capture;
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let capture = scap::read(file, plan).with_context(|| format!("cannot import {}", path.display()))?;
+    let wanted = args.container.as_deref();
+    let capture = read(path, &args.phase_marker, Focus::of(wanted))?;
+    // A read focused on one id counts no other container: to list them, or to find a name that
+    // looks like an id, everything is counted.
+    let refocus = capture.focus != Focus::All && matches!(capture.select(wanted), Err(Selection::NotFound(..)));
+    let capture = if refocus { read(path, &args.phase_marker, Focus::All)? } else { capture };
     if let Some(damage) = &capture.damage
         && !args.partial
     {
         bail!("cannot import {}: {damage} (--partial imports what comes before the damage)", path.display());
     }
-    let aggregate = match capture.select(args.container.as_deref()) {
+    let aggregate = match capture.select(wanted) {
         Ok(aggregate) => aggregate,
         Err(selection) => return Err(explain(selection, path)),
     };
@@ -56,6 +59,12 @@ pub fn run(args: Args) -> Result<Outcome> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(write_outputs(&trace, &dir, &args))?;
     Ok(Outcome::Clean)
+}
+
+fn read(path: &Path, marker: &MarkerSpec, focus: Focus) -> Result<Capture> {
+    let plan = Plan::new(marker).map_err(anyhow::Error::msg).context("--phase-marker")?;
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    scap::read(file, plan, focus).with_context(|| format!("cannot import {}", path.display()))
 }
 
 /// `./profiles/<container name, else short id, else host>/`.

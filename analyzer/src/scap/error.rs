@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use super::event::Malformed;
+
 /// A capture that cannot be read past some point.
 #[derive(Debug, thiserror::Error)]
 #[error("byte {offset}: {block}: {problem}")]
@@ -59,6 +61,8 @@ pub enum Problem {
     Version { major: u16, minor: u16 },
     #[error("{0}")]
     Corrupt(String),
+    #[error("{0}")]
+    Event(Malformed),
     #[error("cannot read the capture: {0}")]
     Io(std::io::Error),
     #[error("the capture holds no events (it ends after its headers)")]

@@ -31,81 +31,121 @@ pub struct Event<'a> {
     values: &'a [u8],
 }
 
-/// What an event block holds.
-#[derive(Debug)]
-pub enum Decoded<'a> {
-    Event(Event<'a>),
+/// What the check of an event block found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Checked {
+    /// A wanted event whose lengths all add up, with its parameter count (inferred for v1
+    /// headers) and whether the lengths are u32 (large-payload types in v2 blocks).
+    Event { count: u32, wide: bool },
     /// A type the caller does not want: its parameters were neither checked nor read.
     Skipped(u16),
     /// An event type newer than these tables: skipped (as libscap does) and counted.
     UnknownType(u16),
 }
 
-/// Decodes the event in an event block's body, if `wanted(type)`: most events of a capture
+/// What is wrong with an event; kept as numbers, so that checking allocates and formats nothing
+/// until an error is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    #[error("{size} bytes cannot hold an event header ({prefix} + {header} bytes)")]
+    NoHeader { size: usize, prefix: usize, header: usize },
+    #[error("event length {length} does not fit the block's {size} bytes of event")]
+    Length { length: usize, size: usize },
+    #[error("{count} parameters cannot fit in {size} bytes")]
+    Count { count: usize, size: usize },
+    #[error("parameter lengths add up to {total} bytes, the event has {size} after its header")]
+    Sum { total: usize, size: usize },
+    #[error("no parameter count up to {schema} matches the event's {size} bytes (v1 event)")]
+    V1 { schema: u8, size: usize },
+}
+
+/// Checks the event in an event block's body, if `wanted(type)`: most events of a capture
 /// (scheduler switches, process statistics) only need to be stepped over.
-#[inline]
-pub fn decode(body: &[u8], layout: EventLayout, wanted: fn(u16) -> bool) -> Result<Decoded<'_>, String> {
-    let prefix = if layout.flags { 6 } else { 2 };
-    let header = if layout.v2 { HEADER_V2 } else { HEADER_V1 };
+#[inline(always)]
+pub fn check(body: &[u8], layout: EventLayout, wanted: impl Fn(u16) -> bool) -> Result<Checked, Malformed> {
+    let prefix = prefix(layout);
+    let header = header(layout);
     let Some(event) = body.get(prefix..).filter(|event| event.len() >= header) else {
-        return Err(format!("{} bytes cannot hold an event header ({prefix} + {header} bytes)", body.len()));
+        return Err(Malformed::NoHeader { size: body.len(), prefix, header });
     };
-    let dump_flags = if layout.flags { le32(&body[2..6]) } else { 0 };
     let length = le32(&event[16..20]) as usize;
     if length < header || length > event.len() {
-        return Err(format!("event length {length} does not fit the block's {} bytes of event", event.len()));
+        return Err(Malformed::Length { length, size: event.len() });
     }
     let event = &event[..length];
     let kind = u16::from_le_bytes([event[20], event[21]]);
     let Some(info) = EVENT_TYPES.get(usize::from(kind)) else {
-        return Ok(Decoded::UnknownType(kind));
+        return Ok(Checked::UnknownType(kind));
     };
     if !wanted(kind) {
-        return Ok(Decoded::Skipped(kind));
+        return Ok(Checked::Skipped(kind));
     }
-    let wide = layout.v2 && info.large;
     let payload = &event[header..];
+    let wide = layout.v2 && info.large;
     let count = if layout.v2 {
-        let count = le32(&event[22..26]) as usize;
-        check_lengths(payload, count, wide)?;
+        let count = le32(&event[22..26]);
+        check_lengths(payload, count as usize, wide)?;
         count
     } else {
         infer_count(payload, kind, info.params)?
     };
-    let lengths_size = count * if wide { 4 } else { 2 };
-    Ok(Decoded::Event(Event {
-        ts: u64::from_le_bytes(event[0..8].try_into().expect("8 bytes")),
-        tid: u64::from_le_bytes(event[8..16].try_into().expect("8 bytes")),
-        kind,
-        dump_flags,
-        count,
-        wide,
-        lengths: &payload[..lengths_size],
-        values: &payload[lengths_size..],
-    }))
+    Ok(Checked::Event { count, wide })
+}
+
+/// Bytes before the event header in an event block's body: the cpu id, and the dump flags of EVF blocks.
+#[inline]
+fn prefix(layout: EventLayout) -> usize {
+    if layout.flags { 6 } else { 2 }
+}
+
+#[inline]
+fn header(layout: EventLayout) -> usize {
+    if layout.v2 { HEADER_V2 } else { HEADER_V1 }
+}
+
+impl<'a> Event<'a> {
+    /// The event of a block body that [`check`] found to be an event of `count` parameters.
+    #[inline]
+    pub fn checked(body: &'a [u8], layout: EventLayout, count: u32, wide: bool) -> Event<'a> {
+        let prefix = prefix(layout);
+        let dump_flags = if layout.flags { le32(&body[2..6]) } else { 0 };
+        let event = &body[prefix..];
+        let length = le32(&event[16..20]) as usize;
+        let event = &event[..length];
+        let kind = u16::from_le_bytes([event[20], event[21]]);
+        let count = count as usize;
+        let payload = &event[header(layout)..];
+        let lengths_size = count * if wide { 4 } else { 2 };
+        Event {
+            ts: u64::from_le_bytes(event[0..8].try_into().expect("8 bytes")),
+            tid: u64::from_le_bytes(event[8..16].try_into().expect("8 bytes")),
+            kind,
+            dump_flags,
+            count,
+            wide,
+            lengths: &payload[..lengths_size],
+            values: &payload[lengths_size..],
+        }
+    }
 }
 
 /// Checks `header + lengths + Σ values == event length` for `count` parameters.
 #[inline]
-fn check_lengths(payload: &[u8], count: usize, wide: bool) -> Result<(), String> {
+fn check_lengths(payload: &[u8], count: usize, wide: bool) -> Result<(), Malformed> {
     let width = if wide { 4 } else { 2 };
     let Some(lengths) = count.checked_mul(width).and_then(|size| payload.get(..size)) else {
-        return Err(format!("{count} parameters cannot fit in {} bytes", payload.len()));
+        return Err(Malformed::Count { count, size: payload.len() });
     };
     let total: usize = lengths.chunks_exact(width).map(|chunk| param_length(chunk, wide)).sum();
     if lengths.len() + total != payload.len() {
-        return Err(format!(
-            "parameter lengths add up to {} bytes, the event has {} after its header",
-            lengths.len() + total,
-            payload.len()
-        ));
+        return Err(Malformed::Sum { total: lengths.len() + total, size: payload.len() });
     }
     Ok(())
 }
 
 /// v1 blocks lack `nparams`: find the largest count up to the schema's whose lengths account for
 /// the payload exactly, the way libscap upgrades such events.
-fn infer_count(payload: &[u8], kind: u16, schema_count: u8) -> Result<usize, String> {
+fn infer_count(payload: &[u8], kind: u16, schema_count: u8) -> Result<u32, Malformed> {
     let payload_size = if matches!(kind, NOTIFICATION_E | INFRASTRUCTURE_EVENT_E) {
         payload.len().saturating_sub(3)
     } else {
@@ -118,13 +158,20 @@ fn infer_count(payload: &[u8], kind: u16, schema_count: u8) -> Result<usize, Str
         let total: usize =
             2 * count + payload[..2 * count].chunks_exact(2).map(|chunk| param_length(chunk, false)).sum::<usize>();
         if total == payload_size {
-            return Ok(count);
+            return Ok(count as u32);
         }
         if total < payload_size {
             break;
         }
     }
-    Err(format!("no parameter count up to {schema_count} matches the event's {payload_size} bytes (v1 event)"))
+    Err(Malformed::V1 { schema: schema_count, size: payload_size })
+}
+
+/// Where parameter `index` starts among the values, and its length, from `WIDTH`-byte lengths.
+#[inline]
+fn offset<const WIDTH: usize>(lengths: &[u8], index: usize) -> (usize, usize) {
+    let start = lengths[..index * WIDTH].chunks_exact(WIDTH).map(|chunk| param_length(chunk, WIDTH == 4)).sum();
+    (start, param_length(&lengths[index * WIDTH..], WIDTH == 4))
 }
 
 #[inline]
@@ -144,12 +191,8 @@ impl<'a> Event<'a> {
         if index >= self.count {
             return None;
         }
-        let width = if self.wide { 4 } else { 2 };
-        let mut start = 0;
-        for chunk in self.lengths[..index * width].chunks_exact(width) {
-            start += param_length(chunk, self.wide);
-        }
-        let length = param_length(&self.lengths[index * width..], self.wide);
+        let (start, length) =
+            if self.wide { offset::<4>(self.lengths, index) } else { offset::<2>(self.lengths, index) };
         self.values.get(start..start + length).filter(|value| !value.is_empty())
     }
 
@@ -202,7 +245,7 @@ impl<'a> Event<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scap::testing::event_body;
+    use crate::scap::testing::{decode, event_body};
 
     const V2: EventLayout = EventLayout { v2: true, flags: false, large: false };
     const V1: EventLayout = EventLayout { v2: false, flags: false, large: false };
@@ -215,18 +258,11 @@ mod tests {
         event_body(kind, 4242, 1_700_000_000_123_456_789, params)
     }
 
-    fn event(decoded: Result<Decoded<'_>, String>) -> Event<'_> {
-        match decoded.unwrap() {
-            Decoded::Event(event) => event,
-            other => panic!("not decoded: {other:?}"),
-        }
-    }
-
     #[test]
     fn the_annotated_close_exit_decodes() {
         // scap-format.md § 5.5, block header and trailer stripped.
         let body = v2_body(5, &[&0u64.to_le_bytes(), &3u64.to_le_bytes()]);
-        let close = event(decode(&body, V2, all));
+        let close = decode(&body, V2);
         assert_eq!((close.ts, close.tid, close.kind), (1_700_000_000_123_456_789, 4242, 5));
         assert_eq!((close.signed(0), close.signed(1), close.signed(2)), (Some(0), Some(3), None));
         assert!(close.is_exit());
@@ -239,7 +275,7 @@ mod tests {
         body.drain(24..28); // drop nparams: the v1 header is 22 bytes
         let length = (body.len() - 2) as u32;
         body[18..22].copy_from_slice(&length.to_le_bytes());
-        let mmap = event(decode(&body, V1, all));
+        let mmap = decode(&body, V1);
         assert_eq!((mmap.count, mmap.param(4)), (4, None));
         assert_eq!(mmap.unsigned(3), Some(0x0404_0404));
     }
@@ -247,14 +283,14 @@ mod tests {
     #[test]
     fn old_zero_extended_minus_one_reads_as_minus_one() {
         let body = v2_body(161, &[&0xFFFF_FFFFu64.to_le_bytes(), &0xFFFF_FFFEu64.to_le_bytes(), &7u64.to_le_bytes()]);
-        let mmap = event(decode(&body, V2, all));
+        let mmap = decode(&body, V2);
         assert_eq!((mmap.signed(0), mmap.signed(1), mmap.signed(2)), (Some(-1), Some(-2), Some(7)));
     }
 
     #[test]
     fn strings_lose_their_nul_and_na_means_absent() {
         let body = v2_body(3, &[&3u64.to_le_bytes(), b"/etc/passwd\0", b"<NA>\0", b""]);
-        let open = event(decode(&body, V2, all));
+        let open = decode(&body, V2);
         assert_eq!(open.text(1), Some(&b"/etc/passwd"[..]));
         assert_eq!((open.text(2), open.param(3), open.param(9)), (None, None, None));
     }
@@ -263,18 +299,18 @@ mod tests {
     fn lengths_that_do_not_add_up_are_corruption() {
         let mut body = v2_body(5, &[&0u64.to_le_bytes(), &3u64.to_le_bytes()]);
         body[28] = 9; // first length 8 → 9
-        assert!(decode(&body, V2, all).unwrap_err().contains("parameter lengths add up to 21 bytes"));
+        assert!(check(&body, V2, all).unwrap_err().to_string().contains("parameter lengths add up to 21 bytes"));
         let mut body = v2_body(5, &[]);
         body[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(decode(&body, V2, all).unwrap_err().contains("parameters cannot fit"));
+        assert!(check(&body, V2, all).unwrap_err().to_string().contains("parameters cannot fit"));
         let mut body = v2_body(5, &[]);
         body[18..22].copy_from_slice(&1000u32.to_le_bytes());
-        assert!(decode(&body, V2, all).unwrap_err().contains("event length 1000 does not fit"));
-        assert!(decode(&[0; 5], V2, all).unwrap_err().contains("cannot hold an event header"));
+        assert!(check(&body, V2, all).unwrap_err().to_string().contains("event length 1000 does not fit"));
+        assert!(check(&[0; 5], V2, all).unwrap_err().to_string().contains("cannot hold an event header"));
         let body = v2_body(999, &[]);
-        assert!(matches!(decode(&body, V2, all), Ok(Decoded::UnknownType(999))));
+        assert_eq!(check(&body, V2, all), Ok(Checked::UnknownType(999)));
         let mut body = v2_body(5, &[&[0; 8]]);
         body[28..30].copy_from_slice(&[0xff, 0xff]); // corrupt, but never looked at
-        assert!(matches!(decode(&body, V2, |kind| kind != 5), Ok(Decoded::Skipped(5))));
+        assert_eq!(check(&body, V2, |kind| kind != 5), Ok(Checked::Skipped(5)));
     }
 }

@@ -12,68 +12,18 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
+use super::Focus;
 use super::aggregate::{ContainerAgg, Seen};
-use super::block::{Block, BlockKind, check_section_header};
+use super::block::{Batch, BlockKind, Item, check_section_header, describe};
 use super::containers::{self, ContainerMeta};
-use super::error::Problem;
-use super::event::{self, Decoded, Event, STATE_ONLY};
+use super::error::{BlockName, Problem, ScapError};
+use super::event::{Event, STATE_ONLY};
+use super::kinds::{self, Action};
 use super::marker::Plan;
 use super::names::{self, GENERIC_E, GENERIC_X, Sys};
 use super::proclist::{self, FdEntry, ProcEntry};
 use super::state::{EnterArgs, FdFile, IdMap, Pending, Process, Thread, resolve};
 use super::tables::EVENT_TYPES;
-
-/// Event types with special handling (`PPME_*` ids from `driver/ppm_events_public.h`).
-mod kind {
-    pub const OPEN_E: u16 = 2;
-    pub const OPEN_X: u16 = 3;
-    pub const CLOSE_E: u16 = 4;
-    pub const CLOSE_X: u16 = 5;
-    pub const PROCEXIT_E: u16 = 16;
-    pub const CREAT_E: u16 = 58;
-    pub const CREAT_X: u16 = 59;
-    pub const CHDIR_X: u16 = 95;
-    pub const FCHDIR_E: u16 = 96;
-    pub const FCHDIR_X: u16 = 97;
-    pub const OPENAT_E: u16 = 102;
-    pub const OPENAT_X: u16 = 103;
-    pub const DUP_E: u16 = 124;
-    pub const DUP_X: u16 = 125;
-    pub const DROP_E: u16 = 148;
-    pub const DROP_X: u16 = 149;
-    pub const FCNTL_E: u16 = 150;
-    pub const FCNTL_X: u16 = 151;
-    pub const MMAP_E: u16 = 160;
-    pub const MMAP_X: u16 = 161;
-    pub const MMAP2_E: u16 = 162;
-    pub const MMAP2_X: u16 = 163;
-    pub const PROCEXIT_1_E: u16 = 186;
-    pub const CONTAINER_E: u16 = 228;
-    pub const CONTAINER_JSON_E: u16 = 272;
-    pub const EXECVE_18_E: u16 = 288;
-    pub const EXECVE_19_E: u16 = 292;
-    pub const EXECVE_19_X: u16 = 293;
-    pub const OPENAT_2_E: u16 = 306;
-    pub const OPENAT_2_X: u16 = 307;
-    pub const CONTAINER_JSON_2_E: u16 = 324;
-    pub const OPENAT2_E: u16 = 326;
-    pub const OPENAT2_X: u16 = 327;
-    pub const EXECVEAT_E: u16 = 330;
-    pub const EXECVEAT_X: u16 = 331;
-    pub const OPEN_BY_HANDLE_AT_X: u16 = 337;
-    pub const DUP2_E: u16 = 362;
-    pub const DUP2_X: u16 = 363;
-    pub const DUP3_E: u16 = 364;
-    pub const DUP3_X: u16 = 365;
-    pub const DUP_1_E: u16 = 366;
-    pub const DUP_1_X: u16 = 367;
-    pub const ASYNCEVENT_E: u16 = 402;
-    pub const CLOSE_RANGE_X: u16 = 451;
-    /// The exits that open a file by name.
-    pub const OPEN_XS: [u16; 6] = [OPEN_X, CREAT_X, OPENAT_X, OPENAT_2_X, OPENAT2_X, OPEN_BY_HANDLE_AT_X];
-    /// Every execve/execveat exit version.
-    pub const EXEC_X: [u16; 9] = [13, 155, 173, 215, 231, 283, 289, 293, 331];
-}
 
 /// `PPM_O_CLOEXEC`: the `PPM_O_*` encoding of open flags, not Linux's `O_CLOEXEC`.
 const PPM_O_CLOEXEC: u64 = 1 << 12;
@@ -114,24 +64,30 @@ pub struct Stats {
 
 pub struct Importer {
     pub plan: Plan,
+    pub focus: Focus,
     threads: IdMap<u64, Thread>,
     processes: IdMap<u64, Process>,
     pub containers: Vec<ContainerAgg>,
+    /// Per container: are its syscalls counted (see [`Focus`])?
+    counted: Vec<bool>,
     by_full_id: HashMap<Vec<u8>, u32>,
     /// cgroups lists already matched: clone and exec exits repeat the same few.
     by_cgroups: HashMap<Vec<u8>, u32>,
     pub meta: HashMap<String, ContainerMeta>,
+    /// The event types read (the syscalls and the meta events), by type.
     pub seen_types: Box<[bool]>,
     pub stats: Stats,
 }
 
 impl Importer {
-    pub fn new(plan: Plan) -> Importer {
+    pub fn new(plan: Plan, focus: Focus) -> Importer {
         Importer {
             plan,
             threads: IdMap::default(),
             processes: IdMap::default(),
             containers: vec![ContainerAgg::new("host".to_owned(), None)],
+            counted: vec![focus.counts("host", None)],
+            focus,
             by_full_id: HashMap::new(),
             by_cgroups: HashMap::new(),
             meta: HashMap::new(),
@@ -140,10 +96,34 @@ impl Importer {
         }
     }
 
-    pub fn on_block(&mut self, block: &Block<'_>) -> Result<(), Problem> {
-        match block.kind {
+    /// Imports the blocks of one batch, in order; stops at the first block that cannot be read.
+    pub fn on_batch(&mut self, batch: &Batch) -> Result<(), ScapError> {
+        for item in &batch.items {
+            match *item {
+                Item::Event { at, count, layout, wide } => {
+                    self.on_event(&Event::checked(batch.event_body(at), layout, count, wide));
+                }
+                Item::Skipped(count) => self.stats.events += u64::from(count),
+                Item::UnknownType(kind) => {
+                    self.stats.events += 1;
+                    *self.stats.unknown_types.entry(kind).or_default() += 1;
+                }
+                Item::Block { at } => {
+                    let (id, body, offset) = batch.block(at);
+                    let (kind, name) = describe(id);
+                    self.on_block(kind, body)
+                        .map_err(|problem| ScapError::new(offset, BlockName { name, id: Some(id) }, problem))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A block other than an event.
+    fn on_block(&mut self, kind: BlockKind, body: &[u8]) -> Result<(), Problem> {
+        match kind {
             BlockKind::Section => {
-                check_section_header(block.body)?;
+                check_section_header(body)?;
                 if self.stats.sections > 0 {
                     // A new section describes its machine afresh; what was counted stays.
                     self.flush_pending();
@@ -153,23 +133,12 @@ impl Importer {
                 self.stats.sections += 1;
             }
             BlockKind::ProcList(version) => {
-                proclist::process_list(block.body, version, |entry| self.seed_thread(&entry))
-                    .map_err(Problem::Corrupt)?;
+                proclist::process_list(body, version, |entry| self.seed_thread(&entry)).map_err(Problem::Corrupt)?;
             }
             BlockKind::FdList { v2 } => {
-                proclist::fd_list(block.body, v2, |tid, entry| self.seed_fd(tid, &entry)).map_err(Problem::Corrupt)?;
+                proclist::fd_list(body, v2, |tid, entry| self.seed_fd(tid, &entry)).map_err(Problem::Corrupt)?;
             }
-            BlockKind::Event(layout) => match event::decode(block.body, layout, wanted).map_err(Problem::Corrupt)? {
-                Decoded::Event(event) => self.on_event(&event),
-                Decoded::Skipped(kind) => {
-                    self.stats.events += 1;
-                    self.seen_types[usize::from(kind)] = true;
-                }
-                Decoded::UnknownType(kind) => {
-                    self.stats.events += 1;
-                    *self.stats.unknown_types.entry(kind).or_default() += 1;
-                }
-            },
+            BlockKind::Event(_) => unreachable!("the framer hands events on as events"),
             BlockKind::MachineInfo | BlockKind::Ignored => {}
             BlockKind::Unknown => self.stats.unknown_blocks += 1,
         }
@@ -181,8 +150,13 @@ impl Importer {
         let waiting: Vec<(Actor, Pending)> =
             self.threads.values_mut().filter_map(|thread| Some((Actor::of(thread), thread.pending.take()?))).collect();
         for (actor, pending) in waiting {
-            self.count(actor, pending.sys, pending.ts, Seen::EnterOnly);
+            self.count_orphan(actor, pending);
         }
+    }
+
+    /// Counts an enter no exit followed, in the container its thread was in at the time.
+    fn count_orphan(&mut self, actor: Actor, orphan: Pending) {
+        self.count(Actor { container: orphan.container, ..actor }, orphan.sys, orphan.ts, Seen::EnterOnly);
     }
 
     fn seed_thread(&mut self, entry: &ProcEntry<'_>) {
@@ -228,6 +202,7 @@ impl Importer {
                 None => {
                     let index = self.containers.len() as u32;
                     let full_id = String::from_utf8_lossy(id).into_owned();
+                    self.counted.push(self.focus.counts(&full_id[..12], Some(&full_id)));
                     self.containers.push(ContainerAgg::new(full_id[..12].to_owned(), Some(full_id)));
                     self.by_full_id.insert(id.to_vec(), index);
                     index
@@ -248,25 +223,28 @@ impl Importer {
         if event.dump_flags & STATE_ONLY != 0 {
             self.stats.state_only += 1;
         }
+        let action = kinds::action(event.kind);
+        if action.has(Action::SYSCALL) {
+            return self.syscall(event, action);
+        }
         match event.kind {
-            kind::DROP_E | kind::DROP_X => self.stats.drops += 1,
-            kind::CONTAINER_E => {
+            kinds::DROP_E | kinds::DROP_X => self.stats.drops += 1,
+            kinds::CONTAINER_E => {
                 if let Some(id) = event.text(0) {
                     self.add_meta(containers::meta(id, event.text(2), event.text(3)));
                 }
             }
-            kind::CONTAINER_JSON_E | kind::CONTAINER_JSON_2_E => {
+            kinds::CONTAINER_JSON_E | kinds::CONTAINER_JSON_2_E => {
                 if let Some(meta) = event.param(0).and_then(containers::parse_json) {
                     self.add_meta(meta);
                 }
             }
-            kind::ASYNCEVENT_E if event.text(1) == Some(b"container") => {
+            kinds::ASYNCEVENT_E if event.text(1) == Some(b"container") => {
                 if let Some(meta) = event.param(2).and_then(containers::parse_json) {
                     self.add_meta(meta);
                 }
             }
-            kind::PROCEXIT_E | kind::PROCEXIT_1_E => self.thread_exit(event.tid),
-            kind if names::is_syscall_event(kind) => self.syscall(event),
+            kinds::PROCEXIT_E | kinds::PROCEXIT_1_E => self.thread_exit(event.tid),
             _ => {}
         }
     }
@@ -275,10 +253,10 @@ impl Importer {
         self.meta.insert(meta.id.clone(), meta);
     }
 
-    fn syscall(&mut self, event: &Event<'_>) {
+    fn syscall(&mut self, event: &Event<'_>, action: Action) {
         let exit = event.is_exit();
-        if exit && creates_thread(event.kind) {
-            self.thread_from_exit(event);
+        if exit && action.has(Action::INTRODUCES) {
+            self.thread_from_exit(event, action);
         }
         let thread = match self.threads.entry(event.tid) {
             Entry::Occupied(entry) => entry.into_mut(),
@@ -290,19 +268,28 @@ impl Importer {
                 entry.insert(Thread::new(event.tid, process.container))
             }
         };
-        let actor =
-            Actor { container: thread.container, pid: thread.pid, announce: std::mem::take(&mut thread.announce) };
+        let actor = Actor::of(thread);
+        if action.counts_only() && !self.counted[actor.container as usize] {
+            // Not counted, and changing nothing a counted event could see: a pending enter is only
+            // ever counted, in this container, and only enters with arguments (never skipped) lend
+            // them to their exits.
+            thread.pending = None;
+            if actor.announce {
+                self.announce(actor, event.ts);
+            }
+            return;
+        }
         if !exit {
-            let pending = capture_enter(event, &mut thread.args);
+            let pending = capture_enter(event, actor.container, &mut thread.args);
             if let Some(orphan) = thread.pending.replace(pending) {
-                self.count(actor, orphan.sys, orphan.ts, Seen::EnterOnly);
+                self.count_orphan(actor, orphan);
             }
             return;
         }
         let enter = match thread.pending.take() {
             Some(pending) if pending.kind + 1 == event.kind => Some(pending),
             Some(orphan) => {
-                self.count(actor, orphan.sys, orphan.ts, Seen::EnterOnly);
+                self.count_orphan(actor, orphan);
                 None
             }
             None => None,
@@ -314,11 +301,10 @@ impl Importer {
             },
             kind => names::of_event(kind),
         };
-        let failed = EVENT_TYPES[usize::from(event.kind)].result
-            && event.signed(0).is_some_and(|result| (-4095..0).contains(&result));
+        let failed = action.has(Action::RESULT) && event.signed(0).is_some_and(|result| (-4095..0).contains(&result));
         let mut actor = actor;
         let mut file = None;
-        if has_effects(event.kind) {
+        if action.has(Action::EFFECTS) {
             file = self.effects(event, enter);
             // An exec may have moved the process to another container.
             actor.container = self.threads[&event.tid].container;
@@ -335,8 +321,8 @@ impl Importer {
     }
 
     /// A clone or exec exit that introduces a thread, before its syscall is counted.
-    fn thread_from_exit(&mut self, event: &Event<'_>) {
-        if clone_layout(event.kind).is_some() {
+    fn thread_from_exit(&mut self, event: &Event<'_>, action: Action) {
+        if action.has(Action::CLONE) {
             self.clone_exit(event);
         } else if !self.threads.contains_key(&event.tid) {
             // A capture that starts inside an exec: the exit names the process and its parent.
@@ -347,12 +333,17 @@ impl Importer {
     }
 
     fn count(&mut self, actor: Actor, sys: Sys, ts: u64, seen: Seen) {
-        let aggregate = &mut self.containers[actor.container as usize];
-        aggregate.syscall(&self.plan, sys, ts, actor.pid as u32, seen);
-        if !actor.announce {
-            return;
+        if self.counted[actor.container as usize] {
+            self.containers[actor.container as usize].syscall(&self.plan, sys, ts, actor.pid as u32, seen);
         }
-        // A process that was running before the capture counts as exec'd once it does something.
+        if actor.announce {
+            self.announce(actor, ts);
+        }
+    }
+
+    /// A process that was running before the capture counts as exec'd once it does something.
+    fn announce(&mut self, actor: Actor, ts: u64) {
+        let aggregate = &mut self.containers[actor.container as usize];
         if let Some(process) = self.processes.get_mut(&actor.pid)
             && let Some(path) = process.running_before.take()
         {
@@ -367,7 +358,7 @@ impl Importer {
     fn thread_exit(&mut self, tid: u64) {
         let Some(mut thread) = self.threads.remove(&tid) else { return };
         if let Some(pending) = thread.pending {
-            self.count(Actor::of(&mut thread), pending.sys, pending.ts, Seen::EnterOnly);
+            self.count_orphan(Actor::of(&mut thread), pending);
         }
         if let Some(process) = self.processes.get_mut(&thread.pid) {
             process.threads = process.threads.saturating_sub(1);
@@ -436,24 +427,24 @@ impl Importer {
         let enter = enter.filter(|enter| enter.kind == args.kind).map(|_| &args);
         let mut file = None;
         match event.kind {
-            kind if result >= 0 && kind::OPEN_XS.contains(&kind) => self.opened(event, enter, pid, result),
-            kind::CLOSE_X if result == 0 => {
+            kind if result >= 0 && kinds::OPEN_XS.contains(&kind) => self.opened(event, enter, pid, result),
+            kinds::CLOSE_X if result == 0 => {
                 if let (Some(fd), Some(process)) =
                     (event.signed(1).or(enter.and_then(|enter| enter.int(0))), self.processes.get_mut(&pid))
                 {
                     process.fds.remove(&fd);
                 }
             }
-            kind::CLOSE_RANGE_X if result == 0 => self.close_range(event, pid),
-            kind::DUP_X | kind::DUP_1_X | kind::DUP2_X | kind::DUP3_X if result >= 0 => {
+            kinds::CLOSE_RANGE_X if result == 0 => self.close_range(event, pid),
+            kinds::DUP_X | kinds::DUP_1_X | kinds::DUP2_X | kinds::DUP3_X if result >= 0 => {
                 let cloexec =
-                    event.kind == kind::DUP3_X && event.unsigned(3).is_some_and(|flags| flags & PPM_O_CLOEXEC != 0);
+                    event.kind == kinds::DUP3_X && event.unsigned(3).is_some_and(|flags| flags & PPM_O_CLOEXEC != 0);
                 let old = event.signed(1).or(enter.and_then(|enter| enter.int(0)));
                 if let (Some(old), Some(process)) = (old, self.processes.get_mut(&pid)) {
                     process.duplicate(old, result, cloexec);
                 }
             }
-            kind::FCNTL_X if result >= 0 => {
+            kinds::FCNTL_X if result >= 0 => {
                 let command = event.signed(2).or(enter.and_then(|enter| enter.int(1)));
                 let old = event.signed(1).or(enter.and_then(|enter| enter.int(0)));
                 if let (Some(command @ (PPM_FCNTL_F_DUPFD | PPM_FCNTL_F_DUPFD_CLOEXEC)), Some(old), Some(process)) =
@@ -462,13 +453,13 @@ impl Importer {
                     process.duplicate(old, result, command == PPM_FCNTL_F_DUPFD_CLOEXEC);
                 }
             }
-            kind::MMAP_X | kind::MMAP2_X if !(-4095..0).contains(&result) => file = self.mapped(event, enter, pid),
-            kind::CHDIR_X if result == 0 => {
+            kinds::MMAP_X | kinds::MMAP2_X if !(-4095..0).contains(&result) => file = self.mapped(event, enter, pid),
+            kinds::CHDIR_X if result == 0 => {
                 if let (Some(target), Some(process)) = (event.text(1), self.processes.get_mut(&pid)) {
                     process.cwd = Rc::from(resolve(&process.cwd, target));
                 }
             }
-            kind::FCHDIR_X if result == 0 => {
+            kinds::FCHDIR_X if result == 0 => {
                 let fd = event.signed(1).or(enter.and_then(|enter| enter.int(0)));
                 if let Some(process) = self.processes.get_mut(&pid)
                     && let Some(target) = fd.and_then(|fd| process.fd_path(fd)).cloned()
@@ -476,7 +467,7 @@ impl Importer {
                     process.cwd = target;
                 }
             }
-            kind if result == 0 && kind::EXEC_X.contains(&kind) => file = self.executed(event, enter),
+            kind if result == 0 && kinds::EXEC_X.contains(&kind) => file = self.executed(event, enter),
             _ => {}
         }
         if let Some(thread) = self.threads.get_mut(&event.tid) {
@@ -489,10 +480,10 @@ impl Importer {
         let from_enter = |index: usize| enter.and_then(|enter| enter.int(index));
         let enter_path = enter.and_then(EnterArgs::path);
         let (dirfd, name, flags) = match event.kind {
-            kind::OPEN_X => (None, event.text(1).or(enter_path), event.signed(2).or(from_enter(1))),
-            kind::CREAT_X => (None, event.text(1).or(enter_path), None),
-            kind::OPENAT_X => (from_enter(0), enter_path, from_enter(2)),
-            kind::OPEN_BY_HANDLE_AT_X => (None, event.text(3), event.signed(2)),
+            kinds::OPEN_X => (None, event.text(1).or(enter_path), event.signed(2).or(from_enter(1))),
+            kinds::CREAT_X => (None, event.text(1).or(enter_path), None),
+            kinds::OPENAT_X => (from_enter(0), enter_path, from_enter(2)),
+            kinds::OPEN_BY_HANDLE_AT_X => (None, event.text(3), event.signed(2)),
             _ => (event.signed(1).or(from_enter(0)), event.text(2).or(enter_path), event.signed(3).or(from_enter(2))),
         };
         let (Some(name), Some(process)) = (name, self.processes.get_mut(&pid)) else { return };
@@ -539,7 +530,7 @@ impl Importer {
         let pid = event.signed(4).map_or(self.threads[&tid].pid, |pid| pid as u64);
         let has_comm = !matches!(event.kind, 13 | 155 | 173);
         let container = match event.kind {
-            231 | 283 | 289 | 293 | kind::EXECVEAT_X => event.param(14).and_then(|cgroups| self.container_of(cgroups)),
+            231 | 283 | 289 | 293 | kinds::EXECVEAT_X => event.param(14).and_then(|cgroups| self.container_of(cgroups)),
             _ => None,
         };
         let process = self.processes.get_mut(&pid)?;
@@ -585,22 +576,6 @@ enum FileKind {
     Library,
 }
 
-/// Whether events of type `kind` matter: syscalls and the meta events `on_event` handles.
-fn wanted(kind: u16) -> bool {
-    names::is_syscall_event(kind)
-        || matches!(
-            kind,
-            kind::DROP_E
-                | kind::DROP_X
-                | kind::CONTAINER_E
-                | kind::CONTAINER_JSON_E
-                | kind::CONTAINER_JSON_2_E
-                | kind::ASYNCEVENT_E
-                | kind::PROCEXIT_E
-                | kind::PROCEXIT_1_E
-        )
-}
-
 /// The thread a syscall is counted for.
 #[derive(Clone, Copy)]
 struct Actor {
@@ -616,44 +591,24 @@ impl Actor {
     }
 }
 
-/// Exits that introduce a thread: the clone family and exec (a capture may start inside one).
-fn creates_thread(kind: u16) -> bool {
-    clone_layout(kind).is_some() || kind::EXEC_X.contains(&kind)
-}
-
-/// Exits that change files, mappings, programs or the working directory.
-fn has_effects(kind: u16) -> bool {
-    matches!(
-        kind,
-        kind::CLOSE_X
-            | kind::CLOSE_RANGE_X
-            | kind::DUP_X
-            | kind::DUP_1_X
-            | kind::DUP2_X
-            | kind::DUP3_X
-            | kind::FCNTL_X
-            | kind::MMAP_X
-            | kind::MMAP2_X
-            | kind::CHDIR_X
-            | kind::FCHDIR_X
-    ) || kind::OPEN_XS.contains(&kind)
-        || kind::EXEC_X.contains(&kind)
-}
-
 /// The pending enter, and the arguments old exits lack into `args` for the types that have them.
-fn capture_enter(event: &Event<'_>, args: &mut EnterArgs) -> Pending {
+fn capture_enter(event: &Event<'_>, container: u32, args: &mut EnterArgs) -> Pending {
     let sys = match event.kind {
         GENERIC_E => names::of_generic(event.unsigned(0), event.unsigned(1)),
         kind => names::of_event(kind),
     };
-    let pending = Pending { kind: event.kind, ts: event.ts, sys };
+    let pending = Pending { kind: event.kind, ts: event.ts, sys, container };
     let (ints, path_at) = match event.kind {
-        kind::OPEN_E | kind::CREAT_E | kind::EXECVE_18_E | kind::EXECVE_19_E => (2, Some(0)),
-        kind::OPENAT_E | kind::OPENAT_2_E | kind::OPENAT2_E | kind::EXECVEAT_E => (3, Some(1)),
-        kind::MMAP_E | kind::MMAP2_E => (5, None),
-        kind::CLOSE_E | kind::FCHDIR_E | kind::DUP_E | kind::DUP_1_E | kind::DUP2_E | kind::DUP3_E | kind::FCNTL_E => {
-            (2, None)
-        }
+        kinds::OPEN_E | kinds::CREAT_E | kinds::EXECVE_18_E | kinds::EXECVE_19_E => (2, Some(0)),
+        kinds::OPENAT_E | kinds::OPENAT_2_E | kinds::OPENAT2_E | kinds::EXECVEAT_E => (3, Some(1)),
+        kinds::MMAP_E | kinds::MMAP2_E => (5, None),
+        kinds::CLOSE_E
+        | kinds::FCHDIR_E
+        | kinds::DUP_E
+        | kinds::DUP_1_E
+        | kinds::DUP2_E
+        | kinds::DUP3_E
+        | kinds::FCNTL_E => (2, None),
         _ => return pending,
     };
     args.kind = event.kind;
@@ -683,18 +638,18 @@ fn clone_layout(kind: u16) -> Option<(usize, Option<usize>, Option<usize>)> {
 fn exec_path(event: &Event<'_>, enter: Option<&EnterArgs>, process: &Process) -> (String, bool) {
     let lossy = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     let trusted = match event.kind {
-        kind::EXECVE_19_X | kind::EXECVEAT_X => event.text(27),
+        kinds::EXECVE_19_X | kinds::EXECVEAT_X => event.text(27),
         _ => None,
     };
-    let filename = if event.kind == kind::EXECVE_19_X { event.text(30) } else { None };
+    let filename = if event.kind == kinds::EXECVE_19_X { event.text(30) } else { None };
     if let Some(path) = trusted.or(filename) {
         return (lossy(&resolve(&process.cwd, path)), false);
     }
     match enter {
-        Some(enter) if matches!(enter.kind, kind::EXECVE_18_E | kind::EXECVE_19_E) && enter.path().is_some() => {
+        Some(enter) if matches!(enter.kind, kinds::EXECVE_18_E | kinds::EXECVE_19_E) && enter.path().is_some() => {
             return (lossy(&resolve(&process.cwd, &enter.path)), false);
         }
-        Some(enter) if enter.kind == kind::EXECVEAT_E => {
+        Some(enter) if enter.kind == kinds::EXECVEAT_E => {
             let dirfd = enter.int(0);
             if enter.int(2).is_some_and(|flags| flags & PPM_EXVAT_AT_EMPTY_PATH != 0) {
                 if let Some(path) = dirfd.and_then(|fd| process.fd_path(fd)) {
@@ -720,7 +675,7 @@ mod tests {
     use super::*;
     use crate::scap::block::EventLayout;
     use crate::scap::names::{KernelName, kernel_name};
-    use crate::scap::testing::event_body;
+    use crate::scap::testing::{decode, event_body};
     use crate::trace::{MarkerSpec, Phase};
 
     const V2: EventLayout = EventLayout { v2: true, flags: false, large: false };
@@ -741,7 +696,7 @@ mod tests {
 
     impl Feed {
         fn new() -> Feed {
-            Feed { importer: Importer::new(Plan::new(&MarkerSpec::Auto).unwrap()), ts: 1_000 }
+            Feed { importer: Importer::new(Plan::new(&MarkerSpec::Auto).unwrap(), Focus::All), ts: 1_000 }
         }
 
         /// Feeds one event of thread `tid`; empty parameters stand for absent ones.
@@ -749,10 +704,7 @@ mod tests {
             self.ts += 10;
             let params: Vec<&[u8]> = params.iter().map(Vec::as_slice).collect();
             let body = event_body(kind, tid, self.ts, &params);
-            match event::decode(&body, V2, wanted).unwrap() {
-                Decoded::Event(event) => self.importer.on_event(&event),
-                other => panic!("{other:?}"),
-            }
+            self.importer.on_event(&decode(&body, V2));
             self
         }
 
@@ -763,7 +715,7 @@ mod tests {
             params.push(cgroups.as_bytes().to_vec());
             params.resize(27, Vec::new());
             params.push(text(path));
-            self.event(kind::EXECVE_19_X, tid, &params)
+            self.event(kinds::EXECVE_19_X, tid, &params)
         }
 
         fn process(&self, pid: u64) -> &Process {
@@ -798,18 +750,18 @@ mod tests {
     #[test]
     fn fd_tables_follow_open_dup_fcntl_close_and_exec() {
         let mut feed = Feed::new();
-        feed.event(kind::CHDIR_X, 10, &[int(0), text("/opt")]);
+        feed.event(kinds::CHDIR_X, 10, &[int(0), text("/opt")]);
         let cloexec = PPM_O_CLOEXEC as i64;
         let openat = |fd: i64, name: &str| vec![int(fd), int(AT_FDCWD_PARAM), text(name), int(cloexec)];
-        feed.event(kind::OPENAT_2_X, 10, &openat(5, "lib/../lib/libfoo.so"));
+        feed.event(kinds::OPENAT_2_X, 10, &openat(5, "lib/../lib/libfoo.so"));
         assert_eq!(feed.fd(10, 5), Some(("/opt/lib/libfoo.so".into(), true)));
-        feed.event(kind::DUP2_X, 10, &[int(7), int(5), int(7)]);
-        feed.event(kind::FCNTL_X, 10, &[int(9), int(5), int(PPM_FCNTL_F_DUPFD_CLOEXEC), int(0)]);
+        feed.event(kinds::DUP2_X, 10, &[int(7), int(5), int(7)]);
+        feed.event(kinds::FCNTL_X, 10, &[int(9), int(5), int(PPM_FCNTL_F_DUPFD_CLOEXEC), int(0)]);
         assert_eq!(
             (feed.fd(10, 7), feed.fd(10, 9)),
             (Some(("/opt/lib/libfoo.so".into(), false)), Some(("/opt/lib/libfoo.so".into(), true)))
         );
-        feed.event(kind::CLOSE_X, 10, &[int(0), int(5)]);
+        feed.event(kinds::CLOSE_X, 10, &[int(0), int(5)]);
         assert_eq!(feed.fd(10, 5), None);
         let mmap = |fd: i64, prot: i64| {
             vec![
@@ -825,12 +777,12 @@ mod tests {
                 int(0),
             ]
         };
-        feed.event(kind::MMAP_X, 10, &mmap(7, 1)); // read-only: data, not code
+        feed.event(kinds::MMAP_X, 10, &mmap(7, 1)); // read-only: data, not code
         assert!(feed.aggregate("host").libraries.is_empty());
-        feed.event(kind::MMAP_X, 10, &mmap(7, 5));
+        feed.event(kinds::MMAP_X, 10, &mmap(7, 5));
         feed.exec(10, "/opt/bin/prog", "");
         assert_eq!((feed.fd(10, 7).is_some(), feed.fd(10, 9)), (true, None), "exec closes the close-on-exec fd only");
-        feed.event(kind::MMAP_X, 10, &mmap(9, 5));
+        feed.event(kinds::MMAP_X, 10, &mmap(9, 5));
         assert_eq!(feed.importer.stats.exec_maps_unknown_fd, 1);
         let host = feed.aggregate("host");
         let libraries: Vec<&str> = host.libraries.iter().map(|file| file.path.as_str()).collect();
@@ -843,12 +795,12 @@ mod tests {
     fn old_exits_take_their_arguments_from_the_enter() {
         let mut feed = Feed::new();
         feed.exec(20, "/bin/cat", "");
-        feed.event(kind::OPENAT_E, 20, &[int(AT_FDCWD_PARAM), text("/lib/libc.so.6"), int(0), int(0)]);
-        feed.event(kind::OPENAT_X, 20, &[int(3)]);
-        feed.event(kind::MMAP_E, 20, &[int(0), int(8192), int(5), int(2), int(3), int(0)]);
-        feed.event(kind::MMAP_X, 20, &[int(0x7f00_0000_0000), vec![0; 4], vec![0; 4], vec![0; 4]]);
-        feed.event(kind::CLOSE_E, 20, &[int(3)]);
-        feed.event(kind::CLOSE_X, 20, &[int(0)]);
+        feed.event(kinds::OPENAT_E, 20, &[int(AT_FDCWD_PARAM), text("/lib/libc.so.6"), int(0), int(0)]);
+        feed.event(kinds::OPENAT_X, 20, &[int(3)]);
+        feed.event(kinds::MMAP_E, 20, &[int(0), int(8192), int(5), int(2), int(3), int(0)]);
+        feed.event(kinds::MMAP_X, 20, &[int(0x7f00_0000_0000), vec![0; 4], vec![0; 4], vec![0; 4]]);
+        feed.event(kinds::CLOSE_E, 20, &[int(3)]);
+        feed.event(kinds::CLOSE_X, 20, &[int(0)]);
         assert_eq!(feed.fd(20, 3), None);
         let libraries: Vec<&str> = feed.aggregate("host").libraries.iter().map(|file| file.path.as_str()).collect();
         assert_eq!(libraries, ["/lib/libc.so.6"]);
@@ -860,13 +812,13 @@ mod tests {
         let mut feed = Feed::new();
         let cgroups = format!("cpu=/docker/{CONTAINER}");
         feed.exec(30, "/usr/sbin/nginx", &cgroups);
-        feed.event(kind::OPENAT_2_X, 30, &[int(4), int(AT_FDCWD_PARAM), text("/etc/nginx.conf"), int(0)]);
+        feed.event(kinds::OPENAT_2_X, 30, &[int(4), int(AT_FDCWD_PARAM), text("/etc/nginx.conf"), int(0)]);
         // The parent's side first: the child (31) exists before its own exit arrives.
         let mut parent_side = vec![int(31), text("nginx"), Vec::new(), int(30), int(30), int(1)];
         parent_side.resize(15, Vec::new());
         parent_side.push(int(0)); // flags: a new process
         feed.event(223, 30, &parent_side);
-        feed.event(kind::CLOSE_X, 31, &[int(0), int(4)]);
+        feed.event(kinds::CLOSE_X, 31, &[int(0), int(4)]);
         assert_eq!((feed.fd(30, 4).is_some(), feed.fd(31, 4)), (true, None), "the child closed its copy");
         // The child's side of another clone, first, with the cgroups of another container.
         let other = format!("cpu=/docker/{}", "f".repeat(64));
@@ -885,10 +837,10 @@ mod tests {
     #[test]
     fn lone_enters_count_when_no_exit_can_follow() {
         let mut feed = Feed::new();
-        feed.event(kind::OPEN_E, 40, &[text("/etc/hosts"), int(0), int(0)]);
-        feed.event(kind::MMAP_E, 40, &[int(0), int(8192), int(3), int(2), int(-1), int(0)]); // OPEN_X lost
+        feed.event(kinds::OPEN_E, 40, &[text("/etc/hosts"), int(0), int(0)]);
+        feed.event(kinds::MMAP_E, 40, &[int(0), int(8192), int(3), int(2), int(-1), int(0)]); // OPEN_X lost
         feed.event(GENERIC_E, 40, &[296u16.to_le_bytes().to_vec(), 158u16.to_le_bytes().to_vec()]);
-        feed.event(kind::PROCEXIT_1_E, 40, &[int(0), int(0), vec![0], vec![0], int(0)]);
+        feed.event(kinds::PROCEXIT_1_E, 40, &[int(0), int(0), vec![0], vec![0], int(0)]);
         feed.event(GENERIC_E, 41, &[0u16.to_le_bytes().to_vec(), 231u16.to_le_bytes().to_vec()]);
         feed.importer.flush_pending();
         assert_eq!(feed.counts("host"), [("arch_prctl", 0, 1), ("exit_group", 0, 1), ("mmap", 0, 1), ("open", 0, 1)]);

@@ -22,6 +22,7 @@ mod containers;
 mod error;
 mod event;
 mod importer;
+mod kinds;
 mod marker;
 mod names;
 mod proclist;
@@ -32,9 +33,11 @@ mod testing;
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::sync::mpsc;
 
 pub use aggregate::{ContainerAgg, Counters, Stat};
 pub use error::{BlockName, Problem, ScapError};
+pub use event::Malformed;
 pub use importer::Stats;
 pub use marker::Plan;
 pub use names::{KernelName, Sys, kernel_name};
@@ -42,6 +45,7 @@ pub use tables::SOURCE as TABLES_SOURCE;
 
 use crate::syscalls::Arch;
 use crate::trace::{Phase, Source, Target, Trace};
+use block::{Batch, End};
 use containers::ContainerMeta;
 use importer::{HOST, Importer};
 use names::{FAMILIES, Family};
@@ -51,6 +55,8 @@ pub struct Capture {
     containers: Vec<ContainerAgg>,
     meta: HashMap<String, ContainerMeta>,
     plan: Plan,
+    /// Whose syscalls were counted: the others have none.
+    pub focus: Focus,
     pub stats: Stats,
     /// Where reading stopped early, if it did (the results cover what came before).
     pub damage: Option<ScapError>,
@@ -60,24 +66,81 @@ pub struct Capture {
     looks_filtered: bool,
 }
 
-/// Reads a capture (raw or gzip) to its end or to the first damage. Damage before the first
-/// event is an error; after it, the capture is returned with `damage` set, so the caller can
-/// decide whether a partial result is acceptable.
-pub fn read(input: impl Read + 'static, plan: Plan) -> Result<Capture, ScapError> {
-    let mut reader =
-        block::BlockReader::new(input).map_err(|err| ScapError::new(0, BlockName::STREAM, Problem::Io(err)))?;
-    let mut importer = Importer::new(plan);
-    let damage = loop {
-        match reader.next_block() {
-            Ok(Some(block)) => {
-                if let Err(problem) = importer.on_block(&block) {
-                    break Some(ScapError::new(block.offset, block.name, problem));
+/// Which containers a read counts the syscalls of. Everything else — threads, processes, their
+/// files, containers and their metadata — is followed either way, so a focused read gives the
+/// container it counts exactly the trace a full read gives it; it only skips counting the others.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Focus {
+    All,
+    /// One container: its 12- or 64-hex id, or `host`.
+    Container(String),
+}
+
+impl Focus {
+    /// The focus for a `--container` choice. A 12- or 64-hex id, or `host`, is known before
+    /// reading; a name only from the capture's metadata, so a name (or no choice) counts all.
+    pub fn of(wanted: Option<&str>) -> Focus {
+        match wanted {
+            Some(id)
+                if id == "host" || matches!(id.len(), 12 | 64) && id.bytes().all(|byte| byte.is_ascii_hexdigit()) =>
+            {
+                Focus::Container(id.to_owned())
+            }
+            _ => Focus::All,
+        }
+    }
+
+    fn counts(&self, id: &str, full_id: Option<&str>) -> bool {
+        match self {
+            Focus::All => true,
+            Focus::Container(wanted) => wanted == id || full_id == Some(wanted.as_str()),
+        }
+    }
+}
+
+/// Batches in circulation between the framing thread and the importer: one being framed, one
+/// being imported, one waiting. Each holds about a megabyte, so memory stays flat.
+const BATCHES: usize = 3;
+
+/// Reads a capture (raw or gzip) to its end or to the first damage, counting the syscalls of the
+/// containers `focus` names. Damage before the first event is an error; after it, the capture is
+/// returned with `damage` set, so the caller can decide whether a partial result is acceptable.
+///
+/// Decompressing, framing and checking run on a thread of their own, one batch of blocks ahead
+/// of the import on this one.
+pub fn read(input: impl Read + Send + 'static, plan: Plan, focus: Focus) -> Result<Capture, ScapError> {
+    let mut framer = block::Framer::new(input).map_err(|err| ScapError::new(0, BlockName::STREAM, Problem::Io(err)))?;
+    let mut importer = Importer::new(plan, focus);
+    let damage = std::thread::scope(|scope| {
+        let (framed, to_import) = mpsc::sync_channel::<Batch>(BATCHES - 1);
+        let (recycle, to_frame) = mpsc::channel::<Batch>();
+        for _ in 0..BATCHES {
+            recycle.send(Batch::new()).expect("the receiver is alive");
+        }
+        // Ends when the stream does, or when the importer stops taking batches.
+        scope.spawn(move || {
+            while let Ok(mut batch) = to_frame.recv() {
+                framer.next_batch(&mut batch);
+                let more = matches!(batch.end, End::More);
+                if framed.send(batch).is_err() || !more {
+                    break;
                 }
             }
-            Ok(None) => break None,
-            Err(err) => break Some(*err),
+        });
+        loop {
+            let Ok(mut batch) = to_import.recv() else { unreachable!("the framer sends the end of the stream") };
+            if let Err(err) = importer.on_batch(&batch) {
+                break Some(err);
+            }
+            match std::mem::replace(&mut batch.end, End::More) {
+                End::More => {}
+                End::Clean => break None,
+                End::Damage(damage) => break Some(*damage),
+            }
+            // The framer may have stopped already; then the batch is simply dropped.
+            let _ = recycle.send(batch);
         }
-    };
+    });
     if importer.stats.events == 0 {
         return Err(damage.unwrap_or_else(|| ScapError::new(0, BlockName::STREAM, Problem::NoEvents)));
     }
@@ -88,18 +151,25 @@ fn finish(mut importer: Importer, damage: Option<ScapError>) -> Capture {
     importer.flush_pending();
     let seen = |kinds: &[u16]| kinds.iter().any(|&kind| importer.seen_types[usize::from(kind)]);
     let folded = FAMILIES.iter().filter(|family| seen(&family.old_events) && !seen(family.split_events)).collect();
-    let basics = ["read", "write", "mmap"];
-    let looks_filtered = !importer.containers.iter().any(|aggregate| {
-        [Phase::Init, Phase::Serving].into_iter().filter_map(|phase| aggregate.counters(phase)).any(|counters| {
-            counters
-                .iter()
-                .any(|(sys, _)| matches!(kernel_name(sys), KernelName::Native(name) if basics.contains(&name)))
-        })
+    let basic = |sys| matches!(kernel_name(sys), KernelName::Native(name) if ["read", "write", "mmap"].contains(&name));
+    // Specific events are seen whichever container made them; generic ones only in the counts.
+    let basic_event = (2..importer.seen_types.len()).any(|kind| {
+        importer.seen_types[kind]
+            && kinds::action(kind as u16).has(kinds::Action::SYSCALL)
+            && basic(names::of_event(kind as u16))
     });
+    let looks_filtered = !basic_event
+        && !importer.containers.iter().any(|aggregate| {
+            [Phase::Init, Phase::Serving]
+                .into_iter()
+                .filter_map(|phase| aggregate.counters(phase))
+                .any(|counters| counters.iter().any(|(sys, _)| basic(sys)))
+        });
     Capture {
         containers: importer.containers,
         meta: importer.meta,
         plan: importer.plan,
+        focus: importer.focus,
         stats: importer.stats,
         damage,
         folded,
@@ -334,7 +404,7 @@ mod tests {
     use crate::trace::MarkerSpec;
 
     fn read_bytes(bytes: Vec<u8>) -> Result<Capture, ScapError> {
-        read(std::io::Cursor::new(bytes), Plan::new(&MarkerSpec::Auto).unwrap())
+        read(std::io::Cursor::new(bytes), Plan::new(&MarkerSpec::Auto).unwrap(), Focus::All)
     }
 
     /// A capture of thread 7 making the given (enter, exit) syscall event pairs.

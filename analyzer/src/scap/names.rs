@@ -34,9 +34,8 @@ pub const GENERIC_E: u16 = 0;
 pub const GENERIC_X: u16 = 1;
 
 /// Whether events of type `kind` are syscalls (rather than meta events or tracepoints).
-#[inline]
-pub fn is_syscall_event(kind: u16) -> bool {
-    kind <= GENERIC_X || EVENT_TYPES.get(usize::from(kind)).is_some_and(|info| info.ppm_sc != 0)
+pub const fn is_syscall_event(kind: u16) -> bool {
+    kind <= GENERIC_X || (kind as usize) < EVENT_TYPES.len() && EVENT_TYPES[kind as usize].ppm_sc != 0
 }
 
 /// The syscall of a non-generic syscall event.

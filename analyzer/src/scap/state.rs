@@ -40,6 +40,8 @@ pub struct Pending {
     pub kind: u16,
     pub ts: u64,
     pub sys: Sys,
+    /// The thread's container at the enter: an enter no exit follows is counted there.
+    pub container: u32,
 }
 
 /// The arguments of the last enter event of a type whose old exit lacks them (open, mmap, close,

@@ -1,5 +1,8 @@
 //! Builders for capture bytes in unit tests: blocks, the section header, v2 events.
 
+use super::block::EventLayout;
+use super::event::{Checked, Event, check};
+
 /// A block of type `id` around `body`, padded to 4 bytes, with its trailer.
 pub fn block(id: u32, body: &[u8]) -> Vec<u8> {
     let length = (12 + body.len()).next_multiple_of(4) as u32;
@@ -31,4 +34,12 @@ pub fn event_body(kind: u16, tid: u64, ts: u64, params: &[&[u8]]) -> Vec<u8> {
     params.iter().for_each(|param| body.extend((param.len() as u16).to_le_bytes()));
     params.iter().for_each(|param| body.extend(*param));
     body
+}
+
+/// The event of an event block body, which must check (all types wanted).
+pub fn decode(body: &[u8], layout: EventLayout) -> Event<'_> {
+    match check(body, layout, |_| true) {
+        Ok(Checked::Event { count, wide }) => Event::checked(body, layout, count, wide),
+        other => panic!("not an event: {other:?}"),
+    }
 }
