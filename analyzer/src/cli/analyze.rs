@@ -225,6 +225,11 @@ impl AfterTrace {
         self.bitcode.check()
     }
 
+    /// Refuses, before anything is recorded, a profile directory `finish` may not write into.
+    pub fn claim(&self, dir: &Path) -> Result<()> {
+        outputs::claim(dir, true, !self.no_static)
+    }
+
     /// The end of a recording command: the static analysis of `trace` (see `run`) merged into
     /// `trace.json`'s directory with every profile format and the report. When the static
     /// analysis fails, the trace and its dynamic profiles are still written before the error
@@ -300,6 +305,8 @@ impl AfterTrace {
 
 pub fn run(args: Args) -> Result<Outcome> {
     let trace = Trace::read(&args.trace)?;
+    let dir = args.output.clone().unwrap_or_else(|| args.trace.parent().unwrap_or(".".as_ref()).to_path_buf());
+    outputs::claim(&dir, false, true)?;
     let bitcode = args.bitcode.load(&trace)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let files = runtime.block_on(args.files.open(trace.target.image.as_deref()))?;
@@ -307,7 +314,6 @@ pub fn run(args: Args) -> Result<Outcome> {
     let found = static_analysis(&trace, &files, &options, bitcode.as_ref())?;
     print_summary(&found);
     let analysis = Analysis::new(&trace, found);
-    let dir = args.output.unwrap_or_else(|| args.trace.parent().unwrap_or(".".as_ref()).to_path_buf());
     let request = outputs::Request {
         dir: &dir,
         trace: &trace,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::profile::{Analysis, OutputOptions, Profiles};
+use crate::profile::{ANALYSIS_FILE, Analysis, KUBERNETES_FILE, OCI_FILE, OutputOptions, Profiles};
 use crate::report::{self, ReportInput};
 use crate::trace::Trace;
 
@@ -67,6 +67,20 @@ pub fn write(request: &Request<'_>) -> Result<Vec<PathBuf>> {
     written.extend(files);
     written.extend(reports);
     Ok(written)
+}
+
+/// Refuses, before any work, a profile directory where an output would replace an existing file
+/// without `--force` or go through a symlink: a trace must not be recorded only to be refused.
+/// `write_trace` and `analysis` as in `Request`.
+pub fn claim(dir: &Path, write_trace: bool, analysis: bool) -> Result<()> {
+    let mut names = vec!["seccomp-init.json", "seccomp-serving.json", "seccomp.json", OCI_FILE, KUBERNETES_FILE];
+    names.extend(report::FILES);
+    names.extend(write_trace.then_some("trace.json"));
+    names.extend(analysis.then_some(ANALYSIS_FILE));
+    for name in names {
+        crate::output::check(&dir.join(name))?;
+    }
+    Ok(())
 }
 
 /// A name for the application when the trace has no image: the profile directory's.

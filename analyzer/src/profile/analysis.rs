@@ -128,7 +128,7 @@ impl Analysis {
         let path = dir.join(ANALYSIS_FILE);
         let mut json = serde_json::to_string_pretty(self).expect("an analysis always serializes");
         json.push('\n');
-        crate::write_atomically(&path, json.as_bytes())?;
+        crate::output::write(&path, json.as_bytes())?;
         Ok(path)
     }
 

@@ -172,13 +172,16 @@ impl<'a> Summary<'a> {
     }
 }
 
+/// The files `write` writes.
+pub const FILES: [&str; 2] = ["report.md", "report.html"];
+
 /// Writes `report.md` and `report.html` into `dir` and returns their paths.
 pub fn write(dir: &Path, input: &ReportInput) -> std::io::Result<Vec<PathBuf>> {
     let summary = Summary::new(input);
-    let markdown_path = dir.join("report.md");
-    crate::write_atomically(&markdown_path, markdown::render(&summary).as_bytes())?;
-    let html_path = dir.join("report.html");
-    crate::write_atomically(&html_path, html::render(&summary).as_bytes())?;
+    let markdown_path = dir.join(FILES[0]);
+    crate::output::write(&markdown_path, markdown::render(&summary).as_bytes())?;
+    let html_path = dir.join(FILES[1]);
+    crate::output::write(&html_path, html::render(&summary).as_bytes())?;
     Ok(vec![markdown_path, html_path])
 }
 
