@@ -17,6 +17,8 @@ mod docker_profiles;
 mod outputs;
 /// `.scap` import: the shared captures against sysdig's reference output, damage, the CLI.
 mod scap;
+/// Outputs never through symlinks nor over kept files; hostile roots; profiles only from evidence.
+mod security;
 /// Static analysis of real binaries (gcc-built, and the stand-in images'), per phase, and its profiles at work.
 mod static_analysis;
 /// The live eBPF tracer: exact per-phase sets with `--exec`, containers, attach, errors.
