@@ -83,13 +83,12 @@ fn exists(path: &Path) -> OutputError {
 /// A full disk or quota names the filesystem; anything else keeps its own words.
 fn classify(path: &Path, source: std::io::Error) -> OutputError {
     let display = path.display().to_string();
-    match source.raw_os_error() {
-        Some(libc::ENOSPC | libc::EDQUOT) => {
-            let (mount, filesystem) = mount_of(path).unwrap_or_else(|| (PathBuf::from("?"), "the disk".to_owned()));
-            OutputError::NoSpace { path: display, filesystem, mount: mount.display().to_string() }
-        }
-        _ => OutputError::Io { path: display, source },
+    // tempfile wraps its errors with the temporary path, keeping their kind but not their errno.
+    if !matches!(source.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded) {
+        return OutputError::Io { path: display, source };
     }
+    let (mount, filesystem) = mount_of(path).unwrap_or_else(|| (PathBuf::from("?"), "the disk".to_owned()));
+    OutputError::NoSpace { path: display, filesystem, mount: mount.display().to_string() }
 }
 
 /// The mount point holding `path` and its filesystem type, from /proc/self/mountinfo.

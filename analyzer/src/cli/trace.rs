@@ -174,8 +174,8 @@ fn early_exit_result(exit: &EarlyExit, dir: &Path, label: Option<&str>) -> Resul
             bail!("{container} exited early with code {code} ({written}; its last log lines are above)")
         }
         Stopped::Removed => bail!("{container} was removed during the trace ({written})"),
-        Stopped::DaemonGone(why) => bail!(
-            "the Docker daemon stopped answering during the trace ({why}); {written}; once the daemon is back, \
+        Stopped::DaemonGone(address) => bail!(
+            "the Docker daemon ({address}) stopped answering during the trace; {written}; once the daemon is back, \
              remove what is left of {container} with `docker rm -f`"
         ),
     }

@@ -45,7 +45,7 @@ pub enum Stopped {
     Exited(i64),
     /// It was removed (`docker rm -f`) under the waiter.
     Removed,
-    /// The daemon stopped answering (why, in one line): what became of the container is unknown.
+    /// The daemon (at this address) stopped answering: what became of the container is unknown.
     DaemonGone(String),
 }
 
@@ -130,8 +130,8 @@ impl Container {
                 // A long trace outlives one request's timeout: ask again.
                 Some(Err(BollardError::RequestTimeoutError)) => {}
                 Some(Err(_)) | None => {
-                    if let Err(err) = self.docker.ping().await {
-                        return Stopped::DaemonGone(one_line(&err));
+                    if self.docker.ping().await.is_err() {
+                        return Stopped::DaemonGone(super::address());
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 }
@@ -145,7 +145,7 @@ impl Container {
             Ok(info) if pid(&info).is_some() => None,
             Ok(info) => Some(Stopped::Exited(exit_code(&info).unwrap_or(-1))),
             Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Some(Stopped::Removed),
-            Err(err) => Some(Stopped::DaemonGone(one_line(&err))),
+            Err(_) => Some(Stopped::DaemonGone(super::address())),
         }
     }
 

@@ -121,6 +121,9 @@ impl<'a> Summary<'a> {
                 ));
                 let complete = if trace.complete { "complete" } else { "incomplete" };
                 facts.push(("events lost", format!("{} ({complete})", trace.lost_events)));
+                if let Some(reason) = &trace.incomplete_reason {
+                    facts.push(("incomplete", reason.clone()));
+                }
                 let marker = &trace.phase_marker;
                 let fired = match (marker.fired, marker.at_ns, marker.pid) {
                     (true, Some(at), Some(pid)) => format!("fired at {} ms in pid {pid}", at / 1_000_000),

@@ -62,7 +62,9 @@ impl EarlyExit {
             Stopped::Exited(0) => None,
             Stopped::Exited(code) => Some(format!("the container died (exit code {code}) before the trace's end")),
             Stopped::Removed => Some("the container was removed before the trace's end".to_owned()),
-            Stopped::DaemonGone(why) => Some(format!("the Docker daemon stopped answering during the trace ({why})")),
+            Stopped::DaemonGone(address) => {
+                Some(format!("the Docker daemon ({address}) stopped answering during the trace"))
+            }
         }
     }
 }
