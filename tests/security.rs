@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use serde_json::Value;
 
@@ -217,4 +218,40 @@ fn profiles_of_a_traced_nginx_allow_nothing_without_evidence() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_profiles_follow_the_evidence(dir.path());
+}
+
+#[test]
+fn the_capabilities_a_trace_lacks_are_named() {
+    require!(crate::tracer::tracer_missing());
+    let dir = tempfile::tempdir().unwrap();
+    let needs =
+        "seccomp-refine: error: tracing needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN, and this process lacks";
+    let fix = "run it as root (sudo) with its capabilities";
+    let cases: [(&[&str], &str); 3] = [
+        (&["--bounding-set", "-perfmon,-sys_admin"], "CAP_PERFMON and CAP_SYS_ADMIN"),
+        (&["--bounding-set", "-bpf,-sys_admin"], "CAP_BPF and CAP_SYS_ADMIN"),
+        (&["--reuid", "65534", "--regid", "65534", "--clear-groups"], "CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN"),
+    ];
+    for (setpriv, lacks) in cases {
+        let out = output(
+            Command::new("setpriv")
+                .args(setpriv)
+                .arg("--")
+                .arg(env!("CARGO_BIN_EXE_seccomp-refine"))
+                .args(["trace", "--exec", "--no-static", "-o"])
+                .arg(dir.path().join("out"))
+                .args(["--", "/bin/true"]),
+        );
+        assert_eq!(refusal(&out), format!("{needs} {lacks}; {fix}"), "{setpriv:?}");
+    }
+    // CAP_BPF with CAP_PERFMON is enough: CAP_SYS_ADMIN is not needed.
+    let out = output(
+        Command::new("setpriv")
+            .args(["--bounding-set", "-sys_admin", "--"])
+            .arg(env!("CARGO_BIN_EXE_seccomp-refine"))
+            .args(["trace", "--exec", "--no-static", "-o"])
+            .arg(dir.path().join("out"))
+            .args(["--", "/bin/true"]),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
 }
