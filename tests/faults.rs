@@ -201,7 +201,7 @@ fn a_container_killed_or_removed_mid_trace_leaves_its_trace() {
             "seccomp-refine: error: the container exited early with code 137 ({written}; its last log lines are above)"
         );
         let removed = format!("seccomp-refine: error: the container was removed during the trace ({written})");
-        let died = "the container died (exit code 137) before the trace's end";
+        let died = "the container was killed by signal 9 (exit code 137) before the trace's end";
         let gone = "the container was removed before the trace's end";
         // `docker rm -f` kills, then removes: the tracer may see the exit before the removal.
         let trace = match how {

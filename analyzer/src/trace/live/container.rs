@@ -56,11 +56,15 @@ pub struct EarlyExit {
 }
 
 impl EarlyExit {
-    /// Why the trace is incomplete, if it is: a container that exited 0 finished its work.
+    /// Why the trace is incomplete, if it is. A container that exited on its own, whatever its
+    /// code, was traced to its end; one killed by a signal (`docker kill`, the OOM killer) was cut.
     pub fn incomplete_reason(&self) -> Option<String> {
         match &self.stopped {
-            Stopped::Exited(0) => None,
-            Stopped::Exited(code) => Some(format!("the container died (exit code {code}) before the trace's end")),
+            Stopped::Exited(code @ 129..=192) => Some(format!(
+                "the container was killed by signal {} (exit code {code}) before the trace's end",
+                code - 128
+            )),
+            Stopped::Exited(_) => None,
             Stopped::Removed => Some("the container was removed before the trace's end".to_owned()),
             Stopped::DaemonGone(address) => {
                 Some(format!("the Docker daemon ({address}) stopped answering during the trace"))
