@@ -230,10 +230,10 @@ impl AfterTrace {
         outputs::claim(dir, true, !self.no_static)
     }
 
-    /// The end of a recording command: the static analysis of `trace` (see `run`) merged into
-    /// `trace.json`'s directory with every profile format and the report. When the static
-    /// analysis fails, the trace and its dynamic profiles are still written before the error
-    /// is returned, so nothing recorded is lost.
+    /// The end of a recording command: `trace.json` first (so nothing recorded waits on the
+    /// analysis), then the static analysis of `trace` (see `run`) merged into its directory with
+    /// every profile format and the report. When the static analysis fails, the dynamic profiles
+    /// are still written before the error is returned.
     pub async fn finish(
         &self,
         trace: &Trace,
@@ -241,6 +241,7 @@ impl AfterTrace {
         files: TracedFiles<'_>,
         marker_entry: Option<EntrySpec>,
     ) -> Result<()> {
+        outputs::write_trace(dir, trace)?;
         let (analysis, failure) = match self.run(trace, files, marker_entry).await {
             Ok(analysis) => (analysis, None),
             Err(err) => (None, Some(err)),
@@ -248,7 +249,6 @@ impl AfterTrace {
         let request = outputs::Request {
             dir,
             trace,
-            write_trace: true,
             kubernetes_api_version: kubernetes::DEFAULT_API_VERSION,
             analysis: analysis.as_ref(),
         };
@@ -317,7 +317,6 @@ pub fn run(args: Args) -> Result<Outcome> {
     let request = outputs::Request {
         dir: &dir,
         trace: &trace,
-        write_trace: false,
         kubernetes_api_version: kubernetes::DEFAULT_API_VERSION,
         analysis: Some(&analysis),
     };

@@ -36,7 +36,6 @@ pub fn run(args: Args) -> Result<Outcome> {
     let request = outputs::Request {
         dir: &dir,
         trace: &trace,
-        write_trace: false,
         kubernetes_api_version: &args.k8s_api_version,
         analysis: analysis.as_ref(),
     };
