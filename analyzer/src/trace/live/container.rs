@@ -133,10 +133,15 @@ async fn run_traced(
             status = run_workload(request.workload.as_deref(), endpoint) => Done::Workload(status),
         }
     };
-    let (ended, mut done) = session.run_until(done).await;
-    let early_exit = match done.take_if(|done| matches!(done, Done::Stopped(_))) {
-        Some(Done::Stopped(stopped)) => Some(early_exit(container, stopped).await),
-        _ => None,
+    let (ended, done) = session.run_until(done).await;
+    let (stopped, workload) = match done {
+        Some(Done::Stopped(stopped)) => (Some(stopped), None),
+        Some(Done::Workload(status)) => (None, Some(status)),
+        None => (None, None),
+    };
+    let early_exit = match stopped {
+        Some(stopped) => Some(early_exit(container, stopped).await),
+        None => None,
     };
     if early_exit.is_none() && !request.keep {
         // Stopped while still traced: the app's shutdown belongs in its profile too.
@@ -146,10 +151,6 @@ async fn run_traced(
     if let Some(reason) = early_exit.as_ref().and_then(EarlyExit::incomplete_reason) {
         trace.ended_early(reason);
     }
-    let workload = match done {
-        Some(Done::Workload(status)) => Some(status),
-        _ => None,
-    };
     Ok(ContainerOutcome { trace, ended, early_exit, workload })
 }
 
