@@ -512,7 +512,14 @@ fn after_marker_fires_on_stream_time_or_says_why_not() {
     assert!(trace["phases"]["serving"]["syscalls"]["execve"]["count"] == 1);
     let out = run_import(
         dir.path(),
-        &[arg("--phase-marker"), arg("after:1h"), capture.as_os_str(), arg("-o"), dir.path().as_os_str()],
+        &[
+            arg("--force"),
+            arg("--phase-marker"),
+            arg("after:1h"),
+            capture.as_os_str(),
+            arg("-o"),
+            dir.path().as_os_str(),
+        ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let trace = read_json(&dir.path().join("trace.json"));

@@ -168,7 +168,8 @@ pub fn trace_of(dir: &Path, program: &str, image: Option<&str>) -> PathBuf {
 pub fn analyze(trace: &Path, args: &[&str]) -> serde_json::Value {
     let dir = trace.parent().unwrap();
     let cache = dir.join("cache");
-    let out = output(seccomp_refine().arg("analyze").arg(trace).arg("--cache-dir").arg(&cache).args(args));
+    let out =
+        output(seccomp_refine().args(["analyze", "--force"]).arg(trace).arg("--cache-dir").arg(&cache).args(args));
     assert!(out.status.success(), "analyze: {}{}", stdout(&out), stderr(&out));
     read_json(&dir.join("analysis.json"))
 }
@@ -447,8 +448,13 @@ fn summaries_come_from_the_cache_and_a_damaged_entry_is_redone() {
     let trace = trace_of(dir.path(), program.to_str().unwrap(), None);
     let cache = dir.path().join("cache");
     let run = || {
-        let out =
-            output(seccomp_refine().arg("analyze").arg(&trace).args(["--rootfs", "/", "--cache-dir"]).arg(&cache));
+        let out = output(
+            seccomp_refine()
+                .args(["analyze", "--force"])
+                .arg(&trace)
+                .args(["--rootfs", "/", "--cache-dir"])
+                .arg(&cache),
+        );
         assert!(out.status.success(), "{}", stderr(&out));
         stdout(&out)
     };

@@ -13,10 +13,14 @@ mod bitcode_analyze;
 mod cli;
 /// Profiles the writer produced, applied by a real Docker daemon; the stand-in images serving.
 mod docker_profiles;
+/// Faults while tracing: signals, the container or daemon going away, a full disk, two traces at once.
+mod faults;
 /// Every output format: Docker accepts the JSON, OCI/Kubernetes shapes, the report in Chromium, `diff`.
 mod outputs;
 /// `.scap` import: the shared captures against sysdig's reference output, damage, the CLI.
 mod scap;
+/// Outputs never through symlinks nor over kept files; hostile roots; profiles only from evidence.
+mod security;
 /// Static analysis of real binaries (gcc-built, and the stand-in images'), per phase, and its profiles at work.
 mod static_analysis;
 /// The live eBPF tracer: exact per-phase sets with `--exec`, containers, attach, errors.

@@ -500,6 +500,7 @@ fn without_privileges_the_tracer_says_what_it_needs() {
     let err = stderr(&out);
     assert_eq!(
         err.trim(),
-        "seccomp-refine: error: tracing needs root (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN); run it with sudo"
+        "seccomp-refine: error: tracing needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN, and this process lacks \
+         CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN; run it as root (sudo) with its capabilities"
     );
 }

@@ -29,8 +29,10 @@ pub fn allowlist_without(dir: &Path, denied: &[&str]) -> PathBuf {
 /// Runs `seccomp-refine verify` and returns (exit code, stdout, the JSON report).
 pub fn verify(image: &str, profile: &Path, extra: &[&str]) -> (Option<i32>, String, serde_json::Value) {
     let json = profile.with_extension("verify.json");
-    let out =
-        output(seccomp_refine().args(["verify", image, "--profile"]).arg(profile).arg("--json").arg(&json).args(extra));
+    // Tests verify one profile more than once: each run replaces the last report.
+    let mut command = seccomp_refine();
+    command.args(["verify", "--force", image, "--profile"]).arg(profile).arg("--json").arg(&json).args(extra);
+    let out = output(&mut command);
     let text = stdout(&out);
     assert!(json.exists(), "no report written: {}{}", text, stderr(&out));
     (out.status.code(), text, read_json(&json))

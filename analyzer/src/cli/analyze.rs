@@ -225,10 +225,15 @@ impl AfterTrace {
         self.bitcode.check()
     }
 
-    /// The end of a recording command: the static analysis of `trace` (see `run`) merged into
-    /// `trace.json`'s directory with every profile format and the report. When the static
-    /// analysis fails, the trace and its dynamic profiles are still written before the error
-    /// is returned, so nothing recorded is lost.
+    /// Refuses, before anything is recorded, a profile directory `finish` may not write into.
+    pub fn claim(&self, dir: &Path) -> Result<()> {
+        outputs::claim(dir, true, !self.no_static)
+    }
+
+    /// The end of a recording command: `trace.json` first (so nothing recorded waits on the
+    /// analysis), then the static analysis of `trace` (see `run`) merged into its directory with
+    /// every profile format and the report. When the static analysis fails, the dynamic profiles
+    /// are still written before the error is returned.
     pub async fn finish(
         &self,
         trace: &Trace,
@@ -236,6 +241,7 @@ impl AfterTrace {
         files: TracedFiles<'_>,
         marker_entry: Option<EntrySpec>,
     ) -> Result<()> {
+        outputs::write_trace(dir, trace)?;
         let (analysis, failure) = match self.run(trace, files, marker_entry).await {
             Ok(analysis) => (analysis, None),
             Err(err) => (None, Some(err)),
@@ -243,7 +249,6 @@ impl AfterTrace {
         let request = outputs::Request {
             dir,
             trace,
-            write_trace: true,
             kubernetes_api_version: kubernetes::DEFAULT_API_VERSION,
             analysis: analysis.as_ref(),
         };
@@ -300,6 +305,8 @@ impl AfterTrace {
 
 pub fn run(args: Args) -> Result<Outcome> {
     let trace = Trace::read(&args.trace)?;
+    let dir = args.output.clone().unwrap_or_else(|| args.trace.parent().unwrap_or(".".as_ref()).to_path_buf());
+    outputs::claim(&dir, false, true)?;
     let bitcode = args.bitcode.load(&trace)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let files = runtime.block_on(args.files.open(trace.target.image.as_deref()))?;
@@ -307,11 +314,9 @@ pub fn run(args: Args) -> Result<Outcome> {
     let found = static_analysis(&trace, &files, &options, bitcode.as_ref())?;
     print_summary(&found);
     let analysis = Analysis::new(&trace, found);
-    let dir = args.output.unwrap_or_else(|| args.trace.parent().unwrap_or(".".as_ref()).to_path_buf());
     let request = outputs::Request {
         dir: &dir,
         trace: &trace,
-        write_trace: false,
         kubernetes_api_version: kubernetes::DEFAULT_API_VERSION,
         analysis: Some(&analysis),
     };

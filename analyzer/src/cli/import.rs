@@ -56,6 +56,7 @@ pub fn run(args: Args) -> Result<Outcome> {
     };
     let trace = capture.trace(aggregate, &path.display().to_string());
     let dir = args.output.clone().unwrap_or_else(|| default_dir(&trace));
+    args.statics.claim(&dir)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(write_outputs(&trace, &dir, &args))?;
     Ok(Outcome::Clean)

@@ -30,6 +30,9 @@ initialization (start-up, config, binding sockets, dropping privileges) and serv
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Overwrite output files that already exist (a symlink where an output goes is always refused).
+    #[arg(long, global = true)]
+    force: bool,
 }
 
 #[derive(Subcommand)]
@@ -55,6 +58,7 @@ pub enum Outcome {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::output::replace_existing(cli.force);
     let result = match cli.command {
         Command::Import(args) => import::run(args),
         Command::Profile(args) => profile::run(args),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::profile::{Analysis, OutputOptions, Profiles};
+use crate::profile::{ANALYSIS_FILE, Analysis, KUBERNETES_FILE, OCI_FILE, OutputOptions, Profiles};
 use crate::report::{self, ReportInput};
 use crate::trace::Trace;
 
@@ -16,25 +16,18 @@ use crate::trace::Trace;
 pub struct Request<'a> {
     pub dir: &'a Path,
     pub trace: &'a Trace,
-    /// Write `trace.json` too (commands that recorded the trace; not `profile`, which read it).
-    pub write_trace: bool,
     pub kubernetes_api_version: &'a str,
     /// The static analysis merged with the trace, when it ran: the profiles come from it, and
     /// `analysis.json` and the report's unresolved sites with it.
     pub analysis: Option<&'a Analysis>,
 }
 
-/// Writes `trace.json` (if asked), every profile format and the report, printing one line per file.
+/// Writes every profile format and the report (`write_trace` writes `trace.json`), printing one
+/// line per file.
 pub fn write(request: &Request<'_>) -> Result<Vec<PathBuf>> {
     let dir = request.dir;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut written = Vec::new();
-    if request.write_trace {
-        let path = dir.join("trace.json");
-        request.trace.write(&path)?;
-        println!("{:<16}               {}", "trace", path.display());
-        written.push(path);
-    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     if let Some(analysis) = request.analysis {
         let path = analysis.write(dir).with_context(|| format!("cannot write the analysis to {}", dir.display()))?;
         println!("{:<16}               {}", "analysis", path.display());
@@ -67,6 +60,29 @@ pub fn write(request: &Request<'_>) -> Result<Vec<PathBuf>> {
     written.extend(files);
     written.extend(reports);
     Ok(written)
+}
+
+/// Writes `trace.json` into `dir` (created if needed), printing its line.
+pub fn write_trace(dir: &Path, trace: &Trace) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join("trace.json");
+    trace.write(&path)?;
+    println!("{:<16}               {}", "trace", path.display());
+    Ok(path)
+}
+
+/// Refuses, before any work, a profile directory where an output would replace an existing file
+/// without `--force` or go through a symlink: a trace must not be recorded only to be refused.
+/// `write_trace`: the command records `trace.json` too; `analysis`: it writes `analysis.json`.
+pub fn claim(dir: &Path, write_trace: bool, analysis: bool) -> Result<()> {
+    let mut names = vec!["seccomp-init.json", "seccomp-serving.json", "seccomp.json", OCI_FILE, KUBERNETES_FILE];
+    names.extend(report::FILES);
+    names.extend(write_trace.then_some("trace.json"));
+    names.extend(analysis.then_some(ANALYSIS_FILE));
+    for name in names {
+        crate::output::check(&dir.join(name))?;
+    }
+    Ok(())
 }
 
 /// A name for the application when the trace has no image: the profile directory's.

@@ -32,10 +32,10 @@ pub fn run(args: Args) -> Result<Outcome> {
     let dir = args.output.unwrap_or_else(|| args.trace.parent().unwrap_or(".".as_ref()).to_path_buf());
     let beside = args.trace.with_file_name(ANALYSIS_FILE);
     let analysis = if beside.exists() { Some(Analysis::read(&beside)?) } else { None };
+    outputs::claim(&dir, false, analysis.is_some())?;
     let request = outputs::Request {
         dir: &dir,
         trace: &trace,
-        write_trace: false,
         kubernetes_api_version: &args.k8s_api_version,
         analysis: analysis.as_ref(),
     };

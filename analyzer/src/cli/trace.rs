@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use super::Outcome;
 use super::analyze::{AfterTrace, TracedFiles};
 use crate::callgraph::EntrySpec;
+use crate::docker::container::Stopped;
 use crate::trace::ebpf::DEFAULT_RING_BUFFER_BYTES;
 use crate::trace::live::Ended;
 use crate::trace::live::container::{
@@ -101,8 +102,9 @@ async fn run_async(args: Args) -> Result<Outcome> {
         workload: args.workload.clone(),
         keep: args.keep,
     };
-    let outcome = trace_container(&request).await?;
     let dir = args.output.clone().unwrap_or_else(|| default_output(&image));
+    args.statics.claim(&dir)?;
+    let outcome = trace_container(&request).await?;
     write_outputs(&outcome.trace, &dir, &args, TracedFiles::Image(&image)).await?;
     report_end(outcome.ended, &outcome.trace, None);
     match outcome.workload {
@@ -120,18 +122,22 @@ async fn run_async(args: Args) -> Result<Outcome> {
 
 /// `--attach C1 [--attach C2 …]`: one tracer for all, one profile directory each.
 async fn trace_attached(args: Args) -> Result<Outcome> {
+    let several = args.attach.len() > 1;
+    let dir_of = |name: &str| match (&args.output, several) {
+        (Some(dir), false) => dir.clone(),
+        (None, false) => default_output(name),
+        (parent, true) => parent.clone().unwrap_or_else(|| PathBuf::from("profiles")).join(name),
+    };
+    for asked in &args.attach {
+        args.statics.claim(&dir_of(asked))?;
+    }
     let request =
         AttachRequest { containers: args.attach.clone(), duration: args.duration, ring_buffer_bytes: args.ring_buffer };
     let outcomes = attach(&request).await?;
-    let several = outcomes.len() > 1;
     let mut written = Vec::new();
     for (outcome, asked) in outcomes.iter().zip(&args.attach) {
         let name = outcome.trace.target.container_name.clone().unwrap_or_else(|| asked.clone());
-        let dir = match (&args.output, several) {
-            (Some(dir), false) => dir.clone(),
-            (None, false) => default_output(&name),
-            (parent, true) => parent.clone().unwrap_or_else(|| PathBuf::from("profiles")).join(&name),
-        };
+        let dir = dir_of(&name);
         let image = outcome.trace.target.image.clone().unwrap_or_else(|| name.clone());
         write_outputs(&outcome.trace, &dir, &args, TracedFiles::Image(&image)).await?;
         written.push((name, dir));
@@ -151,22 +157,28 @@ async fn trace_attached(args: Args) -> Result<Outcome> {
     }
 }
 
-/// A container that stopped before the trace's end: its log tail on stderr; an error when its
-/// exit code is not 0. `label` names it when several were traced.
+/// A container that stopped before the trace's end: its log tail on stderr; an error unless it
+/// exited with code 0. `label` names it when several were traced.
 fn early_exit_result(exit: &EarlyExit, dir: &Path, label: Option<&str>) -> Result<Outcome> {
     let container = label.map_or_else(|| "the container".to_owned(), |name| format!("container {name}"));
     for line in &exit.log_tail {
         eprintln!("  | {line}");
     }
-    if exit.exit_code != 0 {
-        bail!(
-            "{container} exited early with code {} (the trace was written to {}; its last log lines are above)",
-            exit.exit_code,
-            dir.display()
-        )
+    let written = format!("what was recorded until then is in {}, marked incomplete", dir.display());
+    match &exit.stopped {
+        Stopped::Exited(0) => {
+            eprintln!("seccomp-refine: {container} exited (code 0) before the trace's end");
+            Ok(Outcome::Clean)
+        }
+        Stopped::Exited(code) => {
+            bail!("{container} exited early with code {code} ({written}; its last log lines are above)")
+        }
+        Stopped::Removed => bail!("{container} was removed during the trace ({written})"),
+        Stopped::DaemonGone(address) => bail!(
+            "the Docker daemon ({address}) stopped answering during the trace; {written}; once the daemon is back, \
+             remove what is left of {container} with `docker rm -f`"
+        ),
     }
-    eprintln!("seccomp-refine: {container} exited (code 0) before the trace's end");
-    Ok(Outcome::Clean)
 }
 
 async fn trace_exec(args: Args) -> Result<Outcome> {
@@ -176,9 +188,10 @@ async fn trace_exec(args: Args) -> Result<Outcome> {
         duration: args.duration,
         ring_buffer_bytes: args.ring_buffer,
     };
-    let outcome = trace_command(&request).await?;
     let name = Path::new(&args.command[0]).file_name().map_or("command".into(), |name| name.to_string_lossy());
     let dir = args.output.clone().unwrap_or_else(|| default_output(&name));
+    args.statics.claim(&dir)?;
+    let outcome = trace_command(&request).await?;
     write_outputs(&outcome.trace, &dir, &args, TracedFiles::Host).await?;
     report_end(outcome.ended, &outcome.trace, None);
     if let Some(status) = outcome.status.filter(|status| !status.success()) {
@@ -212,7 +225,8 @@ fn report_end(ended: Ended, trace: &Trace, label: Option<&str>) {
     let seconds = trace.duration_ns as f64 / 1e9;
     let why = match ended {
         Ended::Deadline => "the duration elapsed",
-        Ended::Interrupted => "interrupted",
+        Ended::Interrupted => "interrupted by SIGINT",
+        Ended::Terminated => "terminated by SIGTERM",
         Ended::TargetDone => "the target finished",
     };
     let marker = &trace.phase_marker;
@@ -226,6 +240,9 @@ fn report_end(ended: Ended, trace: &Trace, label: Option<&str>) {
     eprintln!("seccomp-refine: {prefix}traced {seconds:.1}s ({why}); phase marker {} {fired}", marker.spec);
     for warning in &trace.warnings {
         eprintln!("seccomp-refine: warning: {prefix}{warning}");
+    }
+    if let Some(reason) = &trace.incomplete_reason {
+        eprintln!("seccomp-refine: warning: {prefix}the trace is incomplete: {reason}");
     }
 }
 

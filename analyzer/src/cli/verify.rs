@@ -43,6 +43,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<Outcome> {
+    if let Some(path) = &args.json {
+        crate::output::check(path)?;
+    }
     let config = verify::Config {
         image: args.image,
         command: args.command,
@@ -56,7 +59,7 @@ pub fn run(args: Args) -> Result<Outcome> {
     println!("{report}");
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&report).expect("a report always serializes");
-        crate::write_atomically(path, json.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+        crate::output::write(path, json.as_bytes())?;
     }
     Ok(if report.passed() { Outcome::Clean } else { Outcome::Found })
 }

@@ -18,6 +18,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 
 use super::image::one_line;
+use bollard::errors::Error as BollardError;
 
 /// Marks containers seccomp-refine started, so they can be found and cleaned up.
 pub const LABEL: &str = "io.seccomp-refine.trace";
@@ -35,6 +36,17 @@ pub struct RunSpec<'a> {
 pub struct Container {
     pub docker: Docker,
     pub id: String,
+}
+
+/// How a waited-for container stopped, as far as the daemon could tell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// It exited with this code.
+    Exited(i64),
+    /// It was removed (`docker rm -f`) under the waiter.
+    Removed,
+    /// The daemon (at this address) stopped answering: what became of the container is unknown.
+    DaemonGone(String),
 }
 
 /// A published port: (container port, host address and port).
@@ -105,12 +117,36 @@ impl Container {
         Ok(info.state.and_then(|state| state.running) == Some(true))
     }
 
-    /// Resolves when the container stops running.
-    pub async fn wait(&self) {
-        let options = WaitContainerOptions { condition: "not-running".to_owned() };
-        let mut stream = self.docker.wait_container(&self.id, Some(options));
-        // A non-zero exit arrives as an error item; either way the container has stopped.
-        let _ = stream.next().await;
+    /// Resolves when the container stops running — or is removed, or the daemon goes — with how.
+    pub async fn wait(&self) -> Stopped {
+        loop {
+            let options = WaitContainerOptions { condition: "not-running".to_owned() };
+            let mut stream = self.docker.wait_container(&self.id, Some(options));
+            match stream.next().await {
+                Some(Ok(response)) => return Stopped::Exited(response.status_code),
+                // A non-zero exit arrives as an error item.
+                Some(Err(BollardError::DockerContainerWaitError { code, .. })) => return Stopped::Exited(code),
+                Some(Err(BollardError::DockerResponseServerError { status_code: 404, .. })) => return Stopped::Removed,
+                // A long trace outlives one request's timeout: ask again.
+                Some(Err(BollardError::RequestTimeoutError)) => {}
+                Some(Err(_)) | None => {
+                    if self.docker.ping().await.is_err() {
+                        return Stopped::DaemonGone(super::address());
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// How the container stopped, or `None` while it runs.
+    pub async fn stopped(&self) -> Option<Stopped> {
+        match self.docker.inspect_container(&self.id, None::<InspectContainerOptions>).await {
+            Ok(info) if pid(&info).is_some() => None,
+            Ok(info) => Some(Stopped::Exited(exit_code(&info).unwrap_or(-1))),
+            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Some(Stopped::Removed),
+            Err(_) => Some(Stopped::DaemonGone(super::address())),
+        }
     }
 
     /// `docker stop` with a short grace period: the app's shutdown is traced too.

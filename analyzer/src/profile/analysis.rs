@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Profiles, SyscallSet};
+use super::baseline::always_allowed_reason;
+use super::{ALWAYS_ALLOWED, Profiles, RuntimeSource, SyscallSet};
 use crate::callgraph::{Reachable, StaticAnalysis};
 use crate::syscalls::Arch;
 use crate::trace::{Phase, Target, Trace};
@@ -32,6 +33,27 @@ pub struct Analysis {
     /// The static analysis: programs, files, unresolved sites, resolution rate, warnings.
     #[serde(rename = "static")]
     pub static_analysis: StaticSummary,
+    /// What the profiles allow beyond `phases`, each with its reason; nothing else is allowed.
+    #[serde(default)]
+    pub granted: Granted,
+}
+
+/// Syscalls a profile allows without evidence in `phases`, and why.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Granted {
+    /// Allowed in every phase: name → reason (`ALWAYS_ALLOWED`).
+    pub always: BTreeMap<String, String>,
+    /// Allowed in the container profile only (`seccomp.json`): what the runtime does after it
+    /// installs the filter, from its documented baseline row.
+    pub runtime_baseline: RuntimeGrant,
+}
+
+/// A runtime baseline row, as `Granted` lists it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RuntimeGrant {
+    pub runtime: String,
+    pub source: String,
+    pub syscalls: Vec<String>,
 }
 
 /// Why one syscall is in one phase.
@@ -89,7 +111,7 @@ impl Analysis {
                 entries.entry(name.clone()).or_default().reachable = Some(why.clone());
             }
         }
-        Analysis {
+        let mut analysis = Analysis {
             schema: ANALYSIS_SCHEMA.to_owned(),
             arch: trace.arch,
             target: trace.target.clone(),
@@ -101,7 +123,25 @@ impl Analysis {
                 resolution: found.resolution,
                 warnings: found.warnings,
             },
-        }
+            granted: Granted::default(),
+        };
+        analysis.granted = analysis.grants();
+        analysis
+    }
+
+    /// What `profiles` adds to the evidence: the always-allowed names and the runtime's baseline.
+    fn grants(&self) -> Granted {
+        let always = ALWAYS_ALLOWED
+            .iter()
+            .filter_map(|&name| Some((name.to_owned(), always_allowed_reason(name)?.to_owned())))
+            .collect();
+        let (RuntimeSource::Traced(baseline) | RuntimeSource::Baseline(baseline)) = self.profiles().runtime_source;
+        let runtime_baseline = RuntimeGrant {
+            runtime: baseline.runtime.to_owned(),
+            source: baseline.source.to_owned(),
+            syscalls: baseline.syscalls.iter().map(|&name| name.to_owned()).collect(),
+        };
+        Granted { always, runtime_baseline }
     }
 
     /// The names allowed in `phase` (before the always-allowed ones are added).
@@ -128,7 +168,7 @@ impl Analysis {
         let path = dir.join(ANALYSIS_FILE);
         let mut json = serde_json::to_string_pretty(self).expect("an analysis always serializes");
         json.push('\n');
-        crate::write_atomically(&path, json.as_bytes())?;
+        crate::output::write(&path, json.as_bytes())?;
         Ok(path)
     }
 

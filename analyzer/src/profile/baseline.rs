@@ -19,6 +19,19 @@ pub const ALWAYS_ALLOWED: &[&str] = &[
     "getcpu",
 ];
 
+/// Why `name` is in `ALWAYS_ALLOWED`, for `analysis.json`; `None` when it is not.
+pub fn always_allowed_reason(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "exit" | "exit_group" => "never returns, so sources that record exits never record it",
+        "rt_sigreturn" | "restart_syscall" => "issued by the kernel's signal machinery, not by the program",
+        _ if ALWAYS_ALLOWED.contains(&name) => {
+            "a vDSO call: normally never enters the kernel (tracers never see it), but falls back to the real \
+             syscall when the clocksource cannot be read from userspace"
+        }
+        _ => return None,
+    })
+}
+
 /// What runc does after installing the container's filter and before exec'ing the entrypoint, used
 /// when a trace carries no `runtime` set of its own (a `.scap` import, static-only analysis).
 ///

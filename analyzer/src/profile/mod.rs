@@ -122,7 +122,7 @@ impl Profiles {
             let path = dir.join(format!("{stem}.json"));
             let known = names.iter().map(String::as_str).filter(|name| syscalls::is_known(name));
             let json = DockerProfile::allowlist(self.arch, known).to_json();
-            crate::write_atomically(&path, json.as_bytes())?;
+            crate::output::write(&path, json.as_bytes())?;
             written.push(path);
         }
         Ok(written)

@@ -37,13 +37,13 @@ impl Profiles {
         let mut written = self.write_docker_json(dir)?;
         let container = self.container_profile();
         let oci_path = dir.join(OCI_FILE);
-        crate::write_atomically(&oci_path, oci::config_fragment(&container).as_bytes())?;
+        crate::output::write(&oci_path, oci::config_fragment(&container).as_bytes())?;
         written.push(oci_path);
         let name = kubernetes::object_name(&options.label);
         let annotations = [("seccomp-refine/for", options.label.clone())];
         let object = Object { name: &name, api_version: &options.kubernetes_api_version, annotations: &annotations };
         let yaml_path = dir.join(KUBERNETES_FILE);
-        crate::write_atomically(&yaml_path, kubernetes::seccomp_profile_yaml(&container, &object).as_bytes())?;
+        crate::output::write(&yaml_path, kubernetes::seccomp_profile_yaml(&container, &object).as_bytes())?;
         written.push(yaml_path);
         Ok(written)
     }

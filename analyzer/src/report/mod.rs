@@ -121,6 +121,9 @@ impl<'a> Summary<'a> {
                 ));
                 let complete = if trace.complete { "complete" } else { "incomplete" };
                 facts.push(("events lost", format!("{} ({complete})", trace.lost_events)));
+                if let Some(reason) = &trace.incomplete_reason {
+                    facts.push(("incomplete", reason.clone()));
+                }
                 let marker = &trace.phase_marker;
                 let fired = match (marker.fired, marker.at_ns, marker.pid) {
                     (true, Some(at), Some(pid)) => format!("fired at {} ms in pid {pid}", at / 1_000_000),
@@ -172,13 +175,16 @@ impl<'a> Summary<'a> {
     }
 }
 
+/// The files `write` writes.
+pub const FILES: [&str; 2] = ["report.md", "report.html"];
+
 /// Writes `report.md` and `report.html` into `dir` and returns their paths.
 pub fn write(dir: &Path, input: &ReportInput) -> std::io::Result<Vec<PathBuf>> {
     let summary = Summary::new(input);
-    let markdown_path = dir.join("report.md");
-    crate::write_atomically(&markdown_path, markdown::render(&summary).as_bytes())?;
-    let html_path = dir.join("report.html");
-    crate::write_atomically(&html_path, html::render(&summary).as_bytes())?;
+    let markdown_path = dir.join(FILES[0]);
+    crate::output::write(&markdown_path, markdown::render(&summary).as_bytes())?;
+    let html_path = dir.join(FILES[1]);
+    crate::output::write(&html_path, html::render(&summary).as_bytes())?;
     Ok(vec![markdown_path, html_path])
 }
 

@@ -46,6 +46,10 @@ pub struct Trace {
     /// False when the source says something is missing: lost events, a partial capture, a
     /// container already running when the trace started.
     pub complete: bool,
+    /// Why the recording ended before it was meant to — a signal, the container dying or being
+    /// removed, the Docker daemon stopping — when it did; `complete` is then false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete_reason: Option<String>,
     /// What the source noticed and the user should know, one sentence each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -252,8 +256,8 @@ pub struct ServingProcess {
 pub enum TraceError {
     #[error("cannot read {path}")]
     Read { path: String, source: std::io::Error },
-    #[error("cannot write {path}")]
-    Write { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Write(#[from] crate::output::OutputError),
     #[error("{path} is not a seccomp-refine trace")]
     Parse { path: String, source: serde_json::Error },
     #[error("{path} has schema `{found}`, this seccomp-refine reads `{SCHEMA}`; regenerate it with this version")]
@@ -277,6 +281,7 @@ impl Trace {
             phase_marker: PhaseMarker::default(),
             lost_events: 0,
             complete: true,
+            incomplete_reason: None,
             warnings: Vec::new(),
         }
     }
@@ -298,8 +303,14 @@ impl Trace {
     /// existing trace is replaced only once the new one is complete on disk.
     pub fn write(&self, path: &Path) -> Result<(), TraceError> {
         let json = serde_json::to_string_pretty(self).expect("a Trace always serializes");
-        crate::write_atomically(path, json.as_bytes())
-            .map_err(|source| TraceError::Write { path: path.display().to_string(), source })
+        Ok(crate::output::write(path, json.as_bytes())?)
+    }
+
+    /// The recording ended early for `reason`: the trace holds what happened until then. The
+    /// first reason is kept (a daemon that stops also stops its containers).
+    pub fn ended_early(&mut self, reason: String) {
+        self.complete = false;
+        self.incomplete_reason.get_or_insert(reason);
     }
 
     /// Records that `path` was exec'd (or mapped, for `libraries`) unless already listed.

@@ -27,7 +27,7 @@ pub fn run(context: &Context) -> Result<Section> {
     let trace_dir = work.join("trace");
     output(
         Command::new(&context.seccomp_refine)
-            .args(["trace", "nginx:latest", "--no-static", "--duration", "5s", "-o"])
+            .args(["trace", "--force", "nginx:latest", "--no-static", "--duration", "5s", "-o"])
             .arg(&trace_dir),
     )?;
     let text = |path: &std::path::Path| path.to_str().context("non-UTF-8 path").map(str::to_owned);

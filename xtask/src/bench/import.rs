@@ -45,7 +45,7 @@ pub fn run(context: &Context) -> Result<Section> {
         let measured = {
             let mut variants = [
                 Variant::new("seccomp-refine import", || {
-                    let args = ["import", capture_arg, "--container", CONTAINER, "-o", out_arg];
+                    let args = ["import", "--force", capture_arg, "--container", CONTAINER, "-o", out_arg];
                     let cost = timed::run(&context.seccomp_refine, &args)?;
                     import_rss.push(cost.peak_rss_mb);
                     Ok(cost.elapsed)

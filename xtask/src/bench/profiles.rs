@@ -141,18 +141,18 @@ fn measure(context: &Context, app: &App, dir: &Path) -> Result<Measured> {
     println!("  {}: trace with a workload", app.name);
     output(
         seccomp_refine()
-            .args(["trace", app.image, "--no-static", "--duration", "60s", "--workload", app.workload, "-o"])
+            .args(["trace", "--force", app.image, "--no-static", "--duration", "60s", "--workload", app.workload, "-o"])
             .arg(&dynamic),
     )?;
     println!("  {}: analyze", app.name);
-    output(seccomp_refine().arg("analyze").arg(dynamic.join("trace.json")).arg("-o").arg(&merged))?;
+    output(seccomp_refine().args(["analyze", "--force"]).arg(dynamic.join("trace.json")).arg("-o").arg(&merged))?;
     println!("  {}: analyze with the application's bitcode", app.name);
     crate::bitcode::build(&[app.name.to_owned()])?;
     let merged_bitcode = dir.join("merged-bitcode");
     let bitcode = crate::project_root().join(format!("target/bitcode/{}.bc", app.name));
     output(
         seccomp_refine()
-            .arg("analyze")
+            .args(["analyze", "--force"])
             .arg(dynamic.join("trace.json"))
             .arg("--bitcode")
             .arg(&bitcode)
@@ -163,7 +163,7 @@ fn measure(context: &Context, app: &App, dir: &Path) -> Result<Measured> {
     let verify_json = dir.join("verify.json");
     // verify exits 1 when something was denied: the report says what, so the status is not an error.
     let _ = std::process::Command::new(&context.seccomp_refine)
-        .args(["verify", app.image, "--profile"])
+        .args(["verify", "--force", app.image, "--profile"])
         .arg(merged.join("seccomp.json"))
         .arg("--json")
         .arg(&verify_json)

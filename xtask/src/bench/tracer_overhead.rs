@@ -145,7 +145,7 @@ struct Usage {
 fn under_seccomp_refine(context: &Context, nginx: &Nginx) -> Result<(f64, Usage)> {
     let out = tempfile_dir()?;
     let tracer = Command::new(&context.seccomp_refine)
-        .args(["trace", "--no-static", "--attach", &nginx.id, "--duration", "10m", "-o"])
+        .args(["trace", "--force", "--no-static", "--attach", &nginx.id, "--duration", "10m", "-o"])
         .arg(&out)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

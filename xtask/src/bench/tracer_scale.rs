@@ -166,7 +166,7 @@ fn stop_all(load: Vec<Background>) {
 /// `trace --attach` on the first `count` containers, into `dir`, once its programs are attached.
 fn start_tracer(context: &Context, fleet: &Fleet, count: usize, dir: &Path) -> Result<Background> {
     let mut cmd = Command::new(&context.seccomp_refine);
-    cmd.args(["trace", "--no-static", "--duration", "10m", "-o"]).arg(dir);
+    cmd.args(["trace", "--force", "--no-static", "--duration", "10m", "-o"]).arg(dir);
     for (_, member) in fleet.members().take(count) {
         cmd.args(["--attach", &member.id]);
     }

@@ -1,22 +1,24 @@
-//! A container's filesystem, read safely: a directory on the host (`--rootfs`), or an image's
-//! files exported through the Docker API (`--image`).
+//! A container's filesystem, read safely: a directory on the host (`--rootfs`, the host's `/`), a
+//! running container's overlay layers (the live tracer), or an image's files exported through the
+//! Docker API (`--image`).
 //!
 //! Every path is resolved component by component inside the container root: an absolute
 //! symlink restarts from the container's `/`, `..` never climbs above it, and a link can never
-//! lead to a host file. The final component is opened with `O_NOFOLLOW`. This is the only way
-//! the analysis reads container files.
+//! lead to a host file. On the host, each step is an `openat2` confined beneath the layer
+//! (`layers`). This is the only way the analysis and the tracer read container files.
 
 mod archive;
 mod export;
+mod layers;
 
 use std::collections::VecDeque;
 use std::io::Read as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 pub use export::export_image;
 
 use archive::Archive;
+use layers::Layers;
 
 /// Why a file could not be read from a container filesystem.
 #[derive(Debug, thiserror::Error)]
@@ -42,15 +44,17 @@ pub(crate) enum Node {
 }
 
 /// A container filesystem.
+#[derive(Clone)]
 pub struct Rootfs {
     kind: Kind,
     /// How errors name this filesystem ("image nginx:latest", "/srv/root").
     label: String,
 }
 
+#[derive(Clone)]
 enum Kind {
-    Dir(PathBuf),
-    Archive(Archive),
+    Layers(Layers),
+    Archive(std::sync::Arc<Archive>),
 }
 
 /// Symlinks followed while resolving one path, as Linux allows (`MAXSYMLINKS`).
@@ -66,11 +70,21 @@ impl Rootfs {
                 format!("{} is not a directory", dir.display()),
             ));
         }
-        Ok(Rootfs { label: dir.display().to_string(), kind: Kind::Dir(dir) })
+        Ok(Rootfs { label: dir.display().to_string(), kind: Kind::Layers(Layers::new(vec![dir])) })
+    }
+
+    /// The host's own root.
+    pub fn host() -> Rootfs {
+        Rootfs { label: "/".to_owned(), kind: Kind::Layers(Layers::new(vec![PathBuf::from("/")])) }
+    }
+
+    /// A container's overlay layers as Docker's overlay2 stores them, top first.
+    pub fn layers(top_first: Vec<PathBuf>) -> Rootfs {
+        Rootfs { label: "the container's layers".to_owned(), kind: Kind::Layers(Layers::new(top_first)) }
     }
 
     pub(crate) fn archive(archive: Archive, label: String) -> Rootfs {
-        Rootfs { kind: Kind::Archive(archive), label }
+        Rootfs { kind: Kind::Archive(std::sync::Arc::new(archive)), label }
     }
 
     /// How messages name this filesystem.
@@ -80,7 +94,7 @@ impl Rootfs {
 
     fn node(&self, path: &str) -> Node {
         match &self.kind {
-            Kind::Dir(root) => dir_node(root, path),
+            Kind::Layers(layers) => layers.node(path),
             Kind::Archive(archive) => archive.node(path),
         }
     }
@@ -132,27 +146,42 @@ impl Rootfs {
 
     /// Reads the regular file `path` names; returns its canonical path and contents.
     pub fn read(&self, path: &str) -> Result<(String, Vec<u8>), RootfsError> {
+        self.read_head(path, usize::MAX)
+    }
+
+    /// The first `limit` bytes of the regular file `path` names, with its canonical path.
+    pub fn read_head(&self, path: &str, limit: usize) -> Result<(String, Vec<u8>), RootfsError> {
         let canonical = self.resolve(path)?;
         if self.node(&canonical) != Node::File {
             return Err(RootfsError::NotAFile { path: path.to_owned(), root: self.label.clone() });
         }
         let io = |source| RootfsError::Io { path: canonical.clone(), root: self.label.clone(), source };
         let bytes = match &self.kind {
-            Kind::Dir(root) => read_no_follow(&host_path(root, &canonical)).map_err(io)?,
-            Kind::Archive(archive) => archive.read(&canonical).map_err(io)?,
+            Kind::Layers(layers) => read_all(layers.open(&canonical).map(|file| file.take(limit as u64))),
+            Kind::Archive(archive) => archive.read(&canonical).map(|mut bytes| {
+                bytes.truncate(limit);
+                bytes
+            }),
         };
+        let bytes = bytes.map_err(io)?;
         Ok((canonical, bytes))
+    }
+
+    /// Where the file `path` names is on the host, symlinks resolved inside the root: for what
+    /// takes a path (a uprobe). `None` when it does not exist, or the files are in an archive.
+    pub fn host_path(&self, path: &str) -> Option<PathBuf> {
+        let canonical = self.resolve(path).ok()?;
+        match &self.kind {
+            Kind::Layers(layers) => layers.host_path(&canonical),
+            Kind::Archive(_) => None,
+        }
     }
 
     /// Names in directory `path` (resolved inside the root), sorted.
     pub fn list(&self, path: &str) -> Vec<String> {
         let Ok(canonical) = self.resolve(path) else { return Vec::new() };
         let mut names = match &self.kind {
-            Kind::Dir(root) => std::fs::read_dir(host_path(root, &canonical))
-                .map(|entries| {
-                    entries.flatten().map(|entry| entry.file_name().to_string_lossy().into_owned()).collect()
-                })
-                .unwrap_or_default(),
+            Kind::Layers(layers) => layers.list(&canonical),
             Kind::Archive(archive) => archive.list(&canonical),
         };
         names.sort();
@@ -176,33 +205,9 @@ fn join(resolved: &[String], last: &str) -> String {
     path
 }
 
-/// The host path of a canonical container path: always under `root`, since canonical paths have
-/// no `..` and no symlinks.
-fn host_path(root: &Path, canonical: &str) -> PathBuf {
-    root.join(canonical.trim_start_matches('/'))
-}
-
-fn dir_node(root: &Path, path: &str) -> Node {
-    let Ok(metadata) = std::fs::symlink_metadata(host_path(root, path)) else { return Node::Missing };
-    let kind = metadata.file_type();
-    if kind.is_symlink() {
-        match std::fs::read_link(host_path(root, path)) {
-            Ok(target) => Node::Symlink(target.to_string_lossy().into_owned()),
-            Err(_) => Node::Missing,
-        }
-    } else if kind.is_dir() {
-        Node::Dir
-    } else if kind.is_file() {
-        Node::File
-    } else {
-        Node::Other
-    }
-}
-
-fn read_no_follow(path: &Path) -> std::io::Result<Vec<u8>> {
-    let mut file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+fn read_all(file: std::io::Result<impl std::io::Read>) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
+    file?.read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 

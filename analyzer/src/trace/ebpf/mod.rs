@@ -7,6 +7,7 @@
 
 mod btf;
 pub mod events;
+pub mod privileges;
 
 use std::path::Path;
 
@@ -25,8 +26,11 @@ pub use btf::{Btf, BtfError};
 pub enum TracerError {
     #[error("this seccomp-refine was built without its eBPF programs; build it with `cargo xtask build`")]
     NoObject,
-    #[error("tracing needs root (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN); run it with sudo")]
-    NotPrivileged,
+    #[error(
+        "tracing needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN, and this process lacks {missing}; run it as root \
+         (sudo) with its capabilities"
+    )]
+    NotPrivileged { missing: String },
     #[error(
         "this kernel publishes no BTF ({path}: {source}); the tracer needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
     )]
@@ -268,8 +272,8 @@ pub fn preflight() -> Result<(), TracerError> {
     if OBJECT.is_empty() {
         return Err(TracerError::NoObject);
     }
-    if !has_bpf_privileges() {
-        return Err(TracerError::NotPrivileged);
+    if let Some(missing) = privileges::missing() {
+        return Err(TracerError::NotPrivileged { missing: privileges::names(&missing) });
     }
     std::fs::metadata(btf::VMLINUX).map_err(|source| TracerError::NoBtf { path: btf::VMLINUX, source })?;
     Ok(())
@@ -319,21 +323,6 @@ fn cgroup_path_bytes(path: Option<&str>) -> [u8; CGROUP_PATH_LEN] {
         bytes[..len].copy_from_slice(&path.as_bytes()[..len]);
     }
     bytes
-}
-
-/// CAP_BPF with CAP_PERFMON, or CAP_SYS_ADMIN, in this process's effective set.
-fn has_bpf_privileges() -> bool {
-    const CAP_SYS_ADMIN: u32 = 21;
-    const CAP_PERFMON: u32 = 38;
-    const CAP_BPF: u32 = 39;
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let effective = status
-        .lines()
-        .find_map(|line| line.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .unwrap_or(0);
-    let has = |cap: u32| effective & (1 << cap) != 0;
-    (has(CAP_BPF) && has(CAP_PERFMON)) || has(CAP_SYS_ADMIN)
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones to the memory cgroup, and

@@ -20,9 +20,9 @@ use tracer_common::{MAX_CGROUPS, phase as kernel};
 
 use super::exec::kernel_release;
 use super::record::Recorder;
-use super::rootfs::Rootfs;
 use super::{Ended, Session, TargetId, accepts, cgroup};
-use crate::docker::container::{self, Container, RunSpec};
+use crate::docker::container::{self, Container, RunSpec, Stopped};
+use crate::docker::rootfs::Rootfs;
 use crate::syscalls::Arch;
 use crate::trace::ebpf::Config;
 use crate::trace::{FileUse, MarkerSpec, Phase, Source, Target, Trace};
@@ -51,8 +51,26 @@ pub struct ContainerOutcome {
 }
 
 pub struct EarlyExit {
-    pub exit_code: i64,
+    pub stopped: Stopped,
     pub log_tail: Vec<String>,
+}
+
+impl EarlyExit {
+    /// Why the trace is incomplete, if it is. A container that exited on its own, whatever its
+    /// code, was traced to its end; one killed by a signal (`docker kill`, the OOM killer) was cut.
+    pub fn incomplete_reason(&self) -> Option<String> {
+        match &self.stopped {
+            Stopped::Exited(code @ 129..=192) => Some(format!(
+                "the container was killed by signal {} (exit code {code}) before the trace's end",
+                code - 128
+            )),
+            Stopped::Exited(_) => None,
+            Stopped::Removed => Some("the container was removed before the trace's end".to_owned()),
+            Stopped::DaemonGone(address) => {
+                Some(format!("the Docker daemon ({address}) stopped answering during the trace"))
+            }
+        }
+    }
 }
 
 /// Lines of the container's log shown when it exits early.
@@ -74,7 +92,7 @@ pub async fn trace_container(request: &ContainerRequest) -> Result<ContainerOutc
 }
 
 enum Done {
-    Exited,
+    Stopped(Stopped),
     Workload(std::io::Result<ExitStatus>),
 }
 
@@ -101,6 +119,7 @@ async fn run_traced(
     let target = session.add_target(trace, rootfs.clone());
     let entrypoint = resolve_entrypoint(&info, &rootfs)?;
     session.arm_marker(target, &request.marker, &entrypoint, &rootfs)?;
+    session.drop_privileges().await?;
     container.start().await?;
     follow_started(&mut session, target, container, &cgroup_path).await?;
     let running = container.inspect().await?;
@@ -110,24 +129,28 @@ async fn run_traced(
     let endpoint = workload_endpoint(address, container::first_port(image, &published), &published);
     let done = async {
         tokio::select! {
-            () = container.wait() => Done::Exited,
+            stopped = container.wait() => Done::Stopped(stopped),
             status = run_workload(request.workload.as_deref(), endpoint) => Done::Workload(status),
         }
     };
     let (ended, done) = session.run_until(done).await;
-    let early_exit = match done {
-        Some(Done::Exited) => Some(early_exit(container).await),
-        _ => None,
+    let (stopped, workload) = match done {
+        Some(Done::Stopped(stopped)) => (Some(stopped), None),
+        Some(Done::Workload(status)) => (None, Some(status)),
+        None => (None, None),
+    };
+    let early_exit = match stopped {
+        Some(stopped) => Some(early_exit(container, stopped).await),
+        None => None,
     };
     if early_exit.is_none() && !request.keep {
         // Stopped while still traced: the app's shutdown belongs in its profile too.
         container.stop().await;
     }
-    let trace = session.finish()?.swap_remove(target);
-    let workload = match done {
-        Some(Done::Workload(status)) => Some(status),
-        _ => None,
-    };
+    let mut trace = session.finish()?.swap_remove(target);
+    if let Some(reason) = early_exit.as_ref().and_then(EarlyExit::incomplete_reason) {
+        trace.ended_early(reason);
+    }
     Ok(ContainerOutcome { trace, ended, early_exit, workload })
 }
 
@@ -206,12 +229,15 @@ fn resolve_entrypoint(info: &bollard::models::ContainerInspectResponse, rootfs: 
         .with_context(|| format!("the container's command `{program}` is not on its PATH"))
 }
 
-async fn early_exit(container: &Container) -> EarlyExit {
-    let exit_code = match container.inspect().await {
-        Ok(info) => container::exit_code(&info).unwrap_or(-1),
-        Err(_) => -1,
+/// How the container ended and its last words. `docker rm -f` kills before it removes, so an exit
+/// the waiter saw may turn out to be a removal.
+async fn early_exit(container: &Container, stopped: Stopped) -> EarlyExit {
+    let log_tail = container.log_tail(LOG_TAIL_LINES).await;
+    let stopped = match stopped {
+        Stopped::Exited(code) if code != 0 && container.stopped().await == Some(Stopped::Removed) => Stopped::Removed,
+        other => other,
     };
-    EarlyExit { exit_code, log_tail: container.log_tail(LOG_TAIL_LINES).await }
+    EarlyExit { stopped, log_tail }
 }
 
 /// Where the workload reaches the container: the published host port, else the container's own.
@@ -288,13 +314,19 @@ pub async fn attach(request: &AttachRequest) -> Result<Vec<ContainerOutcome>> {
             record_running_processes(session.recorder(target), &cgroup_dir(&path)?);
         }
     }
+    session.drop_privileges().await?;
     let all_stopped = futures_util::future::join_all(containers.iter().map(Container::wait));
     let (ended, _) = session.run_until(all_stopped).await;
     let traces = session.finish()?;
     let mut outcomes = Vec::new();
-    for (container, trace) in containers.iter().zip(traces) {
-        let stopped = !container.is_running().await.unwrap_or(false);
-        let early_exit = if stopped { Some(early_exit(container).await) } else { None };
+    for (container, mut trace) in containers.iter().zip(traces) {
+        let early_exit = match container.stopped().await {
+            Some(stopped) => Some(early_exit(container, stopped).await),
+            None => None,
+        };
+        if let Some(reason) = early_exit.as_ref().and_then(EarlyExit::incomplete_reason) {
+            trace.ended_early(reason);
+        }
         outcomes.push(ContainerOutcome { trace, ended, early_exit, workload: None });
     }
     Ok(outcomes)

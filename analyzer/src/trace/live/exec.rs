@@ -15,8 +15,8 @@ use anyhow::{Context, Result, bail};
 use tracer_common::phase as kernel;
 
 use super::cgroup::ExecCgroup;
-use super::rootfs::Rootfs;
 use super::{Ended, Session};
+use crate::docker::rootfs::Rootfs;
 use crate::syscalls::Arch;
 use crate::trace::ebpf::Config;
 use crate::trace::{MarkerSpec, Source, Target, Trace};
@@ -54,6 +54,7 @@ pub async fn trace_command(request: &ExecRequest) -> Result<ExecOutcome> {
     session.follow(target, cgroup.id, Some(kernel::INIT))?;
     let entrypoint = program.to_str().context("the command's path is not UTF-8")?;
     session.arm_marker(target, &request.marker, entrypoint, &Rootfs::host())?;
+    session.drop_privileges().await?;
     let mut child = spawn_in(&cgroup, &program, &request.command[1..])?;
     session.target_started(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let (ended, waited) = session.run_until(child.wait()).await;

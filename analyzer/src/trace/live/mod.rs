@@ -11,9 +11,9 @@
 pub mod cgroup;
 pub mod container;
 pub mod exec;
+mod interpreter;
 mod progress;
 pub mod record;
-pub mod rootfs;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -22,13 +22,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{SignalKind, signal};
 use tracer_common::phase as kernel;
 
 use self::progress::{Counts, Progress};
 use self::record::Recorder;
-use self::rootfs::Rootfs;
+use crate::docker::rootfs::Rootfs;
 use crate::trace::ebpf::events::Event;
-use crate::trace::ebpf::{Config, KernelMarker, Stats, Tracer};
+use crate::trace::ebpf::{Config, KernelMarker, Stats, Tracer, privileges};
 use crate::trace::{MarkerScope, MarkerSpec, Phase, Trace};
 
 /// A marker userspace decides.
@@ -46,8 +47,10 @@ pub enum UserMarker {
 pub enum Ended {
     /// `--duration` elapsed.
     Deadline,
-    /// Ctrl-C.
+    /// Ctrl-C (SIGINT).
     Interrupted,
+    /// SIGTERM.
+    Terminated,
     /// The target finished (the container or command exited, the workload ended).
     TargetDone,
 }
@@ -67,6 +70,8 @@ pub struct Session {
     target_started: Option<(Instant, IpAddr)>,
     progress: Progress,
     duration: Duration,
+    /// How `run_until` ended, for the traces `finish` closes.
+    ended: Option<Ended>,
 }
 
 /// One traced target of a session (a container, a host command), as `Session::add_target` gave it.
@@ -92,6 +97,7 @@ impl Session {
             target_started: None,
             progress: Progress::new(duration),
             duration,
+            ended: None,
         })
     }
 
@@ -114,6 +120,14 @@ impl Session {
         self.progress.note(line);
     }
 
+    /// Gives up CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN once every program is loaded and attached:
+    /// on this thread, which runs the session, and on the runtime's worker (`trace` runs one).
+    pub async fn drop_privileges(&self) -> Result<()> {
+        let failed = "cannot give up the tracer's loading capabilities";
+        privileges::drop_loading().context(failed)?;
+        tokio::spawn(async { privileges::drop_loading() }).await.context(failed)?.context(failed)
+    }
+
     /// `target` is traced in `cgroup` (already registered in the kernel, or registered here in
     /// `phase`).
     pub fn follow(&mut self, target: TargetId, cgroup: u64, register_in: Option<u32>) -> Result<()> {
@@ -129,16 +143,25 @@ impl Session {
         self.target_started = Some((Instant::now(), address));
     }
 
-    /// Runs until the deadline, Ctrl-C, or `done` completes, processing events meanwhile.
+    /// Runs until the deadline, Ctrl-C or SIGTERM, or `done` completes, processing events meanwhile.
     pub async fn run_until<F: Future>(&mut self, done: F) -> (Ended, Option<F::Output>) {
+        let (ended, output) = self.process_until(done).await;
+        self.ended = Some(ended);
+        (ended, output)
+    }
+
+    async fn process_until<F: Future>(&mut self, done: F) -> (Ended, Option<F::Output>) {
         let deadline = tokio::time::sleep(self.duration);
         tokio::pin!(deadline, done);
         let mut tick = tokio::time::interval(TICK);
         let started = Instant::now();
+        // Without a handler SIGTERM would kill the process with the trace unwritten.
+        let mut terminate = signal(SignalKind::terminate());
         loop {
             tokio::select! {
                 () = &mut deadline => return (Ended::Deadline, None),
                 _ = tokio::signal::ctrl_c() => return (Ended::Interrupted, None),
+                Some(()) = async { terminate.as_mut().ok()?.recv().await } => return (Ended::Terminated, None),
                 output = &mut done => return (Ended::TargetDone, Some(output)),
                 readable = self.events.readable_mut() => {
                     if let Ok(mut guard) = readable {
@@ -203,7 +226,8 @@ impl Session {
         counts
     }
 
-    /// Reads what is left and closes the traces, in `TargetId` order. Loss is reported on stderr
+    /// Reads what is left and closes the traces, in `TargetId` order, marked incomplete when a
+    /// signal ended the session. Loss is reported on stderr
     /// as well as in them: each trace counts its own cgroups' losses, and losses the kernel could
     /// not attribute to a cgroup count for every trace.
     pub fn finish(mut self) -> Result<Vec<Trace>> {
@@ -225,12 +249,17 @@ impl Session {
         let unattributed = total.minus(attributed);
         let end_ns = monotonic_now_ns();
         let tracer = &self.tracer;
+        let signalled = self.ended.and_then(Ended::incomplete_reason);
         Ok(self
             .recorders
             .into_iter()
             .map(|recorder| {
                 let own = recorder.cgroups().fold(Stats::default(), |sum, cgroup| sum.plus(tracer.stats_of(cgroup)));
-                recorder.finish(&tables, own, unattributed, end_ns)
+                let mut trace = recorder.finish(&tables, own, unattributed, end_ns);
+                if let Some(reason) = signalled {
+                    trace.ended_early(reason.to_owned());
+                }
+                trace
             })
             .collect())
     }
@@ -247,6 +276,17 @@ fn drain(events: &mut RingBuf<MapData>, recorders: &mut [Recorder]) {
         };
         if let Some(target) = target {
             recorders[target].on_event(&event);
+        }
+    }
+}
+
+impl Ended {
+    /// Why the trace is incomplete, when it ended on a signal.
+    pub fn incomplete_reason(self) -> Option<&'static str> {
+        match self {
+            Ended::Interrupted => Some("interrupted by SIGINT (Ctrl-C) before the trace's end"),
+            Ended::Terminated => Some("terminated by SIGTERM before the trace's end"),
+            Ended::Deadline | Ended::TargetDone => None,
         }
     }
 }

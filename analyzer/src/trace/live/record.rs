@@ -9,7 +9,8 @@ use std::collections::BTreeSet;
 
 use tracer_common::{abi, cause, phase as kernel};
 
-use super::rootfs::{Rootfs, elf_interpreter};
+use super::interpreter;
+use crate::docker::rootfs::Rootfs;
 use crate::syscalls::Arch;
 use crate::trace::ebpf::events::{Event, Header};
 use crate::trace::ebpf::{Stats, SyscallTotal};
@@ -125,7 +126,7 @@ impl Recorder {
             Trace::add_file(&mut self.trace.executables, interpreter);
         }
         // The kernel maps the ELF interpreter itself (no mmap syscall), so it is read from the file.
-        let loader = self.rootfs.host_path(&binary).and_then(|host| elf_interpreter(&host));
+        let loader = interpreter::of(&self.rootfs, &binary);
         if let Some(loader) = loader {
             let file = self.file_use(header, &loader, phase);
             Trace::add_file(&mut self.trace.libraries, file);
@@ -133,7 +134,7 @@ impl Recorder {
     }
 
     fn file_use(&self, header: &Header, path: &str, phase: Phase) -> FileUse {
-        let resolved = if path.starts_with('/') { self.rootfs.canonicalize(path) } else { None };
+        let resolved = if path.starts_with('/') { self.rootfs.resolve(path).ok() } else { None };
         FileUse {
             path: resolved.unwrap_or_else(|| path.to_owned()),
             phase,
