@@ -9,6 +9,7 @@ pub mod callgraph;
 pub mod cli;
 pub mod docker;
 pub mod elf;
+pub mod enforce;
 pub mod profile;
 pub mod report;
 pub mod scap;

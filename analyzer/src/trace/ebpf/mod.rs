@@ -7,6 +7,7 @@
 
 mod btf;
 pub mod events;
+pub mod switch;
 
 use std::path::Path;
 
@@ -136,17 +137,7 @@ pub struct Tracer {
 impl Tracer {
     /// Checks privileges and BTF, loads the programs with this kernel's offsets and attaches them.
     pub fn load(config: &Config) -> Result<Tracer, TracerError> {
-        preflight()?;
-        let btf = Btf::vmlinux().map_err(|source| TracerError::NoBtf { path: btf::VMLINUX, source })?;
-        let field_offsets = btf::program_offsets(&btf)?;
-        raise_memlock_limit();
-        let cgroup_path = cgroup_path_bytes(config.cgroup_path.as_deref());
-        let mut ebpf = aya::EbpfLoader::new()
-            .override_global(offsets::GLOBAL, &field_offsets, true)
-            .override_global(names::CGROUP_PATH, &cgroup_path, true)
-            .map_max_entries(names::EVENTS, config.ring_buffer_bytes)
-            .load(OBJECT)
-            .map_err(|err| TracerError::Load(Box::new(err)))?;
+        let mut ebpf = load_object(config)?;
         for (program, tracepoint) in [
             (names::SYS_ENTER, "sys_enter"),
             (names::SYS_EXIT, "sys_exit"),
@@ -259,6 +250,21 @@ impl Tracer {
         let Ok(per_cpu) = self.cgroup_stats.get(&cgroup, 0) else { return Stats::default() };
         Stats::from_slots(|index| per_cpu.iter().map(|counters| counters[index as usize]).sum())
     }
+}
+
+/// Loads the object (no program attached yet) with this kernel's offsets and `config`.
+fn load_object(config: &Config) -> Result<Ebpf, TracerError> {
+    preflight()?;
+    let btf = Btf::vmlinux().map_err(|source| TracerError::NoBtf { path: btf::VMLINUX, source })?;
+    let field_offsets = btf::program_offsets(&btf)?;
+    raise_memlock_limit();
+    let cgroup_path = cgroup_path_bytes(config.cgroup_path.as_deref());
+    aya::EbpfLoader::new()
+        .override_global(offsets::GLOBAL, &field_offsets, true)
+        .override_global(names::CGROUP_PATH, &cgroup_path, true)
+        .map_max_entries(names::EVENTS, config.ring_buffer_bytes)
+        .load(OBJECT)
+        .map_err(|err| TracerError::Load(Box::new(err)))
 }
 
 /// Checks, without loading anything, that this binary and machine can trace: the programs are
