@@ -13,6 +13,8 @@ mod bitcode_analyze;
 mod cli;
 /// Profiles the writer produced, applied by a real Docker daemon; the stand-in images serving.
 mod docker_profiles;
+/// `enforce`: live containers switched to their serving profile at the marker, by the real kernel.
+mod enforce;
 /// Every output format: Docker accepts the JSON, OCI/Kubernetes shapes, the report in Chromium, `diff`.
 mod outputs;
 /// `.scap` import: the shared captures against sysdig's reference output, damage, the CLI.
