@@ -344,3 +344,73 @@ fn enforce_refuses_bad_input_in_one_line() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("must be symbol:FUNCTION[@BINARY] or auto"), "{}", stderr(&out));
 }
+
+/// An image holding only `tests/data/threads.c`, built statically here and imported.
+fn threads_image() -> &'static str {
+    static IMAGE: OnceLock<()> = OnceLock::new();
+    const NAME: &str = "seccomp-refine-test/threads:latest";
+    IMAGE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/threads.c");
+        let out = output(
+            Command::new("gcc").args(["-O1", "-static", "-pthread", "-o"]).arg(dir.path().join("threads")).arg(source),
+        );
+        assert!(out.status.success(), "gcc: {}", stderr(&out));
+        let tar = format!(
+            "tar -C {} -cf - threads | docker import --change 'CMD [\"/threads\"]' - {NAME}",
+            dir.path().display()
+        );
+        let out = output(Command::new("sh").args(["-c", &tar]));
+        assert!(out.status.success(), "docker import: {}", stderr(&out));
+    });
+    NAME
+}
+
+/// Enforces in the threads program (`diverge`: one thread with a filter of its own) and returns
+/// the switch's log line, the process and (NoNewPrivs, Seccomp_filters) of each of its threads.
+fn enforce_threads(diverge: bool) -> (String, u32, Vec<(u32, u32)>) {
+    let image = threads_image();
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = vec!["/threads"];
+    if diverge {
+        command.push("diverge");
+    }
+    let traced = dir.path().join("profiles");
+    let mut trace = seccomp_refine();
+    trace.args(["trace", "-o"]).arg(&traced).args([image, "--duration", "4s", "--phase-marker", "symbol:serve", "--"]);
+    let out = output(trace.args(&command));
+    assert!(out.status.success(), "trace: {}", stderr(&out));
+    let mut args = vec![image, "--profiles", traced.to_str().unwrap(), "--phase-marker", "symbol:serve", "--"];
+    args.extend(&command);
+    let mut enforcer = Enforcer::start(&args, dir.path());
+    let line = enforcer.wait_switches(30, "switched", 1).remove(0);
+    let pid = switched_pid(&line);
+    let mut threads: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_str().unwrap().parse().unwrap())
+        .collect();
+    threads.sort_unstable();
+    assert_eq!(threads.len(), 4);
+    let states = threads.iter().map(|&tid| seccomp_of(pid, tid)).collect();
+    assert!(!matches!(state_of(pid), 'T' | 't'), "running on");
+    (line, pid, states)
+}
+
+#[test]
+fn tsync_gives_every_thread_the_serving_filter() {
+    require!(tracer_missing().or_else(crate::util::docker_missing));
+    let (line, _, states) = enforce_threads(false);
+    assert!(!line.contains("TSYNC"), "switched from the thread that hit the marker: {line}");
+    assert_eq!(states, [(1, 2); 4]);
+}
+
+#[test]
+fn a_thread_with_a_diverging_filter_makes_the_switch_retry_from_it() {
+    require!(tracer_missing().or_else(crate::util::docker_missing));
+    let (line, pid, states) = enforce_threads(true);
+    // The main thread's TSYNC named thread 1 (the second), whose chain is one deeper; from there
+    // every thread gets Docker's filter, thread 1's own and the serving one.
+    assert!(line.contains("from its thread") && line.contains("(TSYNC)"), "{line}");
+    assert!(!line.contains(&format!("from its thread {pid} ")), "{line}");
+    assert_eq!(states, [(1, 3); 4]);
+}
