@@ -125,8 +125,9 @@ impl Seized {
         self.check(ptrace::setregs(self.tid, regs), "PTRACE_SETREGS")?;
         self.resume_to_syscall_stop()?;
         let info = self.syscall_info()?;
-        // SAFETY: `op` says which member of the union the kernel filled.
-        let entered = (info.op == SYSCALL_INFO_ENTRY).then(|| unsafe { info.u.entry.nr });
+        // SAFETY: the union holds integers only; `op` says whether `entry` is what the kernel filled.
+        let nr = unsafe { info.u.entry.nr };
+        let entered = (info.op == SYSCALL_INFO_ENTRY).then_some(nr);
         if entered != Some(number) {
             let found = entered.unwrap_or(u64::MAX);
             return Err(InjectError::WrongSyscall { tid: self.tid(), expected: number, found });

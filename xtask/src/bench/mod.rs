@@ -7,6 +7,7 @@
 //! root, on the stand-in images, like `cargo xtask run`.
 
 mod bitcode;
+mod enforce;
 mod harness;
 mod import;
 mod plot;
@@ -38,6 +39,7 @@ const BENCHMARKS: &[Benchmark] = &[
     Benchmark { name: "import", run: import::run },
     Benchmark { name: "bitcode", run: bitcode::run },
     Benchmark { name: "profiles", run: profiles::run },
+    Benchmark { name: "enforce", run: enforce::run },
 ];
 
 /// What every benchmark gets.
