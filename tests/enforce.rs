@@ -414,3 +414,30 @@ fn a_thread_with_a_diverging_filter_makes_the_switch_retry_from_it() {
     assert!(!line.contains(&format!("from its thread {pid} ")), "{line}");
     assert_eq!(states, [(1, 3); 4]);
 }
+
+#[test]
+fn verify_on_an_enforced_container_reports_serving_denials_by_phase() {
+    require!(tracer_missing().or_else(|| image_missing("nginx:latest")));
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = profiles_without(&nginx_profiles(), &["dup2"], dir.path());
+    let json = dir.path().join("verify.json");
+    let out =
+        output(seccomp_refine().args(["verify", "nginx:latest", "--enforce"]).arg(&profiles).arg("--json").arg(&json));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report = read_json(&json);
+    let switched: Vec<u64> =
+        report["enforced"]["switched"].as_array().unwrap().iter().map(|pid| pid.as_u64().unwrap()).collect();
+    // Two workers at start, two more after the built-in workload's reload.
+    assert_eq!(switched.len(), 4, "{report}");
+    let failing: Vec<&Value> =
+        report["denials"].as_array().unwrap().iter().filter(|denial| denial.get("fallback").is_none()).collect();
+    assert_eq!(failing.len(), 1, "only the serving profile's deliberate gap: {failing:?}");
+    let denial = failing[0];
+    assert_eq!(
+        (&denial["syscall"], &denial["phase"], &denial["errno"], &denial["process"]),
+        (&Value::from("dup2"), &Value::from("serving"), &Value::from(1), &Value::from("/usr/sbin/nginx"))
+    );
+    assert!(switched.contains(&denial["pid"].as_u64().unwrap()), "denied in a switched worker");
+    // Everything else the workload did passed: the master reloaded, the workers kept serving.
+    assert!(report["workload"]["steps"].as_array().unwrap().iter().all(|step| step["ok"] == true), "{report}");
+}

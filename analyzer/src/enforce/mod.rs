@@ -29,10 +29,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 
 pub use self::filter::Action;
-use self::filter::{Filter, container_profile};
+pub use self::filter::{Filter, container_profile};
 use self::switch::Switcher;
 use self::watch::Watch;
-pub use self::watch::Watched;
+pub use self::watch::{Watched, describe};
 use crate::docker::container::{self, Container, RunSpec};
 use crate::trace::MarkerSpec;
 use crate::trace::ebpf::switch::SwitchProbe;
@@ -118,38 +118,23 @@ pub async fn enforce(request: &Request) -> Result<Report> {
 async fn enforce_in(container: &Container, created: bool, request: &Request, serving: Filter) -> Result<Report> {
     let info = container.inspect().await?;
     let name = info.name.as_deref().unwrap_or_default().trim_start_matches('/').to_owned();
-    let rootfs = Rootfs::layers(container::layers(&info)?);
-    let entrypoint = resolve_entrypoint(&info, &rootfs)?;
-    let config = |cgroup_path| Config { cgroup_path, ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES };
-    let (mut probe, cgroup_path) = if created {
-        let (path, _) = cgroup_path_of(&container.docker, &container.id).await?;
-        (SwitchProbe::load(&config(Some(path.clone())))?, path)
+    let cgroup = if created {
+        Cgroup::Expected(cgroup_path_of(&container.docker, &container.id).await?.0)
     } else {
-        let (path, id) =
-            running_cgroup(container).await?.with_context(|| format!("container {name} is not running"))?;
-        let mut probe = SwitchProbe::load(&config(None))?;
-        probe.target(id)?;
-        (probe, path)
+        Cgroup::Running
     };
-    let marker = arm(&mut probe, &request.marker, &entrypoint, &rootfs)?;
+    let enforcing = Enforcing::begin(container, cgroup, &request.marker, serving).await?;
     if created {
         container.start().await?;
-        if probe.targets().is_empty() {
-            bail!("container {name}'s cgroup is not {cgroup_path} as expected, so its processes cannot be told apart");
-        }
+        enforcing.check_started(&name)?;
     }
     eprintln!(
-        "seccomp-refine: enforcing {} in container {name} ({}) at {marker}; Ctrl-C stops enforcing and leaves the \
+        "seccomp-refine: enforcing {} in container {name} ({}) at {}; Ctrl-C stops enforcing and leaves the \
          container running with the filters it has",
         request.profiles.join(SERVING_PROFILE).display(),
-        container.short_id()
+        container.short_id(),
+        enforcing.marker
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let watch = Watch { probe, switcher: Switcher::new(serving), cgroup_dir: cgroup_dir(&cgroup_path)? };
-    let watching = std::thread::spawn({
-        let stop = stop.clone();
-        move || watch.run(stop)
-    });
     let ended = tokio::select! {
         _ = tokio::signal::ctrl_c() => Ended::Interrupted,
         () = container.wait() => {
@@ -157,12 +142,83 @@ async fn enforce_in(container: &Container, created: bool, request: &Request, ser
             Ended::Exited { code, log_tail: container.log_tail(LOG_TAIL_LINES).await }
         }
     };
-    stop.store(true, Ordering::Relaxed);
-    let watched = tokio::task::spawn_blocking(move || watching.join())
-        .await
-        .context("the enforcer's thread was lost")?
-        .map_err(|_| anyhow::anyhow!("the enforcer's thread panicked"))?;
+    let marker = enforcing.marker.clone();
+    let watched = enforcing.end().await?;
     Ok(Report { container_id: container.id.clone(), container_name: name, marker, ended, watched })
+}
+
+/// Where a target container's cgroup is.
+pub enum Cgroup {
+    /// At this v2 path (`/docker/<id>`) once the container, created but not started, starts:
+    /// the kernel makes it a target when it creates it, before any process runs in it.
+    Expected(String),
+    /// Where the running container's first process is.
+    Running,
+}
+
+/// Enforcement under way on one container: its loop runs on a thread of its own.
+pub struct Enforcing {
+    /// The marker as resolved (`symbol:FUNCTION@BINARY`).
+    pub marker: String,
+    cgroup_path: String,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Watched>,
+}
+
+impl Enforcing {
+    /// Loads the kernel side for `container`, arms the marker and starts the loop.
+    pub async fn begin(
+        container: &Container,
+        cgroup: Cgroup,
+        marker: &MarkerSpec,
+        serving: Filter,
+    ) -> Result<Enforcing> {
+        let info = container.inspect().await?;
+        let rootfs = Rootfs::layers(container::layers(&info)?);
+        let entrypoint = resolve_entrypoint(&info, &rootfs)?;
+        let config = |cgroup_path| Config { cgroup_path, ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES };
+        let (mut probe, cgroup_path) = match cgroup {
+            Cgroup::Expected(path) => (SwitchProbe::load(&config(Some(path.clone())))?, path),
+            Cgroup::Running => {
+                let (path, id) = running_cgroup(container)
+                    .await?
+                    .with_context(|| format!("container {} is not running", container.short_id()))?;
+                let mut probe = SwitchProbe::load(&config(None))?;
+                probe.target(id)?;
+                (probe, path)
+            }
+        };
+        let marker = arm(&mut probe, marker, &entrypoint, &rootfs)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let watch = Watch { probe, switcher: Switcher::new(serving), cgroup_dir: cgroup_dir(&cgroup_path)? };
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || watch.run(stop)
+        });
+        Ok(Enforcing { marker, cgroup_path, stop, thread })
+    }
+
+    /// After the start of a container whose cgroup was `Expected`: fails when it is elsewhere,
+    /// where the kernel would not tell its processes from others.
+    pub fn check_started(&self, name: &str) -> Result<()> {
+        if !cgroup_dir(&self.cgroup_path)?.exists() {
+            bail!(
+                "container {name}'s cgroup is not {} as expected, so its processes cannot be told apart",
+                self.cgroup_path
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops enforcing (no process is left stopped) and returns what happened.
+    pub async fn end(self) -> Result<Watched> {
+        self.stop.store(true, Ordering::Relaxed);
+        let thread = self.thread;
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .context("the enforcer's thread was lost")?
+            .map_err(|_| anyhow::anyhow!("the enforcer's thread panicked"))
+    }
 }
 
 /// Attaches the marker uprobe; returns the marker as resolved.
