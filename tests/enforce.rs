@@ -441,3 +441,39 @@ fn verify_on_an_enforced_container_reports_serving_denials_by_phase() {
     // Everything else the workload did passed: the master reloaded, the workers kept serving.
     assert!(report["workload"]["steps"].as_array().unwrap().iter().all(|step| step["ok"] == true), "{report}");
 }
+
+#[test]
+fn action_log_denies_nothing_and_the_kernel_logs_what_serving_would_deny() {
+    require!(tracer_missing().or_else(|| image_missing("nginx:latest")));
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = profiles_without(&nginx_profiles(), &["dup2"], dir.path());
+    let args = ["nginx:latest", "--profiles", profiles.to_str().unwrap(), "--action", "log"];
+    let mut enforcer = Enforcer::start(&args, dir.path());
+    let container = enforcer.container().to_owned();
+    let workers: Vec<u32> = enforcer.wait_switches(30, "switched", 2).iter().map(|line| switched_pid(line)).collect();
+    for &worker in &workers {
+        assert_eq!(seccomp_of(worker, worker).1, seccomp_of(main_pid(&container), main_pid(&container)).1 + 1);
+    }
+    docker(&["kill", "--signal", "USR1", &container]);
+    // SECCOMP_RET_LOG: an audit record (type 1326) per call, with the pid and the syscall (dup2 is 33).
+    let logged = eventually(10, || {
+        let kernel = output(&mut Command::new("dmesg"));
+        let text = String::from_utf8_lossy(&kernel.stdout).into_owned();
+        let logged: Vec<u32> = workers
+            .iter()
+            .copied()
+            .filter(|pid| {
+                text.lines().any(|line| {
+                    line.contains("type=1326")
+                        && line.contains(&format!(" pid={pid} "))
+                        && line.contains(" syscall=33 ")
+                })
+            })
+            .collect();
+        (logged.len() == workers.len()).then_some(logged)
+    });
+    assert!(logged.is_some(), "no audit record of dup2 from both workers");
+    let logs = stderr(&output(Command::new("docker").args(["logs", &container])));
+    assert!(!logs.contains("dup2(STDERR_FILENO) failed"), "log lets the call run: {logs}");
+    assert_eq!(http_status(&ip_of(&container)), "200");
+}

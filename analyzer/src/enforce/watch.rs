@@ -100,8 +100,14 @@ impl Watch {
     fn notice_exec(&self, known: &mut BTreeSet<u32>, watched: &mut Watched, bar: &ProgressBar) {
         let processes: BTreeSet<u32> = cgroup::processes(&self.cgroup_dir).into_iter().collect();
         for &pid in processes.difference(&known.clone()) {
+            let joined = exec_joined(pid, &processes);
+            // runc's own stages (at the container's start, or an exec not yet exec'd): look again
+            // at the next tick.
+            if joined.as_deref().is_some_and(|comm| comm.starts_with("runc:")) {
+                continue;
+            }
             known.insert(pid);
-            if let Some(comm) = exec_joined(pid, &processes) {
+            if let Some(comm) = joined {
                 bar.suspend(|| {
                     eprintln!(
                         "seccomp-refine: pid {pid} ({comm}) joined with docker exec: it runs under the container's \
