@@ -262,20 +262,11 @@ fn a_container_of_the_same_image_next_to_the_target_is_never_stopped_or_switched
     assert!(pids.iter().all(|&pid| !children(neighbour_master).contains(&(pid as u32))));
 }
 
-#[test]
-fn preflight_refuses_when_the_init_profile_denies_seccomp_and_the_app_lives_on() {
-    require!(tracer_missing().or_else(|| image_missing("nginx:latest")));
+/// Runs nginx under `profile`, enforces in it with --attach, and checks both workers are refused
+/// for `reason`, left exactly as they were, and serve on.
+fn check_refused(profile: &Path, reason: &str) {
     let profiles = nginx_profiles();
-    // The traced container profile as is: runc installs its filter before the app runs, so the
-    // app never called seccomp, and the profile denies it (ENOSYS).
-    let denied = read_json(&profiles.join("seccomp.json"));
-    let allowed = denied["syscalls"][0]["names"].as_array().unwrap();
-    assert!(!allowed.iter().any(|name| name == "seccomp"), "the traced profile allows seccomp");
-    let target = Container::start(&[
-        "--security-opt",
-        &format!("seccomp={}", profiles.join("seccomp.json").display()),
-        "nginx:latest",
-    ]);
+    let target = Container::start(&["--security-opt", &format!("seccomp={}", profile.display()), "nginx:latest"]);
     let ip = target.ip();
     assert!(eventually(20, || (http_status(&ip) == "200").then_some(())).is_some());
     let dir = tempfile::tempdir().unwrap();
@@ -288,16 +279,44 @@ fn preflight_refuses_when_the_init_profile_denies_seccomp_and_the_app_lives_on()
         (lines.len() >= 2).then_some(lines)
     })
     .unwrap_or_else(|| panic!("no refusals: {:?}", enforcer.lines()));
-    assert!(refused.iter().all(|line| line.contains("its filters deny seccomp")), "{refused:?}");
+    assert!(refused.iter().all(|line| line.contains(reason)), "{refused:?}");
     let master = main_pid(&target.id);
     for worker in children(master) {
         // Nothing half-done: no NO_NEW_PRIVS without the filter.
         assert_eq!(seccomp_of(worker, worker), (0, 1), "worker {worker}");
+        assert!(!matches!(state_of(worker), 'T' | 't'), "worker {worker} runs on");
     }
     assert_eq!(http_status(&ip), "200");
     let (status, stats) = enforcer.interrupt();
     assert!(status.success());
     assert_eq!((stats["summary"]["refused"].as_u64(), stats["summary"]["switched"].as_u64()), (Some(2), Some(0)));
+}
+
+#[test]
+fn preflight_refuses_when_the_init_profile_denies_seccomp_and_the_app_lives_on() {
+    require!(tracer_missing().or_else(|| image_missing("nginx:latest")));
+    let profiles = nginx_profiles();
+    // The traced container profile as is: runc installs its filter before the app runs, so the
+    // app never called seccomp, and the profile denies it (ENOSYS).
+    let denied = read_json(&profiles.join("seccomp.json"));
+    let allowed = denied["syscalls"][0]["names"].as_array().unwrap();
+    assert!(!allowed.iter().any(|name| name == "seccomp"), "the traced profile allows seccomp");
+    check_refused(&profiles.join("seccomp.json"), "its filters deny seccomp");
+}
+
+#[test]
+fn preflight_refuses_when_the_init_profile_kills_on_seccomp_and_the_app_lives_on() {
+    require!(tracer_missing().or_else(|| image_missing("nginx:latest")));
+    let mut profile = read_json(&nginx_profiles().join("seccomp.json"));
+    for rule in profile["syscalls"].as_array_mut().unwrap() {
+        rule["names"].as_array_mut().unwrap().retain(|name| name != "seccomp");
+    }
+    let kill = serde_json::json!({"names": ["seccomp"], "action": "SCMP_ACT_KILL_PROCESS"});
+    profile["syscalls"].as_array_mut().unwrap().push(kill);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kills-seccomp.json");
+    std::fs::write(&path, profile.to_string()).unwrap();
+    check_refused(&path, "its filters kill a process that calls prctl or seccomp (SIGSYS)");
 }
 
 #[test]

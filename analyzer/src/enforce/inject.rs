@@ -37,20 +37,9 @@ pub enum InjectError {
     WrongSyscall { tid: u32, expected: u64, found: u64 },
 }
 
-/// How the thread was when it was seized.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Found {
-    /// In a group stop (the marker's SIGSTOP, taken before the seize): its process needs SIGCONT.
-    GroupStopped,
-    /// Running or blocked; the seize interrupted it (or caught the marker's SIGSTOP on its way,
-    /// which is then dropped: the process never stops as a group).
-    Running,
-}
-
 /// A thread under our ptrace control; released (restored, detached) on drop at the latest.
 pub struct Seized {
     tid: Pid,
-    pub found: Found,
     saved: libc::user_regs_struct,
     /// Where data was written, and the bytes it replaced.
     memory: Option<(u64, Vec<u8>)>,
@@ -68,23 +57,13 @@ impl Seized {
             Errno::ESRCH => InjectError::Gone(tid),
             errno => InjectError::Ptrace { tid, what: "PTRACE_SEIZE", errno },
         })?;
-        let mut seized = Seized {
-            tid: pid,
-            found: Found::Running,
-            saved: zeroed_regs(),
-            memory: None,
-            held: Vec::new(),
-            released: false,
-        };
+        let mut seized = Seized { tid: pid, saved: zeroed_regs(), memory: None, held: Vec::new(), released: false };
         seized.check(ptrace::interrupt(pid), "PTRACE_INTERRUPT")?;
-        seized.found = match seized.wait()? {
-            Stop::Event { group_stop: true } => Found::GroupStopped,
-            Stop::Signal(signal) => {
-                seized.hold(signal);
-                Found::Running
-            }
-            Stop::Event { group_stop: false } | Stop::Syscall => Found::Running,
-        };
+        // A group stop (the marker's SIGSTOP taken already), the interrupt, or the SIGSTOP on its
+        // way: the caller's SIGCONT covers every case.
+        if let Stop::Signal(signal) = seized.wait()? {
+            seized.hold(signal);
+        }
         seized.saved = seized.check(ptrace::getregs(pid), "PTRACE_GETREGS")?;
         Ok(seized)
     }
@@ -179,7 +158,7 @@ impl Seized {
             match self.wait()? {
                 Stop::Syscall => return Ok(()),
                 Stop::Signal(signal) => self.hold(signal),
-                Stop::Event { .. } => {}
+                Stop::Event => {}
             }
         }
     }
@@ -196,10 +175,8 @@ impl Seized {
             let status = waitpid(self.tid, Some(WaitPidFlag::__WALL));
             match self.check(status, "waitpid")? {
                 WaitStatus::PtraceSyscall(_) => return Ok(Stop::Syscall),
-                WaitStatus::PtraceEvent(_, signal, event) if event == Event::PTRACE_EVENT_STOP as i32 => {
-                    let group_stop =
-                        matches!(signal, Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU);
-                    return Ok(Stop::Event { group_stop });
+                WaitStatus::PtraceEvent(_, _, event) if event == Event::PTRACE_EVENT_STOP as i32 => {
+                    return Ok(Stop::Event);
                 }
                 WaitStatus::Stopped(_, signal) => return Ok(Stop::Signal(signal)),
                 WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
@@ -236,7 +213,7 @@ impl Drop for Seized {
 /// The kinds of ptrace stop the injector meets.
 enum Stop {
     /// `PTRACE_EVENT_STOP`: the interrupt, or a group stop.
-    Event { group_stop: bool },
+    Event,
     /// A signal about to be delivered.
     Signal(Signal),
     /// A syscall entry or exit.

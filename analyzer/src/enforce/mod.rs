@@ -92,8 +92,8 @@ pub fn check_marker(marker: &MarkerSpec) -> Result<()> {
     }
 }
 
-/// Enforces until Ctrl-C or the container's exit. A container started here and not running when
-/// this fails is removed.
+/// Enforces until Ctrl-C or the container's exit. A container created here is removed when this
+/// fails.
 pub async fn enforce(request: &Request) -> Result<Report> {
     check_marker(&request.marker)?;
     let serving = Filter::from_profile(&request.profiles.join(SERVING_PROFILE), request.action)?;
@@ -109,7 +109,7 @@ pub async fn enforce(request: &Request) -> Result<Report> {
         Target::Attach(name) => (Container::existing(&docker, name).await?, false),
     };
     let result = enforce_in(&container, created, request, serving).await;
-    if created && result.is_err() && !container.is_running().await.unwrap_or(false) {
+    if created && result.is_err() {
         container.remove().await;
     }
     result
@@ -162,7 +162,7 @@ pub struct Enforcing {
     pub marker: String,
     cgroup_path: String,
     stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Watched>,
+    thread: Option<std::thread::JoinHandle<Watched>>,
 }
 
 impl Enforcing {
@@ -195,7 +195,7 @@ impl Enforcing {
             let stop = stop.clone();
             move || watch.run(stop)
         });
-        Ok(Enforcing { marker, cgroup_path, stop, thread })
+        Ok(Enforcing { marker, cgroup_path, stop, thread: Some(thread) })
     }
 
     /// After the start of a container whose cgroup was `Expected`: fails when it is elsewhere,
@@ -211,13 +211,20 @@ impl Enforcing {
     }
 
     /// Stops enforcing (no process is left stopped) and returns what happened.
-    pub async fn end(self) -> Result<Watched> {
+    pub async fn end(mut self) -> Result<Watched> {
         self.stop.store(true, Ordering::Relaxed);
-        let thread = self.thread;
+        let thread = self.thread.take().expect("ended once");
         tokio::task::spawn_blocking(move || thread.join())
             .await
             .context("the enforcer's thread was lost")?
             .map_err(|_| anyhow::anyhow!("the enforcer's thread panicked"))
+    }
+}
+
+impl Drop for Enforcing {
+    /// Abandoned on an error path: the loop still detaches the marker and resumes what it stopped.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 

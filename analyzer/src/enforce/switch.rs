@@ -11,7 +11,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::filter::Filter;
-use super::inject::{Found, InjectError, Seized};
+use super::inject::{InjectError, Seized};
 use super::preflight::{FLAG_TSYNC, Preflight, SET_MODE_FILTER, Verdict};
 use super::process::{Pinned, host_tid, seccomp_status, syscall_gadget};
 
@@ -79,18 +79,17 @@ impl Switcher {
     pub fn switch(&mut self, hit: &Hit) -> Record {
         let mut cached = false;
         let started = Instant::now();
-        let (outcome, resume) = match Pinned::open(hit.pid, hit.hit_ns) {
-            Err(_) => (Outcome::Gone, None),
+        let outcome = match Pinned::open(hit.pid, hit.hit_ns) {
+            Err(_) => Outcome::Gone,
             Ok(pinned) => {
-                let (outcome, found) = self.switch_pinned(hit, &mut cached);
-                (outcome, Some((pinned, found)))
+                let outcome = self.switch_pinned(hit, &mut cached);
+                // The marker's SIGSTOP either stopped the whole process (the detached threads wait
+                // for this), or is still pending (this discards it), or the injector took it.
+                let _ = pinned.signal(libc::SIGCONT);
+                outcome
             }
         };
         let stopped = started.elapsed();
-        if let Some((pinned, Some(Found::GroupStopped))) = &resume {
-            // The marker's SIGSTOP stopped the whole process; the detached threads wait for this.
-            let _ = pinned.signal(libc::SIGCONT);
-        }
         let resumed_ns = crate::trace::live::monotonic_now_ns();
         Record {
             pid: hit.pid,
@@ -103,22 +102,19 @@ impl Switcher {
         }
     }
 
-    /// The injection from the hit thread, and from a diverging thread if TSYNC names one; also
-    /// how the hit thread was found.
-    fn switch_pinned(&mut self, hit: &Hit, cached: &mut bool) -> (Outcome, Option<Found>) {
+    /// The injection from the hit thread, and from a diverging thread if TSYNC names one.
+    fn switch_pinned(&mut self, hit: &Hit, cached: &mut bool) -> Outcome {
         let mut seized = match Seized::seize(hit.tid) {
             Ok(seized) => seized,
-            Err(err) => return (outcome_of(err), None),
+            Err(err) => return outcome_of(err),
         };
-        let found = seized.found;
         let first = self.inject(&mut seized, hit.pid, cached);
         let released = seized.release();
-        let outcome = match (first, released) {
+        match (first, released) {
             (Err(err), _) | (Ok(_), Err(err)) => outcome_of(err),
             (Ok(Injected::Done(outcome)), Ok(())) => outcome,
             (Ok(Injected::Diverging(ns_tid)), Ok(())) => self.retry_from(hit.pid, ns_tid, cached),
-        };
-        (outcome, Some(found))
+        }
     }
 
     fn retry_from(&mut self, pid: u32, ns_tid: u32, cached: &mut bool) -> Outcome {
