@@ -17,7 +17,7 @@ use anyhow::{Context as _, Result, bail};
 use super::harness::{Samples, Variant, VariantSamples, interleave, median};
 use super::report::{Bar, Section, Table};
 use super::tracer_overhead::{Background, wrk};
-use super::{Context, output};
+use super::{Context, docker_run, output};
 
 /// Goals from the enforce issue.
 const STOP_GOAL_US: f64 = 300.0;
@@ -65,17 +65,7 @@ struct Confined {
 impl Confined {
     fn start(profile: &Path) -> Result<Confined> {
         let seccomp = format!("seccomp={}", profile.display());
-        let id = output(Command::new("docker").args([
-            "run",
-            "-d",
-            "--log-opt",
-            "max-size=1m",
-            "--label",
-            "io.seccomp-refine.bench=1",
-            "--security-opt",
-            &seccomp,
-            "nginx:latest",
-        ]))?;
+        let id = docker_run(&["--security-opt", &seccomp, "nginx:latest"])?;
         let confined = Confined { url: format!("http://{}/", ip_of(&id)?), id };
         wait_serving(&confined.url)?;
         Ok(confined)

@@ -78,6 +78,14 @@ pub fn run(names: &[String], rounds: Rounds) -> Result<()> {
     Ok(())
 }
 
+/// `docker run -d` with the benchmarks' label and a capped log: `args` end with the image; returns
+/// the container's id.
+pub fn docker_run(args: &[&str]) -> Result<String> {
+    let mut command = Command::new("docker");
+    command.args(["run", "-d", "--log-opt", "max-size=1m", "--label", "io.seccomp-refine.bench=1"]);
+    output(command.args(args))
+}
+
 /// Runs `cmd`, returning its trimmed stdout; its stderr is the error when it fails.
 pub fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;

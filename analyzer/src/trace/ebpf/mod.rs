@@ -13,7 +13,7 @@ use std::path::Path;
 
 use aya::Ebpf;
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
-use aya::programs::uprobe::UProbeScope;
+use aya::programs::uprobe::{UProbeLinkId, UProbeScope};
 use aya::programs::{RawTracePoint, UProbe};
 use tracer_common::{
     CGROUP_PATH_LEN, CgroupState, SYSCALL_SLOTS, StatCounters, SyscallTable, TableKey, marker, names, offsets, stat,
@@ -210,21 +210,8 @@ impl Tracer {
     /// Ends `init` for each process of a registered cgroup at its first call of `function` in
     /// `binary` (a host path); processes it forks afterwards inherit serving.
     pub fn attach_marker(&mut self, binary: &Path, function: &str) -> Result<(), TracerError> {
-        let marker_error = |source| TracerError::Marker {
-            function: function.to_owned(),
-            binary: binary.display().to_string(),
-            source: Box::new(source),
-        };
-        let program: &mut UProbe = self
-            .ebpf
-            .program_mut(names::MARKER_PROBE)
-            .and_then(|program| program.try_into().ok())
-            .expect("the object has the marker uprobe");
-        if !self.marker_loaded {
-            program.load().map_err(marker_error)?;
-            self.marker_loaded = true;
-        }
-        program.attach(function, binary, UProbeScope::AllProcesses).map_err(marker_error)?;
+        attach_uprobe(&mut self.ebpf, names::MARKER_PROBE, !self.marker_loaded, binary, function)?;
+        self.marker_loaded = true;
         let map_error = |source| TracerError::Map { map: names::MARKER, source: Box::new(source) };
         self.marker.set(0, u64::from(marker::PER_PROCESS), 0).map_err(map_error)
     }
@@ -297,6 +284,27 @@ fn sum_tables<'a>(per_cpu: impl Iterator<Item = &'a SyscallTable>) -> Vec<Syscal
         .filter(|&number| count[number] > 0)
         .map(|number| SyscallTotal { number: number as u32, count: count[number], first_seen_ns: first[number] })
         .collect()
+}
+
+/// Attaches uprobe `program` (loaded first when `load`) to `function` in `binary`, a host path.
+fn attach_uprobe(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    load: bool,
+    binary: &Path,
+    function: &str,
+) -> Result<UProbeLinkId, TracerError> {
+    let marker_error = |source| TracerError::Marker {
+        function: function.to_owned(),
+        binary: binary.display().to_string(),
+        source: Box::new(source),
+    };
+    let probe: &mut UProbe =
+        ebpf.program_mut(program).and_then(|program| program.try_into().ok()).expect("the object has the uprobe");
+    if load {
+        probe.load().map_err(marker_error)?;
+    }
+    probe.attach(function, binary, UProbeScope::AllProcesses).map_err(marker_error)
 }
 
 fn attach_raw_tracepoint(ebpf: &mut Ebpf, program: &'static str, tracepoint: &str) -> Result<(), TracerError> {

@@ -13,10 +13,10 @@ use std::path::Path;
 use aya::Ebpf;
 use aya::maps::{HashMap, MapData, RingBuf};
 use aya::programs::UProbe;
-use aya::programs::uprobe::{UProbeLinkId, UProbeScope};
+use aya::programs::uprobe::UProbeLinkId;
 use tracer_common::{CgroupState, names, phase};
 
-use super::{Config, TracerError, attach_raw_tracepoint, load_object, take_map};
+use super::{Config, TracerError, attach_raw_tracepoint, attach_uprobe, load_object, take_map};
 
 /// The loaded programs; dropping it detaches everything.
 pub struct SwitchProbe {
@@ -77,18 +77,7 @@ impl SwitchProbe {
 
     /// Stops each target process at its first call of `function` in `binary` (a host path).
     pub fn attach(&mut self, binary: &Path, function: &str) -> Result<(), TracerError> {
-        let marker_error = |source| TracerError::Marker {
-            function: function.to_owned(),
-            binary: binary.display().to_string(),
-            source: Box::new(source),
-        };
-        let program: &mut UProbe = self
-            .ebpf
-            .program_mut(names::ENFORCE_PROBE)
-            .and_then(|program| program.try_into().ok())
-            .expect("the object has the enforcer's uprobe");
-        let link = program.attach(function, binary, UProbeScope::AllProcesses).map_err(marker_error)?;
-        self.link = Some(link);
+        self.link = Some(attach_uprobe(&mut self.ebpf, names::ENFORCE_PROBE, false, binary, function)?);
         Ok(())
     }
 
