@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 pub use self::filter::Action;
 pub use self::filter::{Filter, container_profile};
@@ -63,7 +64,7 @@ pub struct Request {
 
 /// Why enforcing ended.
 pub enum Ended {
-    /// Ctrl-C: the container runs on with the filters it has.
+    /// Ctrl-C (or SIGTERM): the container runs on with the filters it has.
     Interrupted,
     /// The container stopped.
     Exited { code: i64, log_tail: Vec<String> },
@@ -96,6 +97,9 @@ pub fn check_marker(marker: &MarkerSpec) -> Result<()> {
 /// fails.
 pub async fn enforce(request: &Request) -> Result<Report> {
     check_marker(&request.marker)?;
+    // Handled from now on: a process killed by them mid-switch would leave a target stopped.
+    let interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let serving = Filter::from_profile(&request.profiles.join(SERVING_PROFILE), request.action)?;
     crate::trace::ebpf::preflight()?;
     let docker = crate::docker::connect().await?;
@@ -108,14 +112,20 @@ pub async fn enforce(request: &Request) -> Result<Report> {
         }
         Target::Attach(name) => (Container::existing(&docker, name).await?, false),
     };
-    let result = enforce_in(&container, created, request, serving).await;
+    let result = enforce_in(&container, created, request, serving, (interrupt, terminate)).await;
     if created && result.is_err() {
         container.remove().await;
     }
     result
 }
 
-async fn enforce_in(container: &Container, created: bool, request: &Request, serving: Filter) -> Result<Report> {
+async fn enforce_in(
+    container: &Container,
+    created: bool,
+    request: &Request,
+    serving: Filter,
+    (mut interrupt, mut terminate): (Signal, Signal),
+) -> Result<Report> {
     let info = container.inspect().await?;
     let name = info.name.as_deref().unwrap_or_default().trim_start_matches('/').to_owned();
     let cgroup = if created {
@@ -136,7 +146,8 @@ async fn enforce_in(container: &Container, created: bool, request: &Request, ser
         enforcing.marker
     );
     let ended = tokio::select! {
-        _ = tokio::signal::ctrl_c() => Ended::Interrupted,
+        _ = interrupt.recv() => Ended::Interrupted,
+        _ = terminate.recv() => Ended::Interrupted,
         () = container.wait() => {
             let code = container.inspect().await.ok().and_then(|info| container::exit_code(&info)).unwrap_or(-1);
             Ended::Exited { code, log_tail: container.log_tail(LOG_TAIL_LINES).await }
