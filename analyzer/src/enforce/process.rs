@@ -102,9 +102,12 @@ pub fn host_tid(pid: u32, ns_tid: u32) -> Option<u32> {
 /// the same vDSO image, so the offset found in this process's own vDSO holds everywhere.
 pub fn syscall_gadget(pid: u32) -> Result<u64> {
     let offset = own_gadget_offset().context("this kernel's vDSO has no `syscall` instruction")?;
-    let base = vdso_base(pid).with_context(|| format!("process {pid} has no vDSO mapping"))?;
+    let base = vdso_base(pid).with_context(|| format!("process {pid} has no vDSO"))?;
     Ok(base + offset)
 }
+
+/// `AT_SYSINFO_EHDR`: the auxiliary vector's entry for the vDSO's address.
+const AT_SYSINFO_EHDR: u64 = 33;
 
 fn own_gadget_offset() -> Option<u64> {
     static OFFSET: OnceLock<Option<u64>> = OnceLock::new();
@@ -116,10 +119,14 @@ fn own_gadget_offset() -> Option<u64> {
     })
 }
 
+/// From the process's auxiliary vector: a few hundred bytes, where its maps can be thousands of lines.
 fn vdso_base(pid: u32) -> Option<u64> {
-    vdso_range(pid).map(|(start, _)| start)
+    let auxv = std::fs::read(format!("/proc/{pid}/auxv")).ok()?;
+    let word = |chunk: &[u8]| u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
+    auxv.chunks_exact(16).find(|entry| word(&entry[..8]) == AT_SYSINFO_EHDR).map(|entry| word(&entry[8..]))
 }
 
+/// This process's vDSO, from its maps (the image is scanned once).
 fn vdso_range(pid: u32) -> Option<(u64, u64)> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
     let line = maps.lines().find(|line| line.ends_with("[vdso]"))?;
@@ -140,6 +147,7 @@ mod tests {
         // Outside a container the innermost pid namespace is the host's.
         assert_eq!(host_tid(me, me), Some(me));
         let gadget = syscall_gadget(me).unwrap();
+        assert_eq!(vdso_base(me), vdso_range(me).map(|(start, _)| start), "auxv and maps agree");
         // SAFETY: the gadget lies inside this process's own vDSO, mapped readable.
         assert_eq!(unsafe { std::slice::from_raw_parts(gadget as *const u8, 2) }, [0x0f, 0x05]);
     }

@@ -49,7 +49,8 @@ pub struct Record {
     pub comm: String,
     #[serde(flatten)]
     pub outcome: Outcome,
-    /// How long the injector held the thread (seize to detach), in microseconds.
+    /// How long the injector worked on the stopped process, from taking it up (pidfd, vDSO,
+    /// seize) to its resume (detach and SIGCONT), in microseconds.
     pub stop_us: f64,
     /// From the uprobe hit to the process running again, in microseconds.
     pub hit_to_resume_us: f64,
@@ -104,20 +105,25 @@ impl Switcher {
 
     /// The injection from the hit thread, and from a diverging thread if TSYNC names one.
     fn switch_pinned(&mut self, hit: &Hit, cached: &mut bool) -> Outcome {
+        // Looked up before the seize: it does not need the process held.
+        let gadget = match syscall_gadget(hit.pid) {
+            Ok(gadget) => gadget,
+            Err(err) => return Outcome::Failed(format!("{err:#}")),
+        };
         let mut seized = match Seized::seize(hit.tid) {
             Ok(seized) => seized,
             Err(err) => return outcome_of(err),
         };
-        let first = self.inject(&mut seized, hit.pid, cached);
+        let first = self.inject(&mut seized, hit.pid, gadget, cached);
         let released = seized.release();
         match (first, released) {
             (Err(err), _) | (Ok(_), Err(err)) => outcome_of(err),
             (Ok(Injected::Done(outcome)), Ok(())) => outcome,
-            (Ok(Injected::Diverging(ns_tid)), Ok(())) => self.retry_from(hit.pid, ns_tid, cached),
+            (Ok(Injected::Diverging(ns_tid)), Ok(())) => self.retry_from(hit.pid, ns_tid, gadget, cached),
         }
     }
 
-    fn retry_from(&mut self, pid: u32, ns_tid: u32, cached: &mut bool) -> Outcome {
+    fn retry_from(&mut self, pid: u32, ns_tid: u32, gadget: u64, cached: &mut bool) -> Outcome {
         let Some(tid) = host_tid(pid, ns_tid) else {
             return Outcome::Failed(format!("TSYNC named thread {ns_tid}, which has exited"));
         };
@@ -125,7 +131,7 @@ impl Switcher {
             Ok(seized) => seized,
             Err(err) => return outcome_of(err),
         };
-        let injected = self.inject(&mut seized, pid, cached);
+        let injected = self.inject(&mut seized, pid, gadget, cached);
         match (injected, seized.release()) {
             (Ok(Injected::Done(outcome)), Ok(())) => outcome,
             (Ok(Injected::Diverging(other)), Ok(())) => {
@@ -136,7 +142,13 @@ impl Switcher {
     }
 
     /// Preflight, then the calls, from the seized thread; `Seized::release` restores it.
-    fn inject(&mut self, seized: &mut Seized, pid: u32, cached: &mut bool) -> Result<Injected, InjectError> {
+    fn inject(
+        &mut self,
+        seized: &mut Seized,
+        pid: u32,
+        gadget: u64,
+        cached: &mut bool,
+    ) -> Result<Injected, InjectError> {
         let tid = seized.tid();
         let status = match seccomp_status(pid, tid) {
             Ok(status) => status,
@@ -149,10 +161,6 @@ impl Switcher {
             Verdict::AlreadySwitched => return Ok(Injected::Done(Outcome::AlreadySwitched)),
             Verdict::Refuse(why) => return Ok(Injected::Done(Outcome::Refused(why))),
         }
-        let gadget = match syscall_gadget(pid) {
-            Ok(gadget) => gadget,
-            Err(err) => return Ok(Injected::Done(Outcome::Failed(format!("{err:#}")))),
-        };
         let program = self.serving.bytes();
         let address = seized.scratch(16 + program.len());
         seized.write(address, &fprog_image(address + 16, self.serving.insns.len(), &program))?;

@@ -4,8 +4,9 @@
 //! analysis). Each round measures one nginx under its container profile (`seccomp.json`, no
 //! enforcement) and one started by `seccomp-refine enforce` — workers switched, the marker uprobe
 //! still attached, as in production — under the same wrk load, back to back. Every switch of
-//! every round is timed by `enforce --stats`: how long the injector held the process (seize to
-//! detach) and how long from the uprobe hit until it ran again.
+//! every round is timed by `enforce --stats`: how long the injector worked on the stopped process
+//! (taking it up, seize, preflight, the calls, detach, SIGCONT) and how long from the uprobe hit
+//! until it ran again.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -180,7 +181,7 @@ fn section(context: &Context, samples: Samples, switches: &[Timed]) -> Section {
         switches.iter().filter(|switch| switch.preflight_cached).map(|switch| switch.stop_us).collect();
     let mut timing = Table::new(&["per switch (µs)", "median", "p90", "goal"]);
     for (what, values, goal) in [
-        ("process held (seize → detach)", &stops, Some(STOP_GOAL_US)),
+        ("process held by the injector (pick-up → resume)", &stops, Some(STOP_GOAL_US)),
         ("… with the preflight's verdict cached", &cached, None),
         ("uprobe hit → running again", &resumes, Some(RESUME_GOAL_US)),
     ] {
