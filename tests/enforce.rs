@@ -364,25 +364,32 @@ fn enforce_refuses_bad_input_in_one_line() {
     assert!(stderr(&out).contains("must be symbol:FUNCTION[@BINARY] or auto"), "{}", stderr(&out));
 }
 
-/// An image holding only `tests/data/threads.c`, built statically here and imported.
+/// An image holding only `tests/data/threads.c`, built statically here and imported, tagged with
+/// a hash of the source so that runs reuse it and an edit makes a new one.
 fn threads_image() -> &'static str {
-    static IMAGE: OnceLock<()> = OnceLock::new();
-    const NAME: &str = "seccomp-refine-test/threads:latest";
+    static IMAGE: OnceLock<String> = OnceLock::new();
     IMAGE.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
+        use std::hash::{DefaultHasher, Hash, Hasher};
         let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/threads.c");
+        let mut hasher = DefaultHasher::new();
+        std::fs::read(&source).unwrap().hash(&mut hasher);
+        let name = format!("seccomp-refine-test/threads:{:016x}", hasher.finish());
+        if image_missing(&name).is_none() {
+            return name;
+        }
+        let dir = tempfile::tempdir().unwrap();
         let out = output(
             Command::new("gcc").args(["-O1", "-static", "-pthread", "-o"]).arg(dir.path().join("threads")).arg(source),
         );
         assert!(out.status.success(), "gcc: {}", stderr(&out));
         let tar = format!(
-            "tar -C {} -cf - threads | docker import --change 'CMD [\"/threads\"]' - {NAME}",
+            "tar -C {} -cf - threads | docker import --change 'CMD [\"/threads\"]' - {name}",
             dir.path().display()
         );
         let out = output(Command::new("sh").args(["-c", &tar]));
         assert!(out.status.success(), "docker import: {}", stderr(&out));
-    });
-    NAME
+        name
+    })
 }
 
 /// Enforces in the threads program (`diverge`: one thread with a filter of its own) and returns
