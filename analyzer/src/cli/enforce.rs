@@ -10,7 +10,7 @@ use super::Outcome;
 use super::trace::RunArgs;
 use crate::enforce::switch::{Outcome as SwitchOutcome, Record};
 use crate::enforce::{self, Action, Ended, Report, Request, Target};
-use crate::trace::{MARKER_HELP, MarkerSpec};
+use crate::trace::MarkerSpec;
 
 /// Enforce the serving profile from the moment each process starts serving.
 ///
@@ -32,8 +32,10 @@ pub struct Args {
     /// The directory `trace` wrote the profiles into (seccomp.json, seccomp-serving.json).
     #[arg(long, value_name = "DIR")]
     profiles: PathBuf,
-    #[arg(long, value_name = "MARKER", default_value = "auto", long_help = MARKER_HELP)]
-    /// Where serving starts: symbol:FUNCTION[@BINARY], or auto (see --help).
+    /// Where each process starts serving: symbol:FUNCTION[@BINARY] (a function it calls then, in
+    /// the entrypoint unless BINARY says otherwise), or auto (nginx's ngx_process_events_and_timers,
+    /// redis's aeMain).
+    #[arg(long, value_name = "MARKER", default_value = "auto")]
     phase_marker: MarkerSpec,
     /// What the serving filter does to a syscall outside the serving profile: fail it with EPERM,
     /// log it and let it run (an audit run), or kill the process.

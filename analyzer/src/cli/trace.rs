@@ -74,7 +74,7 @@ pub struct RunArgs {
     /// Set an environment variable in the container (NAME=VALUE).
     #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
     pub env: Vec<String>,
-    /// The command: replaces the image's (CMD ARGS after `--`), or the host command for --exec.
+    /// The command instead of the image's (CMD ARGS after `--`); for `trace --exec`, the host command.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
