@@ -131,7 +131,6 @@ pub struct Tracer {
     cgroup_stats: PerCpuHashMap<MapData, u64, StatCounters>,
     events: Option<RingBuf<MapData>>,
     marker: Array<MapData, u64>,
-    marker_loaded: bool,
 }
 
 impl Tracer {
@@ -154,7 +153,7 @@ impl Tracer {
         let cgroup_stats = take_map(&mut ebpf, names::CGROUP_STATS, PerCpuHashMap::try_from)?;
         let events = Some(take_map(&mut ebpf, names::EVENTS, RingBuf::try_from)?);
         let marker = take_map(&mut ebpf, names::MARKER, Array::try_from)?;
-        Ok(Tracer { ebpf, cgroups, tables, stats, cgroup_stats, events, marker, marker_loaded: false })
+        Ok(Tracer { ebpf, cgroups, tables, stats, cgroup_stats, events, marker })
     }
 
     /// The event ring buffer, for the caller's reading loop (once).
@@ -210,8 +209,7 @@ impl Tracer {
     /// Ends `init` for each process of a registered cgroup at its first call of `function` in
     /// `binary` (a host path); processes it forks afterwards inherit serving.
     pub fn attach_marker(&mut self, binary: &Path, function: &str) -> Result<(), TracerError> {
-        attach_uprobe(&mut self.ebpf, names::MARKER_PROBE, !self.marker_loaded, binary, function)?;
-        self.marker_loaded = true;
+        attach_uprobe(&mut self.ebpf, names::MARKER_PROBE, binary, function)?;
         let map_error = |source| TracerError::Map { map: names::MARKER, source: Box::new(source) };
         self.marker.set(0, u64::from(marker::PER_PROCESS), 0).map_err(map_error)
     }
@@ -286,11 +284,11 @@ fn sum_tables<'a>(per_cpu: impl Iterator<Item = &'a SyscallTable>) -> Vec<Syscal
         .collect()
 }
 
-/// Attaches uprobe `program` (loaded first when `load`) to `function` in `binary`, a host path.
+/// Attaches uprobe `program` (loaded first if it is not yet) to `function` in `binary`, a host
+/// path. A failed attach leaves it loaded, ready for another function (`auto` tries several).
 fn attach_uprobe(
     ebpf: &mut Ebpf,
     program: &'static str,
-    load: bool,
     binary: &Path,
     function: &str,
 ) -> Result<UProbeLinkId, TracerError> {
@@ -301,7 +299,7 @@ fn attach_uprobe(
     };
     let probe: &mut UProbe =
         ebpf.program_mut(program).and_then(|program| program.try_into().ok()).expect("the object has the uprobe");
-    if load {
+    if probe.fd().is_err() {
         probe.load().map_err(marker_error)?;
     }
     probe.attach(function, binary, UProbeScope::AllProcesses).map_err(marker_error)

@@ -39,13 +39,6 @@ impl SwitchProbe {
         ] {
             attach_raw_tracepoint(&mut ebpf, program, tracepoint)?;
         }
-        let probe: &mut UProbe = ebpf
-            .program_mut(names::ENFORCE_PROBE)
-            .and_then(|program| program.try_into().ok())
-            .expect("the object has the enforcer's uprobe");
-        probe
-            .load()
-            .map_err(|source| TracerError::Attach { program: names::ENFORCE_PROBE, source: Box::new(source) })?;
         let targets = take_map(&mut ebpf, names::CGROUPS, HashMap::try_from)?;
         let switched = take_map(&mut ebpf, names::SERVING_PROCESSES, HashMap::try_from)?;
         let events = Some(take_map(&mut ebpf, names::EVENTS, RingBuf::try_from)?);
@@ -77,7 +70,7 @@ impl SwitchProbe {
 
     /// Stops each target process at its first call of `function` in `binary` (a host path).
     pub fn attach(&mut self, binary: &Path, function: &str) -> Result<(), TracerError> {
-        self.link = Some(attach_uprobe(&mut self.ebpf, names::ENFORCE_PROBE, false, binary, function)?);
+        self.link = Some(attach_uprobe(&mut self.ebpf, names::ENFORCE_PROBE, binary, function)?);
         Ok(())
     }
 
