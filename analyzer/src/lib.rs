@@ -10,6 +10,7 @@ pub mod cli;
 pub mod docker;
 pub mod elf;
 pub mod output;
+pub mod enforce;
 pub mod profile;
 pub mod report;
 pub mod scap;

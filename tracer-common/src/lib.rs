@@ -75,6 +75,8 @@ pub mod cause {
     pub const UPROBE: u32 = 0x1_0001;
     /// Forked by a serving process (per-process markers).
     pub const FORK: u32 = 0x1_0002;
+    /// The enforcer's marker uprobe stopped the calling thread (`SIGSTOP`) for its switch.
+    pub const STOPPED: u32 = 0x1_0003;
 }
 
 /// Slots of the per-CPU `STATS` array.
@@ -112,6 +114,7 @@ pub mod names {
     pub const FORK: &str = "seccomp_refine_fork";
     pub const EXIT: &str = "seccomp_refine_exit";
     pub const MARKER_PROBE: &str = "seccomp_refine_marker";
+    pub const ENFORCE_PROBE: &str = "seccomp_refine_enforce";
     pub const CGROUPS: &str = "CGROUPS";
     pub const TABLES: &str = "TABLES";
     pub const EVENTS: &str = "EVENTS";

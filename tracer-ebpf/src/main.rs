@@ -9,7 +9,10 @@
 //! - `cgroup_mkdir` (raw tracepoint) registers the container's cgroup before any task runs in it;
 //! - a uprobe on the marker function ends `init` for the process that calls it;
 //! - `sched_process_fork` and `sched_process_exit` (raw tracepoints) pass that per-process phase
-//!   on to children forked afterwards and forget it when the process is gone.
+//!   on to children forked afterwards and forget it when the process is gone;
+//! - `seccomp-refine enforce` loads only the enforcer's uprobe on the serving entry with
+//!   `cgroup_mkdir`, fork and exit: a registered cgroup is then a target, and its processes stop
+//!   at their first entry for the switch to the serving filter (`SERVING_PROCESSES` = switched).
 //!
 //! Phases are per cgroup, except under a per-process marker (`symbol:`): then the cgroup stays
 //! in `init` and a process is serving when it is in `SERVING_PROCESSES`, which costs the hot path
@@ -25,6 +28,7 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
         bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_str_bytes,
+        bpf_send_signal_thread,
     },
     macros::{map, raw_tracepoint, uprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -509,6 +513,39 @@ fn serve_process(cgroup: u64, process: u32, why: u32) {
         Err(EEXIST) => {}
         Err(_) => count_stat(cgroup, stat::PROCESS_FULL),
     }
+}
+
+/// `SIGSTOP`, which no process can catch or ignore.
+const SIGSTOP: u32 = 19;
+
+/// The enforcer's marker: the first call of the serving entry by a process of a target cgroup
+/// stops the calling thread right there, at the function's entry (the signal is taken on the
+/// return to user space, so no syscall is interrupted), and tells userspace, which installs the
+/// serving filter and resumes it. Processes of other cgroups running the same binary (uprobes
+/// fire per inode, in every container of the image) are never touched.
+#[uprobe]
+pub fn seccomp_refine_enforce(_ctx: ProbeContext) -> u32 {
+    // SAFETY: the helper has no preconditions.
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    if CGROUPS.get_ptr(cgroup).is_none() {
+        return 0;
+    }
+    let process = tgid();
+    // The function runs on every loop iteration; a process is stopped once, and what it forks
+    // afterwards inherits its filter (the fork program records that).
+    if SERVING_PROCESSES.get_ptr(&process).is_some() {
+        return 0;
+    }
+    match SERVING_PROCESSES.insert(&process, &cgroup, BPF_NOEXIST as u64) {
+        Ok(()) => {
+            // SAFETY: the helper has no preconditions; the thread is the current one.
+            unsafe { bpf_send_signal_thread(SIGSTOP) };
+            phase_event(cgroup, phase::SERVING, cause::STOPPED, process);
+        }
+        Err(EEXIST) => {}
+        Err(_) => count_stat(cgroup, stat::PROCESS_FULL),
+    }
+    0
 }
 
 /// A new process inherits its parent's per-process phase, as a seccomp filter is inherited.

@@ -7,6 +7,7 @@
 mod analyze;
 mod bitcode;
 mod diff;
+mod enforce;
 mod explain;
 mod import;
 mod outputs;
@@ -46,6 +47,7 @@ enum Command {
     Analyze(analyze::Args),
     Syscalls(syscalls::Args),
     Explain(explain::Args),
+    Enforce(enforce::Args),
 }
 
 /// What a successful command tells the shell.
@@ -69,6 +71,7 @@ pub fn main() -> ExitCode {
         Command::Analyze(args) => analyze::run(args),
         Command::Syscalls(args) => syscalls::run(args),
         Command::Explain(args) => explain::run(args),
+        Command::Enforce(args) => enforce::run(args),
     };
     match result {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,

@@ -32,9 +32,6 @@ pub struct Args {
     /// The image to run, e.g. `nginx` (not with --attach or --exec).
     #[arg(required_unless_present_any = ["attach", "exec"], conflicts_with_all = ["attach", "exec"])]
     image: Option<String>,
-    /// The command: replaces the image's (CMD ARGS after `--`), or the host command for --exec.
-    #[arg(last = true, value_name = "CMD")]
-    command: Vec<String>,
     /// Trace a running container from now on (everything counts as serving). Repeat it to trace
     /// several containers at once with one set of kernel programs, each into DIR/<container name>/.
     #[arg(long, value_name = "CONTAINER", conflicts_with = "exec")]
@@ -49,12 +46,6 @@ pub struct Args {
     /// with SECCOMP_REFINE_HOST and SECCOMP_REFINE_PORT set; the trace ends when it exits.
     #[arg(long, value_name = "CMD")]
     workload: Option<String>,
-    /// Publish a container port, as `docker run -p` ([HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp]).
-    #[arg(short = 'p', long = "publish", value_name = "PORTS")]
-    publish: Vec<String>,
-    /// Set an environment variable in the container (NAME=VALUE).
-    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
-    env: Vec<String>,
     /// Where to write the trace and profiles [default: ./profiles/<image or container>/]. With
     /// several --attach, the directory that gets one subdirectory per container [default: ./profiles/].
     #[arg(short, long, value_name = "DIR")]
@@ -70,7 +61,30 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_ring_buffer)]
     ring_buffer: u32,
     #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten)]
     statics: AfterTrace,
+}
+
+/// How a container is run: shared by the commands that start one (`trace`, `enforce`).
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Publish a container port, as `docker run -p` ([HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp]).
+    #[arg(short = 'p', long = "publish", value_name = "PORTS")]
+    pub publish: Vec<String>,
+    /// Set an environment variable in the container (NAME=VALUE).
+    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// The command instead of the image's (CMD ARGS after `--`); for `trace --exec`, the host command.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+impl RunArgs {
+    /// Whether any option was given (they make no sense for a container already running).
+    pub fn is_empty(&self) -> bool {
+        self.publish.is_empty() && self.env.is_empty() && self.command.is_empty()
+    }
 }
 
 pub fn run(args: Args) -> Result<Outcome> {
@@ -93,9 +107,9 @@ async fn run_async(args: Args) -> Result<Outcome> {
     let image = args.image.clone().expect("clap requires an image without --attach or --exec");
     let request = ContainerRequest {
         image: image.clone(),
-        command: args.command.clone(),
-        env: args.env.clone(),
-        publish: args.publish.clone(),
+        command: args.run.command.clone(),
+        env: args.run.env.clone(),
+        publish: args.run.publish.clone(),
         marker: args.phase_marker.clone(),
         duration: args.duration,
         ring_buffer_bytes: args.ring_buffer,
@@ -183,12 +197,12 @@ fn early_exit_result(exit: &EarlyExit, dir: &Path, label: Option<&str>) -> Resul
 
 async fn trace_exec(args: Args) -> Result<Outcome> {
     let request = ExecRequest {
-        command: args.command.clone(),
+        command: args.run.command.clone(),
         marker: args.phase_marker.clone(),
         duration: args.duration,
         ring_buffer_bytes: args.ring_buffer,
     };
-    let name = Path::new(&args.command[0]).file_name().map_or("command".into(), |name| name.to_string_lossy());
+    let name = Path::new(&args.run.command[0]).file_name().map_or("command".into(), |name| name.to_string_lossy());
     let dir = args.output.clone().unwrap_or_else(|| default_output(&name));
     args.statics.claim(&dir)?;
     let outcome = trace_command(&request).await?;

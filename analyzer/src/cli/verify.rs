@@ -22,8 +22,13 @@ pub struct Args {
     /// The image to run (e.g. nginx:latest).
     image: String,
     /// The profile to apply: Docker JSON, or an OCI config.json (fragment) with linux.seccomp.
-    #[arg(long, value_name = "FILE")]
-    profile: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "enforce", conflicts_with = "enforce")]
+    profile: Option<PathBuf>,
+    /// Verify enforcement instead: run under DIR/seccomp.json and switch each process to
+    /// DIR/seccomp-serving.json when it reaches the `auto` phase marker (as `enforce` does); the
+    /// denials of either profile are reported by phase.
+    #[arg(long, value_name = "DIR")]
+    enforce: Option<PathBuf>,
     /// A shell command run on the host once the container is ready, with SECCOMP_REFINE_HOST,
     /// SECCOMP_REFINE_PORT and SECCOMP_REFINE_CONTAINER set [default: built-in for nginx and redis].
     #[arg(long, value_name = "CMD")]
@@ -49,7 +54,12 @@ pub fn run(args: Args) -> Result<Outcome> {
     let config = verify::Config {
         image: args.image,
         command: args.command,
-        profile: args.profile,
+        profile: match (&args.profile, &args.enforce) {
+            (Some(profile), _) => profile.clone(),
+            (None, Some(dir)) => dir.join(crate::enforce::CONTAINER_PROFILE),
+            (None, None) => unreachable!("clap requires --profile without --enforce"),
+        },
+        enforce: args.enforce,
         workload: args.workload.map_or(Workload::Auto, Workload::Shell),
         duration: args.duration,
         env: args.env,

@@ -30,6 +30,8 @@ pub struct RunSpec<'a> {
     pub command: &'a [String],
     pub env: &'a [String],
     pub publish: &'a [String],
+    /// A seccomp profile's JSON text instead of Docker's default (`enforce`).
+    pub seccomp_json: Option<&'a str>,
 }
 
 /// A container known to the daemon.
@@ -77,7 +79,11 @@ impl Container {
             env: Some(spec.env.to_vec()),
             exposed_ports: Some(exposed),
             labels: Some(HashMap::from([(LABEL.to_owned(), "1".to_owned())])),
-            host_config: Some(HostConfig { port_bindings: Some(bindings), ..HostConfig::default() }),
+            host_config: Some(HostConfig {
+                port_bindings: Some(bindings),
+                security_opt: spec.seccomp_json.map(|json| vec![format!("seccomp={json}")]),
+                ..HostConfig::default()
+            }),
             ..ContainerCreateBody::default()
         };
         let created = docker

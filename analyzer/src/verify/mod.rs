@@ -32,10 +32,14 @@ use serde::{Deserialize, Serialize};
 pub use denials::Denial;
 pub use workload::{Builtin, Step, Workload};
 
+use crate::docker::container::Container;
 use crate::docker::{self, verify_run};
+use crate::enforce::switch::Outcome as SwitchOutcome;
+use crate::enforce::{Action, Cgroup, Enforcing, Filter, container_profile};
 use crate::profile::SyscallSet;
-use crate::profile::read::read_profile;
+use crate::profile::read::{read_allowlist, read_profile};
 use crate::syscalls::Arch;
+use crate::trace::MarkerSpec;
 
 /// What to verify.
 #[derive(Clone, Debug)]
@@ -50,6 +54,10 @@ pub struct Config {
     pub duration: Duration,
     /// `KEY=VALUE` environment for the container.
     pub env: Vec<String>,
+    /// A profile directory to enforce (`seccomp-refine enforce`): the container runs under
+    /// `profile` (its `seccomp.json`) plus `prctl` and `seccomp`, and each process that reaches
+    /// the `auto` marker switches to its `seccomp-serving.json`, whose denials are watched too.
+    pub enforce: Option<PathBuf>,
 }
 
 /// What happened.
@@ -75,6 +83,20 @@ pub struct VerifyReport {
     pub lost_events: u64,
     /// Possible denials that lost events make uncertain.
     pub unconfirmed: u64,
+    /// With `Config::enforce`: which processes were switched to the serving profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforced: Option<Enforced>,
+}
+
+/// What enforcement did during a verification.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enforced {
+    /// The marker as resolved (`symbol:FUNCTION@BINARY`).
+    pub marker: String,
+    /// Processes switched to the serving profile (host pids).
+    pub switched: Vec<u32>,
+    /// Switches refused or failed, one line each.
+    pub not_switched: Vec<String>,
 }
 
 /// The workload and its steps.
@@ -119,12 +141,24 @@ struct Prepared {
     ports: Vec<u16>,
     builtin: Option<Builtin>,
     runtime: Option<String>,
+    /// With `Config::enforce`: the serving filter.
+    serving: Option<Filter>,
 }
 
 async fn prepare(config: &Config) -> Result<Prepared> {
     let file = read_profile(&config.profile)?;
-    let watched = watched::watched_numbers(&file, Arch::host());
-    let seccomp_json = serde_json::to_string(&file.json).expect("JSON values serialize");
+    let mut watched = watched::watched_numbers(&file, Arch::host());
+    let mut seccomp_json = serde_json::to_string(&file.json).expect("JSON values serialize");
+    let mut serving = None;
+    if let Some(dir) = &config.enforce {
+        seccomp_json = container_profile(&config.profile)?;
+        let serving_path = dir.join(crate::enforce::SERVING_PROFILE);
+        serving = Some(Filter::from_profile(&serving_path, Action::Errno)?);
+        let allowed = read_allowlist(&serving_path)?;
+        watched.extend(Arch::host().syscalls().filter(|(_, name)| !allowed.contains(*name)).map(|(number, _)| number));
+        watched.sort_unstable();
+        watched.dedup();
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("verify needs root (a perf watch on the container's cgroup); run it with sudo");
@@ -143,7 +177,7 @@ async fn prepare(config: &Config) -> Result<Prepared> {
     let ports = verify_run::image_tcp_ports(&docker, &config.image).await?;
     let runtime = crate::docker::runtime(&docker).await;
     let allowed = file.profile.allowed().map(str::to_owned).collect();
-    Ok(Prepared { docker, seccomp_json, allowed, watched, ports, builtin, runtime })
+    Ok(Prepared { docker, seccomp_json, allowed, watched, ports, builtin, runtime, serving })
 }
 
 /// Verifies `config.profile` against `config.image`; see the module doc for the contract.
@@ -159,10 +193,28 @@ pub async fn run(config: &Config) -> Result<VerifyReport> {
         cgroup_parent: &parent.docker_path(),
     };
     let id = verify_run::create(&prepared.docker, &spec).await?;
+    let enforcing = match prepared.serving.clone() {
+        Some(serving) => {
+            let container = Container { docker: prepared.docker.clone(), id: id.clone() };
+            let cgroup = Cgroup::Expected(format!("{}/{id}", parent.docker_path()));
+            match Enforcing::begin(&container, cgroup, &MarkerSpec::Auto, serving).await {
+                Ok(enforcing) => Some(enforcing),
+                Err(err) => {
+                    let _ = verify_run::remove(&prepared.docker, &id).await;
+                    return Err(err);
+                }
+            }
+        }
+        None => None,
+    };
     let started_ns = perf::now_ns();
     let exercised = tokio::select! {
         exercised = exercise(config, &prepared, &id, started_ns) => exercised,
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted; the container and the cgroup were removed")),
+    };
+    let enforced = match enforcing {
+        Some(enforcing) => Some(enforced(enforcing).await),
+        None => None,
     };
     let records = watch.stop();
     let removed = verify_run::remove(&prepared.docker, &id).await;
@@ -177,7 +229,22 @@ pub async fn run(config: &Config) -> Result<VerifyReport> {
     }
     report.lost_events = findings.lost_events;
     report.unconfirmed = findings.unconfirmed;
+    report.enforced = enforced.transpose()?;
     Ok(report)
+}
+
+/// Ends enforcement and sums up its switches.
+async fn enforced(enforcing: Enforcing) -> Result<Enforced> {
+    let marker = enforcing.marker.clone();
+    let watched = enforcing.end().await?;
+    let mut summary = Enforced { marker, switched: Vec::new(), not_switched: Vec::new() };
+    for record in &watched.records {
+        match record.outcome {
+            SwitchOutcome::Switched { .. } => summary.switched.push(record.pid),
+            _ => summary.not_switched.push(crate::enforce::describe(record)),
+        }
+    }
+    Ok(summary)
 }
 
 fn elapsed_ms(since_ns: u64) -> u64 {
@@ -201,6 +268,7 @@ async fn exercise(config: &Config, prepared: &Prepared, id: &str, started_ns: u6
         denials: Vec::new(),
         lost_events: 0,
         unconfirmed: 0,
+        enforced: None,
     };
     if let Err(message) = verify_run::start(docker, id).await {
         report.start_error = Some(message);

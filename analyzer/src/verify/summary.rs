@@ -20,6 +20,12 @@ impl fmt::Display for VerifyReport {
                 writeln!(f, "  {}  {}: {}", if step.ok { "ok  " } else { "FAIL" }, step.name, step.detail)?;
             }
         }
+        if let Some(enforced) = &self.enforced {
+            writeln!(f, "enforced: at {}, switched pids {:?}", enforced.marker, enforced.switched)?;
+            for line in &enforced.not_switched {
+                writeln!(f, "  {line}")?;
+            }
+        }
         if let Some(exited) = &self.exited {
             writeln!(f, "exited:   {exited}")?;
         }

@@ -7,6 +7,7 @@
 //! root, on the stand-in images, like `cargo xtask run`.
 
 mod bitcode;
+mod enforce;
 mod harness;
 mod import;
 mod plot;
@@ -38,6 +39,7 @@ const BENCHMARKS: &[Benchmark] = &[
     Benchmark { name: "import", run: import::run },
     Benchmark { name: "bitcode", run: bitcode::run },
     Benchmark { name: "profiles", run: profiles::run },
+    Benchmark { name: "enforce", run: enforce::run },
 ];
 
 /// What every benchmark gets.
@@ -74,6 +76,14 @@ pub fn run(names: &[String], rounds: Rounds) -> Result<()> {
     let markdown = report::write(&machine, sections, &order)?;
     println!("\n{markdown}");
     Ok(())
+}
+
+/// `docker run -d` with the benchmarks' label and a capped log: `args` end with the image; returns
+/// the container's id.
+pub fn docker_run(args: &[&str]) -> Result<String> {
+    let mut command = Command::new("docker");
+    command.args(["run", "-d", "--log-opt", "max-size=1m", "--label", "io.seccomp-refine.bench=1"]);
+    output(command.args(args))
 }
 
 /// Runs `cmd`, returning its trimmed stdout; its stderr is the error when it fails.

@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::harness::{Variant, interleave, median};
 use super::report::{Bar, Section, Table};
 use super::tracer_overhead::{Background, wrk};
-use super::{Context, output};
+use super::{Context, docker_run, output};
 
 const PER_IMAGE: usize = 10;
 
@@ -36,15 +36,7 @@ struct Member {
 impl Fleet {
     fn start() -> Result<Fleet> {
         let start = |image: &str| -> Result<Member> {
-            let id = output(Command::new("docker").args([
-                "run",
-                "-d",
-                "--log-opt",
-                "max-size=1m",
-                "--label",
-                "io.seccomp-refine.bench=1",
-                image,
-            ]))?;
+            let id = docker_run(&[image])?;
             let ip = output(Command::new("docker").args(["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &id]))?;
             Ok(Member { id, ip })
         };

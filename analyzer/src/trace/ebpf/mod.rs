@@ -8,12 +8,13 @@
 mod btf;
 pub mod events;
 pub mod privileges;
+pub mod switch;
 
 use std::path::Path;
 
 use aya::Ebpf;
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
-use aya::programs::uprobe::UProbeScope;
+use aya::programs::uprobe::{UProbeLinkId, UProbeScope};
 use aya::programs::{RawTracePoint, UProbe};
 use tracer_common::{
     CGROUP_PATH_LEN, CgroupState, SYSCALL_SLOTS, StatCounters, SyscallTable, TableKey, marker, names, offsets, stat,
@@ -134,23 +135,12 @@ pub struct Tracer {
     cgroup_stats: PerCpuHashMap<MapData, u64, StatCounters>,
     events: Option<RingBuf<MapData>>,
     marker: Array<MapData, u64>,
-    marker_loaded: bool,
 }
 
 impl Tracer {
     /// Checks privileges and BTF, loads the programs with this kernel's offsets and attaches them.
     pub fn load(config: &Config) -> Result<Tracer, TracerError> {
-        preflight()?;
-        let btf = Btf::vmlinux().map_err(|source| TracerError::NoBtf { path: btf::VMLINUX, source })?;
-        let field_offsets = btf::program_offsets(&btf)?;
-        raise_memlock_limit();
-        let cgroup_path = cgroup_path_bytes(config.cgroup_path.as_deref());
-        let mut ebpf = aya::EbpfLoader::new()
-            .override_global(offsets::GLOBAL, &field_offsets, true)
-            .override_global(names::CGROUP_PATH, &cgroup_path, true)
-            .map_max_entries(names::EVENTS, config.ring_buffer_bytes)
-            .load(OBJECT)
-            .map_err(|err| TracerError::Load(Box::new(err)))?;
+        let mut ebpf = load_object(config)?;
         for (program, tracepoint) in [
             (names::SYS_ENTER, "sys_enter"),
             (names::SYS_EXIT, "sys_exit"),
@@ -167,7 +157,7 @@ impl Tracer {
         let cgroup_stats = take_map(&mut ebpf, names::CGROUP_STATS, PerCpuHashMap::try_from)?;
         let events = Some(take_map(&mut ebpf, names::EVENTS, RingBuf::try_from)?);
         let marker = take_map(&mut ebpf, names::MARKER, Array::try_from)?;
-        Ok(Tracer { ebpf, cgroups, tables, stats, cgroup_stats, events, marker, marker_loaded: false })
+        Ok(Tracer { ebpf, cgroups, tables, stats, cgroup_stats, events, marker })
     }
 
     /// The event ring buffer, for the caller's reading loop (once).
@@ -223,21 +213,7 @@ impl Tracer {
     /// Ends `init` for each process of a registered cgroup at its first call of `function` in
     /// `binary` (a host path); processes it forks afterwards inherit serving.
     pub fn attach_marker(&mut self, binary: &Path, function: &str) -> Result<(), TracerError> {
-        let marker_error = |source| TracerError::Marker {
-            function: function.to_owned(),
-            binary: binary.display().to_string(),
-            source: Box::new(source),
-        };
-        let program: &mut UProbe = self
-            .ebpf
-            .program_mut(names::MARKER_PROBE)
-            .and_then(|program| program.try_into().ok())
-            .expect("the object has the marker uprobe");
-        if !self.marker_loaded {
-            program.load().map_err(marker_error)?;
-            self.marker_loaded = true;
-        }
-        program.attach(function, binary, UProbeScope::AllProcesses).map_err(marker_error)?;
+        attach_uprobe(&mut self.ebpf, names::MARKER_PROBE, binary, function)?;
         let map_error = |source| TracerError::Map { map: names::MARKER, source: Box::new(source) };
         self.marker.set(0, u64::from(marker::PER_PROCESS), 0).map_err(map_error)
     }
@@ -263,6 +239,21 @@ impl Tracer {
         let Ok(per_cpu) = self.cgroup_stats.get(&cgroup, 0) else { return Stats::default() };
         Stats::from_slots(|index| per_cpu.iter().map(|counters| counters[index as usize]).sum())
     }
+}
+
+/// Loads the object (no program attached yet) with this kernel's offsets and `config`.
+fn load_object(config: &Config) -> Result<Ebpf, TracerError> {
+    preflight()?;
+    let btf = Btf::vmlinux().map_err(|source| TracerError::NoBtf { path: btf::VMLINUX, source })?;
+    let field_offsets = btf::program_offsets(&btf)?;
+    raise_memlock_limit();
+    let cgroup_path = cgroup_path_bytes(config.cgroup_path.as_deref());
+    aya::EbpfLoader::new()
+        .override_global(offsets::GLOBAL, &field_offsets, true)
+        .override_global(names::CGROUP_PATH, &cgroup_path, true)
+        .map_max_entries(names::EVENTS, config.ring_buffer_bytes)
+        .load(OBJECT)
+        .map_err(|err| TracerError::Load(Box::new(err)))
 }
 
 /// Checks, without loading anything, that this binary and machine can trace: the programs are
@@ -295,6 +286,27 @@ fn sum_tables<'a>(per_cpu: impl Iterator<Item = &'a SyscallTable>) -> Vec<Syscal
         .filter(|&number| count[number] > 0)
         .map(|number| SyscallTotal { number: number as u32, count: count[number], first_seen_ns: first[number] })
         .collect()
+}
+
+/// Attaches uprobe `program` (loaded first if it is not yet) to `function` in `binary`, a host
+/// path. A failed attach leaves it loaded, ready for another function (`auto` tries several).
+fn attach_uprobe(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    binary: &Path,
+    function: &str,
+) -> Result<UProbeLinkId, TracerError> {
+    let marker_error = |source| TracerError::Marker {
+        function: function.to_owned(),
+        binary: binary.display().to_string(),
+        source: Box::new(source),
+    };
+    let probe: &mut UProbe =
+        ebpf.program_mut(program).and_then(|program| program.try_into().ok()).expect("the object has the uprobe");
+    if probe.fd().is_err() {
+        probe.load().map_err(marker_error)?;
+    }
+    probe.attach(function, binary, UProbeScope::AllProcesses).map_err(marker_error)
 }
 
 fn attach_raw_tracepoint(ebpf: &mut Ebpf, program: &'static str, tracepoint: &str) -> Result<(), TracerError> {

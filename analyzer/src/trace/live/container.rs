@@ -81,8 +81,13 @@ pub async fn trace_container(request: &ContainerRequest) -> Result<ContainerOutc
     crate::trace::ebpf::preflight()?;
     let docker = crate::docker::connect().await?;
     let image = crate::docker::image::ensure(&docker, &request.image).await?;
-    let spec =
-        RunSpec { image: &request.image, command: &request.command, env: &request.env, publish: &request.publish };
+    let spec = RunSpec {
+        image: &request.image,
+        command: &request.command,
+        env: &request.env,
+        publish: &request.publish,
+        seccomp_json: None,
+    };
     let container = Container::create(&docker, &spec).await?;
     let result = run_traced(&container, &image, request).await;
     if !request.keep {
@@ -184,7 +189,7 @@ async fn follow_started(session: &mut Session, target: TargetId, container: &Con
 /// The cgroup v2 path and id of a container's processes, or `None` once it has stopped. Its
 /// process can exit, and its cgroup go, between the daemon's answer and the /proc read; a pid
 /// read that late may even be another process's, so the path must name the container.
-async fn running_cgroup(container: &Container) -> Result<Option<(String, u64)>> {
+pub async fn running_cgroup(container: &Container) -> Result<Option<(String, u64)>> {
     let info = container.inspect().await?;
     let Some(pid) = container::pid(&info) else { return Ok(None) };
     let found = cgroup::of_process(pid).and_then(|path| Ok((path.clone(), cgroup::id(&cgroup_dir(&path)?)?)));
@@ -199,12 +204,12 @@ async fn running_cgroup(container: &Container) -> Result<Option<(String, u64)>> 
 }
 
 /// Where a cgroup v2 path (`/docker/<id>`) is on this host.
-fn cgroup_dir(path: &str) -> Result<PathBuf> {
+pub fn cgroup_dir(path: &str) -> Result<PathBuf> {
     Ok(cgroup::v2_mount()?.join(path.trim_start_matches('/')))
 }
 
 /// The container's v2 cgroup path as the kernel names it at `cgroup_mkdir`, and the runtime.
-async fn cgroup_path_of(docker: &Docker, id: &str) -> Result<(String, Option<String>)> {
+pub async fn cgroup_path_of(docker: &Docker, id: &str) -> Result<(String, Option<String>)> {
     let info =
         docker.info().await.map_err(|err| anyhow::anyhow!("docker info: {}", crate::docker::image::one_line(&err)))?;
     let path = match info.cgroup_driver {
@@ -217,7 +222,7 @@ async fn cgroup_path_of(docker: &Docker, id: &str) -> Result<(String, Option<Str
 }
 
 /// The entrypoint as a path inside the image, found along the container's PATH when bare.
-fn resolve_entrypoint(info: &bollard::models::ContainerInspectResponse, rootfs: &Rootfs) -> Result<String> {
+pub fn resolve_entrypoint(info: &bollard::models::ContainerInspectResponse, rootfs: &Rootfs) -> Result<String> {
     let program = container::entrypoint(info).context("the image has neither an entrypoint nor a command")?;
     if program.contains('/') {
         return Ok(program);

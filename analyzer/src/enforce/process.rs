@@ -1,0 +1,163 @@
+//! What the injector needs to know about a target process from /proc and the kernel: its seccomp
+//! state, its identity against pid reuse, its threads under their namespaced ids, and where its
+//! vDSO holds a `syscall` instruction.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result, bail};
+
+/// A thread's seccomp state as `/proc/PID/task/TID/status` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeccompStatus {
+    pub no_new_privs: bool,
+    /// Filters attached to the thread (`Seccomp_filters`).
+    pub filters: u32,
+}
+
+/// The seccomp state of thread `tid` of process `pid`.
+pub fn seccomp_status(pid: u32, tid: u32) -> Result<SeccompStatus> {
+    let path = format!("/proc/{pid}/task/{tid}/status");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    let field = |name: &str| -> Option<u32> {
+        text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
+    };
+    match (field("NoNewPrivs"), field("Seccomp_filters")) {
+        (Some(nnp), Some(filters)) => Ok(SeccompStatus { no_new_privs: nnp == 1, filters }),
+        _ => bail!("{path} has no NoNewPrivs/Seccomp_filters (kernel older than 5.9?)"),
+    }
+}
+
+/// A process pinned by a pidfd, so signals reach it and never a later process with its pid.
+pub struct Pinned {
+    pidfd: OwnedFd,
+}
+
+impl Pinned {
+    /// Pins process `pid` if it is the one that hit the marker at `hit_ns` (CLOCK_MONOTONIC):
+    /// a process started after that is a reuse of its pid.
+    pub fn open(pid: u32, hit_ns: u64) -> Result<Pinned> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if fd < 0 {
+            bail!("process {pid} is gone");
+        }
+        // SAFETY: the fd was just returned by the kernel and is owned by nobody else.
+        let pinned = Pinned { pidfd: unsafe { OwnedFd::from_raw_fd(fd as i32) } };
+        let started_ns = start_time_ns(pid).with_context(|| format!("process {pid} is gone"))?;
+        // /proc counts from boot including suspends (CLOCK_BOOTTIME); the marker's clock does not.
+        let suspended_ns = clock_ns(libc::CLOCK_BOOTTIME).saturating_sub(clock_ns(libc::CLOCK_MONOTONIC));
+        if started_ns > hit_ns.saturating_add(suspended_ns) {
+            bail!("pid {pid} was reused after the marker fired");
+        }
+        Ok(pinned)
+    }
+
+    /// Sends `signal` to the pinned process (a no-op error when it has exited).
+    pub fn signal(&self, signal: i32) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: pidfd_send_signal reads nothing but its scalar arguments (no siginfo).
+        let sent = unsafe {
+            libc::syscall(libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), signal, std::ptr::null::<u8>(), 0)
+        };
+        if sent < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+    }
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec to the pointer it is given.
+    unsafe { libc::clock_gettime(clock, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// When process `pid` started, in CLOCK_BOOTTIME nanoseconds (rounded down to the clock tick).
+fn start_time_ns(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields count from the last ')'.
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    let ticks: u64 = after_comm.split_whitespace().nth(19)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(ticks * (1_000_000_000 / per_second))
+}
+
+/// The threads of process `pid`.
+pub fn threads(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    entries.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok()).collect()
+}
+
+/// The host id of the thread of `pid` whose id in its own pid namespace is `ns_tid` (what
+/// `seccomp` returns when TSYNC fails).
+pub fn host_tid(pid: u32, ns_tid: u32) -> Option<u32> {
+    threads(pid).into_iter().find(|tid| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap_or_default();
+        let innermost = status.lines().find_map(|line| line.strip_prefix("NSpid:")?.split_whitespace().last());
+        innermost.and_then(|id| id.parse().ok()) == Some(ns_tid)
+    })
+}
+
+/// The address of a `syscall` instruction in `pid`'s vDSO. Every process of this kernel maps
+/// the same vDSO image, so the offset found in this process's own vDSO holds everywhere.
+pub fn syscall_gadget(pid: u32) -> Result<u64> {
+    let offset = own_gadget_offset().context("this kernel's vDSO has no `syscall` instruction")?;
+    let base = vdso_base(pid).with_context(|| format!("process {pid} has no vDSO"))?;
+    Ok(base + offset)
+}
+
+/// `AT_SYSINFO_EHDR`: the auxiliary vector's entry for the vDSO's address.
+const AT_SYSINFO_EHDR: u64 = 33;
+
+fn own_gadget_offset() -> Option<u64> {
+    static OFFSET: OnceLock<Option<u64>> = OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        let (start, end) = vdso_range(std::process::id())?;
+        // SAFETY: the vDSO is mapped readable in this process for its whole life, from start to end.
+        let image = unsafe { std::slice::from_raw_parts(start as *const u8, (end - start) as usize) };
+        image.windows(2).position(|pair| pair == [0x0f, 0x05]).map(|at| at as u64)
+    })
+}
+
+/// From the process's auxiliary vector: a few hundred bytes, where its maps can be thousands of lines.
+fn vdso_base(pid: u32) -> Option<u64> {
+    let auxv = std::fs::read(format!("/proc/{pid}/auxv")).ok()?;
+    let word = |chunk: &[u8]| u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
+    auxv.chunks_exact(16).find(|entry| word(&entry[..8]) == AT_SYSINFO_EHDR).map(|entry| word(&entry[8..]))
+}
+
+/// This process's vDSO, from its maps (the image is scanned once).
+fn vdso_range(pid: u32) -> Option<(u64, u64)> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let line = maps.lines().find(|line| line.ends_with("[vdso]"))?;
+    let (start, end) = line.split_whitespace().next()?.split_once('-')?;
+    Some((u64::from_str_radix(start, 16).ok()?, u64::from_str_radix(end, 16).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_reads_as_a_target() {
+        let me = std::process::id();
+        let status = seccomp_status(me, me).unwrap();
+        assert_eq!(status, SeccompStatus { no_new_privs: status.no_new_privs, filters: status.filters });
+        assert!(threads(me).contains(&me));
+        // Outside a container the innermost pid namespace is the host's.
+        assert_eq!(host_tid(me, me), Some(me));
+        let gadget = syscall_gadget(me).unwrap();
+        assert_eq!(vdso_base(me), vdso_range(me).map(|(start, _)| start), "auxv and maps agree");
+        // SAFETY: the gadget lies inside this process's own vDSO, mapped readable.
+        assert_eq!(unsafe { std::slice::from_raw_parts(gadget as *const u8, 2) }, [0x0f, 0x05]);
+    }
+
+    #[test]
+    fn a_pid_started_after_the_hit_is_not_pinned() {
+        let me = std::process::id();
+        assert!(Pinned::open(me, u64::MAX).is_ok());
+        let err = Pinned::open(me, 0).err().unwrap().to_string();
+        assert!(err.contains("reused"), "{err}");
+        assert!(Pinned::open(me, u64::MAX).unwrap().signal(0).is_ok());
+    }
+}

@@ -1,0 +1,265 @@
+//! One switch: a process the marker stopped gets the serving filter, or is refused and left as
+//! it was — and in every case resumes.
+//!
+//! The thread that hit the marker is seized, checked by the preflight, and made to call
+//! `prctl(PR_SET_NO_NEW_PRIVS)` (when not set yet) and `seccomp(SET_MODE_FILTER, TSYNC, prog)`,
+//! which gives every thread of the process the filter. When a thread's filters diverge, TSYNC
+//! names it; the call is then made again from that thread, whose chain is the deeper one.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::filter::Filter;
+use super::inject::{InjectError, Seized};
+use super::preflight::{FLAG_TSYNC, Preflight, SET_MODE_FILTER, Verdict};
+use super::process::{Pinned, host_tid, seccomp_status, syscall_gadget};
+
+/// A process the marker stopped.
+#[derive(Clone, Debug)]
+pub struct Hit {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    /// CLOCK_MONOTONIC nanoseconds of the uprobe hit.
+    pub hit_ns: u64,
+}
+
+/// What a switch came to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome", content = "detail")]
+pub enum Outcome {
+    /// The serving filter is installed in every thread; `from` is the thread that installed it.
+    Switched { from: u32 },
+    /// An earlier run had switched it.
+    AlreadySwitched,
+    /// The preflight said no; nothing was changed.
+    Refused(String),
+    /// The injection failed; the process was restored and resumed.
+    Failed(String),
+    /// The process exited before it could be switched.
+    Gone,
+}
+
+/// One switch, as `--stats` records it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Record {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// How long the injector worked on the stopped process, from taking it up (pidfd, vDSO,
+    /// seize) to its resume (detach and SIGCONT), in microseconds.
+    pub stop_us: f64,
+    /// From the uprobe hit to the process running again, in microseconds.
+    pub hit_to_resume_us: f64,
+    /// Whether the preflight's verdict came from its cache.
+    pub preflight_cached: bool,
+}
+
+/// Switches processes to one serving filter.
+pub struct Switcher {
+    serving: Filter,
+    preflight: Preflight,
+}
+
+/// What an injection from one thread came to.
+enum Injected {
+    Done(Outcome),
+    /// TSYNC failed because of this thread (its id in the process's pid namespace).
+    Diverging(u32),
+}
+
+impl Switcher {
+    pub fn new(serving: Filter) -> Switcher {
+        Switcher { preflight: Preflight::new(serving.clone()), serving }
+    }
+
+    /// Switches the process of `hit`, and resumes it whatever happens.
+    pub fn switch(&mut self, hit: &Hit) -> Record {
+        let mut cached = false;
+        let started = Instant::now();
+        let outcome = match Pinned::open(hit.pid, hit.hit_ns) {
+            Err(_) => Outcome::Gone,
+            Ok(pinned) => {
+                let outcome = self.switch_pinned(hit, &mut cached);
+                // The marker's SIGSTOP either stopped the whole process (the detached threads wait
+                // for this), or is still pending (this discards it), or the injector took it.
+                let _ = pinned.signal(libc::SIGCONT);
+                outcome
+            }
+        };
+        let stopped = started.elapsed();
+        let resumed_ns = crate::trace::live::monotonic_now_ns();
+        Record {
+            pid: hit.pid,
+            tid: hit.tid,
+            comm: hit.comm.clone(),
+            outcome,
+            stop_us: stopped.as_secs_f64() * 1e6,
+            hit_to_resume_us: resumed_ns.saturating_sub(hit.hit_ns) as f64 / 1e3,
+            preflight_cached: cached,
+        }
+    }
+
+    /// The injection from the hit thread, and from a diverging thread if TSYNC names one.
+    fn switch_pinned(&mut self, hit: &Hit, cached: &mut bool) -> Outcome {
+        // Looked up before the seize: it does not need the process held.
+        let gadget = match syscall_gadget(hit.pid) {
+            Ok(gadget) => gadget,
+            Err(err) => return Outcome::Failed(format!("{err:#}")),
+        };
+        let mut seized = match Seized::seize(hit.tid) {
+            Ok(seized) => seized,
+            Err(err) => return outcome_of(err),
+        };
+        let first = self.inject(&mut seized, hit.pid, gadget, cached);
+        let released = seized.release();
+        match (first, released) {
+            (Err(err), _) | (Ok(_), Err(err)) => outcome_of(err),
+            (Ok(Injected::Done(outcome)), Ok(())) => outcome,
+            (Ok(Injected::Diverging(ns_tid)), Ok(())) => self.retry_from(hit.pid, ns_tid, gadget, cached),
+        }
+    }
+
+    fn retry_from(&mut self, pid: u32, ns_tid: u32, gadget: u64, cached: &mut bool) -> Outcome {
+        let Some(tid) = host_tid(pid, ns_tid) else {
+            return Outcome::Failed(format!("TSYNC named thread {ns_tid}, which has exited"));
+        };
+        let mut seized = match Seized::seize(tid) {
+            Ok(seized) => seized,
+            Err(err) => return outcome_of(err),
+        };
+        let injected = self.inject(&mut seized, pid, gadget, cached);
+        match (injected, seized.release()) {
+            (Ok(Injected::Done(outcome)), Ok(())) => outcome,
+            (Ok(Injected::Diverging(other)), Ok(())) => {
+                Outcome::Failed(format!("threads {ns_tid} and {other} have diverging seccomp filters"))
+            }
+            (Err(err), _) | (_, Err(err)) => outcome_of(err),
+        }
+    }
+
+    /// Preflight, then the calls, from the seized thread; `Seized::release` restores it.
+    fn inject(
+        &mut self,
+        seized: &mut Seized,
+        pid: u32,
+        gadget: u64,
+        cached: &mut bool,
+    ) -> Result<Injected, InjectError> {
+        let tid = seized.tid();
+        let status = match seccomp_status(pid, tid) {
+            Ok(status) => status,
+            Err(err) => return Ok(Injected::Done(Outcome::Failed(format!("{err:#}")))),
+        };
+        let (verdict, from_cache) = self.preflight.check(tid, status.no_new_privs);
+        *cached = from_cache;
+        match verdict {
+            Verdict::Go => {}
+            Verdict::AlreadySwitched => return Ok(Injected::Done(Outcome::AlreadySwitched)),
+            Verdict::Refuse(why) => return Ok(Injected::Done(Outcome::Refused(why))),
+        }
+        let program = self.serving.bytes();
+        let address = seized.scratch(16 + program.len());
+        seized.write(address, &fprog_image(address + 16, self.serving.insns.len(), &program))?;
+        if !status.no_new_privs {
+            let result = seized.call(gadget, libc::SYS_prctl as u64, &[libc::PR_SET_NO_NEW_PRIVS as u64, 1])?;
+            if result != 0 {
+                return Ok(Injected::Done(Outcome::Failed(format!("prctl(PR_SET_NO_NEW_PRIVS) returned {result}"))));
+            }
+        }
+        let result = seized.call(gadget, libc::SYS_seccomp as u64, &[SET_MODE_FILTER, FLAG_TSYNC, address])?;
+        Ok(match result {
+            0 => Injected::Done(Outcome::Switched { from: tid }),
+            diverging if diverging > 0 => Injected::Diverging(diverging as u32),
+            errno => Injected::Done(Outcome::Failed(format!(
+                "seccomp(SET_MODE_FILTER, TSYNC) failed: {}",
+                std::io::Error::from_raw_os_error(-errno as i32)
+            ))),
+        })
+    }
+}
+
+/// `struct sock_fprog` (length, padding, pointer to the instructions at `insns_at`) followed by
+/// the instructions.
+fn fprog_image(insns_at: u64, len: usize, program: &[u8]) -> Vec<u8> {
+    let mut image = Vec::with_capacity(16 + program.len());
+    image.extend_from_slice(&(len as u16).to_ne_bytes());
+    image.extend_from_slice(&[0; 6]);
+    image.extend_from_slice(&insns_at.to_ne_bytes());
+    image.extend_from_slice(program);
+    image
+}
+
+fn outcome_of(err: InjectError) -> Outcome {
+    match err {
+        InjectError::Gone(_) => Outcome::Gone,
+        other => Outcome::Failed(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::enforce::filter::Action;
+
+    /// A switch of a real host process (`sleep`, blocked in `clock_nanosleep`), the way the
+    /// marker leaves it (`stop_first`: in a group stop) or not. Needs root for the preflight.
+    fn switch_sleep(stop_first: bool) {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipping test - reading seccomp filters needs root");
+            return;
+        }
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        if stop_first {
+            // SAFETY: a signal to our own child.
+            unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let all: Vec<u32> = crate::syscalls::Arch::X86_64.syscalls().map(|(nr, _)| nr).collect();
+        let mut switcher = Switcher::new(Filter::allowlist(&all, Action::Errno));
+        let hit = Hit { pid, tid: pid, comm: "sleep".into(), hit_ns: crate::trace::live::monotonic_now_ns() };
+        let record = switcher.switch(&hit);
+        assert_eq!(record.outcome, Outcome::Switched { from: pid });
+        let status = seccomp_status(pid, pid).unwrap();
+        assert_eq!((status.no_new_privs, status.filters), (true, 1));
+        let state = || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap()
+        };
+        // Back in its (restarted) sleep, neither stopped nor traced.
+        let asleep = (0..50).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            state() == 'S'
+        });
+        assert!(asleep, "state {}", state());
+        assert_eq!(switcher.switch(&hit).outcome, Outcome::AlreadySwitched);
+        assert_eq!(seccomp_status(pid, pid).unwrap().filters, 1);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn a_blocked_process_is_switched_and_sleeps_on() {
+        switch_sleep(false);
+    }
+
+    #[test]
+    fn a_stopped_process_is_switched_and_continued() {
+        switch_sleep(true);
+    }
+
+    #[test]
+    fn the_fprog_image_points_at_its_instructions() {
+        let image = fprog_image(0x7ff0_0010, 2, &[1; 16]);
+        assert_eq!(image.len(), 32);
+        assert_eq!(u16::from_ne_bytes([image[0], image[1]]), 2);
+        assert_eq!(u64::from_ne_bytes(image[8..16].try_into().unwrap()), 0x7ff0_0010);
+        assert_eq!(&image[16..], &[1; 16]);
+    }
+}

@@ -1,0 +1,162 @@
+//! The enforcer's loop, on a thread of its own (ptrace belongs to the thread that seized): reads
+//! the marker's events, switches each stopped process, shows the live counts, and notices
+//! processes added with `docker exec`, which run under the container's original filter.
+//!
+//! When told to stop it first detaches the uprobe, then handles what is still in the ring
+//! buffer, so no process is left stopped.
+
+use std::collections::BTreeSet;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use aya::maps::{MapData, RingBuf};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tracer_common::cause;
+
+use super::switch::{Hit, Outcome, Record, Switcher};
+use crate::trace::ebpf::events::Event;
+use crate::trace::ebpf::switch::SwitchProbe;
+use crate::trace::live::cgroup;
+
+/// How often the counts are refreshed and the stop flag looked at.
+const TICK: Duration = Duration::from_millis(250);
+
+/// What the loop leaves behind.
+#[derive(Default)]
+pub struct Watched {
+    pub records: Vec<Record>,
+    /// Processes that joined the container with `docker exec`: (pid, command name).
+    pub exec_processes: Vec<(u32, String)>,
+}
+
+pub struct Watch {
+    pub probe: SwitchProbe,
+    pub switcher: Switcher,
+    /// The container's cgroup directory on this host.
+    pub cgroup_dir: PathBuf,
+}
+
+impl Watch {
+    /// Runs until `stop` is set, then drains; the probe is dropped (everything detached) at the end.
+    pub fn run(mut self, stop: Arc<AtomicBool>) -> Watched {
+        block_termination_signals();
+        let mut events = self.probe.take_events().expect("a fresh probe has its ring buffer");
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        bar.set_style(ProgressStyle::with_template("{spinner} enforcing {msg}").expect("a valid template"));
+        let mut watched = Watched::default();
+        let mut known: BTreeSet<u32> = BTreeSet::new();
+        let mut last_tick = Instant::now() - TICK;
+        while !stop.load(Ordering::Relaxed) {
+            wait_readable(&events, TICK);
+            self.switch_all(&mut events, &mut watched, &bar);
+            if last_tick.elapsed() >= TICK {
+                last_tick = Instant::now();
+                self.notice_exec(&mut known, &mut watched, &bar);
+                bar.set_message(self.counts(&watched));
+                bar.tick();
+            }
+        }
+        self.probe.detach();
+        self.switch_all(&mut events, &mut watched, &bar);
+        bar.finish_and_clear();
+        watched
+    }
+
+    fn switch_all(&mut self, events: &mut RingBuf<MapData>, watched: &mut Watched, bar: &ProgressBar) {
+        let mut hits = Vec::new();
+        while let Some(item) = events.next() {
+            if let Some(Event::Phase { header, cause: cause::STOPPED, process }) = Event::decode(&item) {
+                hits.push(Hit { pid: process, tid: header.tid, comm: header.comm, hit_ns: header.ts_ns });
+            }
+        }
+        for hit in hits {
+            let record = self.switcher.switch(&hit);
+            bar.suspend(|| eprintln!("seccomp-refine: {}", describe(&record)));
+            watched.records.push(record);
+        }
+    }
+
+    /// Live counts: switched (also by inheritance), refused or failed, and pending (in the
+    /// container and not switched: those yet to reach the marker, and those that never will).
+    fn counts(&self, watched: &Watched) -> String {
+        let processes: BTreeSet<u32> = cgroup::processes(&self.cgroup_dir).into_iter().collect();
+        let switched = self.probe.switched();
+        let refused: BTreeSet<u32> = watched
+            .records
+            .iter()
+            .filter(|record| matches!(record.outcome, Outcome::Refused(_) | Outcome::Failed(_)))
+            .map(|record| record.pid)
+            .collect();
+        let live_switched = processes.iter().filter(|pid| switched.contains(pid) && !refused.contains(pid)).count();
+        let live_refused = processes.intersection(&refused).count();
+        let pending = processes.len() - live_switched - live_refused;
+        format!("switched {live_switched} · refused {live_refused} · pending {pending}")
+    }
+
+    /// Reports each process that joined the container from outside its process tree.
+    fn notice_exec(&self, known: &mut BTreeSet<u32>, watched: &mut Watched, bar: &ProgressBar) {
+        let processes: BTreeSet<u32> = cgroup::processes(&self.cgroup_dir).into_iter().collect();
+        for &pid in processes.difference(&known.clone()) {
+            let joined = exec_joined(pid, &processes);
+            // runc's own stages (at the container's start, or an exec not yet exec'd): look again
+            // at the next tick.
+            if joined.as_deref().is_some_and(|comm| comm.starts_with("runc:")) {
+                continue;
+            }
+            known.insert(pid);
+            if let Some(comm) = joined {
+                bar.suspend(|| {
+                    eprintln!(
+                        "seccomp-refine: pid {pid} ({comm}) joined with docker exec: it runs under the container's \
+                         original filter and is switched only if it reaches the marker itself"
+                    )
+                });
+                watched.exec_processes.push((pid, comm));
+            }
+        }
+    }
+}
+
+/// The command name of `pid` when it came into the container from outside: its parent is not
+/// in the container and it is not the container's first process (pid 1 in its namespace).
+fn exec_joined(pid: u32, in_container: &BTreeSet<u32>) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| status.lines().find_map(|line| line.strip_prefix(name)).map(str::trim);
+    let ppid: u32 = field("PPid:")?.parse().ok()?;
+    let innermost = field("NSpid:")?.split_whitespace().last()?;
+    (innermost != "1" && !in_container.contains(&ppid)).then(|| field("Name:").unwrap_or("?").to_owned())
+}
+
+/// One log line per switch.
+pub fn describe(record: &Record) -> String {
+    let who = format!("pid {} ({})", record.pid, record.comm);
+    let timing = format!("stopped {:.0} µs, hit to resume {:.0} µs", record.stop_us, record.hit_to_resume_us);
+    match &record.outcome {
+        Outcome::Switched { from } if *from == record.tid => format!("switched {who}: {timing}"),
+        Outcome::Switched { from } => format!("switched {who} from its thread {from} (TSYNC): {timing}"),
+        Outcome::AlreadySwitched => format!("{who} was already switched: {timing}"),
+        Outcome::Refused(why) => format!("refused {who}: {why}; it runs on unchanged ({timing})"),
+        Outcome::Failed(why) => format!("could not switch {who}: {why}; it was restored ({timing})"),
+        Outcome::Gone => format!("{who} exited before its switch"),
+    }
+}
+
+fn wait_readable(events: &RingBuf<MapData>, timeout: Duration) {
+    let mut fds = [libc::pollfd { fd: events.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+    // SAFETY: one valid pollfd for the duration of the call.
+    unsafe { libc::poll(fds.as_mut_ptr(), 1, timeout.as_millis() as i32) };
+}
+
+/// Ctrl-C and friends go to the main thread: a signal that ended this thread's process mid-way
+/// would leave a target with injected registers.
+fn block_termination_signals() {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+    let mut set = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT] {
+        set.add(signal);
+    }
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+}
