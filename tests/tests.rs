@@ -13,10 +13,10 @@ mod bitcode_analyze;
 mod cli;
 /// Profiles the writer produced, applied by a real Docker daemon; the stand-in images serving.
 mod docker_profiles;
-/// Faults while tracing: signals, the container or daemon going away, a full disk, two traces at once.
-mod faults;
 /// `enforce`: live containers switched to their serving profile at the marker, by the real kernel.
 mod enforce;
+/// Faults while tracing: signals, the container or daemon going away, a full disk, two traces at once.
+mod faults;
 /// Every output format: Docker accepts the JSON, OCI/Kubernetes shapes, the report in Chromium, `diff`.
 mod outputs;
 /// `.scap` import: the shared captures against sysdig's reference output, damage, the CLI.
