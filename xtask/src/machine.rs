@@ -109,7 +109,9 @@ pub fn ensure_docker() -> Result<()> {
     // Containers run under too-tight profiles can log an error per loop iteration (nginx without
     // `epoll_wait` wrote 50 GB in half an hour here); the daemon we start caps every container's log.
     let daemon = "dockerd --log-opt max-size=10m --log-opt max-file=2";
-    run(as_root("sh").args(["-c", &format!("nohup {daemon} >{log} 2>&1 &")]))?;
+    // In a session of its own: a job runner that ends the caller's process group (CI steps,
+    // terminals closing) must not take the daemon, and every later test, down with it.
+    run(as_root("sh").args(["-c", &format!("setsid -f {daemon} >{log} 2>&1 </dev/null")]))?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if docker_answers() {

@@ -67,15 +67,23 @@ pub fn run(names: &[String], rounds: Rounds) -> Result<()> {
     images::build(&[])?;
     let context = Context { rounds, seccomp_refine: crate::project_root().join("target/release/seccomp-refine") };
     let mut sections = Vec::new();
+    let mut failed = None;
     for bench in BENCHMARKS.iter().filter(|bench| names.is_empty() || names.iter().any(|name| name == bench.name)) {
         println!("xtask: bench {}", bench.name);
-        sections.push((bench.run)(&context)?);
+        match (bench.run)(&context) {
+            Ok(section) => sections.push(section),
+            // What was measured before the failure is still written.
+            Err(error) => {
+                failed = Some(error.context(format!("bench {}", bench.name)));
+                break;
+            }
+        }
     }
     let machine = report::Machine::describe();
     let order: Vec<&str> = BENCHMARKS.iter().map(|bench| bench.name).collect();
     let markdown = report::write(&machine, sections, &order)?;
     println!("\n{markdown}");
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }
 
 /// `docker run -d` with the benchmarks' label and a capped log: `args` end with the image; returns
