@@ -7,6 +7,7 @@
 mod analyze;
 mod bitcode;
 mod diff;
+mod exit;
 mod explain;
 mod import;
 mod outputs;
@@ -20,8 +21,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 const EXIT_CODES: &str = "\
-Exit status: 0 success; 1 a check found something (a difference, a denied syscall);
-2 an error (bad input, missing daemon or privileges), reported on one line.";
+Exit status: 0 success; 1 a check found something (a difference, a denied syscall), or the run
+failed (the daemon, the kernel, the traced workload); 2 bad input or usage (a corrupt file, a
+missing image or container, an unknown name). Errors are reported on one line.";
 
 #[derive(Parser)]
 #[command(name = "seccomp-refine", version, about, after_help = EXIT_CODES)]
@@ -54,6 +56,7 @@ pub enum Outcome {
 }
 
 pub fn main() -> ExitCode {
+    exit::quiet_panics();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Import(args) => import::run(args),
@@ -71,7 +74,7 @@ pub fn main() -> ExitCode {
         Ok(Outcome::Found) => ExitCode::from(1),
         Err(err) => {
             eprintln!("seccomp-refine: error: {err:#}");
-            ExitCode::from(2)
+            ExitCode::from(exit::code(&err))
         }
     }
 }

@@ -8,10 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use super::Outcome;
 use super::analyze::{AfterTrace, TracedFiles};
+use super::exit::Failure;
 use crate::callgraph::EntrySpec;
 use crate::trace::ebpf::DEFAULT_RING_BUFFER_BYTES;
 use crate::trace::live::Ended;
@@ -147,7 +148,7 @@ async fn trace_attached(args: Args) -> Result<Outcome> {
     match failed.len() {
         0 => Ok(Outcome::Clean),
         1 => Err(failed.remove(0)),
-        _ => bail!("{}", failed.iter().map(|err| format!("{err:#}")).collect::<Vec<_>>().join("; ")),
+        _ => Err(Failure(failed.iter().map(|err| format!("{err:#}")).collect::<Vec<_>>().join("; ")).into()),
     }
 }
 
@@ -159,11 +160,12 @@ fn early_exit_result(exit: &EarlyExit, dir: &Path, label: Option<&str>) -> Resul
         eprintln!("  | {line}");
     }
     if exit.exit_code != 0 {
-        bail!(
+        return Err(Failure(format!(
             "{container} exited early with code {} (the trace was written to {}; its last log lines are above)",
             exit.exit_code,
             dir.display()
-        )
+        ))
+        .into());
     }
     eprintln!("seccomp-refine: {container} exited (code 0) before the trace's end");
     Ok(Outcome::Clean)

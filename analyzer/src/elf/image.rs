@@ -47,6 +47,39 @@ pub(crate) struct Symbol<'data> {
     pub defined: bool,
 }
 
+/// Refuses loaded sections that share addresses: code decoded there would be another section's
+/// bytes, and the analysis would report syscalls the file does not make. `SHT_NOBITS` sections
+/// (`.bss`, `.tbss`) are left out: they hold no bytes, and `.tbss` legitimately overlaps.
+fn check_overlaps(sections: &SectionTable<'_, Elf>) -> Result<(), ElfError> {
+    let mut loaded: Vec<(u64, u64, usize)> = sections
+        .iter()
+        .enumerate()
+        .filter(|(_, section)| {
+            section.sh_flags(LE).contains(elf::SHF_ALLOC)
+                && section.sh_type(LE) != elf::SHT_NOBITS
+                && section.sh_size(LE) != 0
+        })
+        .map(|(index, section)| (section.sh_addr(LE), section.sh_addr(LE).saturating_add(section.sh_size(LE)), index))
+        .collect();
+    loaded.sort_unstable();
+    for pair in loaded.windows(2) {
+        let ((_, end, first), (start, _, second)) = (pair[0], pair[1]);
+        if end > start {
+            let name = |index: usize| {
+                let section = sections.section(object::SectionIndex(index)).ok();
+                let name = section.and_then(|section| sections.section_name(LE, section).ok());
+                name.map_or_else(|| format!("#{index}"), |name| String::from_utf8_lossy(name).into_owned())
+            };
+            return Err(ElfError::Malformed(format!(
+                "sections {} and {} overlap at 0x{start:x}",
+                name(first),
+                name(second)
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl<'data> Image<'data> {
     pub fn parse(data: &'data [u8]) -> Result<Image<'data>, ElfError> {
         if data.get(..4) != Some(&elf::ELFMAG[..]) {
@@ -63,6 +96,10 @@ impl<'data> Image<'data> {
         let sections = header.sections(LE, data).map_err(|err| ElfError::Malformed(err.to_string()))?;
         if sections.is_empty() {
             return Err(ElfError::Malformed("no section headers".into()));
+        }
+        // In relocatable objects every section starts at address 0: only their offsets matter.
+        if header.e_type(LE) != elf::ET_REL {
+            check_overlaps(&sections)?;
         }
         let segments = header.program_headers(LE, data).map_err(|err| ElfError::Malformed(err.to_string()))?;
         let mut image =

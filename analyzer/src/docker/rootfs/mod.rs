@@ -14,7 +14,7 @@ use std::io::Read as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
-pub use export::export_image;
+pub use export::{ExportError, export_image};
 
 use archive::Archive;
 

@@ -1,0 +1,121 @@
+//! Exit codes and last-resort error output: which errors are the user's input (2) and which are
+//! the run's own failure (1), and the panic hook that keeps a bug report to one line.
+//!
+//! The library's error types say what went wrong, not how the shell should hear about it, so the
+//! mapping lives here, in one place. An error is classified by the outermost cause of a known
+//! type: `cannot read trace.json` wrapping an `io::Error` is bad input, whatever the io error.
+//! Errors of no known type are input errors: most ad-hoc errors reject what was given (an unknown
+//! syscall name, a container no capture holds); a runtime failure built from a plain message says
+//! so with [`Failure`].
+
+use std::error::Error as StdError;
+
+use crate::docker::DockerError;
+use crate::docker::image::ImageError;
+use crate::docker::rootfs::ExportError;
+use crate::elf::ElfError;
+use crate::profile::read::ReadError;
+use crate::scap::ScapError;
+use crate::trace::TraceError;
+use crate::trace::ebpf::{BtfError, TracerError};
+
+/// The command was wrong or named something unusable: a file, an image, a container, a syscall.
+pub const INPUT: u8 = 2;
+/// The command was fine but running it failed: the daemon, the kernel, the container, the disk.
+pub const RUNTIME: u8 = 1;
+
+/// A runtime failure described by a message alone (e.g. the traced workload exited with an error).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Failure(pub String);
+
+/// The exit code for `err`.
+pub fn code(err: &anyhow::Error) -> u8 {
+    err.chain().find_map(kind).unwrap_or(INPUT)
+}
+
+/// The exit code one cause decides, if its type decides one.
+fn kind(cause: &(dyn StdError + 'static)) -> Option<u8> {
+    let input = |is_input: bool| Some(if is_input { INPUT } else { RUNTIME });
+    if cause.is::<Failure>() || cause.is::<DockerError>() || cause.is::<TracerError>() || cause.is::<BtfError>() {
+        return Some(RUNTIME);
+    }
+    if cause.is::<ScapError>() || cause.is::<ElfError>() || cause.is::<ReadError>() {
+        return Some(INPUT);
+    }
+    if let Some(err) = cause.downcast_ref::<TraceError>() {
+        return input(!matches!(err, TraceError::Write { .. }));
+    }
+    if let Some(err) = cause.downcast_ref::<ImageError>() {
+        return input(matches!(err, ImageError::NotPullable { .. }));
+    }
+    if let Some(err) = cause.downcast_ref::<ExportError>() {
+        return input(matches!(err, ExportError::NoImage { .. }));
+    }
+    #[cfg(feature = "bitcode")]
+    if cause.is::<crate::bitcode::BitcodeError>() {
+        return Some(INPUT);
+    }
+    // What the daemon said, unwrapped by any of the above: it failed to do what was asked.
+    cause.is::<bollard::errors::Error>().then_some(RUNTIME)
+}
+
+/// Replaces the panic message and backtrace with one line, unless `RUST_BACKTRACE` asks for them:
+/// a bug should not look like a crash dump to someone profiling a container. A closed stdout
+/// (`seccomp-refine … | head`) is not a bug: the reader has what it wanted, so the exit is quiet,
+/// as for other Unix tools.
+pub fn quiet_panics() {
+    if std::env::var_os("RUST_BACKTRACE").is_some() {
+        return;
+    }
+    std::panic::set_hook(Box::new(|info| {
+        let message = panic_message(info.payload());
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        eprintln!("{}", panic_line(message, info.location()));
+    }));
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("unknown panic")
+}
+
+fn panic_line(message: &str, location: Option<&std::panic::Location<'_>>) -> String {
+    let location = location.map(|at| format!(" at {}:{}", at.file(), at.line())).unwrap_or_default();
+    format!(
+        "seccomp-refine: internal error: {}{location}; this is a bug, please report it \
+         (RUST_BACKTRACE=1 shows the backtrace)",
+        message.replace('\n', " ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_is_one_line_naming_where() {
+        let payload: Box<dyn std::any::Any + Send> = Box::new(String::from("index out of bounds:\nthe len is 3"));
+        let location = std::panic::Location::caller();
+        let line = panic_line(panic_message(payload.as_ref()), Some(location));
+        assert_eq!(line.lines().count(), 1);
+        assert!(line.starts_with("seccomp-refine: internal error: index out of bounds: the len is 3 at "), "{line}");
+        assert!(line.contains(&format!("exit.rs:{}", location.line())), "{line}");
+    }
+
+    #[test]
+    fn input_and_runtime_errors_get_their_codes() {
+        let input = anyhow::Error::from(TraceError::Schema { path: "t.json".into(), found: "none".into() });
+        assert_eq!(code(&input.context("cannot profile")), INPUT);
+        let write = std::io::Error::other("disk full");
+        let runtime = anyhow::Error::from(TraceError::Write { path: "t.json".into(), source: write });
+        assert_eq!(code(&runtime), RUNTIME);
+        assert_eq!(code(&anyhow::Error::from(Failure("the container exited early".into()))), RUNTIME);
+        assert_eq!(code(&anyhow::anyhow!("`opne` is not a syscall name")), INPUT);
+    }
+}
