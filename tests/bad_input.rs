@@ -185,7 +185,8 @@ fn an_unknown_syscall_name_in_a_profile() {
 fn a_container_that_does_not_exist() {
     require!(tracer_missing().or_else(docker_missing));
     let out = output(seccomp_refine().args(["trace", "--attach", "seccomp-refine-nosuch", "--duration", "1s"]));
-    one_line_error(&out, INPUT, &["no container seccomp-refine-nosuch"]);
+    let line = one_line_error(&out, INPUT, &[]);
+    assert_eq!(line, "seccomp-refine: error: no container seccomp-refine-nosuch; `docker ps` lists the running ones");
 }
 
 /// Only the stand-ins for nginx and redis are built locally; any other image must be present or
@@ -197,7 +198,10 @@ fn an_image_that_does_not_exist() {
     one_line_error(
         &out,
         INPUT,
-        &["image seccomp-refine-nosuch:latest is not present and cannot be pulled", "build or pull it first"],
+        &[
+            "image seccomp-refine-nosuch:latest is not present and cannot be pulled",
+            "(`docker pull seccomp-refine-nosuch:latest`) or build it (`cargo xtask images`",
+        ],
     );
 }
 

@@ -10,9 +10,9 @@
 
 use std::error::Error as StdError;
 
-use crate::docker::DockerError;
 use crate::docker::image::ImageError;
 use crate::docker::rootfs::ExportError;
+use crate::docker::{DaemonError, DockerError};
 use crate::elf::ElfError;
 use crate::profile::read::ReadError;
 use crate::scap::ScapError;
@@ -37,7 +37,12 @@ pub fn code(err: &anyhow::Error) -> u8 {
 /// The exit code one cause decides, if its type decides one.
 fn kind(cause: &(dyn StdError + 'static)) -> Option<u8> {
     let input = |is_input: bool| Some(if is_input { INPUT } else { RUNTIME });
-    if cause.is::<Failure>() || cause.is::<DockerError>() || cause.is::<TracerError>() || cause.is::<BtfError>() {
+    if cause.is::<Failure>()
+        || cause.is::<DockerError>()
+        || cause.is::<DaemonError>()
+        || cause.is::<TracerError>()
+        || cause.is::<BtfError>()
+    {
         return Some(RUNTIME);
     }
     if cause.is::<ScapError>() || cause.is::<ElfError>() || cause.is::<ReadError>() {
