@@ -57,9 +57,9 @@ impl Objects {
                 Some(range) => range,
                 None => {
                     let start = splits.range(..=slot).next_back().copied().unwrap_or(slot);
-                    let limit = section_end(slot).unwrap_or(slot + 8);
+                    let limit = section_end(slot).unwrap_or(slot.saturating_add(8));
                     // Symbol starts are split points, so a gap object never runs into a symbol.
-                    let next = splits.range(slot + 1..).next().copied().unwrap_or(limit).min(limit);
+                    let next = splits.range(slot.saturating_add(1)..).next().copied().unwrap_or(limit).min(limit);
                     (start, next)
                 }
             };
