@@ -66,20 +66,33 @@ fn kind(cause: &(dyn StdError + 'static)) -> Option<u8> {
 }
 
 /// Replaces the panic message and backtrace with one line, unless `RUST_BACKTRACE` asks for them:
-/// a bug should not look like a crash dump to someone profiling a container. A closed stdout
-/// (`seccomp-refine … | head`) is not a bug: the reader has what it wanted, so the exit is quiet,
-/// as for other Unix tools.
+/// a bug should not look like a crash dump to someone profiling a container.
 pub fn quiet_panics() {
     if std::env::var_os("RUST_BACKTRACE").is_some() {
         return;
     }
     std::panic::set_hook(Box::new(|info| {
         let message = panic_message(info.payload());
-        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
-            std::process::exit(0);
+        if !is_closed_stdout(message) {
+            eprintln!("{}", panic_line(message, info.location()));
         }
-        eprintln!("{}", panic_line(message, info.location()));
     }));
+}
+
+/// Runs `command`, or `None` when it stopped because stdout was closed (`seccomp-refine … | head`):
+/// that is not a bug, the reader has what it wanted, so the exit is quiet and successful, as for
+/// other Unix tools. The panic has unwound by then, so containers and tracers were cleaned up.
+pub fn unless_stdout_closed<T>(command: impl FnOnce() -> T) -> Option<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(command)) {
+        Ok(value) => Some(value),
+        Err(payload) if is_closed_stdout(panic_message(payload.as_ref())) => None,
+        Err(payload) => std::panic::resume_unwind(payload),
+    }
+}
+
+/// `println!`'s panic when the reader of stdout has gone.
+fn is_closed_stdout(message: &str) -> bool {
+    message.starts_with("failed printing to stdout") && message.contains("Broken pipe")
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {

@@ -58,7 +58,21 @@ pub enum Outcome {
 pub fn main() -> ExitCode {
     exit::quiet_panics();
     let cli = Cli::parse();
-    let result = match cli.command {
+    let Some(result) = exit::unless_stdout_closed(|| dispatch(cli.command)) else {
+        return ExitCode::SUCCESS;
+    };
+    match result {
+        Ok(Outcome::Clean) => ExitCode::SUCCESS,
+        Ok(Outcome::Found) => ExitCode::from(1),
+        Err(err) => {
+            eprintln!("seccomp-refine: error: {err:#}");
+            ExitCode::from(exit::code(&err))
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<Outcome> {
+    match command {
         Command::Import(args) => import::run(args),
         Command::Profile(args) => profile::run(args),
         Command::Verify(args) => verify::run(args),
@@ -68,13 +82,5 @@ pub fn main() -> ExitCode {
         Command::Analyze(args) => analyze::run(args),
         Command::Syscalls(args) => syscalls::run(args),
         Command::Explain(args) => explain::run(args),
-    };
-    match result {
-        Ok(Outcome::Clean) => ExitCode::SUCCESS,
-        Ok(Outcome::Found) => ExitCode::from(1),
-        Err(err) => {
-            eprintln!("seccomp-refine: error: {err:#}");
-            ExitCode::from(exit::code(&err))
-        }
     }
 }
