@@ -41,7 +41,8 @@ impl Objects {
         let mut splits: BTreeSet<u64> = code_refs.iter().copied().filter(|&addr| in_data(addr)).collect();
         splits.extend(sections.iter().map(|&(_, start, _)| start));
         // GOT entries are independent of one another.
-        if let Some((start, end)) = image.section_range(".got") {
+        if let Some(range) = image.section_range(".got") {
+            let (start, end) = image.present(range);
             splits.extend((start..end).step_by(8));
         }
         splits.extend(symbols.iter().map(|&(start, _)| start));

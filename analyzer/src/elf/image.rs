@@ -219,6 +219,14 @@ impl<'data> Image<'data> {
         })
     }
 
+    /// The part of `start..end` the file has bytes for. Sizes from headers and the dynamic table
+    /// (`DT_INIT_ARRAYSZ`, a `.got`'s `sh_size`) are believed only that far: a forged one would
+    /// otherwise make a loop over the range run for ages.
+    pub fn present(&self, (start, end): (u64, u64)) -> (u64, u64) {
+        let present = self.bytes_at(start).map_or(0, |bytes| bytes.len() as u64);
+        (start, end.min(start + present))
+    }
+
     pub fn u64_at(&self, addr: u64) -> Option<u64> {
         let bytes = self.bytes_at(addr)?.get(..8)?;
         Some(u64::from_le_bytes(bytes.try_into().ok()?))
