@@ -370,4 +370,26 @@ mod tests {
             assert!(read(&CLANG19_HEAD[..len]).is_err(), "a {len}-byte prefix was accepted");
         }
     }
+
+    /// An identification block defining one abbreviation of `ops` (each written by the closure),
+    /// then a record with it whose first operand, a length, is `length`.
+    fn abbreviated_block(ops: impl Fn(&mut Writer), length: u64) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.fixed(ENTER_SUBBLOCK, 2).vbr(IDENTIFICATION_BLOCK, 8).vbr(3, 4).align32().fixed(0, 32);
+        w.fixed(DEFINE_ABBREV, 3);
+        ops(&mut w);
+        w.fixed(4, 3).vbr(length, 6).fixed(END_BLOCK, 3).align32();
+        w.bytes()
+    }
+
+    #[test]
+    fn lengths_and_widths_from_the_file_are_bounded() {
+        // An array of a literal takes no bits per element: 2^40 of them must not be believed.
+        let literal_array =
+            abbreviated_block(|w| _ = w.vbr(2, 5).fixed(0, 1).fixed(3, 3).fixed(1, 1).vbr(7, 8), 1 << 40);
+        assert_eq!(read(&literal_array), Err(ProducerError::Truncated));
+        // A 65-bit field would overflow the shifts that assemble it.
+        let too_wide = abbreviated_block(|w| _ = w.vbr(1, 5).fixed(0, 1).fixed(1, 3).vbr(65, 5), 0);
+        assert_eq!(read(&too_wide), Err(ProducerError::Malformed("field width out of range")));
+    }
 }
