@@ -137,6 +137,15 @@ fn a_recursive_symlink() {
     std::os::unix::fs::symlink("a", root.join("usr/bin/b")).unwrap();
     let out = output(seccomp_refine().args(["syscalls", "--no-cache", "--rootfs"]).arg(&root).arg("/usr/bin/a"));
     one_line_error(&out, INPUT, &["/usr/bin/a", "too many levels of symbolic links"]);
+    // A library that loops is looked for like a missing one: the program is still analysed.
+    std::fs::copy("/bin/true", root.join("usr/bin/true")).unwrap();
+    let lib = root.join("lib/x86_64-linux-gnu");
+    std::fs::create_dir_all(&lib).unwrap();
+    std::os::unix::fs::symlink("libc.so.7", lib.join("libc.so.6")).unwrap();
+    std::os::unix::fs::symlink("/lib/x86_64-linux-gnu/libc.so.6", lib.join("libc.so.7")).unwrap();
+    let out = output(seccomp_refine().args(["syscalls", "--no-cache", "--rootfs"]).arg(&root).arg("/usr/bin/true"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("/usr/bin/true: needed library libc.so.6 not found"), "{}", stderr(&out));
 }
 
 /// Paths are bytes on Linux: a trace in a directory whose name is not UTF-8 is read and its
