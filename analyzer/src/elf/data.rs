@@ -84,7 +84,7 @@ fn symbol_ranges(image: &Image<'_>) -> Vec<(u64, u64)> {
         .into_iter()
         .flat_map(|dynamic| image.symbols(dynamic))
         .filter(|sym| sym.kind == elf::STT_OBJECT && sym.defined && sym.size > 0 && sym.value != 0)
-        .map(|sym| (sym.value, sym.value + sym.size))
+        .map(|sym| (sym.value, sym.value.saturating_add(sym.size)))
         .collect();
     ranges.sort_unstable();
     ranges.dedup();
