@@ -194,7 +194,7 @@ fn a_container_killed_or_removed_mid_trace_leaves_its_trace() {
             _ => docker(&["rm", "-f", &id]),
         };
         let (code, err) = finish(tracer);
-        assert_eq!(code, Some(2), "{err}");
+        assert_eq!(code, Some(1), "{err}");
         let last = err.lines().last().unwrap_or_default();
         let written = format!("what was recorded until then is in {}, marked incomplete", dir.path().display());
         let killed = format!(
@@ -330,7 +330,7 @@ fn the_daemon_stopping_mid_trace_leaves_the_trace() {
     std::thread::sleep(Duration::from_secs(2));
     daemon.kill();
     let (code, err) = finish(tracer);
-    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(code, Some(1), "{err}");
     let reason = format!("the Docker daemon ({}) stopped answering during the trace", daemon.host);
     let expected = format!(
         "seccomp-refine: error: {reason}; what was recorded until then is in {}, marked incomplete; once the daemon \
@@ -397,7 +397,7 @@ fn a_full_disk_keeps_the_previous_trace_whole() {
     while std::io::Write::write_all(&mut filler, &chunk).is_ok() {}
     while std::io::Write::write_all(&mut filler, &chunk[..1]).is_ok() {}
     let out = trace(&["--force"]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     let expected = format!(
         "seccomp-refine: error: no space left on tmpfs mounted at {mount} (writing {mount}/profiles/trace.json); the \

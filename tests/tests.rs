@@ -5,6 +5,8 @@
 #[macro_use]
 mod util;
 
+/// The README's bad-input table: hostile files, missing images and containers, a failing workload.
+mod bad_input;
 /// LLVM bitcode analysis of C programs compiled here by clang-19.
 mod bitcode;
 /// `analyze`/`trace --bitcode`: bitcode for the application, real libraries, exact sets, nginx and redis at work.
@@ -17,6 +19,8 @@ mod docker_profiles;
 mod enforce;
 /// Faults while tracing: signals, the container or daemon going away, a full disk, two traces at once.
 mod faults;
+/// The inputs the fuzzers once crashed on, and their seeds, through the fuzz targets' entry points.
+mod fuzz_inputs;
 /// Every output format: Docker accepts the JSON, OCI/Kubernetes shapes, the report in Chromium, `diff`.
 mod outputs;
 /// `.scap` import: the shared captures against sysdig's reference output, damage, the CLI.

@@ -324,7 +324,7 @@ fn a_container_that_exits_early_is_an_error_with_its_log_and_the_trace_kept() {
         &["nginx:latest", "--duration", "30s", "--", "sh", "-c", "echo boom-from-the-app >&2; exit 3"],
         dir.path(),
     );
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("boom-from-the-app"), "{err}");
     let last = err.lines().last().unwrap();
@@ -342,7 +342,7 @@ fn a_container_whose_command_exits_at_once_is_an_early_exit_every_time() {
         let dir = tempfile::tempdir().unwrap();
         let (out, trace) = trace(&["nginx:latest", "--duration", "30s", "--", "false"], dir.path());
         let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(2), "attempt {attempt}: {err}");
+        assert_eq!(out.status.code(), Some(1), "attempt {attempt}: {err}");
         let last = err.lines().last().unwrap();
         assert!(last.starts_with("seccomp-refine: error: the container exited early with code 1"), "{last}");
         assert!(names(&trace, "runtime", "syscalls").contains("execve"), "runc's exec of `false`");
@@ -403,7 +403,7 @@ fn an_attached_container_that_stops_is_an_early_exit_with_its_log() {
     let dir = tempfile::tempdir().unwrap();
     let (out, trace) = trace(&["--attach", &short.id, "--duration", "30s"], dir.path());
     let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("bye-from-the-app"), "{err}");
     let last = err.lines().last().unwrap();
     assert!(last.starts_with("seccomp-refine: error: the container exited early with code 4"), "{last}");
@@ -496,7 +496,7 @@ fn without_privileges_the_tracer_says_what_it_needs() {
             .arg(env!("CARGO_BIN_EXE_seccomp-refine"))
             .args(["trace", "--exec", "--", "/bin/true"]),
     );
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert_eq!(
         err.trim(),

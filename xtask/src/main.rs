@@ -10,6 +10,7 @@ mod bench;
 mod bitcode;
 mod build;
 mod codegen;
+mod fuzz;
 mod gen_capture;
 mod images;
 mod machine;
@@ -69,6 +70,14 @@ enum Command {
         /// Which applications: nginx, redis (default: all).
         names: Vec<String>,
     },
+    /// Fuzz the parsers of untrusted input (needs nightly; installs cargo-fuzz when missing).
+    Fuzz {
+        /// One target: scap, elf, trace_json, profile_json, bitcode (default: all, in turn).
+        target: Option<String>,
+        /// Seconds: for the one target, or split between all of them [default: 60 per target].
+        #[arg(long)]
+        time: Option<u64>,
+    },
     /// Regenerate committed source files from their upstream data.
     Codegen {
         /// libseccomp's `src/syscalls.csv`.
@@ -110,6 +119,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Test { args } => test::run_tests(&args),
         Command::Bench { names, rounds, warmup } => bench::run(&names, bench::Rounds { warmup, measured: rounds }),
         Command::Bitcode { names } => bitcode::build(&names),
+        Command::Fuzz { target, time } => fuzz::run(target.as_deref(), time),
         Command::GenCapture { fixture, repeat, out } => {
             let fixture = fixture.unwrap_or_else(|| {
                 project_root().join("../shared/fixtures/scap/falco_psp_run_as_user_0_container.scap")

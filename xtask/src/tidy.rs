@@ -20,7 +20,7 @@ mod tests {
     fn sources() -> Vec<(PathBuf, String)> {
         let root = crate::project_root();
         let mut files = Vec::new();
-        for dir in ["analyzer/src", "tracer-common/src", "tracer-ebpf/src", "xtask/src", "tests"] {
+        for dir in ["analyzer/src", "tracer-common/src", "tracer-ebpf/src", "xtask/src", "tests", "fuzz/fuzz_targets"] {
             rust_files(&root.join(dir), &mut files);
         }
         files

@@ -58,7 +58,7 @@ pub fn read(bytes: &[u8]) -> Result<Option<Producer>, ProducerError> {
         return Err(ProducerError::Malformed("no top-level block"));
     }
     let block_id = bits.vbr(8)?;
-    let width = bits.vbr(4)? as u32;
+    let width = width(bits.vbr(4)?)?;
     bits.align32();
     let _length_in_words = bits.fixed(32)?;
     if block_id != IDENTIFICATION_BLOCK {
@@ -133,8 +133,12 @@ fn read_abbrev(bits: &mut Bits<'_>) -> Result<Vec<Op>, ProducerError> {
             Op::Literal(bits.vbr(8)?)
         } else {
             match bits.fixed(3)? {
-                1 => Op::Fixed(bits.vbr(5)? as u32),
-                2 => Op::Vbr(bits.vbr(5)? as u32),
+                encoding @ (1 | 2) => match (encoding, bits.vbr(5)?) {
+                    // A zero-width field reads as the literal 0, as in LLVM.
+                    (_, 0) => Op::Literal(0),
+                    (1, wide) => Op::Fixed(width(wide)?),
+                    (_, wide) => Op::Vbr(width(wide)?),
+                },
                 3 => Op::Array,
                 4 => Op::Char6,
                 5 => Op::Blob,
@@ -163,12 +167,12 @@ fn read_abbreviated(bits: &mut Bits<'_>, abbrev: &[Op]) -> Result<Vec<u64>, Prod
         match op {
             Op::Array => {
                 let element = *ops.next().ok_or(ProducerError::Malformed("array without element type"))?;
-                for _ in 0..bits.vbr(6)? {
+                for _ in 0..bits.count()? {
                     record.push(bits.scalar(element)?);
                 }
             }
             Op::Blob => {
-                let length = bits.vbr(6)?;
+                let length = bits.count()?;
                 bits.align32();
                 for _ in 0..length {
                     record.push(bits.fixed(8)?);
@@ -187,7 +191,27 @@ struct Bits<'a> {
     pos: usize,
 }
 
+/// A field width read from the file: 1 to 64 bits, so that no shift overflows.
+fn width(bits: u64) -> Result<u32, ProducerError> {
+    u32::try_from(bits)
+        .ok()
+        .filter(|bits| (1..=64).contains(bits))
+        .ok_or(ProducerError::Malformed("field width out of range"))
+}
+
 impl Bits<'_> {
+    /// An array or blob length, believed only if the rest of the file could hold that many
+    /// elements of one bit: a literal element takes no bits, so a huge count would otherwise
+    /// fill memory without reading anything.
+    fn count(&mut self) -> Result<u64, ProducerError> {
+        let count = self.vbr(6)?;
+        let left = (self.bytes.len() as u64 * 8).saturating_sub(self.pos as u64);
+        if count > left {
+            return Err(ProducerError::Truncated);
+        }
+        Ok(count)
+    }
+
     fn fixed(&mut self, width: u32) -> Result<u64, ProducerError> {
         let mut value = 0u64;
         for bit in 0..width as usize {
@@ -345,5 +369,27 @@ mod tests {
         for len in 4..28 {
             assert!(read(&CLANG19_HEAD[..len]).is_err(), "a {len}-byte prefix was accepted");
         }
+    }
+
+    /// An identification block defining one abbreviation of `ops` (each written by the closure),
+    /// then a record with it whose first operand, a length, is `length`.
+    fn abbreviated_block(ops: impl Fn(&mut Writer), length: u64) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.fixed(ENTER_SUBBLOCK, 2).vbr(IDENTIFICATION_BLOCK, 8).vbr(3, 4).align32().fixed(0, 32);
+        w.fixed(DEFINE_ABBREV, 3);
+        ops(&mut w);
+        w.fixed(4, 3).vbr(length, 6).fixed(END_BLOCK, 3).align32();
+        w.bytes()
+    }
+
+    #[test]
+    fn lengths_and_widths_from_the_file_are_bounded() {
+        // An array of a literal takes no bits per element: 2^40 of them must not be believed.
+        let literal_array =
+            abbreviated_block(|w| _ = w.vbr(2, 5).fixed(0, 1).fixed(3, 3).fixed(1, 1).vbr(7, 8), 1 << 40);
+        assert_eq!(read(&literal_array), Err(ProducerError::Truncated));
+        // A 65-bit field would overflow the shifts that assemble it.
+        let too_wide = abbreviated_block(|w| _ = w.vbr(1, 5).fixed(0, 1).fixed(1, 3).vbr(65, 5), 0);
+        assert_eq!(read(&too_wide), Err(ProducerError::Malformed("field width out of range")));
     }
 }

@@ -8,6 +8,7 @@ mod analyze;
 mod bitcode;
 mod diff;
 mod enforce;
+mod exit;
 mod explain;
 mod import;
 mod outputs;
@@ -21,8 +22,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 const EXIT_CODES: &str = "\
-Exit status: 0 success; 1 a check found something (a difference, a denied syscall);
-2 an error (bad input, missing daemon or privileges), reported on one line.";
+Exit status: 0 success; 1 a check found something (a difference, a denied syscall), or the run
+failed (the daemon, the kernel, the traced workload); 2 bad input or usage (a corrupt file, a
+missing image or container, an unknown name). Errors are reported on one line.";
 
 #[derive(Parser)]
 #[command(name = "seccomp-refine", version, about, after_help = EXIT_CODES)]
@@ -59,9 +61,24 @@ pub enum Outcome {
 }
 
 pub fn main() -> ExitCode {
+    exit::quiet_panics();
     let cli = Cli::parse();
     crate::output::replace_existing(cli.force);
-    let result = match cli.command {
+    let Some(result) = exit::unless_stdout_closed(|| dispatch(cli.command)) else {
+        return ExitCode::SUCCESS;
+    };
+    match result {
+        Ok(Outcome::Clean) => ExitCode::SUCCESS,
+        Ok(Outcome::Found) => ExitCode::from(1),
+        Err(err) => {
+            eprintln!("seccomp-refine: error: {err:#}");
+            ExitCode::from(exit::code(&err))
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<Outcome> {
+    match command {
         Command::Import(args) => import::run(args),
         Command::Profile(args) => profile::run(args),
         Command::Verify(args) => verify::run(args),
@@ -72,13 +89,5 @@ pub fn main() -> ExitCode {
         Command::Syscalls(args) => syscalls::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Enforce(args) => enforce::run(args),
-    };
-    match result {
-        Ok(Outcome::Clean) => ExitCode::SUCCESS,
-        Ok(Outcome::Found) => ExitCode::from(1),
-        Err(err) => {
-            eprintln!("seccomp-refine: error: {err:#}");
-            ExitCode::from(2)
-        }
     }
 }

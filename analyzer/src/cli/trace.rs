@@ -8,10 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use super::Outcome;
 use super::analyze::{AfterTrace, TracedFiles};
+use super::exit::Failure;
 use crate::callgraph::EntrySpec;
 use crate::docker::container::Stopped;
 use crate::trace::ebpf::DEFAULT_RING_BUFFER_BYTES;
@@ -167,7 +168,7 @@ async fn trace_attached(args: Args) -> Result<Outcome> {
     match failed.len() {
         0 => Ok(Outcome::Clean),
         1 => Err(failed.remove(0)),
-        _ => bail!("{}", failed.iter().map(|err| format!("{err:#}")).collect::<Vec<_>>().join("; ")),
+        _ => Err(Failure(failed.iter().map(|err| format!("{err:#}")).collect::<Vec<_>>().join("; ")).into()),
     }
 }
 
@@ -179,19 +180,20 @@ fn early_exit_result(exit: &EarlyExit, dir: &Path, label: Option<&str>) -> Resul
         eprintln!("  | {line}");
     }
     let written = format!("what was recorded until then is in {}, marked incomplete", dir.display());
+    let failure = |message: String| Err(Failure(message).into());
     match &exit.stopped {
         Stopped::Exited(0) => {
             eprintln!("seccomp-refine: {container} exited (code 0) before the trace's end");
             Ok(Outcome::Clean)
         }
         Stopped::Exited(code) => {
-            bail!("{container} exited early with code {code} ({written}; its last log lines are above)")
+            failure(format!("{container} exited early with code {code} ({written}; its last log lines are above)"))
         }
-        Stopped::Removed => bail!("{container} was removed during the trace ({written})"),
-        Stopped::DaemonGone(address) => bail!(
+        Stopped::Removed => failure(format!("{container} was removed during the trace ({written})")),
+        Stopped::DaemonGone(address) => failure(format!(
             "the Docker daemon ({address}) stopped answering during the trace; {written}; once the daemon is back, \
              remove what is left of {container} with `docker rm -f`"
-        ),
+        )),
     }
 }
 

@@ -17,7 +17,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
-use super::image::one_line;
+use super::DaemonError;
 use bollard::errors::Error as BollardError;
 
 /// Marks containers seccomp-refine started, so they can be found and cleaned up.
@@ -89,16 +89,19 @@ impl Container {
         let created = docker
             .create_container(None::<CreateContainerOptions>, body)
             .await
-            .map_err(|err| anyhow::anyhow!("cannot create a container from {}: {}", spec.image, one_line(&err)))?;
+            .map_err(|err| DaemonError::new(format!("cannot create a container from {}", spec.image), &err))?;
         Ok(Container { docker: docker.clone(), id: created.id })
     }
 
     /// A running container by name or id, for `--attach`.
     pub async fn existing(docker: &Docker, name: &str) -> Result<Container> {
-        let found = docker
-            .inspect_container(name, None::<InspectContainerOptions>)
-            .await
-            .map_err(|err| anyhow::anyhow!("no container {name}: {}", one_line(&err)))?;
+        let found = docker.inspect_container(name, None::<InspectContainerOptions>).await.map_err(|err| {
+            if super::image::is_not_found(&err) {
+                anyhow::anyhow!("no container {name}; `docker ps` lists the running ones")
+            } else {
+                DaemonError::new(format!("cannot inspect container {name}"), &err).into()
+            }
+        })?;
         let id = found.id.context("the daemon gave a container without an id")?;
         Ok(Container { docker: docker.clone(), id })
     }
@@ -107,14 +110,14 @@ impl Container {
         self.docker
             .inspect_container(&self.id, None::<InspectContainerOptions>)
             .await
-            .map_err(|err| anyhow::anyhow!("cannot inspect container {}: {}", self.short_id(), one_line(&err)))
+            .map_err(|err| DaemonError::new(format!("cannot inspect container {}", self.short_id()), &err).into())
     }
 
     pub async fn start(&self) -> Result<()> {
         self.docker
             .start_container(&self.id, None::<bollard::query_parameters::StartContainerOptions>)
             .await
-            .map_err(|err| anyhow::anyhow!("cannot start container {}: {}", self.short_id(), one_line(&err)))
+            .map_err(|err| DaemonError::new(format!("cannot start container {}", self.short_id()), &err).into())
     }
 
     /// Whether the daemon says it runs now.

@@ -11,7 +11,10 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("image {image} is not present and cannot be pulled: {reason}; build or pull it first")]
+    #[error(
+        "image {image} is not present and cannot be pulled: {reason}; pull it where a registry is reachable \
+         (`docker pull {image}`) or build it (`cargo xtask images` builds stand-ins for nginx:latest and redis:latest)"
+    )]
     NotPullable { image: String, reason: String },
     #[error("cannot inspect image {image}")]
     Inspect { image: String, source: BollardError },

@@ -22,6 +22,21 @@ pub enum DockerError {
     PermissionDenied { address: String },
 }
 
+/// The daemon failed a request it understood (creating, starting or inspecting a container): the
+/// run's failure rather than bad input. The daemon's message is kept on one line.
+#[derive(Debug, thiserror::Error)]
+#[error("{action}: {reason}")]
+pub struct DaemonError {
+    pub action: String,
+    pub reason: String,
+}
+
+impl DaemonError {
+    pub fn new(action: String, err: &bollard::errors::Error) -> DaemonError {
+        DaemonError { action, reason: image::one_line(err) }
+    }
+}
+
 /// The daemon's default runtime and its version as the daemon reports it, e.g. `runc 1.1.5+ds1`.
 pub async fn runtime(docker: &Docker) -> Option<String> {
     let info = docker.info().await.ok()?;

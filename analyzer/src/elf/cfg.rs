@@ -326,7 +326,7 @@ fn jump_table(code: &Code<'_>, run: &[Instruction], jump: &Instruction, start: u
     if jump.op0_kind() == OpKind::Memory && jump.memory_base() == Register::None && jump.memory_index_scale() == 8 {
         // Position-dependent code: `jmp *table(,%idx,8)` with absolute entries.
         let table = jump.memory_displacement64();
-        return table_entries(limit, |index| read_u64(code, table + 8 * index).filter(|&t| in_function(t)));
+        return table_entries(limit, |index| read_u64(code, table.wrapping_add(8 * index)).filter(|&t| in_function(t)));
     }
     if jump.op0_kind() != OpKind::Register {
         return None;
@@ -366,7 +366,7 @@ fn jump_table(code: &Code<'_>, run: &[Instruction], jump: &Instruction, start: u
     }
     let table = *targets.get(&jump.op0_register().full_register())?;
     table_entries(limit, |index| {
-        let entry = read_i32(code, table + 4 * index)?;
+        let entry = read_i32(code, table.wrapping_add(4 * index))?;
         Some(table.wrapping_add_signed(i64::from(entry))).filter(|&target| in_function(target))
     })
 }

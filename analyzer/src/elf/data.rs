@@ -41,7 +41,8 @@ impl Objects {
         let mut splits: BTreeSet<u64> = code_refs.iter().copied().filter(|&addr| in_data(addr)).collect();
         splits.extend(sections.iter().map(|&(_, start, _)| start));
         // GOT entries are independent of one another.
-        if let Some((start, end)) = image.section_range(".got") {
+        if let Some(range) = image.section_range(".got") {
+            let (start, end) = image.present(range);
             splits.extend((start..end).step_by(8));
         }
         splits.extend(symbols.iter().map(|&(start, _)| start));
@@ -57,9 +58,9 @@ impl Objects {
                 Some(range) => range,
                 None => {
                     let start = splits.range(..=slot).next_back().copied().unwrap_or(slot);
-                    let limit = section_end(slot).unwrap_or(slot + 8);
+                    let limit = section_end(slot).unwrap_or(slot.saturating_add(8));
                     // Symbol starts are split points, so a gap object never runs into a symbol.
-                    let next = splits.range(slot + 1..).next().copied().unwrap_or(limit).min(limit);
+                    let next = splits.range(slot.saturating_add(1)..).next().copied().unwrap_or(limit).min(limit);
                     (start, next)
                 }
             };
@@ -83,7 +84,7 @@ fn symbol_ranges(image: &Image<'_>) -> Vec<(u64, u64)> {
         .into_iter()
         .flat_map(|dynamic| image.symbols(dynamic))
         .filter(|sym| sym.kind == elf::STT_OBJECT && sym.defined && sym.size > 0 && sym.value != 0)
-        .map(|sym| (sym.value, sym.value + sym.size))
+        .map(|sym| (sym.value, sym.value.saturating_add(sym.size)))
         .collect();
     ranges.sort_unstable();
     ranges.dedup();

@@ -90,7 +90,8 @@ fn fde_starts(image: &Image<'_>) -> Vec<u64> {
 /// Addresses the loader calls in init and fini order: (preinit ∪ DT_INIT ∪ init_array, fini_array ∪ DT_FINI).
 pub(crate) fn init_fini(image: &Image<'_>, slot_value: impl Fn(u64) -> Option<u64>) -> (Vec<u64>, Vec<u64>) {
     let array = |range: Option<(u64, u64)>| -> Vec<u64> {
-        let Some((start, end)) = range else { return Vec::new() };
+        let Some(range) = range else { return Vec::new() };
+        let (start, end) = image.present(range);
         (start..end)
             .step_by(8)
             .filter_map(&slot_value)

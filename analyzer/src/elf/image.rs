@@ -47,6 +47,49 @@ pub(crate) struct Symbol<'data> {
     pub defined: bool,
 }
 
+/// Refuses sections that end past the address space (every later `sh_addr + sh_size` relies on
+/// it), and loaded sections that share addresses: code decoded there would be another section's
+/// bytes, and the analysis would report syscalls the file does not make. `SHT_NOBITS` sections
+/// (`.bss`, `.tbss`) are left out of the overlap check: they hold no bytes, and `.tbss`
+/// legitimately overlaps; so are relocatable objects, whose sections all start at address 0.
+fn check_sections(sections: &SectionTable<'_, Elf>, relocatable: bool) -> Result<(), ElfError> {
+    let name = |index: usize| {
+        let section = sections.section(object::SectionIndex(index)).ok();
+        let name = section.and_then(|section| sections.section_name(LE, section).ok());
+        name.map_or_else(|| format!("#{index}"), |name| String::from_utf8_lossy(name).into_owned())
+    };
+    if let Some(index) =
+        sections.iter().position(|section| section.sh_addr(LE).checked_add(section.sh_size(LE)).is_none())
+    {
+        return Err(ElfError::Malformed(format!("section {} ends past the end of the address space", name(index))));
+    }
+    if relocatable {
+        return Ok(());
+    }
+    let mut loaded: Vec<(u64, u64, usize)> = sections
+        .iter()
+        .enumerate()
+        .filter(|(_, section)| {
+            section.sh_flags(LE).contains(elf::SHF_ALLOC)
+                && section.sh_type(LE) != elf::SHT_NOBITS
+                && section.sh_size(LE) != 0
+        })
+        .map(|(index, section)| (section.sh_addr(LE), section.sh_addr(LE) + section.sh_size(LE), index))
+        .collect();
+    loaded.sort_unstable();
+    for pair in loaded.windows(2) {
+        let ((_, end, first), (start, _, second)) = (pair[0], pair[1]);
+        if end > start {
+            return Err(ElfError::Malformed(format!(
+                "sections {} and {} overlap at 0x{start:x}",
+                name(first),
+                name(second)
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl<'data> Image<'data> {
     pub fn parse(data: &'data [u8]) -> Result<Image<'data>, ElfError> {
         if data.get(..4) != Some(&elf::ELFMAG[..]) {
@@ -64,6 +107,7 @@ impl<'data> Image<'data> {
         if sections.is_empty() {
             return Err(ElfError::Malformed("no section headers".into()));
         }
+        check_sections(&sections, header.e_type(LE) == elf::ET_REL)?;
         let segments = header.program_headers(LE, data).map_err(|err| ElfError::Malformed(err.to_string()))?;
         let mut image =
             Image { data, header, sections, segments, kind: ModuleKind::SharedObject, dynamic: Dynamic::default() };
@@ -109,7 +153,9 @@ impl<'data> Image<'data> {
         let strtab = self.dynamic_entries().find(|&(tag, _)| tag == elf::DT_STRTAB).map(|(_, addr)| addr);
         let string = |offset: u64| -> Result<String, ElfError> {
             let base = strtab.ok_or_else(|| ElfError::Malformed("dynamic table without DT_STRTAB".into()))?;
-            self.cstr_at(base + offset).ok_or_else(|| ElfError::Malformed("bad dynamic string".into()))
+            base.checked_add(offset)
+                .and_then(|addr| self.cstr_at(addr))
+                .ok_or_else(|| ElfError::Malformed("bad dynamic string".into()))
         };
         let (mut preinit, mut init, mut fini) = ((None, 0), (None, 0), (None, 0));
         for (tag, value) in self.dynamic_entries() {
@@ -131,7 +177,7 @@ impl<'data> Image<'data> {
         }
         dynamic.rpath.retain(|dir| !dir.is_empty());
         dynamic.runpath.retain(|dir| !dir.is_empty());
-        let array = |(start, size): (Option<u64>, u64)| start.map(|start| (start, start + size));
+        let array = |(start, size): (Option<u64>, u64)| start.map(|start| (start, start.saturating_add(size)));
         dynamic.preinit_array = array(preinit);
         dynamic.init_array = array(init);
         // Static executables have no dynamic table but still run their init/fini arrays.
@@ -171,6 +217,14 @@ impl<'data> Image<'data> {
             let offset = addr.checked_sub(start)?;
             (offset < bytes.len() as u64).then(|| &bytes[offset as usize..])
         })
+    }
+
+    /// The part of `start..end` the file has bytes for. Sizes from headers and the dynamic table
+    /// (`DT_INIT_ARRAYSZ`, a `.got`'s `sh_size`) are believed only that far: a forged one would
+    /// otherwise make a loop over the range run for ages.
+    pub fn present(&self, (start, end): (u64, u64)) -> (u64, u64) {
+        let present = self.bytes_at(start).map_or(0, |bytes| bytes.len() as u64);
+        (start, end.min(start + present))
     }
 
     pub fn u64_at(&self, addr: u64) -> Option<u64> {

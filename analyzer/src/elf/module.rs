@@ -403,8 +403,12 @@ impl Linker<'_, '_> {
         if let Some(found) = self.code_ref(addr) {
             return Some(found);
         }
-        if let Some(&(_, _, dynsym)) =
-            self.module.relocs.copies.iter().find(|&&(start, size, _)| (start..start + size.max(1)).contains(&addr))
+        if let Some(&(_, _, dynsym)) = self
+            .module
+            .relocs
+            .copies
+            .iter()
+            .find(|&&(start, size, _)| (start..start.saturating_add(size.max(1))).contains(&addr))
         {
             return Some(self.import(dynsym));
         }

@@ -607,10 +607,11 @@ fn rep_zero(instruction: &Instruction, state: &mut State) -> bool {
     else {
         return false;
     };
-    let size = (count * element) as i64;
-    if size > 8 * MAX_SLOTS as i64 {
+    // RCX can hold any constant the code loaded: the product must not overflow.
+    let size = count.checked_mul(element).and_then(|size| i64::try_from(size).ok());
+    let Some(size) = size.filter(|&size| size <= 8 * MAX_SLOTS as i64) else {
         return false;
-    }
+    };
     state.clobber_slots(start, size);
     for slot in (start..start + size).step_by(8).filter(|slot| slot + 8 <= start + size) {
         state.set_slot(slot, Vals::one(Val::Const(0)));

@@ -289,9 +289,14 @@ impl Trace {
     pub fn read(path: &Path) -> Result<Trace, TraceError> {
         let display = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|source| TraceError::Read { path: display.clone(), source })?;
+        Trace::from_slice(&bytes, display)
+    }
+
+    /// Parses a `trace.json` already in memory; `display` names it in errors.
+    pub fn from_slice(bytes: &[u8], display: String) -> Result<Trace, TraceError> {
         // Check the schema before the shape, so an old trace gets the message that says why.
         let value: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|source| TraceError::Parse { path: display.clone(), source })?;
+            serde_json::from_slice(bytes).map_err(|source| TraceError::Parse { path: display.clone(), source })?;
         let found = value.get("schema").and_then(|schema| schema.as_str()).unwrap_or("none");
         if found != SCHEMA {
             return Err(TraceError::Schema { path: display, found: found.to_owned() });

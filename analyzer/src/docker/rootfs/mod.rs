@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-pub use export::export_image;
+pub use export::{ExportError, export_image};
 
 use archive::Archive;
 use layers::Layers;

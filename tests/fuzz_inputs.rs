@@ -1,0 +1,52 @@
+//! The inputs the fuzzers crashed on, replayed on stable through the very entry points the fuzz
+//! targets call (`fuzz/fuzz_targets/entries.rs`, included here): each must now return, Ok or Err,
+//! without a panic. They live in `tests/data/fuzz/<target>/`; the seeds in `fuzz/seeds/` run too,
+//! so every entry is also exercised on input it accepts.
+
+#[path = "../fuzz/fuzz_targets/entries.rs"]
+mod entries;
+
+use std::path::{Path, PathBuf};
+
+/// A fuzz target: its entry point, and real inputs it accepts besides its seeds in `fuzz/seeds/`
+/// (relative paths are from the repository root).
+struct Target {
+    name: &'static str,
+    entry: fn(&[u8]),
+    accepted: &'static [&'static str],
+}
+
+const TARGETS: &[Target] = &[
+    Target {
+        name: "scap",
+        entry: entries::scap,
+        accepted: &["../shared/fixtures/scap/synthetic_modern_exit_only.scap"],
+    },
+    Target { name: "elf", entry: entries::elf, accepted: &["/bin/true"] },
+    Target { name: "trace_json", entry: entries::trace_json, accepted: &[] },
+    Target { name: "profile_json", entry: entries::profile_json, accepted: &[] },
+    Target { name: "bitcode", entry: entries::bitcode, accepted: &[] },
+];
+
+/// The files directly in `dir`, sorted (none when it does not exist).
+fn inputs(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut files: Vec<_> = entries.map(|entry| entry.unwrap().path()).filter(|path| path.is_file()).collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_stored_crash_input_and_seed_is_handled_without_a_panic() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for Target { name, entry, accepted } in TARGETS {
+        let mut files = inputs(&root.join("fuzz/seeds").join(name));
+        files.extend(accepted.iter().map(|path| root.join(path)));
+        files.extend(inputs(&root.join("tests/data/fuzz").join(name)));
+        for path in files {
+            let bytes = std::fs::read(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+            let result = std::panic::catch_unwind(|| entry(&bytes));
+            assert!(result.is_ok(), "{name}: {} panics", path.display());
+        }
+    }
+}
