@@ -227,9 +227,11 @@ impl Background {
 
     /// Sends `signal` and waits for the process to end.
     pub fn stop(mut self, signal: &str) -> Result<()> {
-        let mut child = self.0.take().expect("running");
+        // Left in place until it has been waited for: on an early return, `Drop` reaps it.
+        let child = self.0.as_mut().expect("running");
         Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status()?;
         let status = child.wait()?;
+        self.0 = None;
         if !status.success() && signal != "INT" {
             bail!("background process ended with {status}");
         }
