@@ -80,6 +80,10 @@ fn fuzz_one(name: &str, max_len: usize, seconds: u64) -> Result<String> {
         // libFuzzer's default is one process, which suits a shared machine (`-jobs=N` would fork
         // workers that log to files). A slow input counts as a failure, as does 2 GiB of memory.
         .args(["-timeout=20", "-rss_limit_mb=2048", "-print_final_stats=1"])
+        // The scap reader frames on a scoped thread: LeakSanitizer can look while that joined
+        // thread is still running std's own TLS destructors and report its bookkeeping (seen once in
+        // 38k runs, not reproducible with the input). Memory growth is still caught by the RSS limit.
+        .args((name == "scap").then_some("-detect_leaks=0"))
         .stderr(Stdio::piped());
     // The outer `cargo xtask` exports its own toolchain and flags; they must not leak into nightly.
     for var in ["RUSTC", "RUSTC_WRAPPER", "RUSTFLAGS", "RUSTUP_TOOLCHAIN", "CARGO_TARGET_DIR"] {
