@@ -36,6 +36,7 @@ pub fn run(context: &Context) -> Result<Section> {
     let analyze = |cache_args: &[&str]| -> Result<timed::Cost> {
         let mut args = vec![
             "analyze",
+            "--force",
             trace.as_str(),
             "--bitcode",
             bitcode.as_str(),
