@@ -45,7 +45,8 @@ pub fn run(context: &Context) -> Result<Section> {
         let measured = {
             let mut variants = [
                 Variant::new("seccomp-refine import", || {
-                    let args = ["import", "--force", capture_arg, "--container", CONTAINER, "-o", out_arg];
+                    let args =
+                        ["import", "--force", "--no-static", capture_arg, "--container", CONTAINER, "-o", out_arg];
                     let cost = timed::run(&context.seccomp_refine, &args)?;
                     import_rss.push(cost.peak_rss_mb);
                     Ok(cost.elapsed)
@@ -88,7 +89,7 @@ pub fn run(context: &Context) -> Result<Section> {
         measured_at: String::new(),
         description: format!(
             "The psp fixture's events replayed into uncompressed captures (`cargo xtask gen-capture`), read by \
-             `seccomp-refine import --container {CONTAINER}` and by `sysdig -r FILE -p %evt.type container.id={CONTAINER}`, \
+             `seccomp-refine import --no-static --container {CONTAINER}` (the capture alone, as sysdig reads it) and by `sysdig -r FILE -p %evt.type container.id={CONTAINER}`, \
              alternating, {} measured rounds after {} warm-up. Goals: ≥ {GOAL_SPEEDUP}× sysdig's speed, \
              ≥ {GOAL_MB_PER_S} MB/s, memory flat as the capture grows.",
             context.rounds.measured, context.rounds.warmup
