@@ -100,6 +100,7 @@ fn finish(report: &Report) -> Result<Outcome> {
             eprintln!("seccomp-refine: container {} exited (code 0)", report.container_name);
             Ok(Outcome::Clean)
         }
+        Ended::Lost(what) => bail!("container {} {what} while enforcing", report.container_name),
     }
 }
 

@@ -68,6 +68,8 @@ pub enum Ended {
     Interrupted,
     /// The container stopped.
     Exited { code: i64, log_tail: Vec<String> },
+    /// The container went away without an exit code: what became of it (after "container NAME").
+    Lost(String),
 }
 
 pub struct Report {
@@ -150,10 +152,8 @@ async fn enforce_in(
         _ = terminate.recv() => Ended::Interrupted,
         stopped = container.wait() => match stopped {
             Stopped::Exited(code) => Ended::Exited { code, log_tail: container.log_tail(LOG_TAIL_LINES).await },
-            Stopped::Removed => Ended::Exited { code: -1, log_tail: vec!["the container was removed".to_owned()] },
-            Stopped::DaemonGone(address) => {
-                Ended::Exited { code: -1, log_tail: vec![format!("the Docker daemon ({address}) stopped answering")] }
-            }
+            Stopped::Removed => Ended::Lost("was removed".to_owned()),
+            Stopped::DaemonGone(address) => Ended::Lost(format!("was lost: the Docker daemon ({address}) stopped answering")),
         }
     };
     let marker = enforcing.marker.clone();
