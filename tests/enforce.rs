@@ -20,7 +20,7 @@ fn traced_profiles(image: &str, workload: &str, cell: &'static OnceLock<PathBuf>
     cell.get_or_init(|| {
         let name = image.split(':').next().unwrap();
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("enforce-{name}"));
-        let out = output(seccomp_refine().args(["trace", "-o"]).arg(&dir).args([
+        let out = output(seccomp_refine().args(["trace", "--force", "-o"]).arg(&dir).args([
             image,
             "--duration",
             "15s",
