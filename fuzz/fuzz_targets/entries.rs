@@ -6,7 +6,7 @@
 use std::io::Cursor;
 
 use seccomp_refine::profile::Profiles;
-use seccomp_refine::profile::read::{is_allow_action, parse_profile};
+use seccomp_refine::profile::read::parse_profile;
 use seccomp_refine::scap::{self, Focus, Plan};
 use seccomp_refine::trace::{MarkerSpec, Trace};
 use seccomp_refine::{bitcode, elf};
@@ -43,8 +43,9 @@ pub fn trace_json(data: &[u8]) {
 /// A Docker/OCI profile, as `diff` and `verify` read it.
 pub fn profile_json(data: &[u8]) {
     if let Ok(file) = parse_profile(data, "fuzz.json") {
-        let _ = is_allow_action(&file.profile.default_action);
-        let _ = file.profile.allowed().count();
+        let _ = file.is_denylist();
+        let _ = file.allowed().count();
+        let _ = file.unconditionally_allowed(seccomp_refine::syscalls::Arch::X86_64);
     }
 }
 

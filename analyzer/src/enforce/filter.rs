@@ -9,9 +9,9 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
-use crate::profile::read::{is_allow_action, read_allowlist, read_profile};
+use crate::profile::read::{read_allowlist, read_profile};
 use crate::syscalls::Arch;
 
 /// What the serving filter does to a syscall outside the serving profile.
@@ -120,25 +120,11 @@ pub const SWITCH_SYSCALLS: [&str; 2] = ["prctl", "seccomp"];
 /// with `prctl` and `seccomp` allowed, so the serving filter can be installed — as JSON text for
 /// the Docker API.
 pub fn container_profile(path: &Path) -> Result<String> {
-    let mut file = read_profile(path)?;
-    if is_allow_action(&file.profile.default_action) {
-        bail!(
-            "{} is a denylist (defaultAction {}): enforce needs an allowlist",
-            path.display(),
-            file.profile.default_action
-        );
+    let file = read_profile(path)?;
+    if file.is_denylist() {
+        bail!("{} is a denylist (defaultAction {}): enforce needs an allowlist", path.display(), file.default_action());
     }
-    let rules = file.json.get_mut("syscalls").and_then(|rules| rules.as_array_mut()).context("no syscalls")?;
-    // Drop them from every other rule (the writer's explicit ENOSYS rule names them when the
-    // trace never saw them), then allow them unconditionally.
-    for rule in rules.iter_mut() {
-        if let Some(names) = rule.get_mut("names").and_then(|names| names.as_array_mut()) {
-            names.retain(|name| !SWITCH_SYSCALLS.contains(&name.as_str().unwrap_or_default()));
-        }
-    }
-    rules.retain(|rule| rule["names"].as_array().is_none_or(|names| !names.is_empty()));
-    rules.push(serde_json::json!({"names": SWITCH_SYSCALLS, "action": "SCMP_ACT_ALLOW"}));
-    Ok(serde_json::to_string(&file.json).expect("JSON always serializes"))
+    Ok(file.with_allowed(&SWITCH_SYSCALLS).to_json())
 }
 
 #[cfg(test)]

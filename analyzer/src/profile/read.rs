@@ -1,8 +1,12 @@
-//! Reading profiles back: the allowlist a Docker or OCI JSON file grants, for `diff` and `verify`.
+//! Reading profiles back: the allowlist a Docker or OCI JSON file grants, for `diff`, `verify`
+//! and `enforce`, and the same profile with more names allowed. The JSON stays in here: callers
+//! ask a `ProfileFile` questions instead of reading its rules.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::{DockerProfile, SyscallSet};
+use crate::syscalls::Arch;
 
 /// Why a file could not be read as a profile.
 #[derive(Debug, thiserror::Error)]
@@ -20,8 +24,80 @@ pub enum ReadError {
 /// A profile file as parsed, with the JSON kept for the parts `DockerProfile` does not model
 /// (argument conditions).
 pub struct ProfileFile {
-    pub profile: DockerProfile,
-    pub json: serde_json::Value,
+    profile: DockerProfile,
+    json: serde_json::Value,
+}
+
+impl ProfileFile {
+    /// The action of every syscall no rule names.
+    pub fn default_action(&self) -> &str {
+        &self.profile.default_action
+    }
+
+    /// Whether the default lets syscalls run, so the rules list what is denied.
+    pub fn is_denylist(&self) -> bool {
+        is_allow_action(&self.profile.default_action)
+    }
+
+    /// The names a rule allows, under any condition.
+    pub fn allowed(&self) -> impl Iterator<Item = &str> {
+        self.profile.allowed()
+    }
+
+    /// Names the profile allows on `arch` whatever the arguments, capabilities or kernel.
+    pub fn unconditionally_allowed(&self, arch: Arch) -> SyscallSet {
+        let rules = self.json.get("syscalls").and_then(|rules| rules.as_array()).cloned().unwrap_or_default();
+        let names = |rule: &serde_json::Value| -> Vec<String> {
+            let listed = rule.get("names").and_then(|names| names.as_array()).cloned().unwrap_or_default();
+            let single = rule.get("name").cloned().into_iter();
+            listed.into_iter().chain(single).filter_map(|name| name.as_str().map(str::to_owned)).collect()
+        };
+        let conditional = |rule: &serde_json::Value| {
+            let has = |key: &str| {
+                rule.get(key).is_some_and(|value| {
+                    !value.is_null() && value != &serde_json::json!([]) && value != &serde_json::json!({})
+                })
+            };
+            has("args") || has("includes") || has("excludes")
+        };
+        let action =
+            |rule: &serde_json::Value| rule.get("action").and_then(|action| action.as_str()).unwrap_or("").to_owned();
+        let not_allowing: BTreeSet<String> =
+            rules.iter().filter(|rule| !is_allow_action(&action(rule))).flat_map(names).collect();
+        let allowed: BTreeSet<String> = if self.is_denylist() {
+            arch.syscalls().map(|(_, name)| name.to_owned()).collect()
+        } else {
+            rules.iter().filter(|rule| is_allow_action(&action(rule)) && !conditional(rule)).flat_map(names).collect()
+        };
+        let conditional_names: BTreeSet<String> =
+            rules.iter().filter(|rule| conditional(rule)).flat_map(names).collect();
+        allowed.into_iter().filter(|name| !not_allowing.contains(name) && !conditional_names.contains(name)).collect()
+    }
+
+    /// This profile with `names` allowed unconditionally: dropped from every other rule (the
+    /// writer's explicit ENOSYS rule names them when the trace never saw them), then allowed by a
+    /// rule of their own; every other rule, conditions included, kept as it was.
+    pub fn with_allowed(mut self, names: &[&str]) -> ProfileFile {
+        if let Some(rules) = self.json.get_mut("syscalls").and_then(|rules| rules.as_array_mut()) {
+            for rule in rules.iter_mut() {
+                if let Some(listed) = rule.get_mut("names").and_then(|listed| listed.as_array_mut()) {
+                    listed.retain(|name| !names.contains(&name.as_str().unwrap_or_default()));
+                }
+            }
+            rules.retain(|rule| rule["names"].as_array().is_none_or(|listed| !listed.is_empty()));
+            rules.push(serde_json::json!({"names": names, "action": "SCMP_ACT_ALLOW"}));
+        } else {
+            self.json["syscalls"] = serde_json::json!([{"names": names, "action": "SCMP_ACT_ALLOW"}]);
+        }
+        self.profile = serde_json::from_value(self.json.clone()).expect("a profile read back still parses");
+        self
+    }
+
+    /// The profile as JSON text (a Docker profile, also when it was read from an OCI section),
+    /// for the Docker API.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.json).expect("JSON values serialize")
+    }
 }
 
 /// Reads a Docker profile, or an OCI `config.json` (or fragment) holding one under `linux.seccomp`.
@@ -70,10 +146,10 @@ fn unknown_allowed<'a>(profile: &'a DockerProfile, json: &serde_json::Value) -> 
 /// The names an allowlist profile allows, under any condition.
 pub fn read_allowlist(path: &Path) -> Result<SyscallSet, ReadError> {
     let file = read_profile(path)?;
-    if is_allow_action(&file.profile.default_action) {
+    if file.is_denylist() {
         return Err(ReadError::Denylist { path: path.display().to_string(), action: file.profile.default_action });
     }
-    Ok(file.profile.allowed().map(str::to_owned).collect())
+    Ok(file.allowed().map(str::to_owned).collect())
 }
 
 /// Actions that let the syscall run (`SCMP_ACT_LOG` allows and logs).

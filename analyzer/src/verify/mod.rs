@@ -148,7 +148,7 @@ struct Prepared {
 async fn prepare(config: &Config) -> Result<Prepared> {
     let file = read_profile(&config.profile)?;
     let mut watched = watched::watched_numbers(&file, Arch::host());
-    let mut seccomp_json = serde_json::to_string(&file.json).expect("JSON values serialize");
+    let mut seccomp_json = file.to_json();
     let mut serving = None;
     if let Some(dir) = &config.enforce {
         seccomp_json = container_profile(&config.profile)?;
@@ -176,7 +176,7 @@ async fn prepare(config: &Config) -> Result<Prepared> {
     }
     let ports = verify_run::image_tcp_ports(&docker, &config.image).await?;
     let runtime = crate::docker::runtime(&docker).await;
-    let allowed = file.profile.allowed().map(str::to_owned).collect();
+    let allowed = file.allowed().map(str::to_owned).collect();
     Ok(Prepared { docker, seccomp_json, allowed, watched, ports, builtin, runtime, serving })
 }
 

@@ -2,43 +2,12 @@
 //! calls runtimes install filters with (`prctl`, `seccomp`), which put runc's init thread between
 //! two known syscalls before anything can be denied (see `denials`).
 
-use std::collections::BTreeSet;
-
-use crate::profile::read::{ProfileFile, is_allow_action};
+use crate::profile::read::ProfileFile;
 use crate::syscalls::Arch;
-
-/// Names the profile allows whatever the arguments, capabilities or kernel.
-fn unconditionally_allowed(file: &ProfileFile, arch: Arch) -> BTreeSet<String> {
-    let rules = file.json.get("syscalls").and_then(|rules| rules.as_array()).cloned().unwrap_or_default();
-    let names = |rule: &serde_json::Value| -> Vec<String> {
-        let listed = rule.get("names").and_then(|names| names.as_array()).cloned().unwrap_or_default();
-        let single = rule.get("name").cloned().into_iter();
-        listed.into_iter().chain(single).filter_map(|name| name.as_str().map(str::to_owned)).collect()
-    };
-    let conditional = |rule: &serde_json::Value| {
-        let has = |key: &str| {
-            rule.get(key).is_some_and(|value| {
-                !value.is_null() && value != &serde_json::json!([]) && value != &serde_json::json!({})
-            })
-        };
-        has("args") || has("includes") || has("excludes")
-    };
-    let action =
-        |rule: &serde_json::Value| rule.get("action").and_then(|action| action.as_str()).unwrap_or("").to_owned();
-    let not_allowing: BTreeSet<String> =
-        rules.iter().filter(|rule| !is_allow_action(&action(rule))).flat_map(names).collect();
-    let allowed: BTreeSet<String> = if is_allow_action(&file.profile.default_action) {
-        arch.syscalls().map(|(_, name)| name.to_owned()).collect()
-    } else {
-        rules.iter().filter(|rule| is_allow_action(&action(rule)) && !conditional(rule)).flat_map(names).collect()
-    };
-    let conditional_names: BTreeSet<String> = rules.iter().filter(|rule| conditional(rule)).flat_map(names).collect();
-    allowed.into_iter().filter(|name| !not_allowing.contains(name) && !conditional_names.contains(name)).collect()
-}
 
 /// The numbers on `arch` to watch, sorted.
 pub fn watched_numbers(file: &ProfileFile, arch: Arch) -> Vec<u32> {
-    let allowed = unconditionally_allowed(file, arch);
+    let allowed = file.unconditionally_allowed(arch);
     arch.syscalls()
         .filter(|(_, name)| !allowed.contains(*name) || matches!(*name, "prctl" | "seccomp"))
         .map(|(number, _)| number)
@@ -47,13 +16,13 @@ pub fn watched_numbers(file: &ProfileFile, arch: Arch) -> Vec<u32> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
-    use crate::profile::DockerProfile;
+    use crate::profile::read::parse_profile;
 
     fn watched(json: &str) -> BTreeSet<&'static str> {
-        let json: serde_json::Value = serde_json::from_str(json).unwrap();
-        let profile: DockerProfile = serde_json::from_value(json.clone()).unwrap();
-        let file = ProfileFile { profile, json };
+        let file = parse_profile(json.as_bytes(), "test.json").unwrap();
         watched_numbers(&file, Arch::X86_64).into_iter().map(|nr| Arch::X86_64.name(nr).unwrap()).collect()
     }
 
