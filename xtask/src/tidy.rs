@@ -58,3 +58,415 @@ mod tests {
         }
     }
 }
+
+/// No cycle between files: each file's `use` declarations and `crate::`/`super::`/`self::` paths,
+/// resolved through the crate's module tree (and through `pub use` re-exports) to the files that
+/// define what they name, form a graph without cycles, crate by crate. A cycle means two files
+/// share a type neither owns; it belongs in one of them, or in a third.
+#[cfg(test)]
+mod import_cycles {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::{Path, PathBuf};
+
+    /// The crate roots; every other file is reached from one by its `mod` declarations.
+    const CRATE_ROOTS: [&str; 6] = [
+        "analyzer/src/lib.rs",
+        "analyzer/src/main.rs",
+        "tracer-common/src/lib.rs",
+        "tracer-ebpf/src/main.rs",
+        "xtask/src/main.rs",
+        "tests/tests.rs",
+    ];
+
+    #[derive(Clone, Debug, PartialEq)]
+    enum Token {
+        Ident(String),
+        Punct(char),
+    }
+
+    /// Identifiers and punctuation, without comments, strings, characters or lifetimes.
+    fn tokens(text: &str) -> Vec<Token> {
+        let chars: Vec<char> = text.chars().collect();
+        let mut found = Vec::new();
+        let mut at = 0;
+        while at < chars.len() {
+            let c = chars[at];
+            let next = chars.get(at + 1).copied();
+            if c == '/' && next == Some('/') {
+                while at < chars.len() && chars[at] != '\n' {
+                    at += 1;
+                }
+            } else if c == '/' && next == Some('*') {
+                let mut depth = 0;
+                while at < chars.len() {
+                    if chars[at] == '/' && chars.get(at + 1) == Some(&'*') {
+                        depth += 1;
+                        at += 2;
+                    } else if chars[at] == '*' && chars.get(at + 1) == Some(&'/') {
+                        depth -= 1;
+                        at += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        at += 1;
+                    }
+                }
+            } else if c == 'r' && matches!(next, Some('"' | '#')) && raw_string_end(&chars, at).is_some() {
+                at = raw_string_end(&chars, at).unwrap_or(chars.len());
+            } else if c == 'b' && next == Some('"') {
+                at = string_end(&chars, at + 1);
+            } else if c == '"' {
+                at = string_end(&chars, at);
+            } else if c == '\'' {
+                // A character literal ('x', '\n', '\u{..}') or a lifetime ('a), which is skipped too.
+                if next == Some('\\') {
+                    at += 3;
+                    while at < chars.len() && chars[at] != '\'' {
+                        at += 1;
+                    }
+                    at += 1;
+                } else if chars.get(at + 2) == Some(&'\'') {
+                    at += 3;
+                } else {
+                    at += 1;
+                    while at < chars.len() && (chars[at].is_alphanumeric() || chars[at] == '_') {
+                        at += 1;
+                    }
+                }
+            } else if c.is_alphabetic() || c == '_' {
+                let start = at;
+                while at < chars.len() && (chars[at].is_alphanumeric() || chars[at] == '_') {
+                    at += 1;
+                }
+                found.push(Token::Ident(chars[start..at].iter().collect()));
+            } else if c.is_ascii_digit() {
+                while at < chars.len() && (chars[at].is_alphanumeric() || chars[at] == '_') {
+                    at += 1;
+                }
+            } else {
+                if !c.is_whitespace() {
+                    found.push(Token::Punct(c));
+                }
+                at += 1;
+            }
+        }
+        found
+    }
+
+    /// Past the closing quote of the string opening at `at`.
+    fn string_end(chars: &[char], at: usize) -> usize {
+        let mut at = at + 1;
+        while at < chars.len() && chars[at] != '"' {
+            at += if chars[at] == '\\' { 2 } else { 1 };
+        }
+        at + 1
+    }
+
+    /// Past the end of the raw string `r#"…"#` opening at `at`, if one does.
+    fn raw_string_end(chars: &[char], at: usize) -> Option<usize> {
+        let hashes = chars[at + 1..].iter().take_while(|&&c| c == '#').count();
+        if chars.get(at + 1 + hashes) != Some(&'"') {
+            return None;
+        }
+        let mut end = at + 2 + hashes;
+        while end < chars.len() {
+            if chars[end] == '"' && chars[end + 1..].iter().take(hashes).filter(|&&c| c == '#').count() == hashes {
+                return Some(end + 1 + hashes);
+            }
+            end += 1;
+        }
+        Some(chars.len())
+    }
+
+    fn is(token: Option<&Token>, punct: char) -> bool {
+        token == Some(&Token::Punct(punct))
+    }
+
+    fn ident(token: Option<&Token>) -> Option<&str> {
+        match token {
+            Some(Token::Ident(name)) => Some(name),
+            _ => None,
+        }
+    }
+
+    /// One path a file names: the inline module it is written in (relative to the file's module),
+    /// its segments (a trailing `*` for a glob), and, for `pub use`, the name it re-exports.
+    #[derive(Debug)]
+    struct Named {
+        inline: Vec<String>,
+        segments: Vec<String>,
+        reexport: Option<String>,
+    }
+
+    /// Expands the use tree at `tokens[*at..]` into paths under `prefix`.
+    fn use_tree(tokens: &[Token], at: &mut usize, prefix: &[String], paths: &mut Vec<(Vec<String>, String)>) {
+        let mut path = prefix.to_vec();
+        loop {
+            match tokens.get(*at) {
+                Some(Token::Ident(name)) => {
+                    path.push(name.clone());
+                    *at += 1;
+                }
+                Some(Token::Punct('*')) => {
+                    *at += 1;
+                    path.push("*".to_owned());
+                    paths.push((path, "*".to_owned()));
+                    return;
+                }
+                Some(Token::Punct('{')) => {
+                    *at += 1;
+                    while !is(tokens.get(*at), '}') && *at < tokens.len() {
+                        use_tree(tokens, at, &path, paths);
+                        if is(tokens.get(*at), ',') {
+                            *at += 1;
+                        }
+                    }
+                    *at += 1;
+                    return;
+                }
+                _ => return,
+            }
+            if is(tokens.get(*at), ':') && is(tokens.get(*at + 1), ':') {
+                *at += 2;
+                continue;
+            }
+            if path.last().is_some_and(|last| last == "self") {
+                path.pop();
+            }
+            let mut name = path.last().cloned().unwrap_or_default();
+            if ident(tokens.get(*at)) == Some("as") {
+                name = ident(tokens.get(*at + 1)).unwrap_or_default().to_owned();
+                *at += 2;
+            }
+            paths.push((path, name));
+            return;
+        }
+    }
+
+    /// The `mod NAME;` declarations of a file and every path it names.
+    fn scan(text: &str) -> (Vec<String>, Vec<Named>) {
+        let tokens = tokens(text);
+        let mut children = Vec::new();
+        let mut named = Vec::new();
+        // Inline modules (`mod tests { … }`) as (name, brace depth inside them).
+        let mut inline: Vec<(String, usize)> = Vec::new();
+        let mut depth = 0;
+        let mut at = 0;
+        while at < tokens.len() {
+            match &tokens[at] {
+                Token::Punct('{') => depth += 1,
+                Token::Punct('}') => {
+                    if inline.last().is_some_and(|(_, inside)| *inside == depth) {
+                        inline.pop();
+                    }
+                    depth -= 1;
+                }
+                Token::Ident(word) if word == "mod" => {
+                    if let Some(name) = ident(tokens.get(at + 1)) {
+                        if is(tokens.get(at + 2), ';') {
+                            children.push(name.to_owned());
+                        } else if is(tokens.get(at + 2), '{') {
+                            inline.push((name.to_owned(), depth + 1));
+                        }
+                    }
+                }
+                Token::Ident(word) if word == "use" => {
+                    let public = at >= 1 && ident(tokens.get(at - 1)) == Some("pub")
+                        || at >= 4 && ident(tokens.get(at - 4)) == Some("pub") && is(tokens.get(at - 1), ')');
+                    let mut paths = Vec::new();
+                    at += 1;
+                    if is(tokens.get(at), ':') {
+                        at += 2;
+                    }
+                    use_tree(&tokens, &mut at, &[], &mut paths);
+                    let context: Vec<String> = inline.iter().map(|(name, _)| name.clone()).collect();
+                    for (segments, name) in paths {
+                        let reexport = (public && inline.is_empty() && name != "*").then_some(name);
+                        named.push(Named { inline: context.clone(), segments, reexport });
+                    }
+                    continue;
+                }
+                Token::Ident(word)
+                    if matches!(word.as_str(), "crate" | "super" | "self")
+                        && is(tokens.get(at + 1), ':')
+                        && is(tokens.get(at + 2), ':')
+                        && !(at >= 1 && is(tokens.get(at - 1), ':')) =>
+                {
+                    let mut segments = vec![word.clone()];
+                    let mut end = at + 1;
+                    while is(tokens.get(end), ':') && is(tokens.get(end + 1), ':') {
+                        match ident(tokens.get(end + 2)) {
+                            Some(name) => segments.push(name.to_owned()),
+                            None => break,
+                        }
+                        end += 3;
+                    }
+                    let context = inline.iter().map(|(name, _)| name.clone()).collect();
+                    named.push(Named { inline: context, segments, reexport: None });
+                    at = end;
+                    continue;
+                }
+                _ => {}
+            }
+            at += 1;
+        }
+        (children, named)
+    }
+
+    /// The project's module files: module path → file, file → its module path and what it names.
+    struct Crates {
+        root: PathBuf,
+        files: BTreeMap<(usize, Vec<String>), PathBuf>,
+        modules: BTreeMap<PathBuf, (usize, Vec<String>, Vec<Named>)>,
+    }
+
+    impl Crates {
+        fn load(root: &Path) -> Crates {
+            let mut crates = Crates { root: root.to_path_buf(), files: BTreeMap::new(), modules: BTreeMap::new() };
+            for (index, crate_root) in CRATE_ROOTS.iter().enumerate() {
+                crates.add(index, Vec::new(), PathBuf::from(crate_root), true);
+            }
+            crates
+        }
+
+        /// Adds `file` (relative to the project root) and the files of its `mod` declarations, which
+        /// sit beside it when it `owns_dir` (a crate root, a `mod.rs`), else in a directory named after it.
+        fn add(&mut self, krate: usize, module: Vec<String>, file: PathBuf, owns_dir: bool) {
+            let text = std::fs::read_to_string(self.root.join(&file))
+                .unwrap_or_else(|err| panic!("{}: {err}", file.display()));
+            let (children, named) = scan(&text);
+            let dir = if owns_dir { file.parent().unwrap().to_path_buf() } else { file.with_extension("") };
+            for child in children {
+                let flat = dir.join(format!("{child}.rs"));
+                let nested = dir.join(&child).join("mod.rs");
+                let (path, owns) = if self.root.join(&flat).exists() { (flat, false) } else { (nested, true) };
+                // Elsewhere only with `#[path]` (the fuzz entries the tests replay): left out.
+                if !self.root.join(&path).exists() {
+                    continue;
+                }
+                let mut inner = module.clone();
+                inner.push(child);
+                self.add(krate, inner, path, owns);
+            }
+            self.files.insert((krate, module.clone()), file.clone());
+            self.modules.insert(file, (krate, module, named));
+        }
+
+        /// The file that holds `module` (an inline module lives in its enclosing file).
+        fn file_of(&self, krate: usize, module: &[String]) -> Option<&PathBuf> {
+            (0..=module.len()).rev().find_map(|len| self.files.get(&(krate, module[..len].to_vec())))
+        }
+
+        /// The file defining what `segments` names from inside `context`; `None` for another crate.
+        fn resolve(&self, krate: usize, context: &[String], segments: &[String], hops: usize) -> Option<&PathBuf> {
+            let (mut module, rest) = match segments.first().map(String::as_str)? {
+                "crate" => (Vec::new(), &segments[1..]),
+                "self" => (context.to_vec(), &segments[1..]),
+                "super" => {
+                    let supers = segments.iter().take_while(|segment| *segment == "super").count();
+                    (context[..context.len().saturating_sub(supers)].to_vec(), &segments[supers..])
+                }
+                first => {
+                    let mut child = context.to_vec();
+                    child.push(first.to_owned());
+                    self.files.get(&(krate, child))?;
+                    (context.to_vec(), segments)
+                }
+            };
+            let mut rest = rest.iter();
+            let mut item = None;
+            for segment in rest.by_ref() {
+                module.push(segment.clone());
+                if !self.files.contains_key(&(krate, module.clone())) {
+                    item = module.pop();
+                    break;
+                }
+            }
+            let file = self.file_of(krate, &module)?;
+            if let Some(item) = item.filter(|item| item != "*")
+                && hops < 8
+            {
+                let (_, defining_module, named) = &self.modules[file];
+                let reexport = named.iter().find(|named| named.reexport.as_deref() == Some(item.as_str()));
+                if let Some(reexport) = reexport {
+                    return self.resolve(krate, defining_module, &reexport.segments, hops + 1).or(Some(file));
+                }
+            }
+            Some(file)
+        }
+
+        /// File → the files it names, each with one path that names it. A `pub use` is no edge of
+        /// its own: a module that re-exports its children's items is their index, and what names
+        /// an item through it depends on the child that defines it. Inline test modules are
+        /// modules of their own that nothing imports, so they cannot close a cycle either.
+        fn graph(&self) -> BTreeMap<&PathBuf, BTreeMap<&PathBuf, String>> {
+            let mut graph: BTreeMap<&PathBuf, BTreeMap<&PathBuf, String>> = BTreeMap::new();
+            for (file, (krate, module, named)) in &self.modules {
+                let edges = graph.entry(file).or_default();
+                let counted = named
+                    .iter()
+                    .filter(|path| path.reexport.is_none() && path.inline.first().is_none_or(|name| name != "tests"));
+                for path in counted {
+                    let mut context = module.clone();
+                    context.extend(path.inline.iter().cloned());
+                    if let Some(target) = self.resolve(*krate, &context, &path.segments, 0)
+                        && target != file
+                    {
+                        edges.entry(target).or_insert_with(|| path.segments.join("::"));
+                    }
+                }
+            }
+            graph
+        }
+    }
+
+    /// The sets of files that reach each other, each with the edges inside it.
+    fn cycles(graph: &BTreeMap<&PathBuf, BTreeMap<&PathBuf, String>>) -> Vec<Vec<String>> {
+        let reach = |from: &PathBuf| -> BTreeSet<&PathBuf> {
+            let mut seen = BTreeSet::new();
+            let mut work = vec![from];
+            while let Some(file) = work.pop() {
+                for next in graph.get(file).into_iter().flat_map(BTreeMap::keys) {
+                    if seen.insert(*next) {
+                        work.push(next);
+                    }
+                }
+            }
+            seen
+        };
+        let reached: BTreeMap<&PathBuf, BTreeSet<&PathBuf>> = graph.keys().map(|file| (*file, reach(file))).collect();
+        let mut done = BTreeSet::new();
+        let mut found = Vec::new();
+        for (file, reaches) in &reached {
+            if done.contains(file) || !reaches.contains(file) {
+                continue;
+            }
+            let members: BTreeSet<&PathBuf> =
+                reaches.iter().copied().filter(|other| reached[other].contains(file)).collect();
+            done.extend(members.iter().copied());
+            let edges = members
+                .iter()
+                .flat_map(|from| {
+                    graph[from]
+                        .iter()
+                        .filter(|(to, _)| members.contains(*to))
+                        .map(move |(to, path)| format!("{} → {} ({path})", from.display(), to.display()))
+                })
+                .collect();
+            found.push(edges);
+        }
+        found
+    }
+
+    #[test]
+    fn no_import_cycle_between_files() {
+        let root = crate::project_root();
+        let crates = Crates::load(&root);
+        let found = cycles(&crates.graph());
+        assert!(
+            found.is_empty(),
+            "files that import each other (move what they share into the file that owns it): {found:#?}"
+        );
+    }
+}

@@ -13,7 +13,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use flate2::read::MultiGzDecoder;
 
 use super::error::{BlockName, Problem, ScapError};
-use super::event::{self, Checked, Malformed};
+use super::event::{self, Checked, EventLayout, Malformed};
 use super::kinds::action;
 
 /// The block types this reader knows, normalised over their legacy (`…ABCD`) ids.
@@ -32,17 +32,6 @@ pub enum BlockKind {
     Ignored,
     /// A block type this reader does not know; skipped by its length.
     Unknown,
-}
-
-/// How an event block lays out its event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EventLayout {
-    /// 26-byte event header with `nparams` (v2) rather than the 22-byte v1 header.
-    pub v2: bool,
-    /// A u32 of dump flags sits between the cpu id and the event.
-    pub flags: bool,
-    /// The block may exceed 64 KiB.
-    pub large: bool,
 }
 
 /// Bodies of ordinary event blocks never exceed this (libscap's `READER_BUF_SIZE`).

@@ -4,7 +4,6 @@
 //! Nothing is copied: an `Event` borrows the block body. Every length is checked against the bytes
 //! that are really there before anything is sliced, because crafted captures are an attack surface.
 
-use super::block::EventLayout;
 use super::tables::EVENT_TYPES;
 
 const HEADER_V1: usize = 22;
@@ -14,6 +13,17 @@ pub const STATE_ONLY: u32 = 1;
 /// In v1 files libscap counts 3 bytes too many in the length of these two meta events.
 const NOTIFICATION_E: u16 = 280;
 const INFRASTRUCTURE_EVENT_E: u16 = 286;
+
+/// How an event block lays out its event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventLayout {
+    /// 26-byte event header with `nparams` (v2) rather than the 22-byte v1 header.
+    pub v2: bool,
+    /// A u32 of dump flags sits between the cpu id and the event.
+    pub flags: bool,
+    /// The block may exceed 64 KiB.
+    pub large: bool,
+}
 
 /// A decoded event, borrowing its block.
 #[derive(Debug)]

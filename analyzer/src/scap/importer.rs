@@ -12,7 +12,6 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
-use super::Focus;
 use super::aggregate::{ContainerAgg, Seen};
 use super::block::{Batch, BlockKind, Item, check_section_header, describe};
 use super::containers::{self, ContainerMeta};
@@ -60,6 +59,38 @@ pub struct Stats {
     pub exec_maps_unknown_fd: u64,
     /// Section headers (more than one: concatenated captures).
     pub sections: u32,
+}
+
+/// Which containers a read counts the syscalls of. Everything else — threads, processes, their
+/// files, containers and their metadata — is followed either way, so a focused read gives the
+/// container it counts exactly the trace a full read gives it; it only skips counting the others.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Focus {
+    All,
+    /// One container: its 12- or 64-hex id, or `host`.
+    Container(String),
+}
+
+impl Focus {
+    /// The focus for a `--container` choice. A 12- or 64-hex id, or `host`, is known before
+    /// reading; a name only from the capture's metadata, so a name (or no choice) counts all.
+    pub fn of(wanted: Option<&str>) -> Focus {
+        match wanted {
+            Some(id)
+                if id == "host" || matches!(id.len(), 12 | 64) && id.bytes().all(|byte| byte.is_ascii_hexdigit()) =>
+            {
+                Focus::Container(id.to_owned())
+            }
+            _ => Focus::All,
+        }
+    }
+
+    fn counts(&self, id: &str, full_id: Option<&str>) -> bool {
+        match self {
+            Focus::All => true,
+            Focus::Container(wanted) => wanted == id || full_id == Some(wanted.as_str()),
+        }
+    }
 }
 
 pub struct Importer {
@@ -673,7 +704,7 @@ fn command_line(exe: &[u8], args: &[u8]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scap::block::EventLayout;
+    use crate::scap::event::EventLayout;
     use crate::scap::names::{KernelName, kernel_name};
     use crate::scap::testing::{decode, event_body};
     use crate::trace::{MarkerSpec, Phase};

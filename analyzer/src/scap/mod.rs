@@ -38,7 +38,7 @@ use std::sync::mpsc;
 pub use aggregate::{ContainerAgg, Counters, Stat};
 pub use error::{BlockName, Problem, ScapError};
 pub use event::Malformed;
-pub use importer::Stats;
+pub use importer::{Focus, Stats};
 pub use marker::Plan;
 pub use names::{KernelName, Sys, kernel_name};
 pub use tables::SOURCE as TABLES_SOURCE;
@@ -64,38 +64,6 @@ pub struct Capture {
     folded: Vec<&'static Family>,
     /// No read, write or mmap anywhere: the capture was probably filtered.
     looks_filtered: bool,
-}
-
-/// Which containers a read counts the syscalls of. Everything else — threads, processes, their
-/// files, containers and their metadata — is followed either way, so a focused read gives the
-/// container it counts exactly the trace a full read gives it; it only skips counting the others.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Focus {
-    All,
-    /// One container: its 12- or 64-hex id, or `host`.
-    Container(String),
-}
-
-impl Focus {
-    /// The focus for a `--container` choice. A 12- or 64-hex id, or `host`, is known before
-    /// reading; a name only from the capture's metadata, so a name (or no choice) counts all.
-    pub fn of(wanted: Option<&str>) -> Focus {
-        match wanted {
-            Some(id)
-                if id == "host" || matches!(id.len(), 12 | 64) && id.bytes().all(|byte| byte.is_ascii_hexdigit()) =>
-            {
-                Focus::Container(id.to_owned())
-            }
-            _ => Focus::All,
-        }
-    }
-
-    fn counts(&self, id: &str, full_id: Option<&str>) -> bool {
-        match self {
-            Focus::All => true,
-            Focus::Container(wanted) => wanted == id || full_id == Some(wanted.as_str()),
-        }
-    }
 }
 
 /// Batches in circulation between the framing thread and the importer: one being framed, one

@@ -1,7 +1,6 @@
 //! Builders for capture bytes in unit tests: blocks, the section header, v2 events.
 
-use super::block::EventLayout;
-use super::event::{Checked, Event, check};
+use super::event::{Checked, Event, EventLayout, check};
 
 /// A block of type `id` around `body`, padded to 4 bytes, with its trailer.
 pub fn block(id: u32, body: &[u8]) -> Vec<u8> {

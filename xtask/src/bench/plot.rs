@@ -1,17 +1,26 @@
-//! The benchmark plot: one horizontal bar panel per chart named in the sections' bars, as SVG.
+//! The benchmark plot: one horizontal bar panel per chart named in the bars, as SVG.
 
 use std::fmt::Write as _;
 
-use super::report::{Bar, Section};
+use serde::{Deserialize, Serialize};
 
 const WIDTH: f64 = 760.0;
 const LABEL_WIDTH: f64 = 300.0;
 const BAR_HEIGHT: f64 = 18.0;
 const GAP: f64 = 6.0;
 
+/// One bar of the plot: a group (chart panel), a label and a value, with an optional spread.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Bar {
+    pub chart: String,
+    pub label: String,
+    pub value: f64,
+    pub spread: Option<(f64, f64)>,
+}
+
 /// Draws every chart (in order of first appearance) stacked vertically.
-pub fn svg(sections: &[Section]) -> String {
-    let bars: Vec<&Bar> = sections.iter().flat_map(|section| &section.bars).collect();
+pub fn svg<'a>(bars: impl IntoIterator<Item = &'a Bar>) -> String {
+    let bars: Vec<&Bar> = bars.into_iter().collect();
     let mut charts: Vec<&str> = Vec::new();
     for bar in &bars {
         if !charts.contains(&bar.chart.as_str()) {

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::harness::Samples;
+pub use super::plot::Bar;
 use crate::project_root;
 
 /// One benchmark's results: tables for people, samples for machines.
@@ -40,15 +41,6 @@ impl Table {
     pub fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells);
     }
-}
-
-/// One bar of the plot: a group (chart panel), a label and a value, with an optional spread.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Bar {
-    pub chart: String,
-    pub label: String,
-    pub value: f64,
-    pub spread: Option<(f64, f64)>,
 }
 
 /// Where and on what the benchmarks ran.
@@ -113,7 +105,11 @@ pub fn write(machine: &Machine, measured: Vec<Section>, order: &[&str]) -> Resul
     let json = serde_json::to_string_pretty(&serde_json::json!({ "machine": machine, "benchmarks": sections }))?;
     std::fs::write(root.join("BENCHMARKS.json"), json + "\n").context("cannot write BENCHMARKS.json")?;
     std::fs::create_dir_all(root.join("docs"))?;
-    std::fs::write(root.join("docs/benchmarks.svg"), super::plot::svg(sections)).context("cannot write the plot")?;
+    std::fs::write(
+        root.join("docs/benchmarks.svg"),
+        super::plot::svg(sections.iter().flat_map(|section| &section.bars)),
+    )
+    .context("cannot write the plot")?;
     Ok(markdown)
 }
 

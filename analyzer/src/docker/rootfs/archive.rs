@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{Read as _, Seek as _, SeekFrom};
 
-use super::Node;
+use super::node::Node;
 
 /// A member of the archive.
 #[derive(Clone, Debug)]

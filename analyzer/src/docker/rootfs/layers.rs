@@ -16,7 +16,7 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::Node;
+use super::node::Node;
 
 /// Overlay layers, top first (a single directory is one layer).
 #[derive(Clone, Debug)]

@@ -10,6 +10,7 @@
 mod archive;
 mod export;
 mod layers;
+mod node;
 
 use std::collections::VecDeque;
 use std::io::Read as _;
@@ -19,6 +20,7 @@ pub use export::{ExportError, export_image};
 
 use archive::Archive;
 use layers::Layers;
+use node::Node;
 
 /// Why a file could not be read from a container filesystem.
 #[derive(Debug, thiserror::Error)]
@@ -31,16 +33,6 @@ pub enum RootfsError {
     NotAFile { path: String, root: String },
     #[error("cannot read {path} in {root}")]
     Io { path: String, root: String, source: std::io::Error },
-}
-
-/// What a path names, before symlinks are followed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Node {
-    File,
-    Dir,
-    Symlink(String),
-    Other,
-    Missing,
 }
 
 /// A container filesystem.
