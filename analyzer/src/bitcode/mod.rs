@@ -22,7 +22,7 @@ mod read;
 pub mod wrappers;
 
 pub use external::{LibrarySyscalls, NoLibraries};
-pub use phases::{Analysis, DEFAULT_SERVING_ENTRIES, PhaseError, PhaseReach, analyze};
+pub use phases::{Analysis, PhaseError, PhaseReach, analyze};
 pub use program::Program;
 #[cfg(feature = "bitcode")]
 pub use read::{BitcodeError, LLVM_MAJOR, check, read};

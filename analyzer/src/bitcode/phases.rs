@@ -3,7 +3,7 @@
 //!
 //! Roots follow the binary analysis. Init: `main`, constructors (`llvm.global_ctors`, IFunc
 //! resolvers), destructors. Serving: the serving entries, found by name because bitcode is never
-//! stripped (`ngx_process_events_and_timers`, `aeMain`, or `--serving-entry`), the destructors (the
+//! stripped (`--serving-entry`, else the known servers' of `servers`), the destructors (the
 //! exit path runs while serving), and every signal handler, thread start routine, exit handler
 //! and library callback registered in either phase: they run whenever the system decides, and
 //! what init stored stays stored. When a serving entry can return, the code after each call to
@@ -23,22 +23,9 @@ use super::external::LibrarySyscalls;
 use super::program::{Body, FnId, Item, Program};
 use super::reach::{IndirectStats, Reach};
 use super::wrappers::syscall_wrappers;
+use crate::servers::{self, KNOWN_SERVERS};
 use crate::syscalls::Arch;
 use crate::trace::Phase;
-
-/// Serving entries used when none is given — the request loops of nginx and redis — each with
-/// the callers whose code after the call serves too (none listed: every caller).
-///
-/// nginx serves from a worker's (or the cache manager's) first `ngx_process_events_and_timers`,
-/// where the tracer's per-process `symbol:` marker moves it and where the binary analysis
-/// starts; the worker cycle's prologue (privilege drop, CPU affinity, rlimits) runs before, in
-/// init. `ngx_single_process_cycle` also calls it, but only with `master_process off`, where the
-/// same loop re-reads the configuration. redis serves from `aeMain`, which returns into `main`.
-/// These apply whenever the entry is one of these functions, named or not.
-pub const DEFAULT_SERVING_ENTRIES: &[(&str, &[&str])] = &[
-    ("ngx_process_events_and_timers", &["ngx_worker_process_cycle", "ngx_cache_manager_process_cycle"]),
-    ("aeMain", &[]),
-];
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum PhaseError {
@@ -47,7 +34,8 @@ pub enum PhaseError {
     #[error("serving entry `{0}` is not defined in the bitcode")]
     MissingEntry(String),
     #[error(
-        "no serving entry: the bitcode defines none of ngx_process_events_and_timers, aeMain; name one with --serving-entry"
+        "no serving entry: the bitcode defines none of {}; name one with --serving-entry",
+        crate::servers::serving_entry_list()
     )]
     NoServingEntry,
 }
@@ -174,15 +162,18 @@ type Entry = (FnId, Option<Vec<FnId>>);
 fn serving_entry_ids(program: &Program, names: &[String]) -> Result<Vec<Entry>, PhaseError> {
     let with_callers = |id: FnId| {
         let name = program.function(id).name.as_str();
-        let callers = DEFAULT_SERVING_ENTRIES
-            .iter()
-            .find(|(entry, callers)| *entry == name && !callers.is_empty())
-            .map(|(_, callers)| callers.iter().filter_map(|caller| defined(program, caller)).collect());
+        // A known server's callers apply whenever the entry is its serving entry, named or not.
+        let callers = servers::serving_entry(name)
+            .filter(|server| !server.serving_callers.is_empty())
+            .map(|server| server.serving_callers.iter().filter_map(|caller| defined(program, caller)).collect());
         (id, callers)
     };
     if names.is_empty() {
-        let found: Vec<Entry> =
-            DEFAULT_SERVING_ENTRIES.iter().filter_map(|(name, _)| defined(program, name)).map(with_callers).collect();
+        let found: Vec<Entry> = KNOWN_SERVERS
+            .iter()
+            .filter_map(|server| defined(program, server.serving_entry))
+            .map(with_callers)
+            .collect();
         return if found.is_empty() { Err(PhaseError::NoServingEntry) } else { Ok(found) };
     }
     names

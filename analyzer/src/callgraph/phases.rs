@@ -2,7 +2,7 @@
 //!
 //! Init: the entry point (and the dynamic loader's), every file's init arrays, `main` (found as
 //! `__libc_start_main`'s first argument), fini arrays. Serving: the serving entry — given, or a
-//! known default located structurally — plus what runs after it returns in its callers, signal
+//! known server's (`servers`) located structurally — plus what runs after it returns in its callers, signal
 //! handlers, thread start routines and exit handlers registered anywhere, and the exit path.
 //! Function pointers stored during init stay live in serving. Libraries that were `dlopen`ed
 //! join a phase once a `dlopen` call is reachable in it.
@@ -16,6 +16,7 @@ use petgraph::visit::EdgeRef as _;
 use super::graph::{Edge, Node, Program};
 use super::reach::{Reach, Roots, Via, reach};
 use crate::elf::{self, ArgLoc, Ref};
+use crate::servers::{KNOWN_SERVERS, Server, Spawn};
 
 /// A serving entry as given on the command line: `SYMBOL[@BINARY]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -387,18 +388,20 @@ fn entries(
     }
     let exe = program.exe;
     let exe_summary = &program.module(exe).summary;
-    if let Some(events) = exe_summary.function_named("ngx_process_events_and_timers") {
-        let workers = nginx_worker_cycles(program);
-        if workers.is_empty() {
-            notes.push(
-                "nginx: the worker process cycle was not located; every caller of ngx_process_events_and_timers counts"
-                    .into(),
-            );
+    let known =
+        KNOWN_SERVERS.iter().find_map(|server| Some((server, exe_summary.function_named(server.serving_entry)?)));
+    if let Some((server, entry)) = known {
+        let callers = serving_callers(program, server);
+        if callers.is_empty() && !server.serving_callers.is_empty() {
+            notes.push(format!(
+                "{}: the serving callers of {} ({}) were not located; every caller counts",
+                server.name,
+                server.serving_entry,
+                server.serving_callers.join(", ")
+            ));
         }
-        let callers = (!workers.is_empty()).then_some(workers);
-        found.push((program.function_node(exe, events), callers));
-    } else if let Some(main_loop) = exe_summary.function_named("aeMain") {
-        found.push((program.function_node(exe, main_loop), None));
+        let callers = (!callers.is_empty()).then_some(callers);
+        found.push((program.function_node(exe, entry), callers));
     }
     found
 }
@@ -415,15 +418,35 @@ fn find_symbol(program: &Program<'_>, spec: &EntrySpec) -> Option<NodeIndex> {
     })
 }
 
-/// nginx's worker cycle is `static` (no symbol in Debian's binary): it is the function passed as
-/// argument 2 of `ngx_spawn_process(cycle, proc, data, "worker process", respawn)`.
-fn nginx_worker_cycles(program: &Program<'_>) -> Vec<NodeIndex> {
+/// The executable's functions among `server`'s serving callers: by symbol, and, since they may
+/// be `static` (no symbol in a distribution's binary), as the function pointers its spawn call
+/// is handed.
+fn serving_callers(program: &Program<'_>, server: &Server) -> Vec<NodeIndex> {
     let exe = program.exe;
     let file = program.module(exe);
-    let Some(spawn) = file.summary.function_named("ngx_spawn_process") else { return Vec::new() };
-    let spawn = program.function_node(exe, spawn);
-    let mut cycles = Vec::new();
-    for edge in program.graph.edges_directed(spawn, Direction::Incoming) {
+    let mut callers: Vec<NodeIndex> = server
+        .serving_callers
+        .iter()
+        .filter_map(|name| file.summary.function_named(name))
+        .map(|index| program.function_node(exe, index))
+        .collect();
+    if let Some(spawn) = &server.callers_spawned {
+        callers.extend(spawned(program, spawn));
+    }
+    callers.sort_unstable();
+    callers.dedup();
+    callers
+}
+
+/// The functions passed as argument `spawn.callback` of the executable's calls to
+/// `spawn.function` whose argument `spawn.label_arg` is the string `spawn.label`.
+fn spawned(program: &Program<'_>, spawn: &Spawn) -> Vec<NodeIndex> {
+    let exe = program.exe;
+    let file = program.module(exe);
+    let Some(function) = file.summary.function_named(spawn.function) else { return Vec::new() };
+    let function = program.function_node(exe, function);
+    let mut found = Vec::new();
+    for edge in program.graph.edges_directed(function, Direction::Incoming) {
         let (Edge::Call { call, .. }, Node::Function { module, index }) =
             (*edge.weight(), program.graph[edge.source()])
         else {
@@ -432,21 +455,23 @@ fn nginx_worker_cycles(program: &Program<'_>) -> Vec<NodeIndex> {
         let Some(call) = program.module(module).summary.functions[index as usize].calls.get(call as usize) else {
             continue;
         };
-        let name = call.args.iter().find(|(loc, _)| *loc == ArgLoc::Reg(3)).and_then(|(_, value)| value.consts.first());
-        let is_worker = name.and_then(|&addr| elf::string_at(&program.module(module).bytes, addr)).as_deref()
-            == Some("worker process");
-        if !is_worker {
+        let label = call
+            .args
+            .iter()
+            .find(|(loc, _)| *loc == ArgLoc::Reg(spawn.label_arg))
+            .and_then(|(_, value)| value.consts.first());
+        let labelled =
+            label.and_then(|&addr| elf::string_at(&program.module(module).bytes, addr)).as_deref() == Some(spawn.label);
+        if !labelled {
             continue;
         }
-        for &(_, target) in call.fn_args.iter().filter(|(arg, _)| *arg == 1) {
+        for &(_, target) in call.fn_args.iter().filter(|(arg, _)| *arg == spawn.callback) {
             if let Some(node) = program.resolve(module, target) {
-                cycles.push(node);
+                found.push(node);
             }
         }
     }
-    cycles.sort_unstable();
-    cycles.dedup();
-    cycles
+    found
 }
 
 /// What runs after `entry` returns: the rest of each (allowed) caller, and, when a caller can

@@ -36,10 +36,10 @@ use self::watch::Watch;
 pub use self::watch::{Watched, describe};
 use crate::docker::container::{self, Container, RunSpec, Stopped};
 use crate::docker::rootfs::Rootfs;
+use crate::servers::{self, KNOWN_SERVERS};
 use crate::trace::MarkerSpec;
 use crate::trace::ebpf::switch::SwitchProbe;
 use crate::trace::ebpf::{Config, DEFAULT_RING_BUFFER_BYTES};
-use crate::trace::live::KNOWN_MARKER_FUNCTIONS;
 use crate::trace::live::container::{cgroup_dir, cgroup_path_of, resolve_entrypoint, running_cgroup};
 
 /// The profile a container runs under, and the one its serving processes get.
@@ -254,15 +254,16 @@ fn arm(probe: &mut SwitchProbe, marker: &MarkerSpec, entrypoint: &str, rootfs: &
         }
         _ => {
             let program = host(entrypoint)?;
-            KNOWN_MARKER_FUNCTIONS
+            KNOWN_SERVERS
                 .iter()
+                .map(|server| server.serving_entry)
                 .find(|function| probe.attach(&program, function).is_ok())
                 .map(|function| format!("symbol:{function}@{entrypoint}"))
                 .with_context(|| {
                     format!(
                         "auto: {entrypoint} has none of the known serving functions ({}); name one with \
                          --phase-marker symbol:FUNCTION[@BINARY]",
-                        KNOWN_MARKER_FUNCTIONS.join(", ")
+                        servers::serving_entry_list()
                     )
                 })
         }

@@ -20,8 +20,8 @@ pub enum MarkerSpec {
     ReadyTcp(u16),
     /// `after:DURATION`: a fixed time after start (`30s`, `500ms`, `2m`).
     After(Duration),
-    /// `auto`: a known symbol for known images, else the first accept-family or epoll wait after a
-    /// `listen`.
+    /// `auto`: the serving entry of a known server (`servers`) if the entrypoint defines one, else
+    /// the first accept-family or epoll wait after a `listen`.
     Auto,
 }
 
@@ -46,7 +46,7 @@ What ends the init phase and starts serving:
   syscall:NAME          first NAME syscall after start, e.g. syscall:accept4
   ready:tcp:PORT        once the container's PORT accepts TCP connections
   after:DURATION        a fixed time after start, e.g. after:5s
-  auto                  a known symbol for known images (nginx, redis), else the first
+  auto                  a known server's serving function (nginx, redis), else the first
                         accept/accept4/epoll_wait/epoll_pwait after a listen
 All but symbol: move the whole container at once, when they first fire.";
 

@@ -28,6 +28,7 @@ use tracer_common::phase as kernel;
 use self::progress::{Counts, Progress};
 use self::record::Recorder;
 use crate::docker::rootfs::Rootfs;
+use crate::servers::KNOWN_SERVERS;
 use crate::trace::ebpf::events::Event;
 use crate::trace::ebpf::{Config, KernelMarker, Stats, Tracer, privileges};
 use crate::trace::{MarkerScope, MarkerSpec, Phase, Trace};
@@ -297,10 +298,6 @@ pub async fn accepts(address: SocketAddr) -> bool {
     matches!(tokio::time::timeout(Duration::from_millis(200), attempt).await, Ok(Ok(_)))
 }
 
-/// Functions whose first call starts serving in well-known servers, tried in order by `auto`:
-/// nginx's event loop iteration and redis's event loop.
-pub const KNOWN_MARKER_FUNCTIONS: &[&str] = &["ngx_process_events_and_timers", "aeMain"];
-
 /// How a `symbol:` marker applies, for the trace's marker detail.
 const PER_PROCESS: &str =
     "per process: each process serves from its own first call, and the processes it forks afterwards inherit that";
@@ -344,7 +341,7 @@ impl Session {
     /// epoll wait after a `listen`.
     fn arm_auto(&mut self, entrypoint: &str, rootfs: &Rootfs) -> Result<(String, String)> {
         if let Some(host) = rootfs.host_path(entrypoint) {
-            for function in KNOWN_MARKER_FUNCTIONS {
+            for function in KNOWN_SERVERS.iter().map(|server| server.serving_entry) {
                 if self.tracer.attach_marker(&host, function).is_ok() {
                     let spec = format!("symbol:{function}@{entrypoint}");
                     let detail =
