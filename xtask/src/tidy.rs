@@ -470,3 +470,50 @@ mod import_cycles {
         );
     }
 }
+
+/// Knowledge of particular servers stays in `analyzer/src/servers.rs`: no other analyzer code (its
+/// unit tests aside) names a function of its table as a string literal.
+#[cfg(test)]
+mod server_table {
+    #[test]
+    fn servers_are_named_only_in_their_table() {
+        let src = crate::project_root().join("analyzer/src");
+        let table = std::fs::read_to_string(src.join("servers.rs")).unwrap();
+        // The functions the table names: serving entries, their callers, spawn functions.
+        let mut names: Vec<&str> = Vec::new();
+        for key in ["serving_entry: \"", "function: \"", "serving_callers: &["] {
+            for (_, rest) in table.match_indices(key).map(|(at, _)| table.split_at(at + key.len())) {
+                let end = if key.ends_with('[') { rest.find(']') } else { rest.find('"') };
+                let listed = &rest[..end.unwrap_or(0)];
+                if key.ends_with('[') {
+                    names.extend(listed.split('"').skip(1).step_by(2));
+                } else {
+                    names.push(listed);
+                }
+            }
+        }
+        assert!(names.contains(&"aeMain"), "the table's names were not found in servers.rs");
+        let mut found = Vec::new();
+        let mut dirs = vec![src.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                if path.extension().is_none_or(|ext| ext != "rs") || path.ends_with("servers.rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+                for name in &names {
+                    if code.contains(&format!("\"{name}\"")) {
+                        found.push(format!("{}: \"{name}\"", path.strip_prefix(&src).unwrap().display()));
+                    }
+                }
+            }
+        }
+        assert!(found.is_empty(), "server knowledge outside analyzer/src/servers.rs (read KNOWN_SERVERS): {found:#?}");
+    }
+}

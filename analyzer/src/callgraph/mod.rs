@@ -24,6 +24,7 @@ pub use phases::EntrySpec;
 
 use crate::docker::rootfs::Rootfs;
 use crate::elf::Cache;
+use crate::servers::KNOWN_SERVERS;
 use crate::syscalls::Arch;
 use crate::trace::{Phase, Trace};
 
@@ -231,7 +232,7 @@ fn server_index(programs: &[Program<'_>], options: &Options) -> Option<usize> {
     let defines = |program: &Program<'_>| {
         if options.serving_entries.is_empty() {
             let exe = &program.module(program.exe).summary;
-            ["ngx_process_events_and_timers", "aeMain"].iter().any(|name| exe.function_named(name).is_some())
+            KNOWN_SERVERS.iter().any(|server| exe.function_named(server.serving_entry).is_some())
         } else {
             options.serving_entries.iter().any(|spec| phases::symbol_roots(program, spec).is_some())
         }
