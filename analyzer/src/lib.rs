@@ -11,6 +11,7 @@ pub mod docker;
 pub mod elf;
 pub mod enforce;
 pub mod output;
+pub mod pipeline;
 pub mod profile;
 pub mod report;
 pub mod scap;

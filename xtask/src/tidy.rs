@@ -517,3 +517,34 @@ mod server_table {
         assert!(found.is_empty(), "server knowledge outside analyzer/src/servers.rs (read KNOWN_SERVERS): {found:#?}");
     }
 }
+
+/// `pipeline::write_outputs` is the one place profiles, the analysis and the report become files:
+/// no other analyzer code (unit tests aside) writes them.
+#[cfg(test)]
+mod one_writer {
+    #[test]
+    fn outputs_are_written_only_by_the_pipeline() {
+        let src = crate::project_root().join("analyzer/src");
+        let writers = ["report::write(", ".write_all(dir", "analysis.write(dir"];
+        let mut found = Vec::new();
+        let mut dirs = vec![src.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                if path.extension().is_none_or(|ext| ext != "rs") || path.ends_with("pipeline.rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+                for writer in writers.iter().filter(|writer| code.contains(*writer)) {
+                    found.push(format!("{}: {writer}", path.strip_prefix(&src).unwrap().display()));
+                }
+            }
+        }
+        assert!(found.is_empty(), "outputs written outside pipeline::write_outputs: {found:#?}");
+    }
+}

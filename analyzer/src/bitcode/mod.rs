@@ -26,3 +26,8 @@ pub use phases::{Analysis, PhaseError, PhaseReach, analyze};
 pub use program::Program;
 #[cfg(feature = "bitcode")]
 pub use read::{BitcodeError, LLVM_MAJOR, check, read};
+
+/// What every bitcode option says in a build without the `bitcode` feature.
+#[cfg(not(feature = "bitcode"))]
+pub const WITHOUT_LLVM: &str = "this seccomp-refine was built without LLVM bitcode support; rebuild it with \
+    `--features bitcode` (needs llvm-19-dev, libpolly-19-dev, libzstd-dev), as `cargo xtask build` does";

@@ -45,13 +45,8 @@ fn analyze(args: &Args) -> Result<Analysis> {
 
 #[cfg(not(feature = "bitcode"))]
 fn analyze(_: &Args) -> Result<Analysis> {
-    anyhow::bail!(WITHOUT_LLVM)
+    anyhow::bail!(crate::bitcode::WITHOUT_LLVM)
 }
-
-/// What every bitcode option says in a build without the `bitcode` feature.
-#[cfg(not(feature = "bitcode"))]
-pub const WITHOUT_LLVM: &str = "this seccomp-refine was built without LLVM bitcode support; rebuild it with \
-    `--features bitcode` (needs llvm-19-dev, libpolly-19-dev, libzstd-dev), as `cargo xtask build` does";
 
 fn print_summary(analysis: &Analysis) {
     println!("serving entries: {}", analysis.serving_entries.join(", "));

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::Outcome;
-use super::analyze::{AfterTrace, FilesArgs, TracedFiles};
+use super::analyze::{AfterTrace, FilesArgs};
 use crate::scap::{self, Capture, Focus, Plan, Selection};
 use crate::trace::{MARKER_HELP, MarkerSpec, Trace};
 
@@ -110,5 +110,5 @@ async fn write_outputs(trace: &Trace, dir: &Path, args: &Args) -> Result<()> {
         marker.spec,
         if marker.fired { "fired" } else { "did not fire" }
     );
-    args.statics.finish(trace, dir, TracedFiles::Given(&args.files), None).await
+    args.statics.finish(trace, dir, &args.files.files(false), None).await
 }

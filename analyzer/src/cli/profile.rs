@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::{Outcome, outputs};
+use super::Outcome;
+use super::progress::Printer;
+use crate::pipeline;
 use crate::profile::{ANALYSIS_FILE, Analysis, kubernetes};
 use crate::trace::Trace;
 
@@ -32,13 +34,13 @@ pub fn run(args: Args) -> Result<Outcome> {
     let dir = args.output.unwrap_or_else(|| args.trace.parent().unwrap_or(".".as_ref()).to_path_buf());
     let beside = args.trace.with_file_name(ANALYSIS_FILE);
     let analysis = if beside.exists() { Some(Analysis::read(&beside)?) } else { None };
-    outputs::claim(&dir, false, analysis.is_some())?;
-    let request = outputs::Request {
+    pipeline::claim(&dir, false, analysis.is_some())?;
+    let request = pipeline::Request {
         dir: &dir,
         trace: &trace,
         kubernetes_api_version: &args.k8s_api_version,
         analysis: analysis.as_ref(),
     };
-    outputs::write(&request)?;
+    pipeline::write_outputs(&request, &Printer)?;
     Ok(Outcome::Clean)
 }

@@ -11,10 +11,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::Outcome;
-use super::analyze::{AfterTrace, TracedFiles};
+use super::analyze::AfterTrace;
 use super::exit::Failure;
 use crate::callgraph::EntrySpec;
 use crate::docker::container::Stopped;
+use crate::pipeline::Files;
 use crate::trace::ebpf::DEFAULT_RING_BUFFER_BYTES;
 use crate::trace::live::Ended;
 use crate::trace::live::container::{
@@ -120,7 +121,7 @@ async fn run_async(args: Args) -> Result<Outcome> {
     let dir = args.output.clone().unwrap_or_else(|| default_output(&image));
     args.statics.claim(&dir)?;
     let outcome = trace_container(&request).await?;
-    write_outputs(&outcome.trace, &dir, &args, TracedFiles::Image(&image)).await?;
+    write_outputs(&outcome.trace, &dir, &args, &Files::Image(image)).await?;
     report_end(outcome.ended, &outcome.trace, None);
     match outcome.workload {
         Some(Ok(status)) if !status.success() => {
@@ -154,7 +155,7 @@ async fn trace_attached(args: Args) -> Result<Outcome> {
         let name = outcome.trace.target.container_name.clone().unwrap_or_else(|| asked.clone());
         let dir = dir_of(&name);
         let image = outcome.trace.target.image.clone().unwrap_or_else(|| name.clone());
-        write_outputs(&outcome.trace, &dir, &args, TracedFiles::Image(&image)).await?;
+        write_outputs(&outcome.trace, &dir, &args, &Files::Image(image)).await?;
         written.push((name, dir));
     }
     let mut failed = Vec::new();
@@ -208,7 +209,7 @@ async fn trace_exec(args: Args) -> Result<Outcome> {
     let dir = args.output.clone().unwrap_or_else(|| default_output(&name));
     args.statics.claim(&dir)?;
     let outcome = trace_command(&request).await?;
-    write_outputs(&outcome.trace, &dir, &args, TracedFiles::Host).await?;
+    write_outputs(&outcome.trace, &dir, &args, &Files::Dir(PathBuf::from("/"))).await?;
     report_end(outcome.ended, &outcome.trace, None);
     if let Some(status) = outcome.status.filter(|status| !status.success()) {
         eprintln!("seccomp-refine: the traced command exited with {status}");
@@ -225,10 +226,9 @@ pub fn default_output(name: &str) -> PathBuf {
     Path::new("profiles").join(if short.is_empty() { "trace" } else { short })
 }
 
-/// The one place a finished trace becomes files: `trace.json`, the static analysis merged with it
-/// (unless `--no-static`), every profile format and the report. When the static analysis fails,
-/// the trace and its dynamic profiles are still written before the error is returned.
-async fn write_outputs(trace: &Trace, dir: &Path, args: &Args, files: TracedFiles<'_>) -> Result<()> {
+/// The trace and everything made of it (`pipeline::finish`), the static analysis reading `files`;
+/// a `symbol:` phase marker's function is the serving entry unless `--serving-entry` names one.
+async fn write_outputs(trace: &Trace, dir: &Path, args: &Args, files: &Files) -> Result<()> {
     let marker_entry = match &args.phase_marker {
         MarkerSpec::Symbol { function, binary } => Some(EntrySpec { symbol: function.clone(), binary: binary.clone() }),
         _ => None,
