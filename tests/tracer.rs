@@ -127,6 +127,25 @@ fn trace_runs_static_analysis_from_the_symbol_markers_function() {
     assert!(evidence("serving", "getuid").is_null(), "getuid is only reachable before serve()");
     let serving = read_json(&out_dir.join("seccomp-serving.json"))["syscalls"][0]["names"].to_string();
     assert!(serving.contains("\"getgid\"") && !serving.contains("\"getuid\""), "{serving}");
+    let report = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(report.contains("- **unresolved static sites:** none"), "the report knows the analysis ran: {report}");
+}
+
+#[test]
+fn analyze_reads_the_host_for_a_trace_of_a_host_command() {
+    require!(tracer_missing());
+    let dir = tempfile::tempdir().unwrap();
+    let library = dir.path().join("library.bin");
+    std::fs::write(&library, [0u8; 4096]).unwrap();
+    let program = compile_phases(dir.path(), &library, 1);
+    let out_dir = dir.path().join("out");
+    let (out, _) = trace(&["--exec", "--no-static", "--", program.to_str().unwrap()], &out_dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cache = dir.path().join("cache");
+    let out = output(seccomp_refine().arg("analyze").arg(out_dir.join("trace.json")).arg("--cache-dir").arg(&cache));
+    assert!(out.status.success(), "analyze without --rootfs: {}", stderr(&out));
+    let analysis = read_json(&out_dir.join("analysis.json"));
+    assert!(analysis["phases"]["init"]["getuid"]["reachable"].is_object(), "the program was read from the host");
 }
 
 #[test]

@@ -36,7 +36,8 @@ pub enum Files {
     Dir(PathBuf),
     /// An image, exported through the Docker daemon.
     Image(String),
-    /// The trace's image. `required`: a trace naming no usable image is an error; otherwise the
+    /// Where the trace says: the host's `/` for a host command traced live (`trace --exec`), else
+    /// the trace's image. `required`: a trace naming no usable image is an error; otherwise the
     /// static analysis is skipped with a warning (a capture's image may not be here).
     FromTrace { required: bool },
 }
@@ -128,6 +129,13 @@ pub fn static_analysis(
     }
 }
 
+/// Whether `trace` recorded a command on this machine's own files (`trace --exec`: the live
+/// tracer, no container, no image), so that its programs are read from `/`.
+fn traced_on_host(trace: &Trace) -> bool {
+    let target = &trace.target;
+    trace.source == crate::trace::Source::Ebpf && target.container_id.is_none() && target.image.is_none()
+}
+
 /// The files to analyse `trace` over; `None` when `files` lets the analysis be skipped and the
 /// trace's image is not available here (`progress` is told why).
 pub async fn rootfs(trace: &Trace, files: &Files, progress: &dyn Progress) -> Result<Option<Rootfs>> {
@@ -138,6 +146,9 @@ pub async fn rootfs(trace: &Trace, files: &Files, progress: &dyn Progress) -> Re
             return Ok(Some(rootfs));
         }
         Files::Image(image) => return Ok(Some(rootfs::export_image(image).await?)),
+        Files::FromTrace { .. } if traced_on_host(trace) => {
+            return Ok(Some(Rootfs::dir(Path::new("/")).context("cannot read the host's root filesystem")?));
+        }
         Files::FromTrace { required } => *required,
     };
     match trace.target.image.as_deref() {
@@ -245,7 +256,7 @@ pub fn write_outputs(request: &Request<'_>, progress: &dyn Progress) -> Result<V
         title: &label,
         profiles: &profiles,
         trace: Some(request.trace),
-        unresolved_static_sites: None,
+        unresolved_static_sites: request.analysis.map(|analysis| analysis.static_analysis.unresolved.as_slice()),
         verify: None,
     };
     let reports =
@@ -285,4 +296,53 @@ pub fn claim(dir: &Path, write_trace: bool, analysis: bool) -> Result<()> {
 fn directory_label(dir: &Path) -> String {
     let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
     absolute.file_name().and_then(|name| name.to_str()).unwrap_or("profile").to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::callgraph::Resolution;
+    use crate::syscalls::Arch;
+    use crate::trace::{Source, Target};
+
+    struct Quiet;
+
+    impl Progress for Quiet {
+        fn wrote(&self, _: &str, _: Option<usize>, _: &Path) {}
+        fn warning(&self, _: &str) {}
+        fn analysed(&self, _: &StaticAnalysis) {}
+    }
+
+    #[test]
+    fn the_report_says_whether_static_analysis_ran() {
+        let mut trace = Trace::new(Source::Ebpf, Arch::X86_64, "6.18".into(), Target::default());
+        trace.phases.init.record("openat", 3, 10);
+        let found = StaticAnalysis {
+            arch: Arch::X86_64,
+            programs: Vec::new(),
+            modules: Vec::new(),
+            init: BTreeMap::new(),
+            serving: BTreeMap::new(),
+            unresolved: Vec::new(),
+            resolution: Resolution { resolved: 1, sites: 1, rate: 100.0 },
+            warnings: Vec::new(),
+        };
+        let analysis = Analysis::new(&trace, found);
+        let unresolved_line = |analysis: Option<&Analysis>| {
+            let dir = tempfile::tempdir().unwrap();
+            let request = Request {
+                dir: dir.path(),
+                trace: &trace,
+                kubernetes_api_version: crate::profile::kubernetes::DEFAULT_API_VERSION,
+                analysis,
+            };
+            write_outputs(&request, &Quiet).unwrap();
+            let report = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+            report.lines().find(|line| line.contains("unresolved static sites")).unwrap_or_default().to_owned()
+        };
+        assert_eq!(unresolved_line(None), "- **unresolved static sites:** static analysis did not run");
+        assert_eq!(unresolved_line(Some(&analysis)), "- **unresolved static sites:** none");
+    }
 }

@@ -42,7 +42,8 @@ pub struct Args {
 /// Where the container's files come from.
 #[derive(clap::Args)]
 pub struct FilesArgs {
-    /// Read the container's files from this directory (an extracted root filesystem).
+    /// Read the container's files from this directory (an extracted root filesystem)
+    /// [default: / for a trace of a host command (`trace --exec`)].
     #[arg(long, value_name = "DIR", conflicts_with = "image")]
     rootfs: Option<PathBuf>,
     /// Read the container's files from this image, through the Docker daemon

@@ -209,7 +209,7 @@ async fn trace_exec(args: Args) -> Result<Outcome> {
     let dir = args.output.clone().unwrap_or_else(|| default_output(&name));
     args.statics.claim(&dir)?;
     let outcome = trace_command(&request).await?;
-    write_outputs(&outcome.trace, &dir, &args, &Files::Dir(PathBuf::from("/"))).await?;
+    write_outputs(&outcome.trace, &dir, &args, &Files::FromTrace { required: true }).await?;
     report_end(outcome.ended, &outcome.trace, None);
     if let Some(status) = outcome.status.filter(|status| !status.success()) {
         eprintln!("seccomp-refine: the traced command exited with {status}");
