@@ -142,7 +142,8 @@ fn analyze_reads_the_host_for_a_trace_of_a_host_command() {
     let (out, _) = trace(&["--exec", "--no-static", "--", program.to_str().unwrap()], &out_dir);
     assert!(out.status.success(), "{}", stderr(&out));
     let cache = dir.path().join("cache");
-    let out = output(seccomp_refine().arg("analyze").arg(out_dir.join("trace.json")).arg("--cache-dir").arg(&cache));
+    let trace_json = out_dir.join("trace.json");
+    let out = output(seccomp_refine().args(["analyze", "--force"]).arg(&trace_json).arg("--cache-dir").arg(&cache));
     assert!(out.status.success(), "analyze without --rootfs: {}", stderr(&out));
     let analysis = read_json(&out_dir.join("analysis.json"));
     assert!(analysis["phases"]["init"]["getuid"]["reachable"].is_object(), "the program was read from the host");

@@ -58,7 +58,7 @@ pub fn run(args: Args) -> Result<Outcome> {
     let dir = args.output.clone().unwrap_or_else(|| default_dir(&trace));
     args.statics.claim(&dir)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(write_outputs(&trace, &dir, &args))?;
+    runtime.block_on(finish(&trace, &dir, &args))?;
     Ok(Outcome::Clean)
 }
 
@@ -97,7 +97,7 @@ fn explain(selection: Selection, capture: &Path) -> anyhow::Error {
 /// static analysis merged with it (unless `--no-static`, or when the container's files are not
 /// available here), every profile format and the report, in `dir`. When the static analysis
 /// fails, the trace and its dynamic profiles are still written before the error is returned.
-async fn write_outputs(trace: &Trace, dir: &Path, args: &Args) -> Result<()> {
+async fn finish(trace: &Trace, dir: &Path, args: &Args) -> Result<()> {
     for warning in &trace.warnings {
         eprintln!("seccomp-refine: warning: {warning}");
     }

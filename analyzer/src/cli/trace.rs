@@ -3,7 +3,7 @@
 //!
 //! Arguments are checked here without IO; the `trace::live` module runs the tracer and the
 //! `docker` module the container. Whatever ends the trace — its duration, Ctrl-C, the container
-//! exiting — the trace and profiles are written (`write_outputs`) before any error is reported.
+//! exiting — the trace and profiles are written (`pipeline::finish`) before any error is reported.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -121,7 +121,7 @@ async fn run_async(args: Args) -> Result<Outcome> {
     let dir = args.output.clone().unwrap_or_else(|| default_output(&image));
     args.statics.claim(&dir)?;
     let outcome = trace_container(&request).await?;
-    write_outputs(&outcome.trace, &dir, &args, &Files::Image(image)).await?;
+    finish(&outcome.trace, &dir, &args, &Files::Image(image)).await?;
     report_end(outcome.ended, &outcome.trace, None);
     match outcome.workload {
         Some(Ok(status)) if !status.success() => {
@@ -155,7 +155,7 @@ async fn trace_attached(args: Args) -> Result<Outcome> {
         let name = outcome.trace.target.container_name.clone().unwrap_or_else(|| asked.clone());
         let dir = dir_of(&name);
         let image = outcome.trace.target.image.clone().unwrap_or_else(|| name.clone());
-        write_outputs(&outcome.trace, &dir, &args, &Files::Image(image)).await?;
+        finish(&outcome.trace, &dir, &args, &Files::Image(image)).await?;
         written.push((name, dir));
     }
     let mut failed = Vec::new();
@@ -209,7 +209,7 @@ async fn trace_exec(args: Args) -> Result<Outcome> {
     let dir = args.output.clone().unwrap_or_else(|| default_output(&name));
     args.statics.claim(&dir)?;
     let outcome = trace_command(&request).await?;
-    write_outputs(&outcome.trace, &dir, &args, &Files::FromTrace { required: true }).await?;
+    finish(&outcome.trace, &dir, &args, &Files::FromTrace { required: true }).await?;
     report_end(outcome.ended, &outcome.trace, None);
     if let Some(status) = outcome.status.filter(|status| !status.success()) {
         eprintln!("seccomp-refine: the traced command exited with {status}");
@@ -228,7 +228,7 @@ pub fn default_output(name: &str) -> PathBuf {
 
 /// The trace and everything made of it (`pipeline::finish`), the static analysis reading `files`;
 /// a `symbol:` phase marker's function is the serving entry unless `--serving-entry` names one.
-async fn write_outputs(trace: &Trace, dir: &Path, args: &Args, files: &Files) -> Result<()> {
+async fn finish(trace: &Trace, dir: &Path, args: &Args, files: &Files) -> Result<()> {
     let marker_entry = match &args.phase_marker {
         MarkerSpec::Symbol { function, binary } => Some(EntrySpec { symbol: function.clone(), binary: binary.clone() }),
         _ => None,
