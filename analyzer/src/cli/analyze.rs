@@ -17,9 +17,10 @@ use crate::trace::Trace;
 /// Add what the traced programs' code can reach, per phase, to what the trace observed.
 ///
 /// Reads every program the trace saw exec'd and every library it mapped, plus their DT_NEEDED
-/// closure, from the container's files (never the host's), and writes analysis.json,
-/// seccomp-init.json, seccomp-serving.json and seccomp.json. Each phase allows what was observed
-/// in it or is reachable in it; analysis.json says which, for every syscall.
+/// closure, from the container's files (the host's only for a `trace --exec` trace, whose
+/// programs ran on the host), and writes analysis.json, seccomp-init.json, seccomp-serving.json
+/// and seccomp.json. Each phase allows what was observed in it or is reachable in it;
+/// analysis.json says which, for every syscall.
 #[derive(clap::Args)]
 pub struct Args {
     /// The trace (`trace.json` from `trace` or `import`).
