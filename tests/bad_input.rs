@@ -28,8 +28,8 @@ fn one_line_error(out: &Output, code: i32, needles: &[&str]) -> String {
 }
 
 fn capture(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/scap").join(format!("{name}.scap"));
-    std::fs::read(&path).unwrap_or_else(|err| panic!("{}: {err} (the tests need the shared fixtures)", path.display()))
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/scap").join(format!("{name}.scap"));
+    std::fs::read(&path).unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()))
 }
 
 /// `import FILE -o DIR/out`, with `FILE` holding `bytes`; nothing may be written for bad input.

@@ -20,7 +20,7 @@ const TARGETS: &[Target] = &[
     Target {
         name: "scap",
         entry: entries::scap,
-        accepted: &["../shared/fixtures/scap/synthetic_modern_exit_only.scap"],
+        accepted: &["tests/data/scap/synthetic_modern_exit_only.scap"],
     },
     Target { name: "elf", entry: entries::elf, accepted: &["/bin/true"] },
     Target { name: "trace_json", entry: entries::trace_json, accepted: &[] },
