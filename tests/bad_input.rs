@@ -1,6 +1,6 @@
-//! The README's "Bad input" table, row by row: each hostile input is built here (in a temporary
-//! directory, from real captures and binaries), given to the real binary, and must produce one
-//! line naming the problem and the fix, the documented exit code, and no panic.
+//! The "Bad input" table of `docs/faults.md`, row by row: each hostile input is built here (in a
+//! temporary directory, from real captures and binaries), given to the real binary, and must produce
+//! one line naming the problem and the fix, the documented exit code, and no panic.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt as _;

@@ -5,7 +5,7 @@
 #[macro_use]
 mod util;
 
-/// The README's bad-input table: hostile files, missing images and containers, a failing workload.
+/// The bad-input table of `docs/faults.md`: hostile files, missing images and containers, a failing workload.
 mod bad_input;
 /// LLVM bitcode analysis of C programs compiled here by clang-19.
 mod bitcode;
