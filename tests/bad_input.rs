@@ -1,6 +1,6 @@
-//! The README's "Bad input" table, row by row: each hostile input is built here (in a temporary
-//! directory, from real captures and binaries), given to the real binary, and must produce one
-//! line naming the problem and the fix, the documented exit code, and no panic.
+//! The "Bad input" table of `docs/faults.md`, row by row: each hostile input is built here (in a
+//! temporary directory, from real captures and binaries), given to the real binary, and must produce
+//! one line naming the problem and the fix, the documented exit code, and no panic.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt as _;
@@ -28,8 +28,8 @@ fn one_line_error(out: &Output, code: i32, needles: &[&str]) -> String {
 }
 
 fn capture(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/scap").join(format!("{name}.scap"));
-    std::fs::read(&path).unwrap_or_else(|err| panic!("{}: {err} (the tests need the shared fixtures)", path.display()))
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/scap").join(format!("{name}.scap"));
+    std::fs::read(&path).unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()))
 }
 
 /// `import FILE -o DIR/out`, with `FILE` holding `bytes`; nothing may be written for bad input.

@@ -6,12 +6,9 @@ use seccomp_refine::trace::{MarkerSpec, Phase};
 
 use crate::util::{output, read_json, seccomp_refine, stderr, stdout};
 
-/// The shared fixtures, next to the repository (CI has them there too). Missing fixtures fail the
-/// test: passing without them would prove nothing.
+/// Real captures with sysdig's reference output (`tests/data/scap/SOURCES.md`).
 fn fixtures() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/scap");
-    assert!(dir.join("SOURCES.md").is_file(), "{} is missing: the .scap tests need the shared fixtures", dir.display());
-    dir
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/scap")
 }
 
 fn fixture(name: &str) -> PathBuf {

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::util::*;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../shared/fixtures/scap/{name}.scap"))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/data/scap/{name}.scap"))
 }
 
 /// `import` of a small real capture into `dir`, with `extra` arguments first.

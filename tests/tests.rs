@@ -5,7 +5,7 @@
 #[macro_use]
 mod util;
 
-/// The README's bad-input table: hostile files, missing images and containers, a failing workload.
+/// The bad-input table of `docs/faults.md`: hostile files, missing images and containers, a failing workload.
 mod bad_input;
 /// LLVM bitcode analysis of C programs compiled here by clang-19.
 mod bitcode;
@@ -23,7 +23,7 @@ mod faults;
 mod fuzz_inputs;
 /// Every output format: Docker accepts the JSON, OCI/Kubernetes shapes, the report in Chromium, `diff`.
 mod outputs;
-/// `.scap` import: the shared captures against sysdig's reference output, damage, the CLI.
+/// `.scap` import: the captures in `tests/data/scap/` against sysdig's reference output, damage, the CLI.
 mod scap;
 /// Outputs never through symlinks nor over kept files; hostile roots; profiles only from evidence.
 mod security;

@@ -21,20 +21,12 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// Skips the current test for `reason`, loudly — or fails it under `cargo xtask test`, where
-/// everything a test needs is installed first.
-pub fn skip(reason: &str) {
-    if std::env::var_os("SECCOMP_REFINE_REQUIRE_PRIVILEGED").is_some_and(|value| value == "1") {
-        panic!("cannot run this test: {reason} (cargo xtask test should have provided it)");
-    }
-    eprintln!("skipping test - {reason}");
-}
-
-/// `require!(reason_or_none)`: return from the test through `skip` when a reason is given.
+/// `require!(reason_or_none)`: return from the test through the one skip gate
+/// ([`seccomp_refine::skip_test`]) when a reason is given.
 macro_rules! require {
     ($missing:expr) => {
         if let Some(reason) = $missing {
-            $crate::util::skip(&reason);
+            seccomp_refine::skip_test(&reason);
             return;
         }
     };

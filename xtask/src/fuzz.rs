@@ -127,7 +127,7 @@ fn seed(name: &str) -> Result<()> {
     }
     match name {
         "scap" => {
-            for path in files_in(&root.join("../shared/fixtures/scap"))? {
+            for path in files_in(&root.join("tests/data/scap"))? {
                 if path.extension().is_some_and(|ext| ext == "scap") {
                     seeds.push(read_seed(&path, SCAP_SEED_LIMIT)?);
                 }

@@ -13,9 +13,16 @@
 //! `/usr/bin/time -f '%e %U %S %M'` (elapsed, CPU, peak RSS: which must not grow with the size).
 
 use std::io::{BufWriter, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+
+use crate::project_root;
+
+/// The capture replayed unless told otherwise: the container fixture of the `.scap` tests.
+pub fn default_fixture() -> PathBuf {
+    project_root().join("tests/data/scap/falco_psp_run_as_user_0_container.scap")
+}
 
 /// Event block ids (v1, v2, large) and whether a u32 of dump flags precedes the event.
 fn event_header_offset(block_type: u32) -> Option<usize> {

@@ -80,18 +80,18 @@ enum Command {
     },
     /// Regenerate committed source files from their upstream data.
     Codegen {
-        /// libseccomp's `src/syscalls.csv`.
-        #[arg(long, required_unless_present = "scap_data")]
+        /// libseccomp's `src/syscalls.csv` (the syscall tables are regenerated only when given).
+        #[arg(long)]
         syscalls_csv: Option<PathBuf>,
-        /// The `.scap` tables directory (`event_schema.tsv`, `event_syscall_map_x86_64.json`),
-        /// e.g. `../shared/notes/data`.
+        /// The `.scap` tables directory (`event_schema.tsv`, `event_syscall_map_x86_64.json`)
+        /// [default: docs/scap-data].
         #[arg(long)]
         scap_data: Option<PathBuf>,
     },
     /// Write a large uncompressed capture for benchmarking `import`: a fixture's events replayed
     /// REPEAT times with shifted timestamps.
     GenCapture {
-        /// The capture to replay [default: ../shared/fixtures/scap/falco_psp_run_as_user_0_container.scap].
+        /// The capture to replay [default: tests/data/scap/falco_psp_run_as_user_0_container.scap].
         #[arg(long)]
         fixture: Option<PathBuf>,
         /// How many times the events are replayed (the psp fixture is 0.43 MB per round).
@@ -121,19 +121,14 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Bitcode { names } => bitcode::build(&names),
         Command::Fuzz { target, time } => fuzz::run(target.as_deref(), time),
         Command::GenCapture { fixture, repeat, out } => {
-            let fixture = fixture.unwrap_or_else(|| {
-                project_root().join("../shared/fixtures/scap/falco_psp_run_as_user_0_container.scap")
-            });
+            let fixture = fixture.unwrap_or_else(gen_capture::default_fixture);
             gen_capture::generate(&fixture, repeat, &out)
         }
         Command::Codegen { syscalls_csv, scap_data } => {
             if let Some(csv) = syscalls_csv {
                 codegen::syscall_tables(&csv)?;
             }
-            match scap_data {
-                Some(dir) => codegen::scap_tables(&dir),
-                None => Ok(()),
-            }
+            codegen::scap_tables(&scap_data.unwrap_or_else(codegen::scap_data))
         }
     }
 }

@@ -210,7 +210,7 @@ mod tests {
     fn switch_sleep(stop_first: bool) {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipping test - reading seccomp filters needs root");
+            crate::skip_test("reading seccomp filters needs root");
             return;
         }
         let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();

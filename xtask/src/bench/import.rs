@@ -106,7 +106,7 @@ fn capture(repeat: u32) -> Result<PathBuf> {
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!("psp-x{repeat}.scap"));
     if !path.exists() {
-        let fixture = project_root().join("../shared/fixtures/scap/falco_psp_run_as_user_0_container.scap");
+        let fixture = gen_capture::default_fixture();
         println!("xtask: generating {} ({repeat} replays of {})", path.display(), fixture.display());
         let partial = path.with_extension("partial");
         gen_capture::generate(&fixture, repeat, &partial)?;

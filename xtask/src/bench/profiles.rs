@@ -5,7 +5,7 @@
 //! of the merged container profile under the image's default workload — the paths a short trace
 //! misses (nginx reload, log reopen; redis BGSAVE, CONFIG REWRITE): it must deny nothing. The
 //! counts stand next to Docker's default profile and the published numbers of the peers
-//! (`../shared/notes/peers.md` § 4). This benchmark compares sizes, not times: it runs once.
+//! (`docs/peers.md` § 4). This benchmark compares sizes, not times: it runs once.
 
 use std::path::Path;
 
@@ -113,7 +113,7 @@ pub fn run(context: &Context) -> Result<Section> {
                       reachable. Merged: observed ∪ reachable, plus the always-allowed calls, as `trace` writes them; with \
                       the application's own code from its bitcode (`cargo xtask bitcode`) instead of its binary. \
                       The container profile also holds what runc does under the filter. Published numbers: \
-                      `../shared/notes/peers.md` § 4. Verify runs the image's built-in workload (nginx: pages, a 404, \
+                      `docs/peers.md` § 4. Verify runs the image's built-in workload (nginx: pages, a 404, \
                       wrk, reload, USR1 log reopen; redis: redis-benchmark, BGSAVE, CONFIG REWRITE) under the merged \
                       container profile; goal: nothing denied."
             .to_owned(),

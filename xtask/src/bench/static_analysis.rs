@@ -93,8 +93,9 @@ pub fn run(context: &Context) -> Result<Section> {
         String::new(),
         format!("peak RSS ≤ {GOAL_RSS_MB} MB: {}", met(peak_rss <= GOAL_RSS_MB)),
     ]);
+    let libraries = files.len() - 1;
     let bar = |label: &str, ratio: super::harness::Ratio| Bar {
-        chart: "static analysis: time / objdump -d time (nginx + 7 libraries)".to_owned(),
+        chart: format!("static analysis: time / objdump -d time (nginx + {libraries} libraries)"),
         label: label.to_owned(),
         value: ratio.median,
         spread: Some((ratio.min, ratio.max)),
@@ -108,7 +109,7 @@ pub fn run(context: &Context) -> Result<Section> {
              `objdump -d` over the same files, interleaved, {} measured rounds after {} warm-up. Goals: cold ≤ \
              {GOAL_COLD_RATIO}× objdump and ≤ {GOAL_COLD_SECONDS} s, warm ≤ {GOAL_WARM_SECONDS} s, peak RSS ≤ \
              {GOAL_RSS_MB} MB.",
-            files.len() - 1,
+            libraries,
             files.join(", "),
             context.rounds.measured,
             context.rounds.warmup

@@ -83,6 +83,8 @@ pub fn run(context: &Context) -> Result<Section> {
     let fleet = Fleet::start()?;
     let measured_url = format!("http://{}/", fleet.nginx[0].ip);
     let single_memory = map_memory_kib(context, &fleet, 1)?;
+    let total = fleet.members().count();
+    let traced = format!("{total} containers traced");
     let mut all_memory = Vec::new();
     let mut checks = Vec::new();
     let samples = {
@@ -93,10 +95,10 @@ pub fn run(context: &Context) -> Result<Section> {
                 stop_all(load);
                 throughput
             }),
-            Variant::new("20 containers traced", || {
+            Variant::new(traced.as_str(), || {
                 let dir = std::env::temp_dir().join(format!("seccomp-refine-bench-scale-{}", std::process::id()));
                 std::fs::remove_dir_all(&dir).ok();
-                let tracer = start_tracer(context, &fleet, fleet.members().count(), &dir)?;
+                let tracer = start_tracer(context, &fleet, total, &dir)?;
                 let load = fleet.background_load()?;
                 let throughput = wrk(&measured_url)?;
                 all_memory.push(memlock_kib(tracer.pid())? as f64);
@@ -109,11 +111,12 @@ pub fn run(context: &Context) -> Result<Section> {
         ];
         interleave("requests/s", true, context.rounds, &mut variants)?
     };
-    let ratio = samples.ratio("20 containers traced", "untraced");
+    let ratio = samples.ratio(&traced, "untraced");
     let mut table =
         Table::new(&["measured nginx, throughput traced / untraced (median, range)", "requests/s untraced (median)"]);
     table.row(vec![ratio.to_string(), format!("{:.0}", samples.median("untraced"))]);
-    let mut memory = Table::new(&["tracer map memory (memlock, KiB)", "one container", "20 containers"]);
+    let all_containers = format!("{total} containers");
+    let mut memory = Table::new(&["tracer map memory (memlock, KiB)", "one container", &all_containers]);
     memory.row(vec![
         "all maps of the tracer".to_owned(),
         single_memory.to_string(),
@@ -133,16 +136,16 @@ pub fn run(context: &Context) -> Result<Section> {
         measured_at: String::new(),
         description: format!(
             "{PER_IMAGE} nginx and {PER_IMAGE} redis stand-ins under the same background load in every round; one nginx \
-             measured with wrk, untraced and with one `seccomp-refine trace --attach` on all 20 containers, \
-             interleaved, {} measured rounds after {} warm-up. Each traced round's 20 traces are checked: complete, \
-             nothing lost, each holding only its own container's program and the syscalls of its load.",
+             measured with wrk, untraced and with one `seccomp-refine trace --attach` on all {total} containers, \
+             interleaved, {} measured rounds after {} warm-up. Each traced round's {total} traces are checked: \
+             complete, nothing lost, each holding only its own container's program and the syscalls of its load.",
             context.rounds.measured, context.rounds.warmup
         ),
         tables: vec![table, memory, traces],
         samples: vec![samples],
         bars: vec![Bar {
             chart: "tracer overhead: nginx throughput / untraced (wrk)".to_owned(),
-            label: "with 20 containers traced".to_owned(),
+            label: format!("with {traced}"),
             value: ratio.median,
             spread: Some((ratio.min, ratio.max)),
         }],

@@ -297,9 +297,12 @@ mod tests {
 
     #[test]
     fn the_running_kernel_gives_every_offset_the_programs_need() {
-        let Ok(btf) = Btf::vmlinux() else {
-            eprintln!("skipping test - no {VMLINUX}");
-            return;
+        let btf = match Btf::vmlinux() {
+            Ok(btf) => btf,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return crate::skip_test(&format!("no {VMLINUX}"));
+            }
+            Err(err) => panic!("{VMLINUX}: {err}"),
         };
         let values = program_offsets(&btf).unwrap();
         // struct pt_regs is the user register frame, whose layout is x86_64 ABI.
