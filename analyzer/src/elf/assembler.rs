@@ -7,6 +7,8 @@
 //! one.
 
 use std::path::Path;
+
+use object::read::elf::SectionHeader as _;
 use std::process::Command;
 
 /// Assembles `source` (AT&T syntax) and links it with `ld` and `ld_args`.
@@ -51,6 +53,8 @@ fn run(command: &mut Command) {
 pub(crate) struct Symbols {
     pub functions: Vec<(String, u64, u64)>,
     pub names: std::collections::BTreeMap<u64, String>,
+    /// Allocated sections as (name, start, end).
+    sections: Vec<(String, u64, u64)>,
 }
 
 impl Symbols {
@@ -59,13 +63,14 @@ impl Symbols {
         let mut names = std::collections::BTreeMap::new();
         let mut starts = Vec::new();
         for symbol in image.symbols(false) {
-            if !symbol.defined
-                || symbol.name.is_empty()
-                || matches!(symbol.kind, object::elf::STT_SECTION | object::elf::STT_FILE)
-            {
+            // `name@VERSION` aliases (from `.symver`) are not labels of the source.
+            let label = !matches!(symbol.kind, object::elf::STT_SECTION | object::elf::STT_FILE)
+                && !symbol.name.is_empty()
+                && !symbol.name.contains('@');
+            if !symbol.defined || !label {
                 continue;
             }
-            names.insert(symbol.value, symbol.name.to_owned());
+            names.entry(symbol.value).or_insert_with(|| symbol.name.to_owned());
             if symbol.kind == object::elf::STT_FUNC {
                 starts.push((symbol.value, symbol.name.to_owned()));
             }
@@ -77,7 +82,26 @@ impl Symbols {
             .enumerate()
             .map(|(i, (start, name))| (name.clone(), *start, starts.get(i + 1).map_or(text_end, |next| next.0)))
             .collect();
-        Symbols { functions, names }
+        let sections = image
+            .sections
+            .iter()
+            .filter(|section| section.sh_flags(super::image::LE).contains(object::elf::SHF_ALLOC))
+            .map(|section| {
+                let name = image.sections.section_name(super::image::LE, section).unwrap_or_default();
+                let start = section.sh_addr(super::image::LE);
+                (String::from_utf8_lossy(name).into_owned(), start, start + section.sh_size(super::image::LE))
+            })
+            .collect();
+        Symbols { functions, names, sections }
+    }
+
+    /// The symbol at `addr`, or the section holding it (linker-made data has no symbol).
+    pub fn place(&self, addr: u64) -> String {
+        if let Some(name) = self.names.get(&addr) {
+            return name.clone();
+        }
+        let section = self.sections.iter().find(|(_, start, end)| (*start..*end).contains(&addr));
+        section.map_or_else(|| format!("{addr:#x}"), |(name, ..)| name.clone())
     }
 
     pub fn function(&self, name: &str) -> (u64, u64) {
