@@ -21,7 +21,9 @@ pub(crate) fn link(source: &str, ld_args: &[&str]) -> Vec<u8> {
 pub(crate) fn link_in(dir: &Path, name: &str, source: &str, ld_args: &[&str]) -> Vec<u8> {
     let (assembly, object, output) = (dir.join(format!("{name}.s")), dir.join(format!("{name}.o")), dir.join(name));
     std::fs::write(&assembly, with_function_types(source)).expect("writing the assembly");
-    run(Command::new("as").arg("--64").arg("-o").arg(&object).arg(&assembly));
+    // A 32-bit file (`-m elf_i386`) needs a 32-bit object.
+    let class = if ld_args.contains(&"elf_i386") { "--32" } else { "--64" };
+    run(Command::new("as").arg(class).arg("-o").arg(&object).arg(&assembly));
     run(Command::new("ld").args(ld_args).arg("-o").arg(&output).arg(&object));
     std::fs::read(&output).expect("reading the linked file")
 }
