@@ -1177,6 +1177,37 @@ f:  test %edi, %edi
     }
 
     #[test]
+    fn numbers_chosen_through_a_jump_table_join_at_the_site() {
+        check(
+            "
+f:  cmp $2, %edi
+    ja other
+    lea table(%rip), %rdx
+    movslq (%rdx,%rdi,4), %rcx
+    add %rdx, %rcx
+    jmp *%rcx
+  case0:
+    mov $0, %eax
+    jmp done
+  case1:
+    mov $1, %eax
+    jmp done
+  case2:
+    mov $19, %eax
+    jmp done
+  other:
+    mov $17, %eax
+  done:
+    syscall
+    ret
+  table:
+    .long case0 - table, case1 - table, case2 - table
+",
+            "f: syscall 0 1 17 19; reads arg1",
+        );
+    }
+
+    #[test]
     fn numbers_move_through_registers_and_the_stack() {
         check(
             "
