@@ -1,15 +1,16 @@
 //! Test inputs written as x86-64 assembly: GNU `as` assembles the text and `ld` links it into an
 //! ELF file, so a test reads like the code it is about and runs on a real file.
 //!
-//! Both tools come with binutils, which the linker `cargo` itself runs on belongs to, so they are
-//! present wherever the tests build. A label at the start of a line is a function (it gets
+//! Both tools come with binutils, the package of the linker `cargo` itself links with, so they
+//! are present wherever the tests build. A label at the start of a line is a function (it gets
 //! `.type NAME, @function`, as a compiler would emit it); an indented label marks a place inside
-//! one.
+//! one, or data. [`Symbols`] names the addresses of the result after those labels, so
+//! expectations can, and [`assert_text`] compares what a test prints with what it expects.
 
 use std::path::Path;
+use std::process::Command;
 
 use object::read::elf::SectionHeader as _;
-use std::process::Command;
 
 /// Assembles `source` (AT&T syntax) and links it with `ld` and `ld_args`.
 pub(crate) fn link(source: &str, ld_args: &[&str]) -> Vec<u8> {
