@@ -363,4 +363,80 @@ warning: serving: no library of /app defines a function the application calls: n
 ",
         );
     }
+
+    /// Links `/app` (dynamic unless `static_exe`) from `source` beside a libc in a temporary root,
+    /// loads it for the front end with `external` as the symbols it calls but does not define,
+    /// and prints the executable's functions with the syscalls each kept.
+    fn check_load(source: &str, static_exe: bool, external: &[&str], expect: &str) {
+        use crate::elf::assembler;
+        let dir = tempfile::tempdir().unwrap();
+        let libc = dir.path().join("lib/x86_64-linux-gnu");
+        std::fs::create_dir_all(&libc).unwrap();
+        assembler::link_in(&libc, "libc.so.6", ".globl write\nwrite: ret\n", &["-shared", "-soname", "libc.so.6"]);
+        let libc_path = libc.join("libc.so.6").display().to_string();
+        let args: &[&str] =
+            if static_exe { &[] } else { &["-dynamic-linker", "/lib64/ld-linux-x86-64.so.2", &libc_path] };
+        assembler::link_in(dir.path(), "app", source, args);
+        let options = Options {
+            serving_entries: Vec::new(),
+            unresolved: UnresolvedPolicy::Deny,
+            cache: crate::elf::Cache::disabled(),
+        };
+        let external: BTreeSet<String> = external.iter().map(|name| name.to_string()).collect();
+        let rootfs = Rootfs::dir(dir.path()).unwrap();
+        let out = match Libraries::load(&rootfs, &options, Arch::X86_64, "/app", &[], &external) {
+            Ok(libraries) => {
+                let exe = &libraries.store.modules[libraries.process.exe].summary;
+                let mut out = String::new();
+                for function in &exe.functions {
+                    let sites: Vec<String> = function
+                        .sites
+                        .iter()
+                        .map(|site| match &site.number {
+                            crate::elf::SiteNumber::Known(numbers) => {
+                                numbers.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
+                            }
+                            other => format!("{other:?}"),
+                        })
+                        .collect();
+                    out.push_str(&format!("{}: {}\n", function.name.as_deref().unwrap_or("?"), sites.join(" ")));
+                }
+                out
+            }
+            Err(err) => format!("error: {err}"),
+        };
+        assert_text(&out, expect);
+    }
+
+    #[test]
+    fn the_executable_keeps_only_its_entry_and_library_code() {
+        let source = "
+.globl _start
+_start: mov $158, %eax
+    syscall
+    ret
+main: mov $39, %eax
+    syscall
+    ret
+atexit: mov $12, %eax
+    syscall
+    ret
+";
+        check_load(
+            source,
+            false,
+            &["atexit", "write"],
+            "
+_start: 158
+main:
+atexit: 12
+",
+        );
+        check_load(
+            source,
+            true,
+            &[],
+            "error: /app is statically linked: its libc is part of its own code, which the bitcode stands for; analyse it without --bitcode",
+        );
+    }
 }
