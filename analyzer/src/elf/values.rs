@@ -1051,11 +1051,11 @@ mod tests {
     use crate::elf::{NORETURN, REGISTRARS};
 
     /// Analyses every function of `source` and prints, per function with any, its facts in
-    /// address order: `syscall NUMBERS`, `syscall argK` (a wrapper), `syscall ?REASON`;
-    /// `call NAME(ARGS)` or `jmp NAME(ARGS)` (a tail call) with the arguments known there
-    /// (`argK=CONSTS`, `&NAME` for an address with a symbol, `argK=argJ` for the caller's own
-    /// argument passed on, `argK->&NAME` for a pointer in a stack structure the argument points
-    /// to; an argument left as it came in is not shown); `icall`; and
+    /// address order: `syscall NUMBERS` (`int80` for `int $0x80`), `syscall argK` (a wrapper),
+    /// `syscall ?REASON`; `call NAME(ARGS)` or `jmp NAME(ARGS)` (a tail call) with the arguments
+    /// known there (`argK=CONSTS`, `&NAME` for an address with a symbol, `argK=argJ` for the
+    /// caller's own argument passed on, `argK->&NAME` for a pointer in a stack structure the
+    /// argument points to; an argument left as it came in is not shown); `icall`; and
     /// `reads argK…` for the arguments it consumes. Functions named in `NORETURN` never return
     /// and those in `REGISTRARS` register their pointer argument, as in a real file.
     fn check(source: &str, expect: &str) {
