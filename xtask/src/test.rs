@@ -2,8 +2,8 @@
 //!
 //! It first holds the code to its style: `rustfmt` over every workspace (the host one, the kernel
 //! programs', the fuzz targets'), and clippy with warnings denied over the host workspace (with the
-//! `bitcode` feature, so the LLVM front end is linted too) and over the kernel programs with their own
-//! toolchain and target.
+//! `bitcode` feature, so the LLVM front end is linted too), over the kernel programs with their own
+//! toolchain and target, and over the fuzz targets.
 //!
 //! The suite needs what the product needs: the eBPF object, root, tracefs and bpffs, a Docker
 //! daemon, the stand-in images, LLVM 19 and nginx's and redis's bitcode. xtask provides all of it, then runs
@@ -37,6 +37,9 @@ pub fn run_tests(extra: &[String]) -> Result<()> {
     build::clippy_ebpf()?;
     let clippy = ["clippy", "--workspace", "--all-targets", "--features", "seccomp-refine/bitcode"];
     run(build::host_cargo(&object)?.args(clippy).args(["--", "-D", "warnings"]))?;
+    // The fuzz targets check on stable; in the host's target directory they share its dependencies.
+    let fuzz = ["clippy", "--manifest-path", "fuzz/Cargo.toml", "--all-targets", "--target-dir", "target"];
+    run(build::host_cargo(&object)?.args(fuzz).args(["--", "-D", "warnings"]))?;
     machine::mount_kernel_filesystems()?;
     machine::ensure_docker()?;
     images::build(&[])?;
