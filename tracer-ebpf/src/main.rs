@@ -22,6 +22,11 @@
 //! (BTF) through the read-only `OFFSETS` global, since Rust eBPF has no CO-RE.
 #![no_std]
 #![no_main]
+#![allow(
+    clippy::needless_borrows_for_generic_args,
+    reason = "aya's map methods take `impl Borrow`; by reference a constant key or value stays in .rodata and a \
+              scratch slot stays off the 512-byte BPF stack, by value each is copied onto it"
+)]
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
@@ -229,10 +234,11 @@ fn on_native_syscall(cgroup: u64, state: *mut CgroupState, current: u32, id: u64
             }
         }
         NR_MMAP => on_mmap(cgroup, current, regs),
-        NR_PRCTL if current == phase::RUNTIME_SETUP => {
-            if read_kernel::<u64>(regs, offset(offsets::REGS_DI)) == Some(PR_GET_PDEATHSIG) {
-                set_phase(cgroup, state, phase::RUNTIME, id as u32);
-            }
+        NR_PRCTL
+            if current == phase::RUNTIME_SETUP
+                && read_kernel::<u64>(regs, offset(offsets::REGS_DI)) == Some(PR_GET_PDEATHSIG) =>
+        {
+            set_phase(cgroup, state, phase::RUNTIME, id as u32);
         }
         _ => {}
     }

@@ -22,33 +22,40 @@ pub fn ebpf_object() -> PathBuf {
 /// Installs the nightly `rust-src` component and bpf-linker when missing, then builds tracer-ebpf.
 pub fn build_ebpf() -> Result<PathBuf> {
     install_ebpf_toolchain()?;
+    run_cmd(&mut ebpf_cargo("build")).context("building tracer-ebpf")?;
+    Ok(ebpf_object())
+}
+
+/// Clippy over tracer-ebpf as `build_ebpf` compiles it, warnings denied.
+pub fn clippy_ebpf() -> Result<()> {
+    install_nightly_component("rust-src")?;
+    install_nightly_component("clippy")?;
+    run_cmd(ebpf_cargo("clippy").args(["--", "-D", "warnings"])).context("clippy on tracer-ebpf")
+}
+
+/// `cargo SUBCOMMAND` for tracer-ebpf: nightly, `core` built for `bpfel-unknown-none`, into
+/// `target/ebpf`.
+fn ebpf_cargo(subcommand: &str) -> Command {
     let root = project_root();
     let mut cargo = Command::new("rustup");
     cargo
         .current_dir(root.join("tracer-ebpf"))
-        .args(["run", "nightly", "cargo", "build", "--release", "-Z", "build-std=core"])
+        .args(["run", "nightly", "cargo", subcommand, "--release", "-Z", "build-std=core"])
         .args(["--target", EBPF_TARGET, "--bin", EBPF_BIN])
         .arg("--target-dir")
         .arg(root.join("target/ebpf"))
-        // bpf-linker turns debug info into the .BTF/.BTF.ext sections the loader needs.
+        // bpf-linker turns debug info into the .BTF/.BTF.ext sections the loader needs. Clippy
+        // gets the same flags, so it checks the code the build compiles.
         .env("CARGO_ENCODED_RUSTFLAGS", ["-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f"));
     // The outer `cargo xtask` exports its own toolchain and flags; they must not leak into nightly.
     for var in ["RUSTC", "RUSTC_WRAPPER", "RUSTFLAGS", "RUSTUP_TOOLCHAIN", "CARGO_TARGET_DIR"] {
         cargo.env_remove(var);
     }
-    run_cmd(&mut cargo).context("building tracer-ebpf")?;
-    Ok(ebpf_object())
+    cargo
 }
 
 fn install_ebpf_toolchain() -> Result<()> {
-    let has_rust_src = Command::new("rustup")
-        .args(["component", "list", "--toolchain", "nightly", "--installed"])
-        .output()
-        .context("rustup is needed to build the eBPF programs")?;
-    if !String::from_utf8_lossy(&has_rust_src.stdout).lines().any(|line| line.starts_with("rust-src")) {
-        println!("xtask: rustup component add rust-src --toolchain nightly");
-        run_cmd(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
-    }
+    install_nightly_component("rust-src")?;
     let linker_ok = Command::new("bpf-linker")
         .arg("--version")
         .output()
@@ -60,6 +67,18 @@ fn install_ebpf_toolchain() -> Result<()> {
                 .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked", "--force"])
                 .env_remove("RUSTUP_TOOLCHAIN"),
         )?;
+    }
+    Ok(())
+}
+
+fn install_nightly_component(component: &str) -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .output()
+        .context("rustup is needed to build the eBPF programs")?;
+    if !String::from_utf8_lossy(&installed.stdout).lines().any(|line| line.starts_with(component)) {
+        println!("xtask: rustup component add {component} --toolchain nightly");
+        run_cmd(Command::new("rustup").args(["component", "add", component, "--toolchain", "nightly"]))?;
     }
     Ok(())
 }

@@ -433,3 +433,147 @@ fn versions_match(import: &Import, export: &Export) -> bool {
 pub fn basename(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::callgraph::fixture;
+    use crate::elf::assembler::assert_text;
+
+    /// Builds the process of `fixture` and prints each function that does something: the
+    /// functions its calls bind to, the syscalls it issues in address order (`N via wrapper`
+    /// through a wrapper call), `wrapper argK` when its number is an argument, and `unknown` sites.
+    fn check(fixture: &str, expect: &str) {
+        let (store, process) = fixture::process(fixture);
+        let program = Program::build(&store, &process);
+        let mut out = String::new();
+        for node in (0..program.function_count()).map(NodeIndex::new) {
+            let mut facts = Vec::new();
+            let mut callees: Vec<String> = program
+                .graph
+                .edges(node)
+                .filter(|edge| matches!(edge.weight(), Edge::Call { .. }))
+                .map(|edge| program.label(edge.target()))
+                .collect();
+            callees.reverse();
+            if !callees.is_empty() {
+                facts.push(format!("-> {}", callees.join(" ")));
+            }
+            let mut issues = program.issues[node.index()].clone();
+            issues.sort_by_key(|issue| (issue.at, issue.number));
+            for issue in &issues {
+                facts.push(if issue.via_wrapper {
+                    format!("{} via wrapper", issue.number)
+                } else {
+                    issue.number.to_string()
+                });
+            }
+            if let Some((loc, _)) = program.wrapper[node.index()] {
+                facts.push(format!("wrapper {loc}"));
+            }
+            for unknown in &program.unknown[node.index()] {
+                facts.push(format!("unknown: {}", unknown.reason.as_str()));
+            }
+            if !facts.is_empty() {
+                out.push_str(&format!("{}: {}\n", program.label(node), facts.join("; ")));
+            }
+        }
+        assert_text(&out, expect);
+    }
+
+    #[test]
+    fn symbols_bind_in_load_order_with_versions() {
+        // The executable's `malloc` interposes libc's, even for libc's own calls through the
+        // symbol; `strlen` binds to the first library defining it; an unversioned `read` binds
+        // to the default version, `read@V1` to the old one.
+        check(
+            "
+/app exe
+  main: call read; call read@V1; call malloc; call strlen
+  malloc: syscall 9
+/lib/libfast.so so
+  strlen: syscall 100
+/lib/libc.so.6 so
+  read@@V2: syscall 0
+  read_v1=read@V1: syscall 17
+  malloc: syscall 12
+  strlen: syscall 101
+  free: call @malloc
+",
+            "
+app!main: -> libc.so.6!read libc.so.6!read_v1 app!malloc libfast.so!strlen
+app!malloc: 9
+libfast.so!strlen: 100
+libc.so.6!read: 0
+libc.so.6!read_v1: 17
+libc.so.6!malloc: 12
+libc.so.6!strlen: 101
+libc.so.6!free: -> app!malloc
+",
+        );
+    }
+
+    #[test]
+    fn dlopened_files_see_the_global_scope_but_not_the_reverse() {
+        check(
+            "
+/app exe
+  main: call helper; call write
+/lib/libc.so.6 so
+  write: syscall 1
+/lib/plugin.so so dlopen
+  plugin_init: call helper; call write
+/lib/libhelper.so so dlopen
+  helper: syscall 2
+",
+            "
+app!main: -> libc.so.6!write
+libc.so.6!write: 1
+plugin.so!plugin_init: -> libhelper.so!helper libc.so.6!write
+libhelper.so!helper: 2
+",
+        );
+    }
+
+    #[test]
+    fn wrappers_resolve_at_their_callers() {
+        // `raw` passes its second argument on as `syscall`'s number, so it is a wrapper too;
+        // `seventh` takes the number on the stack; the last call's number is not known.
+        check(
+            "
+/app exe
+  main: call syscall(arg1=39); call raw(arg2=60,231); call seventh(arg7=15); call syscall
+  raw: call syscall(arg1=arg2)
+  seventh: syscall arg7
+/lib/libc.so.6 so
+  syscall: syscall arg1
+",
+            "
+app!main: -> libc.so.6!syscall app!raw app!seventh libc.so.6!syscall; 39 via wrapper; 60 via wrapper; 231 via wrapper; 15 via wrapper; unknown: wrapper called with a non-constant number
+app!raw: -> libc.so.6!syscall; wrapper argument 2
+app!seventh: wrapper argument 7 (stack)
+libc.so.6!syscall: wrapper argument 1
+",
+        );
+    }
+
+    #[test]
+    fn an_ifunc_resolver_calls_what_it_returns() {
+        check(
+            "
+/app exe
+  main: call memcpy
+/lib/libc.so.6 so
+  memcpy ifunc: takes memcpy_avx; takes memcpy_sse
+  .memcpy_avx: syscall 1
+  .memcpy_sse: syscall 2
+",
+            "
+app!main: -> libc.so.6!memcpy
+libc.so.6!memcpy: -> libc.so.6!memcpy_avx libc.so.6!memcpy_sse
+libc.so.6!memcpy_avx: 1
+libc.so.6!memcpy_sse: 2
+",
+        );
+    }
+}

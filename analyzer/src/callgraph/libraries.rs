@@ -280,3 +280,163 @@ impl StaticAnalysis {
         self.warnings.extend(other.warnings);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::callgraph::fixture;
+    use crate::elf::assembler::assert_text;
+
+    /// Runs the libraries of `fixture`'s process (the executable written as the binary analysis
+    /// leaves it: bodies only for `_start` and library code) through an init and a serving round,
+    /// the front end calling the symbols `init` and `serving` name (each from `bitcode!main`),
+    /// and prints the executable functions each round hands back, every syscall per phase with
+    /// its witness, and the warnings.
+    fn check(fixture: &str, init: &[&str], serving: &[&str], expect: &str) {
+        let (store, process) = fixture::process(fixture);
+        let libraries = Libraries { store, process, arch: Arch::X86_64, warnings: Vec::new() };
+        let mut session = libraries.session(UnresolvedPolicy::Deny);
+        let calls = |symbols: &[&str]| -> BTreeMap<String, Vec<String>> {
+            symbols
+                .iter()
+                .map(|symbol| (symbol.to_string(), vec!["bitcode!main".to_owned(), symbol.to_string()]))
+                .collect()
+        };
+        let mut out = String::new();
+        for (phase, symbols) in [(Phase::Init, init), (Phase::Serving, serving)] {
+            for (name, caller) in session.reach(phase, &calls(symbols)) {
+                out.push_str(&format!("{phase} calls back {name}: {caller}\n"));
+            }
+        }
+        let analysis = session.finish();
+        for (phase, syscalls) in [(Phase::Init, &analysis.init), (Phase::Serving, &analysis.serving)] {
+            for (name, found) in syscalls {
+                out.push_str(&format!("{phase} {name}: {}\n", found.path.join(" > ")));
+            }
+        }
+        for warning in &analysis.warnings {
+            out.push_str(&format!("warning: {warning}\n"));
+        }
+        assert_text(&out, expect);
+    }
+
+    #[test]
+    fn each_phase_reaches_from_the_front_end_s_calls_and_what_libraries_run_on_their_own() {
+        // The executable's `malloc` interposes libc's, so `fopen` calls back into the
+        // application. libc's constructor registers a signal handler in init, which serving
+        // keeps; its destructor runs in both phases. `atexit` is static libc code the
+        // executable does not define here: it stands for `__cxa_atexit`.
+        check(
+            "
+/app exe entry=_start
+  _start: call __libc_start_main(arg1=&main)
+  main:
+  malloc:
+/lib/libc.so.6 so init=libc_init fini=libc_fini
+  __libc_start_main: syscall 158
+  write: syscall 1
+  read: syscall 0
+  fopen: call @malloc; syscall 257
+  __cxa_atexit: syscall 12
+  libc_init: call sigaction(arg1=15 arg2=&on_term)
+  sigaction: syscall 13
+  .on_term: syscall 39
+  libc_fini: syscall 3
+",
+            &["write", "fopen", "atexit"],
+            &["read", "nothing_defines_this"],
+            "
+init calls back malloc: called by libc.so.6!fopen
+init arch_prctl: app!_start (entry point) > libc.so.6!__libc_start_main
+init brk: bitcode!main > libc.so.6!__cxa_atexit
+init close: libc.so.6!libc_fini (fini array of libc.so.6)
+init getpid: libc.so.6!on_term (registered with sigaction)
+init openat: bitcode!main > libc.so.6!fopen
+init rt_sigaction: libc.so.6!libc_init (init array of libc.so.6) > libc.so.6!sigaction
+init rt_sigreturn: libc.so.6!on_term (registered with sigaction)
+init write: bitcode!main > libc.so.6!write
+serving close: libc.so.6!libc_fini (fini array of libc.so.6)
+serving getpid: libc.so.6!on_term (registered with sigaction)
+serving read: bitcode!main > libc.so.6!read
+serving rt_sigreturn: libc.so.6!on_term (registered with sigaction)
+warning: serving: no library of /app defines a function the application calls: nothing_defines_this
+",
+        );
+    }
+
+    /// Links `/app` (dynamic unless `static_exe`) from `source` beside a libc in a temporary root,
+    /// loads it for the front end with `external` as the symbols it calls but does not define,
+    /// and prints the executable's functions with the syscalls each kept.
+    fn check_load(source: &str, static_exe: bool, external: &[&str], expect: &str) {
+        use crate::elf::assembler;
+        let dir = tempfile::tempdir().unwrap();
+        let libc = dir.path().join("lib/x86_64-linux-gnu");
+        std::fs::create_dir_all(&libc).unwrap();
+        assembler::link_in(&libc, "libc.so.6", ".globl write\nwrite: ret\n", &["-shared", "-soname", "libc.so.6"]);
+        let libc_path = libc.join("libc.so.6").display().to_string();
+        let args: &[&str] =
+            if static_exe { &[] } else { &["-dynamic-linker", "/lib64/ld-linux-x86-64.so.2", &libc_path] };
+        assembler::link_in(dir.path(), "app", source, args);
+        let options = Options {
+            serving_entries: Vec::new(),
+            unresolved: UnresolvedPolicy::Deny,
+            cache: crate::elf::Cache::disabled(),
+        };
+        let external: BTreeSet<String> = external.iter().map(|name| name.to_string()).collect();
+        let rootfs = Rootfs::dir(dir.path()).unwrap();
+        let out = match Libraries::load(&rootfs, &options, Arch::X86_64, "/app", &[], &external) {
+            Ok(libraries) => {
+                let exe = &libraries.store.modules[libraries.process.exe].summary;
+                let mut out = String::new();
+                for function in &exe.functions {
+                    let sites: Vec<String> = function
+                        .sites
+                        .iter()
+                        .map(|site| match &site.number {
+                            crate::elf::SiteNumber::Known(numbers) => {
+                                numbers.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
+                            }
+                            other => format!("{other:?}"),
+                        })
+                        .collect();
+                    out.push_str(&format!("{}: {}\n", function.name.as_deref().unwrap_or("?"), sites.join(" ")));
+                }
+                out
+            }
+            Err(err) => format!("error: {err}"),
+        };
+        assert_text(&out, expect);
+    }
+
+    #[test]
+    fn the_executable_keeps_only_its_entry_and_library_code() {
+        let source = "
+.globl _start
+_start: mov $158, %eax
+    syscall
+    ret
+main: mov $39, %eax
+    syscall
+    ret
+atexit: mov $12, %eax
+    syscall
+    ret
+";
+        check_load(
+            source,
+            false,
+            &["atexit", "write"],
+            "
+_start: 158
+main:
+atexit: 12
+",
+        );
+        check_load(
+            source,
+            true,
+            &[],
+            "error: /app is statically linked: its libc is part of its own code, which the bitcode stands for; analyse it without --bitcode",
+        );
+    }
+}

@@ -263,3 +263,100 @@ fn analyse(files: Vec<Found>, cache: &Cache, warnings: &mut Vec<String>) -> anyh
     }
     Ok(store)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::elf::assembler::{self, assert_text};
+
+    /// Links a file at `path` inside `root` (a function `_start` and nothing else), each of
+    /// `needed` a file already there whose soname becomes a `DT_NEEDED` entry.
+    fn file(root: &Path, path: &str, ld_args: &[&str], needed: &[&str]) {
+        let host = root.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(host.parent().unwrap()).unwrap();
+        let mut args: Vec<String> = ld_args.iter().map(|arg| arg.to_string()).collect();
+        args.extend(needed.iter().map(|needed| root.join(needed.trim_start_matches('/')).display().to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let name = host.file_name().unwrap().to_str().unwrap().to_owned();
+        assembler::link_in(host.parent().unwrap(), &name, ".globl _start\n_start: ret\n", &args);
+        for leftover in ["s", "o"] {
+            std::fs::remove_file(host.with_file_name(format!("{name}.{leftover}"))).unwrap();
+        }
+    }
+
+    fn library(root: &Path, path: &str, soname: &str, needed: &[&str]) {
+        file(root, path, &["-shared", "-soname", soname], needed);
+    }
+
+    /// Lays out `executables` with `mapped` (libraries a trace saw) over `root`, and prints each
+    /// process's global scope, what it `dlopen`ed, its interpreter, then the warnings.
+    fn check(root: &Path, executables: &[&str], mapped: &[&str], expect: &str) {
+        let rootfs = Rootfs::dir(root).unwrap();
+        let owned = |paths: &[&str]| paths.iter().map(|path| path.to_string()).collect::<Vec<_>>();
+        let mut warnings = Vec::new();
+        let (store, processes) =
+            load(&rootfs, &Cache::disabled(), &owned(executables), &owned(mapped), &mut warnings).unwrap();
+        let paths = |indices: &[usize]| indices.iter().map(|&i| store.modules[i].path.clone()).collect::<Vec<_>>();
+        let mut out = String::new();
+        for process in &processes {
+            out.push_str(&format!("{}:\n", process.name));
+            out.push_str(&format!("  scope: {}\n", paths(&process.scope).join(" ")));
+            out.push_str(&format!("  dlopened: {}\n", paths(&process.dlopened).join(" ")));
+            out.push_str(&format!("  interp: {}\n", paths(process.interp.as_slice()).join(" ")));
+        }
+        for warning in &warnings {
+            out.push_str(&format!("warning: {}\n", warning.replace(&root.display().to_string(), "ROOT")));
+        }
+        assert_text(&out, expect);
+    }
+
+    #[test]
+    fn libraries_are_found_as_ld_so_finds_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        library(root, "/lib64/ld-linux-x86-64.so.2", "ld-linux-x86-64.so.2", &[]);
+        library(root, "/lib/x86_64-linux-gnu/libc.so.6", "libc.so.6", &[]);
+        // A 32-bit libc earlier in the search order is skipped.
+        std::fs::create_dir_all(root.join("usr/local/lib")).unwrap();
+        let i386 = assembler::link("_start: ret\n", &["-m", "elf_i386", "-shared", "-soname", "libc.so.6"]);
+        std::fs::write(root.join("usr/local/lib/libc.so.6"), i386).unwrap();
+        std::fs::create_dir_all(root.join("etc/ld.so.conf.d")).unwrap();
+        std::fs::write(root.join("etc/ld.so.conf"), "include /etc/ld.so.conf.d/*.conf\n").unwrap();
+        std::fs::write(root.join("etc/ld.so.conf.d/local.conf"), "# local\n/usr/local/lib\n").unwrap();
+        library(root, "/usr/local/lib/libconf.so", "libconf.so", &[]);
+        // `app` finds its own libraries through DT_RUNPATH, which does not apply to theirs:
+        // `libown.so` does not find `libdeep.so` beside it.
+        library(root, "/opt/app/lib/libdeep.so", "libdeep.so", &[]);
+        library(root, "/opt/app/lib/libown.so", "libown.so", &["/opt/app/lib/libdeep.so"]);
+        let interp = ["-dynamic-linker", "/lib64/ld-linux-x86-64.so.2"];
+        let runpath = [&interp[..], &["--enable-new-dtags", "-rpath", "$ORIGIN/../lib"]].concat();
+        let needed = ["/opt/app/lib/libown.so", "/usr/local/lib/libconf.so", "/lib/x86_64-linux-gnu/libc.so.6"];
+        file(root, "/opt/app/bin/app", &runpath, &needed);
+        // `old` has a DT_RPATH, which its libraries' dependencies are searched in too.
+        library(root, "/opt/old/lib/libolddep.so", "libolddep.so", &[]);
+        library(root, "/opt/old/lib/libold.so", "libold.so", &["/opt/old/lib/libolddep.so"]);
+        let rpath = [&interp[..], &["--disable-new-dtags", "-rpath", "/opt/old/lib"]].concat();
+        file(root, "/opt/old/bin/old", &rpath, &["/opt/old/lib/libold.so", "/lib/x86_64-linux-gnu/libc.so.6"]);
+        // What a trace saw mapped beyond the DT_NEEDED closures was dlopen'ed, with what it needs.
+        library(root, "/usr/lib/x86_64-linux-gnu/libplugdep.so", "libplugdep.so", &[]);
+        library(root, "/usr/lib/x86_64-linux-gnu/plugin.so", "plugin.so", &["/usr/lib/x86_64-linux-gnu/libplugdep.so"]);
+        check(
+            root,
+            &["/opt/app/bin/app", "/opt/old/bin/old"],
+            &["/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/plugin.so"],
+            "
+/opt/app/bin/app:
+  scope: /opt/app/bin/app /opt/app/lib/libown.so /usr/local/lib/libconf.so /lib/x86_64-linux-gnu/libc.so.6 /lib64/ld-linux-x86-64.so.2
+  dlopened: /usr/lib/x86_64-linux-gnu/plugin.so /usr/lib/x86_64-linux-gnu/libplugdep.so
+  interp: /lib64/ld-linux-x86-64.so.2
+/opt/old/bin/old:
+  scope: /opt/old/bin/old /opt/old/lib/libold.so /lib/x86_64-linux-gnu/libc.so.6 /opt/old/lib/libolddep.so /lib64/ld-linux-x86-64.so.2
+  dlopened: /usr/lib/x86_64-linux-gnu/plugin.so /usr/lib/x86_64-linux-gnu/libplugdep.so
+  interp: /lib64/ld-linux-x86-64.so.2
+warning: /opt/app/lib/libown.so: needed library libdeep.so not found
+",
+        );
+    }
+}

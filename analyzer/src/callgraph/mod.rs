@@ -7,6 +7,8 @@
 //! through a [`Rootfs`], so nothing outside the container is ever analysed. Turning the result
 //! into profiles and `analysis.json` is the `profile` module's job.
 
+#[cfg(test)]
+mod fixture;
 mod graph;
 mod libraries;
 mod loader;

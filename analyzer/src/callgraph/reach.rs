@@ -257,3 +257,106 @@ fn open_hubs(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::callgraph::fixture;
+    use crate::callgraph::graph::Program;
+    use crate::callgraph::phases;
+    use crate::elf::assembler::assert_text;
+
+    /// Reaches from the init roots of `fixture`'s process (entry point, `main`, init arrays) and
+    /// prints each syscall number reached with its witness path.
+    fn check(fixture: &str, expect: &str) {
+        let (store, process) = fixture::process(fixture);
+        let program = Program::build(&store, &process);
+        let reach = super::reach(&program, phases::init_roots(&program));
+        let result = phases::collect(&program, &reach);
+        let mut out = String::new();
+        for ((_, number), found) in &result.syscalls {
+            out.push_str(&format!("{number}: {}\n", found.path.join(" > ")));
+        }
+        assert_text(&out, expect);
+    }
+
+    #[test]
+    fn witness_paths_are_shortest() {
+        check(
+            "
+/app exe entry=_start
+  _start: call setup; call write
+  setup: call log
+  log: call write
+  write: syscall 1
+  unused: syscall 2
+",
+            "1: app!_start (entry point) > app!write",
+        );
+    }
+
+    #[test]
+    fn an_indirect_call_reaches_live_functions_taking_no_more_arguments_than_it_prepares() {
+        // `three` takes three arguments, more than the call prepares; `never_taken` is live
+        // nowhere; `on_b` is live through the table `main` refers to.
+        check(
+            "
+/app exe entry=main
+  main: takes one; takes three; takes table; call dispatch
+  dispatch: icall 2
+  one args=1: syscall 1
+  three args=3: syscall 3
+  never_taken: syscall 4
+  on_b args=2: syscall 5
+  data table: on_b
+",
+            "
+1: app!main (entry point) > app!dispatch > app!one (indirect call at 0x2001)
+5: app!main (entry point) > app!dispatch > app!on_b (indirect call at 0x2001)
+",
+        );
+    }
+
+    #[test]
+    fn an_address_taken_after_the_indirect_call_was_reached_joins_it() {
+        check(
+            "
+/app exe entry=main
+  main: call caller; call taker
+  caller: icall 1
+  taker: call deeper
+  deeper: takes handler
+  handler args=1: syscall 3
+",
+            "3: app!main (entry point) > app!taker > app!deeper > app!handler (address taken, called indirectly)",
+        );
+    }
+
+    #[test]
+    fn a_library_s_own_pointers_are_called_only_by_that_library() {
+        // `callback` is `libx`'s alone: the executable's indirect call cannot reach it, the
+        // library's own can. `handler`, an executable function, every file can call. (`run`
+        // runs before `dispatch`: edges are followed last added first.)
+        let files = "
+/app exe entry=main
+  main: call dispatch; takes handler; call run
+  dispatch: icall 1
+  handler args=1: syscall 1
+/lib/libx.so so
+  run: takes callback
+  .callback args=1: syscall 2
+";
+        check(files, "1: app!main (entry point) > app!dispatch > app!handler (indirect call at 0x2001)");
+        // The same when `callback` becomes live after the executable's indirect call was reached.
+        check(
+            &files.replace("call dispatch; takes handler; call run", "call run; takes handler; call dispatch"),
+            "1: app!main (entry point) > app!dispatch > app!handler (indirect call at 0x2001)",
+        );
+        check(
+            &files.replace("run: takes callback", "run: takes callback; icall 1"),
+            "
+1: app!main (entry point) > libx.so!run > app!handler (indirect call at 0x1002)
+2: app!main (entry point) > libx.so!run > libx.so!callback (address taken, called indirectly)
+",
+        );
+    }
+}

@@ -409,3 +409,195 @@ fn read_data<'data>(code: &Code<'data>, addr: u64, len: usize) -> Option<&'data 
 pub(crate) fn is_near_branch(kind: OpKind) -> bool {
     matches!(kind, OpKind::NearBranch64 | OpKind::NearBranch32 | OpKind::NearBranch16)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::elf::assembler::{self, Symbols, assert_text};
+
+    /// Decodes function `f` of `source` and prints one line per block: where it starts (a label
+    /// of the source, or `f+offset`), how it ends (`flow`, `call`, `return`, `leave`), and its
+    /// successors in address order; then `incomplete` if an indirect jump stayed unresolved.
+    fn check(source: &str, expect: &str) {
+        let bytes = assembler::link(source, &["-e", "0", "-Ttext=0x401000"]);
+        let symbols = Symbols::of(&bytes);
+        let image = crate::elf::image::Image::parse(&bytes).unwrap();
+        let code = Code::new(image.loaded_sections().map(|(addr, bytes, _)| (addr, bytes)).collect());
+        let (start, end) = symbols.function("f");
+        let graph = decode(&code, start, end);
+        let mut out = String::new();
+        for (index, block) in graph.blocks.iter().enumerate() {
+            let exit = match block.exit {
+                Exit::Flow => "flow",
+                Exit::Call => "call",
+                Exit::Return => "return",
+                Exit::Leave => "leave",
+            };
+            let mut succs: Vec<u64> =
+                graph.succs(index).map(|succ| graph.insns[graph.blocks[succ].first].ip()).collect();
+            succs.sort_unstable();
+            succs.dedup();
+            let succs: Vec<String> = succs.into_iter().map(|addr| symbols.label(addr)).collect();
+            let arrow = if succs.is_empty() { String::new() } else { format!(" -> {}", succs.join(" ")) };
+            out.push_str(&format!("{}: {exit}{arrow}\n", symbols.label(graph.insns[block.first].ip())));
+        }
+        if graph.incomplete {
+            out.push_str("incomplete\n");
+        }
+        assert_text(&out, expect);
+    }
+
+    #[test]
+    fn blocks_end_at_branches_calls_and_branch_targets() {
+        check(
+            "
+f:  test %edi, %edi
+    je zero
+    call g
+    int $0x80
+  zero:
+    xor %eax, %eax
+    ret
+g:  ret
+",
+            "
+f: flow -> f+0x4 zero
+f+0x4: call -> f+0x9
+f+0x9: flow -> zero
+zero: return
+",
+        );
+    }
+
+    #[test]
+    fn paths_end_at_traps_and_tail_jumps() {
+        // Nothing after `ud2`, `hlt`, `int3` or a jump out of the function is decoded.
+        check(
+            "
+f:  cmp $1, %edi
+    je one
+    cmp $2, %edi
+    je two
+    cmp $3, %edi
+    je three
+    jmp g
+  one:
+    ud2
+    syscall
+  two:
+    hlt
+    syscall
+  three:
+    int3
+    syscall
+g:  ret
+",
+            "
+f: flow -> f+0x5 one
+f+0x5: flow -> f+0xa two
+f+0xa: flow -> f+0xf three
+f+0xf: leave
+one: leave
+two: leave
+three: leave
+",
+        );
+    }
+
+    #[test]
+    fn relative_jump_tables_are_enumerated_up_to_their_bound() {
+        // The compiler's `switch`: `cmp $N; ja default` bounds a table of N + 1 offsets; the
+        // word after it, which would be a fifth entry, is not believed (nothing reaches `beyond`).
+        check(
+            "
+f:  cmp $3, %edi
+    ja default
+    lea table(%rip), %rdx
+    movslq (%rdx,%rdi,4), %rax
+    add %rdx, %rax
+    jmp *%rax
+  case0:
+    mov $0, %eax
+    ret
+  case1:
+    mov $1, %eax
+    ret
+  default:
+    mov $-1, %eax
+    ret
+  beyond:
+    mov $2, %eax
+    ret
+  table:
+    .long case0 - table, case1 - table, case0 - table, default - table, beyond - table
+",
+            "
+f: flow -> f+0x5 default
+f+0x5: flow -> case0 case1 default
+case0: return
+case1: return
+default: return
+",
+        );
+    }
+
+    #[test]
+    fn absolute_jump_tables_are_enumerated() {
+        // Position-dependent code jumps through a table of addresses.
+        check(
+            "
+f:  cmp $1, %edi
+    ja default
+    jmp *table(,%rdi,8)
+  case0:
+    ret
+  case1:
+    ret
+  default:
+    ret
+  table:
+    .quad case0, case1
+",
+            "
+f: flow -> f+0x5 default
+f+0x5: flow -> case0 case1
+case0: return
+case1: return
+default: return
+",
+        );
+    }
+
+    #[test]
+    fn an_unresolved_indirect_jump_makes_the_rest_of_the_function_swept() {
+        // `reached` is found only by the sweep; it has no predecessor.
+        check(
+            "
+f:  mov (%rdi), %rax
+    jmp *%rax
+  reached:
+    mov $39, %eax
+    syscall
+    ret
+",
+            "
+f: leave
+reached: return
+incomplete
+",
+        );
+    }
+
+    #[test]
+    fn bytes_no_path_reaches_are_not_decoded() {
+        // Without an unresolved jump there is no sweep: the constant's `0f 05` is no `syscall`.
+        check(
+            "
+f:  ret
+  constant:
+    .byte 0x0f, 0x05
+",
+            "f: return",
+        );
+    }
+}

@@ -10,6 +10,8 @@
 //! references to other files stay symbolic until `callgraph` resolves them like the loader.
 //! It reads bytes given to it and does no other IO (the cache aside).
 
+#[cfg(test)]
+pub(crate) mod assembler;
 mod cache;
 mod cfg;
 mod data;

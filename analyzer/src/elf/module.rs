@@ -574,3 +574,283 @@ pub fn continuation(bytes: &[u8], summary: &ModuleSummary, index: u32, call_at: 
     ranges.sort_unstable();
     Ok(Continuation { ranges, returns })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::elf::assembler::{self, Symbols, assert_text};
+
+    /// Links `source` as a shared library (with `version_script`, if any) and prints its summary:
+    /// one line per function (`noreturn`, `ifunc resolver`, `incomplete` flags; its syscalls,
+    /// calls and tail calls, indirect calls with the arguments they prepare, references, and the
+    /// arguments it consumes), then its init and fini functions, exports and data objects.
+    /// Exports are sorted by name. A function prints as its name, followed by `[LABEL]`, its label
+    /// in the source, when that differs (alone when it has no name); `NAME@import` for a symbol and
+    /// `data@LABEL` for an object (`data@SECTION` for one the linker made).
+    fn check(source: &str, version_script: Option<&str>, expect: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec!["-shared".to_owned(), "-soname".to_owned(), "libtest.so".to_owned()];
+        if let Some(script) = version_script {
+            std::fs::write(dir.path().join("versions"), script).unwrap();
+            args.push(format!("--version-script={}", dir.path().join("versions").display()));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let bytes = assembler::link_in(dir.path(), "libtest.so", source, &args);
+        let summary = analyze(&bytes).unwrap();
+        assert_text(&render(&summary, &Symbols::of(&bytes)), expect);
+    }
+
+    fn render(summary: &ModuleSummary, symbols: &Symbols) -> String {
+        let name = |index: u32| {
+            let function = &summary.functions[index as usize];
+            let label = symbols.label(function.addr);
+            match &function.name {
+                Some(name) if *name == label => label,
+                Some(name) => format!("{name}[{label}]"),
+                None => format!("[{label}]"),
+            }
+        };
+        let reference = |reference: &Ref| match *reference {
+            Ref::Fn(index) => name(index),
+            Ref::Import(index) => format!("{}@import", summary.imports[index as usize].name),
+            Ref::Object(index) => format!("data@{}", symbols.place(summary.objects[index as usize].start)),
+        };
+        let mut out = String::new();
+        for (index, function) in summary.functions.iter().enumerate() {
+            let mut facts: Vec<(u64, String)> = Vec::new();
+            for site in &function.sites {
+                let number = match &site.number {
+                    SiteNumber::Known(numbers) => numbers.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" "),
+                    SiteNumber::Forwarded(loc) => loc.to_string(),
+                    SiteNumber::Unresolved(reason) => format!("?{}", reason.as_str()),
+                };
+                facts.push((site.at, format!("syscall {number}")));
+            }
+            for call in &function.calls {
+                let kind = if call.tail { "jmp" } else { "call" };
+                facts.push((call.at, format!("{kind} {}", reference(&call.target))));
+            }
+            for site in &function.indirect {
+                facts.push((site.at, format!("icall/{}", site.args)));
+            }
+            facts.sort();
+            let mut parts: Vec<String> = facts.into_iter().map(|(_, fact)| fact).collect();
+            parts.extend(function.refs.iter().map(|target| format!("takes {}", reference(target))));
+            if function.args != 0 {
+                parts.push(format!("args {}", function.args));
+            }
+            let flags = [
+                (function.noreturn, " noreturn"),
+                (function.ifunc_resolver, " ifunc"),
+                (function.incomplete, " incomplete"),
+            ];
+            let flags: String = flags.iter().filter(|(set, _)| *set).map(|(_, flag)| *flag).collect();
+            out.push_str(&format!("{}{flags}: {}\n", name(index as u32), parts.join("; ")));
+        }
+        let names = |indices: &[u32]| indices.iter().map(|&index| name(index)).collect::<Vec<_>>();
+        if !summary.init.is_empty() || !summary.fini.is_empty() {
+            out.push_str(&format!(
+                "init: {}; fini: {}\n",
+                names(&summary.init).join(" "),
+                names(&summary.fini).join(" ")
+            ));
+        }
+        let mut exports: Vec<String> = summary
+            .exports
+            .iter()
+            .map(|export| {
+                let version = match (&export.version, export.default) {
+                    (Some(version), true) => format!("@@{version}"),
+                    (Some(version), false) => format!("@{version}"),
+                    (None, _) => String::new(),
+                };
+                let weak = if export.weak { " (weak)" } else { "" };
+                let target = export.target.as_ref().map_or("-".to_owned(), reference);
+                format!("{}{version}{weak} = {target}", export.name)
+            })
+            .collect();
+        exports.sort();
+        out.push_str(&format!("exports: {}\n", exports.join(", ")));
+        for object in &summary.objects {
+            let pointers: Vec<String> = object.ptrs.iter().map(reference).collect();
+            out.push_str(&format!("data@{}: {}\n", symbols.place(object.start), pointers.join(" ")));
+        }
+        out
+    }
+
+    /// Prints, for each call function `name` of `source` makes, what can run once it returns.
+    fn check_continuations(source: &str, name: &str, expect: &str) {
+        let bytes = assembler::link(source, &["-shared"]);
+        let summary = analyze(&bytes).unwrap();
+        let symbols = Symbols::of(&bytes);
+        let index = summary.function_named(name).unwrap();
+        let mut out = String::new();
+        for call in &summary.functions[index as usize].calls {
+            let after = continuation(&bytes, &summary, index, call.at).unwrap();
+            let ranges: Vec<String> = after
+                .ranges
+                .iter()
+                .map(|&(start, end)| format!("{}..{}", symbols.label(start), symbols.label(end)))
+                .collect();
+            let returns = if after.returns { "returns" } else { "does not return" };
+            out.push_str(&format!("after {}: {} {returns}\n", symbols.label(call.at), ranges.join(" ")));
+        }
+        assert_text(&out, expect);
+    }
+
+    #[test]
+    fn functions_that_cannot_return_are_found_to_a_fixpoint() {
+        // `exit` by name; `die` calls it; `fatal`'s `ret` follows a call to `die`; `spin_a` and
+        // `spin_b` jump to each other forever; `checked` returns when its test passes. Only
+        // `checked` is exported: a call to an exported function goes through the PLT, since
+        // another file may interpose it, and only a name says what that one does.
+        check(
+            "
+.globl checked
+die:  mov $1, %edi
+    call exit@PLT
+fatal: call die
+    ret
+spin_a: jmp spin_b
+spin_b: jmp spin_a
+checked: test %edi, %edi
+    je fine
+    call die
+  fine:
+    ret
+",
+            None,
+            "
+die noreturn: call exit@import
+fatal noreturn: call die
+spin_a noreturn: jmp spin_b
+spin_b noreturn: jmp spin_a
+checked: call die; args 1
+exports: checked = checked
+",
+        );
+    }
+
+    #[test]
+    fn calls_bind_to_functions_plt_stubs_and_got_slots() {
+        // `helper` has no symbol of function type: the call to it makes it a function.
+        check(
+            "
+  helper:
+    mov $39, %eax
+    syscall
+    ret
+.globl f
+f:  call helper
+    call local
+    call *malloc@GOTPCREL(%rip)
+    call free@PLT
+    jmp local
+local: ret
+",
+            None,
+            "
+[helper]: syscall 39
+f: call [helper]; call local; call malloc@import; call free@import; jmp local
+local:
+exports: f = f
+data@.got: malloc@import
+",
+        );
+    }
+
+    #[test]
+    fn exports_carry_versions_weakness_and_visibility() {
+        // `read@V1` is the old version, kept for binaries linked against it; unversioned
+        // references bind to `read@@V2`. `V1` and `V2` are the linker's symbols for the version
+        // definitions, with nothing behind them. A hidden symbol is not exported.
+        check(
+            "
+.globl read_new, read_old, sometimes, internal
+.symver read_new, read@@V2
+.symver read_old, read@V1
+read_new: ret
+read_old: ret
+.weak sometimes
+sometimes: ret
+.hidden internal
+internal: ret
+",
+            Some("V1 { global: sometimes; }; V2 { } V1;"),
+            "
+read[read_new]:
+read[read_old]:
+sometimes:
+internal:
+exports: V1@@V1 = -, V2@@V2 = -, read@@V2 = read[read_new], read@V1 = read[read_old], read_new = read[read_new], read_old = read[read_old], sometimes@@V1 (weak) = sometimes
+",
+        );
+    }
+
+    #[test]
+    fn init_arrays_resolvers_and_pointers_in_data() {
+        // `copy` is an IFUNC whose resolver returns `copy_fast`; `install` passes a table of
+        // handlers and jumps through a register (unresolved: the rest of it is swept).
+        check(
+            "
+.section .init_array, \"aw\"
+  .quad setup
+.section .fini_array, \"aw\"
+  .quad teardown
+.section .data.rel.ro, \"aw\"
+  handlers:
+    .quad on_term, on_hup
+.text
+.globl copy, install
+setup: ret
+teardown: ret
+copy: lea copy_fast(%rip), %rax
+    ret
+.type copy, @gnu_indirect_function
+copy_fast: ret
+install: lea handlers(%rip), %rdi
+    jmp *%rax
+on_term: ret
+on_hup: ret
+",
+            None,
+            "
+setup:
+teardown:
+copy ifunc: takes copy_fast
+copy_fast:
+install incomplete: icall/1; takes data@handlers
+on_term:
+on_hup:
+init: setup; fini: teardown
+exports: copy = copy, install = install
+data@handlers: on_term on_hup
+",
+        );
+    }
+
+    #[test]
+    fn continuations_stop_where_a_callee_never_returns() {
+        check_continuations(
+            "
+.globl f
+f:  call work
+    test %eax, %eax
+    js failed
+    call work
+    ret
+  failed:
+    call abort@PLT
+    mov $1, %eax
+    ret
+work: ret
+",
+            "f",
+            "
+after f: f+0x5..f+0x9 f+0x9..f+0xe f+0xe..failed failed..failed+0x5 returns
+after f+0x9: f+0xe..failed returns
+after failed: failed+0x5..work returns
+",
+        );
+    }
+}

@@ -1046,59 +1046,322 @@ fn note_refs(instruction: &Instruction, facts: &mut Facts) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::elf::assembler::{self, Symbols, assert_text};
     use crate::elf::cfg::{self, Code};
+    use crate::elf::{NORETURN, REGISTRARS};
 
-    /// Five small functions (assembled with GNU as), at 0x1000:
-    /// a (0x00) `mov $0x3c,%edx; 1: mov %edx,%eax; syscall; jmp 1b` — exit's loop shape;
-    /// b (0x0b) `mov %rdi,%rax; mov %rsi,%rdi; syscall; ret` — libc's `syscall()`;
-    /// c (0x14) `mov 0x8(%rsp),%rax; syscall; ret` — the number as 7th argument;
-    /// d (0x1c) `sub $0x18,%rsp; movq $0xe7,(%rsp); call c; add $0x18,%rsp; ret`;
-    /// e (0x32) `mov $0x27,%eax; call c; syscall; ret`.
-    const CODE: &[u8] = &[
-        0xba, 0x3c, 0x00, 0x00, 0x00, 0x89, 0xd0, 0x0f, 0x05, 0xeb, 0xfa, //
-        0x48, 0x89, 0xf8, 0x48, 0x89, 0xf7, 0x0f, 0x05, 0xc3, //
-        0x48, 0x8b, 0x44, 0x24, 0x08, 0x0f, 0x05, 0xc3, //
-        0x48, 0x83, 0xec, 0x18, 0x48, 0xc7, 0x04, 0x24, 0xe7, 0x00, 0x00, 0x00, 0xe8, 0xe7, 0xff, 0xff, 0xff, 0x48,
-        0x83, 0xc4, 0x18, 0xc3, //
-        0xb8, 0x27, 0x00, 0x00, 0x00, 0xe8, 0xd8, 0xff, 0xff, 0xff, 0x0f, 0x05, 0xc3,
-    ];
-    const BASE: u64 = 0x1000;
-
-    fn facts(start: u64, end: u64) -> Facts {
-        let code = Code::new(vec![(BASE, CODE)]);
-        let (start, end) = (BASE + start, BASE + end);
-        let graph = cfg::decode(&code, start, end);
-        let returns = |_: RawTarget| false;
-        let registers_nothing = |_: RawTarget| None;
-        analyze(&graph, &Context { start, end, noreturn: &returns, registrar: &registers_nothing })
+    /// Analyses every function of `source` and prints, per function with any, its facts in
+    /// address order: `syscall NUMBERS` (`int80` for `int $0x80`), `syscall argK` (a wrapper),
+    /// `syscall ?REASON`; `call NAME(ARGS)` or `jmp NAME(ARGS)` (a tail call) with the arguments
+    /// known there (`argK=CONSTS`, `&NAME` for an address with a symbol, `argK=argJ` for the
+    /// caller's own argument passed on, `argK->&NAME` for a pointer in a stack structure the
+    /// argument points to; an argument left as it came in is not shown); `icall`; and
+    /// `reads argK…` for the arguments it consumes. Functions named in `NORETURN` never return
+    /// and those in `REGISTRARS` register their pointer argument, as in a real file.
+    fn check(source: &str, expect: &str) {
+        let bytes = assembler::link(source, &["-e", "0", "-Ttext=0x401000"]);
+        let symbols = Symbols::of(&bytes);
+        let image = crate::elf::image::Image::parse(&bytes).unwrap();
+        let code = Code::new(image.loaded_sections().map(|(addr, bytes, _)| (addr, bytes)).collect());
+        let name = |target: RawTarget| match target {
+            RawTarget::Direct(addr) => symbols.label(addr),
+            RawTarget::Slot(slot) => format!("*{}", symbols.label(slot)),
+        };
+        let noreturn = |target: RawTarget| NORETURN.contains(&name(target).as_str());
+        let registrar = |target: RawTarget| {
+            REGISTRARS.iter().find(|(registrar, _)| *registrar == name(target)).map(|&(_, arg)| arg)
+        };
+        let mut out = String::new();
+        for (function, start, end) in &symbols.functions {
+            let graph = cfg::decode(&code, *start, *end);
+            let context = Context { start: *start, end: *end, noreturn: &noreturn, registrar: &registrar };
+            let facts = analyze(&graph, &context);
+            let mut lines: Vec<(u64, String)> = Vec::new();
+            for (at, number, i386) in &facts.sites {
+                let instruction = if *i386 { "int80" } else { "syscall" };
+                lines.push((*at, format!("{instruction} {}", site_text(number))));
+            }
+            for call in &facts.calls {
+                let passed_on = |loc: &ArgLoc, value: &ArgValue| {
+                    value.consts.is_empty() && (value.forwarded == Some(*loc) || matches!(loc, ArgLoc::Stack(_)))
+                };
+                let constant = |n: u64| match symbols.names.get(&n) {
+                    Some(name) => format!("&{name}"),
+                    None => n.to_string(),
+                };
+                let mut args: Vec<String> = call
+                    .args
+                    .iter()
+                    .filter(|(loc, value)| !passed_on(loc, value))
+                    .map(|(loc, value)| {
+                        let mut known: Vec<String> = value.consts.iter().map(|&n| constant(n)).collect();
+                        known.extend(value.forwarded.map(loc_text));
+                        format!("{}={}", loc_text(*loc), known.join(","))
+                    })
+                    .collect();
+                // Pointers found in a structure on the stack whose address is the argument.
+                let in_registers = |k: u8, addr: u64| {
+                    call.args.iter().any(|(loc, value)| *loc == ArgLoc::Reg(k) && value.consts.contains(&addr))
+                };
+                args.extend(
+                    call.pointer_args
+                        .iter()
+                        .filter(|&&(k, addr)| !in_registers(k, addr))
+                        .map(|&(k, addr)| format!("arg{}->{}", k + 1, constant(addr))),
+                );
+                let kind = if call.tail { "jmp" } else { "call" };
+                lines.push((call.at, format!("{kind} {}({})", name(call.target), args.join(" "))));
+            }
+            for site in &facts.indirect {
+                lines.push((site.at, "icall".to_owned()));
+            }
+            lines.sort();
+            let mut facts_text: Vec<String> = lines.into_iter().map(|(_, line)| line).collect();
+            if facts.consumed != 0 {
+                let read = (0..6).filter(|k| facts.consumed & (1 << k) != 0).map(|k| format!("arg{}", k + 1));
+                facts_text.push(format!("reads {}", read.collect::<Vec<_>>().join(" ")));
+            }
+            if !facts_text.is_empty() {
+                out.push_str(&format!("{function}: {}\n", facts_text.join("; ")));
+            }
+        }
+        assert_text(&out, expect);
     }
 
-    fn numbers(facts: &Facts) -> Vec<SiteNumber> {
-        facts.sites.iter().map(|(_, number, _)| number.clone()).collect()
+    fn loc_text(loc: ArgLoc) -> String {
+        match loc {
+            ArgLoc::Reg(k) => format!("arg{}", k + 1),
+            ArgLoc::Stack(offset) => format!("arg{}", 7 + (offset - 8) / 8),
+        }
+    }
+
+    fn site_text(number: &SiteNumber) -> String {
+        match number {
+            SiteNumber::Known(numbers) => numbers.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" "),
+            SiteNumber::Forwarded(loc) => loc_text(*loc),
+            SiteNumber::Unresolved(reason) => format!("?{}", reason.as_str()),
+        }
     }
 
     #[test]
     fn a_number_set_before_a_loop_reaches_the_site_inside_it() {
-        assert_eq!(numbers(&facts(0x00, 0x0b)), [SiteNumber::Known(vec![60])]);
+        // exit's loop shape.
+        check(
+            "
+f:  mov $0x3c, %edx
+  again:
+    mov %edx, %eax
+    syscall
+    jmp again
+",
+            "f: syscall 60",
+        );
+    }
+
+    #[test]
+    fn numbers_from_several_paths_join() {
+        check(
+            "
+f:  test %edi, %edi
+    je other
+    mov $1, %eax
+    jmp done
+  other:
+    mov $2, %eax
+  done:
+    syscall
+    ret
+",
+            "f: syscall 1 2; reads arg1",
+        );
+    }
+
+    #[test]
+    fn numbers_chosen_through_a_jump_table_join_at_the_site() {
+        check(
+            "
+f:  cmp $2, %edi
+    ja other
+    lea table(%rip), %rdx
+    movslq (%rdx,%rdi,4), %rcx
+    add %rdx, %rcx
+    jmp *%rcx
+  case0:
+    mov $0, %eax
+    jmp done
+  case1:
+    mov $1, %eax
+    jmp done
+  case2:
+    mov $19, %eax
+    jmp done
+  other:
+    mov $17, %eax
+  done:
+    syscall
+    ret
+  table:
+    .long case0 - table, case1 - table, case2 - table
+",
+            "f: syscall 0 1 17 19; reads arg1",
+        );
+    }
+
+    #[test]
+    fn numbers_move_through_registers_and_the_stack() {
+        check(
+            "
+f:  push $39
+    pop %rcx
+    xchg %rcx, %rax
+    syscall
+    sub $8, %rsp
+    movq $231, (%rsp)
+    mov (%rsp), %rax
+    syscall
+    add $8, %rsp
+    ret
+",
+            "f: syscall 39; syscall 231",
+        );
     }
 
     #[test]
     fn wrappers_forward_a_register_or_a_stack_argument() {
-        assert_eq!(numbers(&facts(0x0b, 0x14)), [SiteNumber::Forwarded(ArgLoc::Reg(0))]);
-        assert_eq!(numbers(&facts(0x14, 0x1c)), [SiteNumber::Forwarded(ArgLoc::Stack(8))]);
+        // libc's `syscall()`, and a wrapper taking the number as its 7th argument.
+        check(
+            "
+syscall: mov %rdi, %rax
+    mov %rsi, %rdi
+    syscall
+    ret
+seventh: mov 8(%rsp), %rax
+    syscall
+    ret
+",
+            "
+syscall: syscall arg1; reads arg1 arg2
+seventh: syscall arg7
+",
+        );
     }
 
     #[test]
-    fn calls_carry_constants_passed_on_the_stack() {
-        let facts = facts(0x1c, 0x32);
-        let call = &facts.calls[0];
-        assert_eq!(call.target, RawTarget::Direct(BASE + 0x14));
-        let seventh = call.args.iter().find(|(loc, _)| *loc == ArgLoc::Stack(8)).map(|(_, value)| value.consts.clone());
-        assert_eq!(seventh, Some(vec![231]));
+    fn calls_carry_constants_in_registers_on_the_stack_and_passed_on() {
+        check(
+            "
+f:  mov $60, %edi
+    call syscall
+    sub $0x18, %rsp
+    movq $231, (%rsp)
+    call seventh
+    add $0x18, %rsp
+    ret
+g:  mov %rsi, %rdi
+    jmp syscall
+syscall: ret
+seventh: ret
+",
+            "
+f: call syscall(arg1=60); call seventh(arg7=231)
+g: jmp syscall(arg1=arg2); reads arg2
+",
+        );
     }
 
     #[test]
-    fn a_call_clobbers_the_number_register() {
-        assert_eq!(numbers(&facts(0x32, 0x3f)), [SiteNumber::Unresolved(Reason::ClobberedByCall)]);
+    fn what_the_analysis_cannot_know_is_said_with_its_reason() {
+        check(
+            "
+clobbered: mov $39, %eax
+    call other
+    syscall
+    ret
+loaded: mov number(%rip), %rax
+    syscall
+    ret
+computed: mov $1, %eax
+    imul %edi, %eax
+    syscall
+    ret
+other: ret
+  number: .quad 39
+",
+            "
+clobbered: call other(); syscall ?number register clobbered by a call
+loaded: syscall ?number loaded from memory
+computed: syscall ?number computed at run time; reads arg1
+",
+        );
+    }
+
+    #[test]
+    fn nothing_after_a_call_that_never_returns_runs() {
+        check(
+            "
+f:  test %edi, %edi
+    jne fail
+    mov $39, %eax
+    syscall
+    ret
+  fail:
+    call abort
+    mov $62, %eax
+    syscall
+    ret
+abort: hlt
+",
+            "f: syscall 39; call abort(); reads arg1",
+        );
+    }
+
+    #[test]
+    fn function_pointers_given_to_registrars_and_indirect_calls() {
+        // `signal(SIGTERM, handler)` hands `handler` over, `sigaction(SIGTERM, &act, NULL)` in
+        // the structure on the stack (whose first field, at the stack pointer, is also where a
+        // 7th argument would be); `(*table[0])()` calls through memory.
+        check(
+            "
+f:  mov $15, %edi
+    lea handler(%rip), %rsi
+    call signal
+    mov table(%rip), %rax
+    mov $1, %edi
+    call *%rax
+    ret
+g:  sub $0x98, %rsp
+    lea handler(%rip), %rax
+    mov %rax, (%rsp)
+    mov $15, %edi
+    mov %rsp, %rsi
+    xor %edx, %edx
+    call sigaction
+    add $0x98, %rsp
+    ret
+signal: ret
+sigaction: ret
+handler: mov $39, %eax
+    syscall
+    ret
+  table: .quad handler
+",
+            "
+f: call signal(arg1=15 arg2=&handler); icall
+g: call sigaction(arg1=15 arg3=0 arg7=&handler arg2->&handler)
+handler: syscall 39
+",
+        );
+    }
+
+    #[test]
+    fn int_0x80_numbers_are_i386_ones() {
+        check(
+            "
+f:  mov $1, %eax
+    int $0x80
+    ret
+",
+            "f: int80 1",
+        );
     }
 }
