@@ -14,6 +14,7 @@ pub mod output;
 pub mod profile;
 pub mod report;
 pub mod scap;
+pub mod stack;
 pub mod syscalls;
 pub mod trace;
 pub mod verify;
