@@ -310,7 +310,13 @@ pub fn run(args: Args) -> Result<Outcome> {
     let bitcode = args.bitcode.load(&trace)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let files = runtime.block_on(args.files.open(trace.target.image.as_deref()))?;
-    let options = args.analysis.options(args.serving_entry.clone());
+    // Without --serving-entry, the entry `auto` derived from the trace's stack, if any.
+    let entries = if args.serving_entry.is_empty() {
+        trace.phase_marker.serving_entry.iter().map(EntrySpec::derived).collect()
+    } else {
+        args.serving_entry.clone()
+    };
+    let options = args.analysis.options(entries);
     let found = static_analysis(&trace, &files, &options, bitcode.as_ref())?;
     print_summary(&found);
     let analysis = Analysis::new(&trace, found);

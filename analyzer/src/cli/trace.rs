@@ -230,8 +230,10 @@ pub fn default_output(name: &str) -> PathBuf {
 /// the trace and its dynamic profiles are still written before the error is returned.
 async fn write_outputs(trace: &Trace, dir: &Path, args: &Args, files: TracedFiles<'_>) -> Result<()> {
     let marker_entry = match &args.phase_marker {
-        MarkerSpec::Symbol { function, binary } => Some(EntrySpec { symbol: function.clone(), binary: binary.clone() }),
-        _ => None,
+        MarkerSpec::Symbol { function, binary } => {
+            Some(EntrySpec { symbol: function.clone(), binary: binary.clone(), callers: Vec::new() })
+        }
+        _ => trace.phase_marker.serving_entry.as_ref().map(EntrySpec::derived),
     };
     args.statics.finish(trace, dir, files, marker_entry).await
 }

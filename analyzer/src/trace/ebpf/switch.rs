@@ -70,7 +70,7 @@ impl SwitchProbe {
 
     /// Stops each target process at its first call of `function` in `binary` (a host path).
     pub fn attach(&mut self, binary: &Path, function: &str) -> Result<(), TracerError> {
-        self.link = Some(attach_uprobe(&mut self.ebpf, names::ENFORCE_PROBE, binary, function)?);
+        self.link = Some(attach_uprobe(&mut self.ebpf, names::ENFORCE_PROBE, binary, function, function)?);
         Ok(())
     }
 
