@@ -255,7 +255,8 @@ fn report_end(ended: Ended, trace: &Trace, label: Option<&str>) {
         _ => "did not fire: everything counts as init".to_owned(),
     };
     let prefix = label.map(|name| format!("{name}: ")).unwrap_or_default();
-    eprintln!("seccomp-refine: {prefix}traced {seconds:.1}s ({why}); phase marker {} {fired}", marker.spec);
+    let entry = marker.serving_entry.as_ref().map(|entry| format!("; serving entry {entry}")).unwrap_or_default();
+    eprintln!("seccomp-refine: {prefix}traced {seconds:.1}s ({why}); phase marker {} {fired}{entry}", marker.spec);
     for warning in &trace.warnings {
         eprintln!("seccomp-refine: warning: {prefix}{warning}");
     }
