@@ -130,6 +130,36 @@ fn trace_runs_static_analysis_from_the_symbol_markers_function() {
 }
 
 #[test]
+fn auto_finds_the_serving_entry_of_an_unknown_server_in_its_stack() {
+    require!(tracer_missing());
+    let dir = tempfile::tempdir().unwrap();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/event_server.c");
+    let program = dir.path().join("event_server");
+    let out = output(Command::new("gcc").args(["-O2", "-fomit-frame-pointer", "-o"]).arg(&program).arg(&source));
+    assert!(out.status.success(), "gcc: {}", stderr(&out));
+    let out_dir = dir.path().join("out");
+    let (out, trace) = trace(&["--exec", "--duration", "20s", "--", program.to_str().unwrap()], &out_dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let marker = &trace["phase_marker"];
+    let derived = &marker["serving_entry"];
+    // Not the set-up wait (it returned at once) but the event loop's, which blocked.
+    assert_eq!(derived["entry"]["function"], "handle_events", "{marker}");
+    assert_eq!(derived["callers"][0]["function"], "serve", "{marker}");
+    assert_eq!(derived["entry"]["binary"], program.to_str().unwrap());
+    assert!(stderr(&out).contains("serving entry handle_events (event_server+0x"), "{}", stderr(&out));
+    // The static analysis serves from there: the set-up before the loop is init only.
+    let analysis = read_json(&out_dir.join("analysis.json"));
+    assert_eq!(analysis["static"]["programs"][0]["serving_entry"], "event_server!handle_events");
+    let reachable = |phase: &str, name: &str| analysis["phases"][phase][name]["reachable"].is_object();
+    for name in ["socket", "bind", "listen", "eventfd2", "epoll_create1"] {
+        assert!(reachable("init", name) && !reachable("serving", name), "{name} is set-up only");
+    }
+    for name in ["epoll_wait", "accept", "close", "exit_group"] {
+        assert!(reachable("serving", name), "{name} serves");
+    }
+}
+
+#[test]
 fn exec_with_a_syscall_marker_records_exact_sets_per_phase() {
     // The marker syscall is the first one of the serving phase.
     check_exact_phases("syscall:getppid");

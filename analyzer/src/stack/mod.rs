@@ -91,15 +91,19 @@ pub fn derive(
         if !in_loop {
             continue;
         }
-        // The function the loop calls: the call's own target when it is one of this file's
-        // functions (the callee frame may be a function it tail-called), else the callee frame's.
-        let direct =
-            summary.functions[looping as usize].calls.iter().find(|call| call.at == call_at && !call.tail).and_then(
-                |call| match call.target {
-                    Ref::Fn(target) => Some(reference(summary, target, path)),
-                    _ => None,
-                },
-            );
+        // The function the loop calls: the call's own target — one of this file's functions, or
+        // an import the callee's file defines — rather than the callee frame's function, which
+        // may be one the target tail-called (libapr's `apr_pollset_poll` jumps to its backend).
+        let target = summary.functions[looping as usize].calls.iter().find(|call| call.at == call_at && !call.tail);
+        let direct = target.and_then(|call| match call.target {
+            Ref::Fn(target) => Some(reference(summary, target, path)),
+            Ref::Import(import) => {
+                let name = &summary.imports[import as usize].name;
+                let defining = summaries[callee.mapping]?;
+                Some(reference(defining, defining.function_named(name)?, callee_path))
+            }
+            Ref::Object(_) => None,
+        });
         let Some(entry) = direct.or_else(|| function(callee, index - 1)) else { continue };
         return Ok(ServingEntry {
             entry,
