@@ -383,8 +383,9 @@ pub async fn accepts(address: SocketAddr) -> bool {
     matches!(tokio::time::timeout(Duration::from_millis(200), attempt).await, Ok(Ok(_)))
 }
 
-/// Functions whose first call starts serving in well-known servers, tried in order by `auto`:
-/// nginx's event loop iteration and redis's event loop.
+/// Functions whose first call starts serving in well-known servers: nginx's event loop iteration
+/// and redis's event loop. `enforce`'s `auto` switches at them; a live trace's `auto` knows no
+/// name and finds its entry in the server's stack, which the tests check against these.
 pub const KNOWN_MARKER_FUNCTIONS: &[&str] = &["ngx_process_events_and_timers", "aeMain"];
 
 /// How a `symbol:` marker applies, for the trace's marker detail.
