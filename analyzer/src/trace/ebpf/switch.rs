@@ -74,6 +74,13 @@ impl SwitchProbe {
         Ok(())
     }
 
+    /// Stops each target process at its first execution of file offset `offset` of `binary` (a
+    /// host path), the start of `function`.
+    pub fn attach_at(&mut self, binary: &Path, function: &str, offset: u64) -> Result<(), TracerError> {
+        self.link = Some(attach_uprobe(&mut self.ebpf, names::ENFORCE_PROBE, binary, function, offset)?);
+        Ok(())
+    }
+
     /// Stops stopping processes: after this, no new event asks for a switch.
     pub fn detach(&mut self) {
         let Some(link) = self.link.take() else { return };
