@@ -18,6 +18,9 @@
 //! is still set-up (nginx's worker cycle drops privileges before its loop), while the called
 //! function is entered only once that is done, on every iteration — the point where a
 //! per-process switch (the `symbol:` marker, `seccomp-refine enforce`) is both early and safe.
+//! For redis the hand-written table named `aeMain` instead: its first call comes right before the
+//! first `aeProcessEvents`, with nothing in between but the loop's condition, so both switch at the
+//! same moment, and the static serving sets from either are the same (117 syscalls, Debian 12).
 //! A callee in the C runtime does not count: an application loop retrying `epoll_wait` on
 //! `EINTR` loops around the wait itself, not around the event loop.
 //!
