@@ -39,16 +39,23 @@ fn capture(dir: &Path, strip: bool) -> Option<(PathBuf, Registers, Vec<u8>, Stri
     Some((binary, regs, file("stack"), String::from_utf8(file("maps")).unwrap()))
 }
 
-/// Unwinds what the stand-in wrote and derives its entry; returns the frames' labels, the entry
-/// and the server's summary.
-fn derive_from(strip: bool) -> Option<(Vec<String>, ServingEntry, ModuleSummary)> {
-    let dir = tempfile::tempdir().unwrap();
-    let (binary, regs, stack, maps) = capture(dir.path(), strip)?;
-    let found = executable_mappings(&maps);
-    let files: Vec<Vec<u8>> = found.iter().map(|(path, ..)| std::fs::read(path).unwrap()).collect();
-    let mappings: Vec<Mapping<'_>> = found
+/// An executable mapping of `/proc/PID/maps` (path, start, end, offset) with its file's bytes.
+type MappedFile = ((String, u64, u64, u64), Vec<u8>);
+
+/// The executable mappings of `maps`, each with its file's bytes.
+fn mapped_files(maps: &str) -> Vec<MappedFile> {
+    executable_mappings(maps)
+        .into_iter()
+        .map(|found| {
+            let bytes = std::fs::read(&found.0).unwrap();
+            (found, bytes)
+        })
+        .collect()
+}
+
+fn mappings_of(files: &[MappedFile]) -> Vec<Mapping<'_>> {
+    files
         .iter()
-        .zip(&files)
         .map(|((path, start, end, offset), bytes)| Mapping {
             path: path.clone(),
             start: *start,
@@ -56,7 +63,16 @@ fn derive_from(strip: bool) -> Option<(Vec<String>, ServingEntry, ModuleSummary)
             offset: *offset,
             bytes,
         })
-        .collect();
+        .collect()
+}
+
+/// Unwinds what the stand-in wrote and derives its entry; returns the frames' labels, the entry
+/// and the server's summary.
+fn derive_from(strip: bool) -> Option<(Vec<String>, ServingEntry, ModuleSummary)> {
+    let dir = tempfile::tempdir().unwrap();
+    let (binary, regs, stack, maps) = capture(dir.path(), strip)?;
+    let files = mapped_files(&maps);
+    let mappings = mappings_of(&files);
     let server = elf::analyze(&std::fs::read(&binary).unwrap()).unwrap();
     // The C runtime is not analysed: its frames are named by file and offset.
     let summaries: Vec<Option<&ModuleSummary>> =
@@ -120,4 +136,17 @@ fn proc_maps_keep_only_executable_files() {
                 7f00-7f10 r-xp 00000000 00:00 0 \n\
                 7ffd-7ffe r-xp 00000000 00:00 0 [vdso]\n";
     assert_eq!(executable_mappings(maps), [("/usr/sbin/nginx".to_owned(), 0x55d1, 0x55d9, 0x1000)]);
+}
+
+#[test]
+fn without_the_application_analysed_there_is_no_entry_and_the_error_shows_the_stack() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_, regs, stack, maps)) = capture(dir.path(), false) else { return };
+    let files = mapped_files(&maps);
+    let mappings = mappings_of(&files);
+    let frames = unwind(&regs, &stack, &mappings);
+    let unanalysed = vec![None; mappings.len()];
+    let why = derive(&frames, &mappings, &unanalysed, "its first wait").unwrap_err();
+    assert!(why.starts_with("no function of the application calls another inside a loop around its first wait"));
+    assert!(why.contains("server+0x") && why.contains(" ← "), "{why}");
 }
