@@ -16,6 +16,7 @@ pub mod profile;
 pub mod report;
 pub mod scap;
 pub mod servers;
+pub mod stack;
 pub mod syscalls;
 pub mod trace;
 pub mod verify;

@@ -23,6 +23,17 @@ pub const MAX_CGROUPS: u32 = 1024;
 pub const MAX_TABLES: u32 = MAX_CGROUPS * phase::COUNT as u32 * 2;
 /// Processes moved to serving by a per-process marker, alive at once.
 pub const MAX_SERVING_PROCESSES: u32 = 16384;
+/// Bytes of user stack a [`WaitStack`] copies from the stack pointer up: enough for the frames
+/// from a server's wait up to `main` (nginx's worker: about 1.5 KiB; frames are rarely large).
+pub const STACK_BYTES: usize = 16384;
+/// The stack is copied in pieces of this size, so that a read running past the top of the
+/// stack mapping loses one piece, not the whole copy.
+pub const STACK_CHUNK: usize = 512;
+/// Slots of `struct pt_regs` (x86_64 uapi, `arch/x86/include/uapi/asm/ptrace.h`) a
+/// [`WaitStack`] carries, indexed by the `regs` constants.
+pub const REGS_SLOTS: usize = 21;
+/// Threads whose latest wait's stack is kept at once (`WAIT_STACKS`).
+pub const MAX_WAIT_STACKS: u32 = 1024;
 
 /// The phases the kernel records syscalls in (the `phase` of a [`TableKey`] and a
 /// [`CgroupState`]). Transitions only move forward.
@@ -59,6 +70,17 @@ pub mod marker {
     /// The marker uprobe moves only the process that hits it, and the processes it forks
     /// afterwards (`SERVING_PROCESSES`); the cgroup itself stays in `init`.
     pub const PER_PROCESS: u32 = 3;
+    /// `auto`: per process, like `PER_PROCESS`, and a process also moves at its first
+    /// accept-family or epoll wait that may block (a zero timeout only polls) after the cgroup
+    /// called `listen`. Until userspace sets `FLAG_ENTRY_FOUND`, every such wait keeps the
+    /// thread's registers and user stack in `WAIT_STACKS`; userspace takes the first wait it sees
+    /// blocking, derives the serving entry from its stack and adds the marker uprobe there.
+    pub const FIRST_WAIT: u32 = 4;
+
+    /// Whether markers of `kind` move single processes (`SERVING_PROCESSES`), not the cgroup.
+    pub const fn per_process(kind: u32) -> bool {
+        kind == PER_PROCESS || kind == FIRST_WAIT
+    }
 }
 
 /// Event kinds (the `kind` of an [`EventHeader`]).
@@ -96,8 +118,12 @@ pub mod stat {
 /// Value of the per-CPU `CGROUP_STATS` map: the `stat` counters of one cgroup.
 pub type StatCounters = [u64; stat::COUNT as usize];
 
-/// `CgroupState::flags`: the cgroup has called `listen` (for the `AFTER_LISTEN` marker).
+/// `CgroupState::flags`: the cgroup has called `listen` (for the `AFTER_LISTEN` and
+/// `FIRST_WAIT` markers).
 pub const FLAG_LISTENED: u32 = 1;
+/// `CgroupState::flags`, set by userspace: the serving entry is found, waits stop keeping their
+/// stacks (`FIRST_WAIT` marker).
+pub const FLAG_ENTRY_FOUND: u32 = 2;
 /// `TS_COMPAT` in `thread_info.status` (arch/x86/include/asm/thread_info.h).
 pub const TS_COMPAT: u32 = 0x0002;
 /// `PR_GET_PDEATHSIG`: runc reads it just before it installs the container's filter.
@@ -123,6 +149,20 @@ pub mod names {
     pub const SERVING_PROCESSES: &str = "SERVING_PROCESSES";
     pub const MARKER: &str = "MARKER";
     pub const CGROUP_PATH: &str = "CGROUP_PATH";
+    pub const WAIT_STACKS: &str = "WAIT_STACKS";
+}
+
+/// Slots of the user register frame (`struct pt_regs`, x86_64 uapi: the layout is ABI) in a
+/// [`WaitStack`].
+pub mod regs {
+    pub const R15: usize = 0;
+    pub const R14: usize = 1;
+    pub const R13: usize = 2;
+    pub const R12: usize = 3;
+    pub const BP: usize = 4;
+    pub const BX: usize = 5;
+    pub const IP: usize = 16;
+    pub const SP: usize = 19;
 }
 
 /// Kernel struct field offsets, read from BTF by userspace and injected as read-only globals
@@ -247,6 +287,22 @@ pub struct CgroupEvent {
     pub path: [u8; CGROUP_PATH_LEN],
 }
 
+/// Value of `WAIT_STACKS`, keyed by thread id: the registers and user stack of the thread's
+/// latest wait after `listen` (`marker::FIRST_WAIT`), taken at that syscall's entry.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct WaitStack {
+    /// Who and when (`kind` is 0: this is no event).
+    pub header: EventHeader,
+    /// The wait's syscall number.
+    pub syscall: u32,
+    /// Bytes of `stack` copied, from `regs[regs::SP]` up (a multiple of `STACK_CHUNK`).
+    pub stack_len: u32,
+    /// The user register frame, as the kernel saved it at syscall entry.
+    pub regs: [u64; REGS_SLOTS],
+    pub stack: [u8; STACK_BYTES],
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -262,6 +318,8 @@ mod pod {
     unsafe impl aya::Pod for FdKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for PathBytes {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for WaitStack {}
 }
 
 #[cfg(test)]
@@ -279,6 +337,8 @@ mod tests {
         assert_eq!(size_of::<MmapEvent>(), 56 + PATH_LEN);
         assert_eq!(size_of::<PhaseEvent>(), 56);
         assert_eq!(size_of::<CgroupEvent>(), 48 + CGROUP_PATH_LEN);
+        assert_eq!(size_of::<WaitStack>(), 56 + 8 * REGS_SLOTS + STACK_BYTES);
+        assert_eq!(STACK_BYTES % STACK_CHUNK, 0);
     }
 
     #[test]

@@ -14,9 +14,11 @@
 //!   `cgroup_mkdir`, fork and exit: a registered cgroup is then a target, and its processes stop
 //!   at their first entry for the switch to the serving filter (`SERVING_PROCESSES` = switched).
 //!
-//! Phases are per cgroup, except under a per-process marker (`symbol:`): then the cgroup stays
-//! in `init` and a process is serving when it is in `SERVING_PROCESSES`, which costs the hot path
-//! one hash lookup per syscall in `init`.
+//! Phases are per cgroup, except under a per-process marker (`symbol:`, `auto`): then the cgroup
+//! stays in `init` and a process is serving when it is in `SERVING_PROCESSES`, which costs the hot
+//! path one hash lookup per syscall in `init`. Under `auto` a process also serves from its first
+//! accept-family or epoll wait after the cgroup's `listen`, and such waits keep the thread's
+//! registers and user stack (`WAIT_STACKS`) until userspace has derived the serving entry.
 //!
 //! No event is sent per syscall: userspace reads the tables. Struct offsets come from userspace
 //! (BTF) through the read-only `OFFSETS` global, since Rust eBPF has no CO-RE.
@@ -32,17 +34,18 @@ use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_str_bytes,
-        bpf_send_signal_thread,
+        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
+        bpf_send_signal_thread, generated,
     },
     macros::{map, raw_tracepoint, uprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{ProbeContext, RawTracePointContext},
 };
 use tracer_common::{
-    CGROUP_PATH_LEN, COMM_LEN, CgroupEvent, CgroupState, EventHeader, ExecEvent, FLAG_LISTENED, FdKey, MAX_CGROUPS,
-    MAX_SERVING_PROCESSES, MAX_TABLES, MmapEvent, PATH_LEN, PR_GET_PDEATHSIG, PROT_EXEC, PathBytes, PhaseEvent,
-    SYSCALL_SLOTS, StatCounters, SyscallTable, TS_COMPAT, TableKey, abi, cause, event, marker, offsets, phase, stat,
+    CGROUP_PATH_LEN, COMM_LEN, CgroupEvent, CgroupState, EventHeader, ExecEvent, FLAG_ENTRY_FOUND, FLAG_LISTENED, FdKey,
+    MAX_CGROUPS, MAX_SERVING_PROCESSES, MAX_TABLES, MAX_WAIT_STACKS, MmapEvent, PATH_LEN, PR_GET_PDEATHSIG, PROT_EXEC,
+    PathBytes, PhaseEvent, REGS_SLOTS, STACK_BYTES, STACK_CHUNK, SYSCALL_SLOTS, StatCounters, SyscallTable, TS_COMPAT,
+    TableKey, WaitStack, abi, cause, event, marker, offsets, phase, stat,
 };
 
 // x86_64 syscall numbers the programs act on.
@@ -113,6 +116,15 @@ static PENDING_OPEN: HashMap<u32, u64> = HashMap::with_max_entries(4096, 0);
 #[map]
 static FD_PATHS: LruHashMap<FdKey, PathBytes> = LruHashMap::with_max_entries(16384, 0);
 
+/// Under `auto`, each thread's latest wait after `listen` (registers and user stack), until
+/// userspace has found the serving entry in one that blocks.
+#[map]
+static WAIT_STACKS: HashMap<u32, WaitStack> = HashMap::with_max_entries(MAX_WAIT_STACKS, BPF_F_NO_PREALLOC);
+
+/// Where a wait's stack is assembled before it goes into `WAIT_STACKS` (16 KiB: not the stack).
+#[map]
+static WAIT_STACK_SCRATCH: PerCpuArray<WaitStack> = PerCpuArray::with_max_entries(1, 0);
+
 /// Scratch space for a path being copied (too big for the stack next to everything else).
 #[map]
 static PATH_SCRATCH: PerCpuArray<PathBytes> = PerCpuArray::with_max_entries(1, 0);
@@ -167,7 +179,7 @@ pub fn seccomp_refine_sys_enter(ctx: RawTracePointContext) -> i32 {
     // the phase forward, and a torn read is impossible for an aligned u32.
     let mut current = unsafe { (*state).phase };
     if current == phase::INIT {
-        current = phase_in_init(cgroup, state, abi, id);
+        current = phase_in_init(cgroup, state, abi, id, ctx.arg(0));
     }
     let recorded = if abi == abi::NATIVE && current == phase::RUNTIME && id == NR_SECCOMP {
         // Installing the filter is the last thing runc does without it.
@@ -248,8 +260,11 @@ fn on_native_syscall(cgroup: u64, state: *mut CgroupState, current: u32, id: u64
 /// process up; a kernel marker may move the whole cgroup (the marker syscall is the first serving
 /// one).
 #[inline(always)]
-fn phase_in_init(cgroup: u64, state: *mut CgroupState, abi: u32, id: u64) -> u32 {
+fn phase_in_init(cgroup: u64, state: *mut CgroupState, abi: u32, id: u64, regs: u64) -> u32 {
     let kind = marker_kind();
+    if kind == marker::FIRST_WAIT {
+        return first_wait_phase(cgroup, state, abi, id, regs);
+    }
     if kind == marker::PER_PROCESS {
         return process_phase();
     }
@@ -258,6 +273,81 @@ fn phase_in_init(cgroup: u64, state: *mut CgroupState, abi: u32, id: u64) -> u32
         return phase::SERVING;
     }
     phase::INIT
+}
+
+/// `auto`'s marker: a process serves from the marker uprobe (added by userspace once it knows the
+/// serving entry) or from its own first accept-family or epoll wait that may block after the
+/// cgroup's `listen`, whichever comes first. Until the entry is found every such wait keeps its
+/// stack: userspace needs one that blocks, since the first wait may be set-up code (nginx's
+/// workers test `EPOLLRDHUP` with a wait that returns at once).
+#[inline(always)]
+fn first_wait_phase(cgroup: u64, state: *mut CgroupState, abi: u32, id: u64, regs: u64) -> u32 {
+    let current = process_phase();
+    if abi != abi::NATIVE || !kernel_marker_fires(marker::AFTER_LISTEN, state, id) || !may_block(id, regs) {
+        return current;
+    }
+    if current != phase::SERVING {
+        serve_process(cgroup, tgid(), id as u32);
+    }
+    // SAFETY: the cgroup's entry (see `seccomp_refine_sys_enter`).
+    if unsafe { (*state).flags } & FLAG_ENTRY_FOUND == 0 {
+        keep_stack(cgroup, id, regs);
+    }
+    phase::SERVING
+}
+
+/// Whether a wait may block, i.e. waits for clients: an epoll wait with a zero timeout only polls
+/// (nginx's workers test `EPOLLRDHUP` with one while they set up; redis polls while it loads its
+/// data), and its stack is set-up code, not the event loop's. Accepts count as waits.
+#[inline(always)]
+fn may_block(id: u64, regs: u64) -> bool {
+    // The timeout is the fourth argument (r10): milliseconds, or for epoll_pwait2 a timespec
+    // pointer (NULL: no timeout).
+    let Some(timeout) = read_kernel::<u64>(regs, offset(offsets::REGS_R10)) else { return true };
+    match id {
+        NR_EPOLL_WAIT | NR_EPOLL_PWAIT => timeout as i32 != 0,
+        NR_EPOLL_PWAIT2 if timeout != 0 => {
+            // SAFETY: the helper checks the user address; a failed read counts as blocking.
+            let span = unsafe { bpf_probe_read_user(timeout as *const [u64; 2]) };
+            span.map_or(true, |span| span != [0, 0])
+        }
+        _ => true,
+    }
+}
+
+/// Keeps the calling thread's user registers (`regs`, the frame saved at syscall entry) and up to
+/// `STACK_BYTES` of its stack in `WAIT_STACKS`: userspace unwinds it with the binaries'
+/// `.eh_frame`, since Debian builds without frame pointers and the kernel's own stack walk would
+/// stop at the first frame.
+#[inline(always)]
+fn keep_stack(cgroup: u64, id: u64, regs: u64) {
+    let Some(record) = WAIT_STACK_SCRATCH.get_ptr_mut(0) else { return };
+    // SAFETY: this CPU's scratch slot; the kernel and user pointers are only read through the
+    // probe-read helpers, which check the addresses and write at most the given sizes inside it.
+    unsafe {
+        fill_header(&raw mut (*record).header, 0, phase::SERVING, cgroup);
+        (*record).syscall = id as u32;
+        let frame = (&raw mut (*record).regs).cast();
+        let frame_len = (REGS_SLOTS * 8) as u32;
+        if generated::bpf_probe_read_kernel(frame, frame_len, regs as *const _) != 0 {
+            (*record).regs = [0; REGS_SLOTS];
+        }
+        let sp = (*record).regs[tracer_common::regs::SP];
+        let stack = (&raw mut (*record).stack).cast::<u8>();
+        let mut copied = 0;
+        // A piece past the top of the stack mapping fails alone; what is below it is whole.
+        while copied < STACK_BYTES {
+            let source = (sp + copied as u64) as *const _;
+            if generated::bpf_probe_read_user(stack.add(copied).cast(), STACK_CHUNK as u32, source) != 0 {
+                break;
+            }
+            copied += STACK_CHUNK;
+        }
+        (*record).stack_len = copied as u32;
+        let tid = bpf_get_current_pid_tgid() as u32;
+        // A full map costs a candidate stack, not a syscall: nothing the trace reports is lost.
+        let _ = WAIT_STACKS.insert(&tid, &*record, 0);
+    }
 }
 
 #[inline(always)]
@@ -409,7 +499,7 @@ pub fn seccomp_refine_exec(ctx: RawTracePointContext) -> i32 {
         set_phase(cgroup, state, phase::INIT, cause::EXEC);
         current = phase::INIT;
     }
-    if current == phase::INIT && marker_kind() == marker::PER_PROCESS {
+    if current == phase::INIT && marker::per_process(marker_kind()) {
         current = process_phase();
     }
     let bprm: u64 = ctx.arg(2);

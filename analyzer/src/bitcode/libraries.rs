@@ -100,8 +100,16 @@ fn bitcode_entries(entries: &[EntrySpec], executable: &str) -> Vec<String> {
         .filter(|spec| {
             spec.binary.as_deref().is_none_or(|binary| binary == executable || binary == file_name(executable))
         })
+        // An entry derived from a stripped binary is named by its address there, which the
+        // bitcode does not know; its own known entries apply instead.
+        .filter(|spec| !is_address_label(&spec.symbol))
         .map(|spec| spec.symbol.clone())
         .collect()
+}
+
+/// `fn_<hex>`: how the binary analysis names a function without a symbol.
+fn is_address_label(symbol: &str) -> bool {
+    symbol.strip_prefix("fn_").is_some_and(|hex| !hex.is_empty() && hex.bytes().all(|byte| byte.is_ascii_hexdigit()))
 }
 
 /// Adds what the application's own code does — its syscall sites, unknown sites, its report —

@@ -18,12 +18,28 @@ use super::reach::{Reach, Roots, Via, reach};
 use crate::elf::{self, ArgLoc, Ref};
 use crate::servers::{KNOWN_SERVERS, Server, Spawn};
 
-/// A serving entry as given on the command line: `SYMBOL[@BINARY]`.
+/// A serving entry as given on the command line (`SYMBOL[@BINARY]`), or derived from a stack
+/// (`trace::ServingEntry`), where stripped functions are named `fn_<address>` like the analysis
+/// names them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntrySpec {
     pub symbol: String,
     /// A path or file name the symbol must be defined in.
     pub binary: Option<String>,
+    /// The callers whose code after the call serves; empty: every caller.
+    pub callers: Vec<EntrySpec>,
+}
+
+impl EntrySpec {
+    /// The entry `auto` derived from the trace's stack, with its looping callers.
+    pub fn derived(entry: &crate::trace::ServingEntry) -> EntrySpec {
+        let spec = |function: &crate::trace::FunctionRef| EntrySpec {
+            symbol: function.function.clone(),
+            binary: Some(function.binary.clone()),
+            callers: Vec::new(),
+        };
+        EntrySpec { callers: entry.callers.iter().map(spec).collect(), ..spec(&entry.entry) }
+    }
 }
 
 impl std::str::FromStr for EntrySpec {
@@ -37,7 +53,7 @@ impl std::str::FromStr for EntrySpec {
         if symbol.is_empty() || binary.as_deref() == Some("") {
             return Err(format!("`{text}` is not SYMBOL or SYMBOL@BINARY"));
         }
-        Ok(EntrySpec { symbol: symbol.to_owned(), binary })
+        Ok(EntrySpec { symbol: symbol.to_owned(), binary, callers: Vec::new() })
     }
 }
 
@@ -377,7 +393,18 @@ fn entries(
     let mut found = Vec::new();
     for spec in role.entries {
         match find_symbol(program, spec) {
-            Some(node) => found.push((node, None)),
+            Some(node) if spec.callers.is_empty() => found.push((node, None)),
+            Some(node) => {
+                let callers: Vec<NodeIndex> =
+                    spec.callers.iter().filter_map(|caller| find_symbol(program, caller)).collect();
+                if callers.len() < spec.callers.len() {
+                    notes.push(format!(
+                        "a caller of serving entry {} was not found; every caller of it counts",
+                        spec.symbol
+                    ));
+                }
+                found.push((node, (callers.len() == spec.callers.len()).then_some(callers)));
+            }
             None => {
                 notes.push(format!("serving entry {} not found in {}", spec.symbol, program.module(program.exe).path))
             }
@@ -413,7 +440,14 @@ fn find_symbol(program: &Program<'_>, spec: &EntrySpec) -> Option<NodeIndex> {
             .binary
             .as_deref()
             .is_none_or(|binary| file.path == binary || super::graph::basename(&file.path) == binary);
-        let index = file.summary.function_named(&spec.symbol).filter(|_| matches)?;
+        if !matches {
+            return None;
+        }
+        let index = file.summary.function_named(&spec.symbol).or_else(|| {
+            // A function without a symbol, named by its address as `function_label` names it.
+            let addr = u64::from_str_radix(spec.symbol.strip_prefix("fn_")?, 16).ok()?;
+            file.summary.function_starting_at(addr)
+        })?;
         Some(program.function_node(module, index))
     })
 }
@@ -580,7 +614,10 @@ mod tests {
     #[test]
     fn serving_entries_parse_with_an_optional_binary() {
         let spec: EntrySpec = "aeMain@redis-server".parse().unwrap();
-        assert_eq!(spec, EntrySpec { symbol: "aeMain".into(), binary: Some("redis-server".into()) });
+        assert_eq!(
+            spec,
+            EntrySpec { symbol: "aeMain".into(), binary: Some("redis-server".into()), callers: Vec::new() }
+        );
         assert_eq!("serve".parse::<EntrySpec>().unwrap().binary, None);
         assert_eq!("@x".parse::<EntrySpec>().unwrap_err(), "`@x` is not SYMBOL or SYMBOL@BINARY");
     }

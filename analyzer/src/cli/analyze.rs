@@ -165,8 +165,13 @@ pub fn run(args: Args) -> Result<Outcome> {
     let trace = Trace::read(&args.trace)?;
     let dir = args.output.clone().unwrap_or_else(|| args.trace.parent().unwrap_or(".".as_ref()).to_path_buf());
     pipeline::claim(&dir, false, true)?;
-    let statics =
-        Statics { options: args.analysis.options(args.serving_entry.clone()), bitcode: args.bitcode.bitcode.clone() };
+    // Without --serving-entry, the entry `auto` derived from the trace's stack, if any.
+    let entries = if args.serving_entry.is_empty() {
+        trace.phase_marker.serving_entry.iter().map(EntrySpec::derived).collect()
+    } else {
+        args.serving_entry.clone()
+    };
+    let statics = Statics { options: args.analysis.options(entries), bitcode: args.bitcode.bitcode.clone() };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let analysis = runtime.block_on(pipeline::analyze(&trace, &args.files.files(true), &statics, &Printer))?;
     let request = pipeline::Request {

@@ -33,8 +33,8 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     profiles: PathBuf,
     /// Where each process starts serving: symbol:FUNCTION[@BINARY] (a function it calls then, in
-    /// the entrypoint unless BINARY says otherwise), or auto (nginx's ngx_process_events_and_timers,
-    /// redis's aeMain).
+    /// the entrypoint unless BINARY says otherwise), or auto (the serving entry the trace of DIR
+    /// found in the server's stack; else nginx's ngx_process_events_and_timers, redis's aeMain).
     #[arg(long, value_name = "MARKER", default_value = "auto")]
     phase_marker: MarkerSpec,
     /// What the serving filter does to a syscall outside the serving profile: fail it with EPERM,

@@ -230,8 +230,10 @@ pub fn default_output(name: &str) -> PathBuf {
 /// a `symbol:` phase marker's function is the serving entry unless `--serving-entry` names one.
 async fn finish(trace: &Trace, dir: &Path, args: &Args, files: &Files) -> Result<()> {
     let marker_entry = match &args.phase_marker {
-        MarkerSpec::Symbol { function, binary } => Some(EntrySpec { symbol: function.clone(), binary: binary.clone() }),
-        _ => None,
+        MarkerSpec::Symbol { function, binary } => {
+            Some(EntrySpec { symbol: function.clone(), binary: binary.clone(), callers: Vec::new() })
+        }
+        _ => trace.phase_marker.serving_entry.as_ref().map(EntrySpec::derived),
     };
     args.statics.finish(trace, dir, files, marker_entry).await
 }
@@ -253,7 +255,8 @@ fn report_end(ended: Ended, trace: &Trace, label: Option<&str>) {
         _ => "did not fire: everything counts as init".to_owned(),
     };
     let prefix = label.map(|name| format!("{name}: ")).unwrap_or_default();
-    eprintln!("seccomp-refine: {prefix}traced {seconds:.1}s ({why}); phase marker {} {fired}", marker.spec);
+    let entry = marker.serving_entry.as_ref().map(|entry| format!("; serving entry {entry}")).unwrap_or_default();
+    eprintln!("seccomp-refine: {prefix}traced {seconds:.1}s ({why}); phase marker {} {fired}{entry}", marker.spec);
     for warning in &trace.warnings {
         eprintln!("seccomp-refine: warning: {prefix}{warning}");
     }

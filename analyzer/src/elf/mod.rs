@@ -24,7 +24,7 @@ mod summary;
 mod values;
 
 pub use cache::{Cache, default_cache_dir};
-pub use module::{Continuation, continuation};
+pub use module::{Continuation, call_returning_to, continuation};
 pub use summary::{
     ArgLoc, ArgValue, Call, DataObject, Export, FORMAT, Function, Import, IndirectSite, ModuleKind, ModuleSummary,
     Reason, Ref, Site, SiteNumber,

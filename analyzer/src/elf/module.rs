@@ -535,6 +535,24 @@ impl Continuation {
     }
 }
 
+/// The call instruction of function `index` whose return address is `return_to` (as found on a
+/// stack), if the function's decoded code holds one.
+pub fn call_returning_to(
+    bytes: &[u8],
+    summary: &ModuleSummary,
+    index: u32,
+    return_to: u64,
+) -> Result<Option<u64>, ElfError> {
+    let image = Image::parse(bytes)?;
+    let code = Code::new(image.loaded_sections().map(|(addr, bytes, _)| (addr, bytes)).collect());
+    let function = &summary.functions[index as usize];
+    let graph = cfg::decode(&code, function.addr, function.end);
+    let is_call = |insn: &&iced_x86::Instruction| {
+        matches!(insn.flow_control(), iced_x86::FlowControl::Call | iced_x86::FlowControl::IndirectCall)
+    };
+    Ok(graph.insns.iter().filter(is_call).find(|insn| insn.next_ip() == return_to).map(|insn| insn.ip()))
+}
+
 /// What function `index` of `summary` can still do once the call at `call_at` returns.
 /// Re-decodes just that function from the file's bytes, so summaries need not store graphs.
 pub fn continuation(bytes: &[u8], summary: &ModuleSummary, index: u32, call_at: u64) -> Result<Continuation, ElfError> {

@@ -2,7 +2,8 @@
 //!
 //! A container runs under its whole profile (`seccomp.json`, plus `prctl` and `seccomp` so the
 //! switch can be installed). The marker uprobe on the serving entry, filtered in the kernel to the
-//! container's cgroup, stops each process at its first loop iteration; the injector makes that
+//! container's cgroup (`auto`: where the profiles' trace found the serving entry in the server's
+//! stack), stops each process at its first loop iteration; the injector makes that
 //! process install `seccomp-serving.json` on itself with ptrace, after a preflight that replays
 //! the exact calls under the process's own filters; the process then resumes, now serving under
 //! the tighter filter, while processes that never serve (a master, a supervisor) stay in init.
@@ -22,7 +23,7 @@ mod process;
 pub mod switch;
 mod watch;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -37,14 +38,22 @@ pub use self::watch::{Watched, describe};
 use crate::docker::container::{self, Container, RunSpec, Stopped};
 use crate::docker::rootfs::Rootfs;
 use crate::servers::{self, KNOWN_SERVERS};
-use crate::trace::MarkerSpec;
 use crate::trace::ebpf::switch::SwitchProbe;
 use crate::trace::ebpf::{Config, DEFAULT_RING_BUFFER_BYTES};
 use crate::trace::live::container::{cgroup_dir, cgroup_path_of, resolve_entrypoint, running_cgroup};
+use crate::trace::{MarkerSpec, ServingEntry, Trace};
 
 /// The profile a container runs under, and the one its serving processes get.
 pub const CONTAINER_PROFILE: &str = "seccomp.json";
 pub const SERVING_PROFILE: &str = "seccomp-serving.json";
+/// The trace the profiles came from: `auto` switches where its stack put the serving entry.
+pub const TRACE_FILE: &str = "trace.json";
+
+/// The serving entry `auto` derived while tracing the profiles in `profiles`, if they come from
+/// such a trace: the switch then happens where the trace moved processes to serving.
+pub fn derived_entry(profiles: &Path) -> Option<ServingEntry> {
+    Trace::read(&profiles.join(TRACE_FILE)).ok()?.phase_marker.serving_entry
+}
 
 /// Which container to enforce in.
 pub enum Target {
@@ -135,7 +144,8 @@ async fn enforce_in(
     } else {
         Cgroup::Running
     };
-    let enforcing = Enforcing::begin(container, cgroup, &request.marker, serving).await?;
+    let derived = derived_entry(&request.profiles);
+    let enforcing = Enforcing::begin(container, cgroup, &request.marker, derived.as_ref(), serving).await?;
     if created {
         container.start().await?;
         enforcing.check_started(&name)?;
@@ -180,11 +190,13 @@ pub struct Enforcing {
 }
 
 impl Enforcing {
-    /// Loads the kernel side for `container`, arms the marker and starts the loop.
+    /// Loads the kernel side for `container`, arms the marker (`auto`: at `derived`, the entry the
+    /// trace found, when there is one) and starts the loop.
     pub async fn begin(
         container: &Container,
         cgroup: Cgroup,
         marker: &MarkerSpec,
+        derived: Option<&ServingEntry>,
         serving: Filter,
     ) -> Result<Enforcing> {
         let info = container.inspect().await?;
@@ -202,7 +214,7 @@ impl Enforcing {
                 (probe, path)
             }
         };
-        let marker = arm(&mut probe, marker, &entrypoint, &rootfs)?;
+        let marker = arm(&mut probe, marker, derived, &entrypoint, &rootfs)?;
         let stop = Arc::new(AtomicBool::new(false));
         let watch = Watch { probe, switcher: Switcher::new(serving), cgroup_dir: cgroup_dir(&cgroup_path)? };
         let thread = std::thread::spawn({
@@ -243,14 +255,32 @@ impl Drop for Enforcing {
 }
 
 /// Attaches the marker uprobe; returns the marker as resolved.
-fn arm(probe: &mut SwitchProbe, marker: &MarkerSpec, entrypoint: &str, rootfs: &Rootfs) -> Result<String> {
+fn arm(
+    probe: &mut SwitchProbe,
+    marker: &MarkerSpec,
+    derived: Option<&ServingEntry>,
+    entrypoint: &str,
+    rootfs: &Rootfs,
+) -> Result<String> {
     let host =
         |binary: &str| rootfs.host_path(binary).with_context(|| format!("marker binary {binary} does not exist"));
-    match marker {
-        MarkerSpec::Symbol { function, binary } => {
+    match (marker, derived) {
+        (MarkerSpec::Symbol { function, binary }, _) => {
             let binary = binary.as_deref().unwrap_or(entrypoint);
             probe.attach(&host(binary)?, function)?;
             Ok(format!("symbol:{function}@{binary}"))
+        }
+        (_, Some(derived)) => {
+            let entry = &derived.entry;
+            let (_, bytes) = rootfs.read(&entry.binary).with_context(|| format!("cannot read {}", entry.binary))?;
+            let offset = crate::stack::file_offset(&bytes, entry.address).with_context(|| {
+                format!(
+                    "the serving entry {} is not loaded from {}; trace the container again",
+                    entry.function, entry.binary
+                )
+            })?;
+            probe.attach_at(&host(&entry.binary)?, &entry.function, offset)?;
+            Ok(format!("symbol:{}@{}", entry.function, entry.binary))
         }
         _ => {
             let program = host(entrypoint)?;

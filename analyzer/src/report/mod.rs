@@ -132,6 +132,10 @@ impl<'a> Summary<'a> {
                 };
                 let detail = marker.detail.as_deref().map(|detail| format!("; {detail}")).unwrap_or_default();
                 facts.push(("phase marker", format!("`{}` {fired}{detail}", marker.spec)));
+                if let Some(entry) = &marker.serving_entry {
+                    let stack = entry.stack.join(" ← ");
+                    facts.push(("serving entry", format!("{entry}, from the stack at {}: {stack}", entry.found_at)));
+                }
                 for warning in &trace.warnings {
                     facts.push(("warning", warning.clone()));
                 }

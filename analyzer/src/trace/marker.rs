@@ -20,8 +20,9 @@ pub enum MarkerSpec {
     ReadyTcp(u16),
     /// `after:DURATION`: a fixed time after start (`30s`, `500ms`, `2m`).
     After(Duration),
-    /// `auto`: the serving entry of a known server (`servers`) if the entrypoint defines one, else
-    /// the first accept-family or epoll wait after a `listen`.
+    /// `auto`: live, per process, the first accept-family or epoll wait after a `listen`, then the
+    /// serving entry derived from the stack of such a wait that blocks (`crate::stack`); on a
+    /// capture, the first such wait moves the whole container.
     Auto,
 }
 
@@ -46,9 +47,11 @@ What ends the init phase and starts serving:
   syscall:NAME          first NAME syscall after start, e.g. syscall:accept4
   ready:tcp:PORT        once the container's PORT accepts TCP connections
   after:DURATION        a fixed time after start, e.g. after:5s
-  auto                  a known server's serving function (nginx, redis), else the first
-                        accept/accept4/epoll_wait/epoll_pwait after a listen
-All but symbol: move the whole container at once, when they first fire.";
+  auto                  live: per process, the first accept/accept4/epoll_wait/epoll_pwait
+                        after a listen, and the first call of the serving entry found in the
+                        stack of such a wait that blocks (a uprobe, as symbol:); on a capture:
+                        the first such wait, for the whole container
+All but symbol: and a live auto move the whole container at once, when they first fire.";
 
 impl FromStr for MarkerSpec {
     type Err = String;

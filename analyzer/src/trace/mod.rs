@@ -235,6 +235,50 @@ pub struct PhaseMarker {
     /// hit the marker and the ones a serving process forked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub serving_processes: Vec<ServingProcess>,
+    /// The serving entry `auto` derived from the stack at the first wait after `listen`; the
+    /// static analysis starts serving there unless `--serving-entry` names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_entry: Option<ServingEntry>,
+}
+
+/// A function of a file, named as the static analysis names it (its symbol, else `fn_<address>`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionRef {
+    pub function: String,
+    /// The file's path inside the container.
+    pub binary: String,
+    /// The function's start, as an address of the file.
+    pub address: u64,
+}
+
+/// Where serving starts, found from a stack (`stack::derive`): the function a loop of the
+/// application calls around its wait, and the looping function, whose code after the call runs
+/// while serving.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServingEntry {
+    pub entry: FunctionRef,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub callers: Vec<FunctionRef>,
+    /// Where the stack was taken: "the first epoll_wait after listen (pid 123)".
+    pub found_at: String,
+    /// The unwound frames, innermost first (`file!function+0xoffset`).
+    pub stack: Vec<String>,
+}
+
+impl std::fmt::Display for ServingEntry {
+    /// "ngx_process_events_and_timers (nginx+0x4f2a0), called in a loop by fn_4f9c0 (nginx+0x4f9c0)".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = |function: &FunctionRef| {
+            let file = function.binary.rsplit('/').next().unwrap_or(&function.binary);
+            format!("{} ({file}+{:#x})", function.function, function.address)
+        };
+        write!(f, "{}", name(&self.entry))?;
+        if !self.callers.is_empty() {
+            let callers: Vec<String> = self.callers.iter().map(name).collect();
+            write!(f, ", called in a loop by {}", callers.join(", "))?;
+        }
+        Ok(())
+    }
 }
 
 /// A process a per-process marker moved to serving.

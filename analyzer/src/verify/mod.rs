@@ -197,7 +197,8 @@ pub async fn run(config: &Config) -> Result<VerifyReport> {
         Some(serving) => {
             let container = Container { docker: prepared.docker.clone(), id: id.clone() };
             let cgroup = Cgroup::Expected(format!("{}/{id}", parent.docker_path()));
-            match Enforcing::begin(&container, cgroup, &MarkerSpec::Auto, serving).await {
+            let derived = config.enforce.as_deref().and_then(crate::enforce::derived_entry);
+            match Enforcing::begin(&container, cgroup, &MarkerSpec::Auto, derived.as_ref(), serving).await {
                 Ok(enforcing) => Some(enforcing),
                 Err(err) => {
                     let _ = verify_run::remove(&prepared.docker, &id).await;

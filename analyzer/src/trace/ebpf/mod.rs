@@ -14,10 +14,11 @@ use std::path::Path;
 
 use aya::Ebpf;
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
-use aya::programs::uprobe::{UProbeLinkId, UProbeScope};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
 use aya::programs::{RawTracePoint, UProbe};
 use tracer_common::{
-    CGROUP_PATH_LEN, CgroupState, SYSCALL_SLOTS, StatCounters, SyscallTable, TableKey, marker, names, offsets, stat,
+    CGROUP_PATH_LEN, CgroupState, FLAG_ENTRY_FOUND, SYSCALL_SLOTS, StatCounters, SyscallTable, TableKey, WaitStack,
+    marker, names, offsets, stat,
 };
 
 pub use btf::{Btf, BtfError};
@@ -58,6 +59,9 @@ pub enum KernelMarker {
     Syscall(u32),
     /// The first accept-family or epoll wait after a `listen`.
     AfterListen,
+    /// `auto`: per process, its first accept-family or epoll wait after the cgroup's `listen`;
+    /// the first such wait sends its stack (`Event::Stack`).
+    FirstWait,
 }
 
 /// How to load the programs.
@@ -135,6 +139,7 @@ pub struct Tracer {
     cgroup_stats: PerCpuHashMap<MapData, u64, StatCounters>,
     events: Option<RingBuf<MapData>>,
     marker: Array<MapData, u64>,
+    wait_stacks: HashMap<MapData, u32, WaitStack>,
 }
 
 impl Tracer {
@@ -157,7 +162,8 @@ impl Tracer {
         let cgroup_stats = take_map(&mut ebpf, names::CGROUP_STATS, PerCpuHashMap::try_from)?;
         let events = Some(take_map(&mut ebpf, names::EVENTS, RingBuf::try_from)?);
         let marker = take_map(&mut ebpf, names::MARKER, Array::try_from)?;
-        Ok(Tracer { ebpf, cgroups, tables, stats, cgroup_stats, events, marker })
+        let wait_stacks = take_map(&mut ebpf, names::WAIT_STACKS, HashMap::try_from)?;
+        Ok(Tracer { ebpf, cgroups, tables, stats, cgroup_stats, events, marker, wait_stacks })
     }
 
     /// The event ring buffer, for the caller's reading loop (once).
@@ -203,6 +209,7 @@ impl Tracer {
             KernelMarker::None => (marker::NONE, u64::MAX),
             KernelMarker::Syscall(number) => (marker::SYSCALL, u64::from(number)),
             KernelMarker::AfterListen => (marker::AFTER_LISTEN, u64::MAX),
+            KernelMarker::FirstWait => (marker::FIRST_WAIT, u64::MAX),
         };
         let map_error = |source| TracerError::Map { map: names::MARKER, source: Box::new(source) };
         // The syscall first, so the kernel never sees the kind with a stale number.
@@ -213,9 +220,43 @@ impl Tracer {
     /// Ends `init` for each process of a registered cgroup at its first call of `function` in
     /// `binary` (a host path); processes it forks afterwards inherit serving.
     pub fn attach_marker(&mut self, binary: &Path, function: &str) -> Result<(), TracerError> {
-        attach_uprobe(&mut self.ebpf, names::MARKER_PROBE, binary, function)?;
+        attach_uprobe(&mut self.ebpf, names::MARKER_PROBE, binary, function, function)?;
         let map_error = |source| TracerError::Map { map: names::MARKER, source: Box::new(source) };
         self.marker.set(0, u64::from(marker::PER_PROCESS), 0).map_err(map_error)
+    }
+
+    /// Adds the marker uprobe at file offset `offset` of `binary` (a host path) to `auto`'s
+    /// kernel marker, which stays as it is: a process serves from whichever comes first.
+    pub fn attach_marker_at(&mut self, binary: &Path, offset: u64) -> Result<(), TracerError> {
+        attach_uprobe(&mut self.ebpf, names::MARKER_PROBE, binary, &format!("{offset:#x}"), offset)?;
+        Ok(())
+    }
+
+    /// Under `auto`, each thread's latest wait after `listen`, by thread id.
+    pub fn wait_stacks(&self) -> Vec<(u32, Box<WaitStack>)> {
+        self.wait_stacks.iter().filter_map(Result::ok).map(|(tid, stack)| (tid, Box::new(stack))).collect()
+    }
+
+    /// The serving entry of `cgroup` is found: its waits stop keeping their stacks, and those kept
+    /// are dropped.
+    pub fn entry_found(&mut self, cgroup: u64) -> Result<(), TracerError> {
+        let map_error = |source| TracerError::Map { map: names::CGROUPS, source: Box::new(source) };
+        if let Ok(mut state) = self.cgroups.get(&cgroup, 0) {
+            state.flags |= FLAG_ENTRY_FOUND;
+            self.cgroups.insert(cgroup, state, 0).map_err(map_error)?;
+        }
+        let kept: Vec<u32> = self
+            .wait_stacks
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, stack)| stack.header.cgroup == cgroup)
+            .map(|(tid, _)| tid)
+            .collect();
+        for tid in kept {
+            // Gone already: a thread that exited takes nothing with it here.
+            let _ = self.wait_stacks.remove(&tid);
+        }
+        Ok(())
     }
 
     /// Every (cgroup, phase, ABI) table, summed over CPUs: the syscalls seen, by number.
@@ -288,13 +329,15 @@ fn sum_tables<'a>(per_cpu: impl Iterator<Item = &'a SyscallTable>) -> Vec<Syscal
         .collect()
 }
 
-/// Attaches uprobe `program` (loaded first if it is not yet) to `function` in `binary`, a host
-/// path. A failed attach leaves it loaded, ready for another function (`auto` tries several).
-fn attach_uprobe(
+/// Attaches uprobe `program` (loaded first if it is not yet) at `location` (a symbol or a file
+/// offset) in `binary`, a host path; `function` names the location in errors. A failed attach
+/// leaves it loaded, ready for another function.
+fn attach_uprobe<'a>(
     ebpf: &mut Ebpf,
     program: &'static str,
     binary: &Path,
     function: &str,
+    location: impl Into<UProbeAttachLocation<'a>>,
 ) -> Result<UProbeLinkId, TracerError> {
     let marker_error = |source| TracerError::Marker {
         function: function.to_owned(),
@@ -306,7 +349,7 @@ fn attach_uprobe(
     if probe.fd().is_err() {
         probe.load().map_err(marker_error)?;
     }
-    probe.attach(function, binary, UProbeScope::AllProcesses).map_err(marker_error)
+    probe.attach(location.into(), binary, UProbeScope::AllProcesses).map_err(marker_error)
 }
 
 fn attach_raw_tracepoint(ebpf: &mut Ebpf, program: &'static str, tracepoint: &str) -> Result<(), TracerError> {

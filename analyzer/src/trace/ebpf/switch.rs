@@ -70,7 +70,14 @@ impl SwitchProbe {
 
     /// Stops each target process at its first call of `function` in `binary` (a host path).
     pub fn attach(&mut self, binary: &Path, function: &str) -> Result<(), TracerError> {
-        self.link = Some(attach_uprobe(&mut self.ebpf, names::ENFORCE_PROBE, binary, function)?);
+        self.link = Some(attach_uprobe(&mut self.ebpf, names::ENFORCE_PROBE, binary, function, function)?);
+        Ok(())
+    }
+
+    /// Stops each target process at its first execution of file offset `offset` of `binary` (a
+    /// host path), the start of `function`.
+    pub fn attach_at(&mut self, binary: &Path, function: &str, offset: u64) -> Result<(), TracerError> {
+        self.link = Some(attach_uprobe(&mut self.ebpf, names::ENFORCE_PROBE, binary, function, offset)?);
         Ok(())
     }
 

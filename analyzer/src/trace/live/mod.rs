@@ -10,6 +10,7 @@
 
 pub mod cgroup;
 pub mod container;
+mod entry;
 pub mod exec;
 mod interpreter;
 mod progress;
@@ -28,7 +29,6 @@ use tracer_common::phase as kernel;
 use self::progress::{Counts, Progress};
 use self::record::Recorder;
 use crate::docker::rootfs::Rootfs;
-use crate::servers::KNOWN_SERVERS;
 use crate::trace::ebpf::events::Event;
 use crate::trace::ebpf::{Config, KernelMarker, Stats, Tracer, privileges};
 use crate::trace::{MarkerScope, MarkerSpec, Phase, Trace};
@@ -73,6 +73,11 @@ pub struct Session {
     duration: Duration,
     /// How `run_until` ended, for the traces `finish` closes.
     ended: Option<Ended>,
+    /// `auto` waits for a stack to add its marker uprobe, which needs the loading capabilities:
+    /// `drop_privileges` leaves them until then.
+    awaiting_entry: bool,
+    /// `drop_privileges` was asked for while `awaiting_entry`.
+    drop_after_entry: bool,
 }
 
 /// One traced target of a session (a container, a host command), as `Session::add_target` gave it.
@@ -99,6 +104,8 @@ impl Session {
             progress: Progress::new(duration),
             duration,
             ended: None,
+            awaiting_entry: false,
+            drop_after_entry: false,
         })
     }
 
@@ -123,7 +130,12 @@ impl Session {
 
     /// Gives up CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN once every program is loaded and attached:
     /// on this thread, which runs the session, and on the runtime's worker (`trace` runs one).
-    pub async fn drop_privileges(&self) -> Result<()> {
+    /// Under `auto`, that waits until the serving entry's uprobe is attached (or the session ends).
+    pub async fn drop_privileges(&mut self) -> Result<()> {
+        if self.awaiting_entry {
+            self.drop_after_entry = true;
+            return Ok(());
+        }
         let failed = "cannot give up the tracer's loading capabilities";
         privileges::drop_loading().context(failed)?;
         tokio::spawn(async { privileges::drop_loading() }).await.context(failed)?.context(failed)
@@ -147,6 +159,14 @@ impl Session {
     /// Runs until the deadline, Ctrl-C or SIGTERM, or `done` completes, processing events meanwhile.
     pub async fn run_until<F: Future>(&mut self, done: F) -> (Ended, Option<F::Output>) {
         let (ended, output) = self.process_until(done).await;
+        // A short workload may end before a tick saw the event loop block; the target still runs.
+        for _ in 0..5 {
+            if !self.awaiting_entry {
+                break;
+            }
+            self.check_wait_stacks().await;
+            tokio::time::sleep(BLOCKED).await;
+        }
         self.ended = Some(ended);
         (ended, output)
     }
@@ -172,6 +192,9 @@ impl Session {
                 }
                 _ = tick.tick() => {
                     self.check_user_marker().await;
+                    if self.awaiting_entry {
+                        self.check_wait_stacks().await;
+                    }
                     self.progress.update(started.elapsed(), self.counts());
                 }
             }
@@ -281,6 +304,68 @@ fn drain(events: &mut RingBuf<MapData>, recorders: &mut [Recorder]) {
     }
 }
 
+/// How long a wait must have blocked before its stack counts as the event loop's: set-up code
+/// waits too, but its waits return at once (nginx's `EPOLLRDHUP` test), while at start-up, with
+/// no client yet, the event loop waits for one (redis wakes every 100 ms for its timers).
+const BLOCKED: Duration = Duration::from_millis(20);
+
+impl Session {
+    /// `auto`: takes the first kept wait that has blocked for `BLOCKED` and is still blocked,
+    /// derives the serving entry from its stack and adds the marker uprobe there, so that the
+    /// other processes (nginx's other workers) serve from their own first call of it; once every
+    /// target has its entry, gives up the loading capabilities if that was put off for it.
+    async fn check_wait_stacks(&mut self) {
+        let now = monotonic_now_ns();
+        for (tid, stack) in self.tracer.wait_stacks() {
+            let header = &stack.header;
+            let Some(target) = self.recorders.iter().position(|recorder| recorder.watches(header.cgroup)) else {
+                continue;
+            };
+            let sp = stack.regs[tracer_common::regs::SP];
+            if !self.recorders[target].awaits_entry()
+                || now.saturating_sub(header.ts_ns) < BLOCKED.as_nanos() as u64
+                || !blocked_in(header.tgid, tid, stack.syscall, sp)
+            {
+                continue;
+            }
+            let recorder = &mut self.recorders[target];
+            let len = (stack.stack_len as usize).min(stack.stack.len());
+            // Unwinding reads and analyses the application's files: not on the event loop's thread.
+            let uprobe = tokio::task::block_in_place(|| {
+                recorder.on_stack(header.tgid, stack.syscall, &stack.regs, &stack.stack[..len])
+            });
+            if let Some((binary, offset)) = uprobe
+                && let Err(err) = self.tracer.attach_marker_at(&binary, offset)
+            {
+                let line =
+                    format!("the marker uprobe could not be added ({err:#}); processes serve from their first wait");
+                self.recorders[target].add_marker_detail(&line);
+            }
+            if let Err(err) = self.tracer.entry_found(header.cgroup) {
+                self.progress.note(&format!("seccomp-refine: warning: {err:#}"));
+            }
+        }
+        if self.recorders.iter().any(Recorder::awaits_entry) {
+            return;
+        }
+        self.awaiting_entry = false;
+        if std::mem::take(&mut self.drop_after_entry)
+            && let Err(err) = self.drop_privileges().await
+        {
+            self.progress.note(&format!("seccomp-refine: warning: {err:#}"));
+        }
+    }
+}
+
+/// Whether thread `tid` of `pid` is still in `syscall` with its stack pointer at `sp`, i.e. in
+/// the very wait whose stack was kept (`/proc/PID/task/TID/syscall`: number, six arguments, sp, pc).
+fn blocked_in(pid: u32, tid: u32, syscall: u32, sp: u64) -> bool {
+    let Ok(line) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")) else { return false };
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let hex = |text: &str| u64::from_str_radix(text.trim_start_matches("0x"), 16).ok();
+    fields.len() == 9 && fields[0] == syscall.to_string() && hex(fields[7]) == Some(sp)
+}
+
 impl Ended {
     /// Why the trace is incomplete, when it ended on a signal.
     pub fn incomplete_reason(self) -> Option<&'static str> {
@@ -327,33 +412,31 @@ impl Session {
                 self.user_marker = UserMarker::After(*after);
                 (spec.to_string(), "decided by a timer from the target's start".to_owned())
             }
-            MarkerSpec::Auto => self.arm_auto(entrypoint, rootfs)?,
+            MarkerSpec::Auto => {
+                self.recorders[target].await_entry();
+                self.arm_auto()?
+            }
         };
         let marker = &mut self.recorders[target].trace_mut().phase_marker;
-        marker.scope =
-            Some(if resolved.starts_with("symbol:") { MarkerScope::Process } else { MarkerScope::Container });
+        let per_process = resolved.starts_with("symbol:") || matches!(spec, MarkerSpec::Auto);
+        marker.scope = Some(if per_process { MarkerScope::Process } else { MarkerScope::Container });
         marker.spec = resolved;
         marker.detail = Some(detail);
         Ok(())
     }
 
-    /// `auto`: a known function of the entrypoint if it has one, else the first accept-family or
-    /// epoll wait after a `listen`.
-    fn arm_auto(&mut self, entrypoint: &str, rootfs: &Rootfs) -> Result<(String, String)> {
-        if let Some(host) = rootfs.host_path(entrypoint) {
-            for function in KNOWN_SERVERS.iter().map(|server| server.serving_entry) {
-                if self.tracer.attach_marker(&host, function).is_ok() {
-                    let spec = format!("symbol:{function}@{entrypoint}");
-                    let detail =
-                        format!("auto: known function of the entrypoint, uprobe on {}; {PER_PROCESS}", host.display());
-                    return Ok((spec, detail));
-                }
-            }
-        }
-        self.tracer.set_kernel_marker(KernelMarker::AfterListen)?;
-        let detail = "auto: no known function in the entrypoint; first accept/accept4/epoll_wait/epoll_pwait \
-                      after a listen, decided in the kernel";
-        Ok(("auto".to_owned(), detail.to_owned()))
+    /// `auto`: per process, the first accept-family or epoll wait after the container's `listen`,
+    /// and the serving entry derived from the stack of the first such wait seen blocking, where a
+    /// uprobe then moves the other processes as `symbol:` would (`check_wait_stacks`). No server
+    /// is known by name.
+    fn arm_auto(&mut self) -> Result<(String, String)> {
+        self.tracer.set_kernel_marker(KernelMarker::FirstWait)?;
+        self.awaiting_entry = true;
+        let detail = format!(
+            "auto: a process serves from its first accept/accept4/epoll_wait/epoll_pwait after a listen, or from its \
+             first call of the serving entry found in the stack of the first such wait seen blocking; {PER_PROCESS}"
+        );
+        Ok(("auto".to_owned(), detail))
     }
 }
 

@@ -6,10 +6,11 @@
 //! marker's first firing is kept, with every process a per-process marker moved.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 
-use tracer_common::{abi, cause, phase as kernel};
+use tracer_common::{REGS_SLOTS, abi, cause, phase as kernel};
 
-use super::interpreter;
+use super::{entry, interpreter};
 use crate::docker::rootfs::Rootfs;
 use crate::syscalls::Arch;
 use crate::trace::ebpf::events::{Event, Header};
@@ -23,13 +24,15 @@ pub struct Recorder {
     start_ns: u64,
     rootfs: Rootfs,
     cgroups: BTreeSet<u64>,
+    /// `auto` has not yet derived the serving entry.
+    awaits_entry: bool,
 }
 
 impl Recorder {
     /// `trace` carries the target, marker spec and start time already; `start_ns` is the
     /// monotonic time of `trace.started_at_unix_ns`.
     pub fn new(trace: Trace, start_ns: u64, rootfs: Rootfs) -> Recorder {
-        Recorder { trace, start_ns, rootfs, cgroups: BTreeSet::new() }
+        Recorder { trace, start_ns, rootfs, cgroups: BTreeSet::new(), awaits_entry: false }
     }
 
     /// Events and tables of `cgroup` belong to this trace.
@@ -93,6 +96,53 @@ impl Recorder {
         }
     }
 
+    /// `auto` waits for a stack to derive the serving entry from.
+    pub fn await_entry(&mut self) {
+        self.awaits_entry = true;
+    }
+
+    /// Whether `auto` still waits for its stack.
+    pub fn awaits_entry(&self) -> bool {
+        self.awaits_entry
+    }
+
+    /// `auto`'s stack of process `pid`'s first wait after `listen` seen blocking: derives the
+    /// serving entry (once), notes it in the marker, and returns where to put the marker uprobe.
+    pub fn on_stack(
+        &mut self,
+        pid: u32,
+        syscall: u32,
+        regs: &[u64; REGS_SLOTS],
+        stack: &[u8],
+    ) -> Option<(PathBuf, u64)> {
+        if !std::mem::take(&mut self.awaits_entry) {
+            return None;
+        }
+        let wait = syscall_name(Arch::host(), syscall);
+        let found_at = format!("the first {wait} after listen that blocked (pid {pid})");
+        match entry::derive(&self.rootfs, pid, regs, stack, &found_at) {
+            Ok(found) => {
+                let line = format!("serving entry found at {} from the stack at {found_at}", found.entry);
+                self.add_marker_detail(&line);
+                self.trace.phase_marker.serving_entry = Some(found.entry);
+                found.uprobe
+            }
+            Err(why) => {
+                self.add_marker_detail(&format!("no serving entry found: {why}"));
+                None
+            }
+        }
+    }
+
+    /// Appends `line` to the marker's detail.
+    pub fn add_marker_detail(&mut self, line: &str) {
+        let detail = &mut self.trace.phase_marker.detail;
+        *detail = Some(match detail.take() {
+            Some(before) => format!("{before}; {line}"),
+            None => line.to_owned(),
+        });
+    }
+
     /// The cgroup, or one process of it (`process` not 0), moved to serving.
     fn on_serving(&mut self, header: &Header, cause: u32, process: u32) {
         if process == 0 {
@@ -101,7 +151,8 @@ impl Recorder {
         }
         let forked_by = (cause == cause::FORK).then_some(header.pid);
         if forked_by.is_none() {
-            self.marker_fired(header.ts_ns, Some(process), "function entry");
+            let how = if cause == cause::UPROBE { "function entry".to_owned() } else { syscall_cause(cause) };
+            self.marker_fired(header.ts_ns, Some(process), &how);
         }
         let serving = &mut self.trace.phase_marker.serving_processes;
         if !serving.iter().any(|known| known.pid == process) {
