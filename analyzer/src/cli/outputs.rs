@@ -49,6 +49,7 @@ pub fn write(request: &Request<'_>) -> Result<Vec<PathBuf>> {
         title: &label,
         profiles: &profiles,
         trace: Some(request.trace),
+        analysis: request.analysis,
         unresolved_static_sites: None,
         verify: None,
     };
