@@ -81,7 +81,7 @@ int main(void) {
 "#;
 
 /// Dispatch by tables, a syscall wrapper, a library callback, and a field written from a
-/// parameter (which the analysis cannot follow, so calls through it fall back to the type).
+/// parameter (which holds what the callers pass).
 const PLUGINS: &str = r#"
 #include <stdlib.h>
 #include <sys/syscall.h>
@@ -110,6 +110,61 @@ int main(int argc, char **argv) {
     qsort(v, 2, sizeof v[0], by_value);
     set_op(&o, op_d);
     return (int)(r + o.op(2) + (argv != 0));
+}
+"#;
+
+/// Callbacks in struct fields that signature matching cannot tell apart: six live functions of
+/// one type `void (int)`. Each call reads a field (of a nested struct, set by a global initializer
+/// or through a setter's parameter) or a parameter, and reaches exactly what was put there; only
+/// the call through a pointer whose address went to external code, and the one through a library's
+/// result, fall back to the type.
+const CALLBACKS: &str = r#"
+#include <sys/syscall.h>
+#include <unistd.h>
+
+typedef void (*handler_fn)(int);
+struct timer { int id; handler_fn on_fire; };
+struct io { handler_fn on_read; handler_fn on_write; };
+struct loop { struct timer timer; struct io io; };
+
+static void fire(int fd) { syscall(SYS_getuid, fd); }
+static void on_read(int fd) { syscall(SYS_getgid, fd); }
+static void on_write(int fd) { syscall(SYS_geteuid, fd); }
+static void done(int fd) { syscall(SYS_getppid, fd); }
+/* Address taken, never stored where a call reads: only the type fallbacks reach them. */
+static void stale(int fd) { syscall(SYS_getegid, fd); }
+static void hooked(int fd) { syscall(SYS_getpgrp, fd); }
+
+/* A nested struct's field set by the initializer. */
+static struct loop main_loop = { .io = { .on_read = on_read } };
+struct hook { handler_fn fn; };
+static struct hook hook = { hooked };
+
+static void set_timer(struct timer *t, handler_fn f) { t->on_fire = f; }
+static void set_writer(struct io *io, handler_fn f) { io->on_write = f; }
+static void run(handler_fn f, int fd) { f(fd); }
+
+void keep(void *p) { (void)p; }
+extern handler_fn pick(int);
+extern void lend(handler_fn *slot);
+
+void serve(struct loop *l, int fd) {
+    l->timer.on_fire(fd);
+    l->io.on_read(fd);
+    l->io.on_write(fd);
+    run(done, fd);
+}
+
+void watch(int fd) { hook.fn(fd); }
+
+int main(int argc, char **argv) {
+    keep(stale);
+    set_timer(&main_loop.timer, fire);
+    set_writer(&main_loop.io, on_write);
+    lend(&hook.fn);
+    pick(argc)(argc);
+    serve(&main_loop, argc + (argv != 0));
+    return 0;
 }
 "#;
 
@@ -204,7 +259,7 @@ fn server_phases_follow_fields_handlers_and_the_serving_loop() {
 }
 
 #[test]
-fn plugins_resolve_tables_wrappers_callbacks_and_fall_back_to_types() {
+fn plugins_resolve_tables_wrappers_callbacks_and_setter_parameters() {
     require!(toolchain_missing());
     let dir = tempfile::tempdir().unwrap();
     let analysis = analyse(&compile(dir.path(), "plugins", PLUGINS), &["--serving-entry", "main"]);
@@ -214,10 +269,53 @@ fn plugins_resolve_tables_wrappers_callbacks_and_fall_back_to_types() {
     assert_eq!(init["syscalls"]["getpid"].as_array().unwrap().last().unwrap(), "my_syscall(39)");
     assert_eq!(keys(&init["externals"]), ["qsort"]);
     assert_eq!(init["async_roots"], serde_json::json!({ "by_value": "library callback" }));
-    // `table[i]` reads the table's two entries; `o.op` was written from a parameter, so it may be
-    // any live `long (long)`: op_a, op_b, op_d — but not op_c, whose table nothing reads.
-    assert_eq!(init["indirect"], serde_json::json!({ "sites": 2, "via_field": 1, "via_type": 1, "targets": 5 }));
+    // `table[i]` reads the table's two entries; `o.op` was written from `set_op`'s parameter, which
+    // its one caller passes op_d for — op_a and op_b have the type but were never put there, and
+    // op_c's table nothing reads.
+    assert_eq!(init["indirect"], serde_json::json!({ "sites": 2, "via_field": 2, "via_type": 0, "targets": 3 }));
     assert_eq!(analysis["serving"]["functions"], init["functions"]);
+}
+
+#[test]
+fn callbacks_reach_what_their_fields_and_parameters_hold_and_fall_back_to_types_when_they_escape() {
+    require!(toolchain_missing());
+    let dir = tempfile::tempdir().unwrap();
+    let bitcode = compile(dir.path(), "callbacks", CALLBACKS);
+    let analysis = analyse(&bitcode, &["--serving-entry", "serve"]);
+    let serving = &analysis["serving"];
+    // Signature matching would reach all six `void (int)` functions from each of the four calls.
+    assert_eq!(names(&serving["functions"]), ["done", "fire", "on_read", "on_write", "run", "serve"]);
+    assert_eq!(keys(&serving["syscalls"]), ["geteuid", "getgid", "getppid", "getuid"]);
+    assert_eq!(serving["indirect"], serde_json::json!({ "sites": 4, "via_field": 4, "via_type": 0, "targets": 4 }));
+    let witness: Vec<&str> =
+        serving["syscalls"]["getppid"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    assert_eq!(witness, ["serve (serving entry)", "run", "done (indirect)", "syscall(110)"]);
+
+    // In init, `pick`'s result may be any live `void (int)`: every one of them runs.
+    let init = &analysis["init"];
+    let mut everything = vec![
+        "done",
+        "fire",
+        "hooked",
+        "keep",
+        "main",
+        "on_read",
+        "on_write",
+        "run",
+        "serve",
+        "set_timer",
+        "set_writer",
+    ];
+    everything.push("stale");
+    everything.sort_unstable();
+    assert_eq!(names(&init["functions"]), everything);
+    assert_eq!(keys(&init["externals"]), ["lend", "pick"]);
+
+    // `hook.fn`'s address went to `lend`, which may store anything there: a type fallback.
+    let watched = analyse(&bitcode, &["--serving-entry", "watch"]);
+    let watched = &watched["serving"];
+    assert_eq!(names(&watched["functions"]), ["done", "fire", "hooked", "on_read", "on_write", "stale", "watch"]);
+    assert_eq!(watched["indirect"]["via_type"], 1);
 }
 
 /// Rewrites the producer `LLVM19.…` in the identification block to `LLVM21.…`: the digits are

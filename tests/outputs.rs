@@ -242,3 +242,31 @@ fn diff_lists_added_and_removed_syscalls_per_phase_with_ci_exit_codes() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(stderr(&out).lines().count(), 1);
 }
+
+#[test]
+fn precision_measures_a_profile_against_several_traces_and_fails_below_full_recall() {
+    let dir = tempfile::tempdir().unwrap();
+    let own = write_trace(&dir.path().join("own"), SERVING);
+    let profiles = profile(&own);
+    let out = output(seccomp_refine().arg("precision").arg(&profiles).arg(&own).arg("--json"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let measured: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let serving = &measured["serving"];
+    let allowed = read_json(&profiles.join("seccomp-serving.json"))["syscalls"][0]["names"].as_array().unwrap().len();
+    assert_eq!((serving["allowed"].as_u64(), serving["observed"].as_u64()), (Some(allowed as u64), Some(6)));
+    assert_eq!(serving["recall"], 1.0);
+    assert_eq!(serving["precision"].as_f64().unwrap(), 6.0 / allowed as f64);
+    assert!(serving["static_only"].is_null(), "no analysis.json: no static-only count");
+
+    // A wider run served with sendfile too: the serving profile would deny it.
+    let wide = write_trace(&dir.path().join("wide"), &["accept4", "sendfile"]);
+    let out = output(seccomp_refine().arg("precision").arg(&profiles).arg(&own).arg(&wide));
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let serving = stdout(&out).lines().find(|line| line.starts_with("serving: ")).unwrap().to_owned();
+    assert!(
+        serving.contains("recall 0.86") && serving.ends_with("RECALL BELOW 1: denies observed sendfile"),
+        "{serving}"
+    );
+    assert!(stderr(&out).contains("seccomp-serving.json denies what the traces observed in serving: sendfile"));
+    assert!(stdout(&out).lines().any(|line| line.starts_with("init: ") && line.contains("recall 1.00")));
+}

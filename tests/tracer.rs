@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::util::{Container, docker, eventually, image_missing, output, read_json, seccomp_refine, stderr};
+use crate::util::{Container, docker, eventually, image_missing, output, read_json, seccomp_refine, stderr, stdout};
 
 /// Why the tracer cannot run here, if it cannot.
 pub fn tracer_missing() -> Option<String> {
@@ -129,6 +129,7 @@ fn trace_runs_static_analysis_from_the_symbol_markers_function() {
     assert!(serving.contains("\"getgid\"") && !serving.contains("\"getuid\""), "{serving}");
     let report = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
     assert!(report.contains("- **unresolved static sites:** none"), "the report knows the analysis ran: {report}");
+    check_precision_against_the_run(&out_dir, &analysis);
 }
 
 #[test]
@@ -598,4 +599,41 @@ fn without_privileges_the_tracer_says_what_it_needs() {
         "seccomp-refine: error: tracing needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN, and this process lacks \
          CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN; run it as root (sudo) with its capabilities"
     );
+}
+
+/// The report's precision table and `precision`: each phase's profile against what the run
+/// observed, with recall 1.0 (the merged profile allows everything seen) and the static-only
+/// grants that analysis.json lists.
+fn check_precision_against_the_run(dir: &Path, analysis: &Value) {
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    for phase in ["init", "serving"] {
+        let row = report
+            .lines()
+            .find(|line| line.starts_with(&format!("| {phase} |")) && line.matches('|').count() == 9)
+            .unwrap_or_else(|| panic!("no precision row for {phase} in report.md:\n{report}"));
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let number = |index: usize| cells[index].parse::<f64>().unwrap_or_else(|_| panic!("{row}"));
+        let (allowed, observed, hits) = (number(2), number(3), number(4));
+        assert_eq!(cells[6], "1.00", "recall of {phase}: {row}");
+        assert_eq!(hits, observed, "{row}");
+        let (precision, f1) = (number(5), number(7));
+        assert!((precision - hits / allowed).abs() < 0.006, "{row}");
+        assert!((f1 - 2.0 * precision / (precision + 1.0)).abs() < 0.006 && f1 > 0.0, "{row}");
+        let static_only = analysis["phases"][phase]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter(|evidence| evidence["reachable"].is_object() && evidence["observed"].is_null())
+            .count();
+        assert_eq!(cells[8], static_only.to_string(), "static-only grants of {phase}: {row}");
+    }
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(html.contains("<table id=\"precision\">") && !html.contains("RECALL BELOW 1"));
+    let out = output(seccomp_refine().arg("precision").arg(dir).arg(dir.join("trace.json")));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout(&out);
+    for phase in ["init", "serving"] {
+        let line = printed.lines().find(|line| line.starts_with(&format!("{phase}: precision "))).unwrap();
+        assert!(line.contains(", recall 1.00, F1 ") && line.contains("static-only grants"), "{line}");
+    }
 }

@@ -256,6 +256,7 @@ pub fn write_outputs(request: &Request<'_>, progress: &dyn Progress) -> Result<V
         title: &label,
         profiles: &profiles,
         trace: Some(request.trace),
+        analysis: request.analysis,
         unresolved_static_sites: request.analysis.map(|analysis| analysis.static_analysis.unresolved.as_slice()),
         verify: None,
     };

@@ -6,6 +6,8 @@
 //! basic block with the block's successors, because the serving phase may start in the middle of
 //! a function (after a call to a serving entry that returns).
 
+use std::collections::{HashMap, HashSet};
+
 use crate::syscalls::Arch;
 
 /// Index into [`Program::functions`].
@@ -79,6 +81,10 @@ pub enum Item {
     UsesGlobal(GlobalId),
     /// A function pointer is stored into a field (or into [`UNTYPED_MEMORY`]).
     FieldStore { field: FieldId, value: Source },
+    /// A pointer is passed as argument `arg` of a direct call to a defined function whose
+    /// parameter is stored into a field, called, or passed on in turn: the callee's parameter
+    /// holds what its callers pass (see [`Source::params`]).
+    Passes { callee: FnId, arg: u32, value: Source },
     /// A function is handed to something that will call it later, outside the normal call graph.
     Registers { kind: AsyncKind, value: Source },
     /// An inline-asm statement that issues a syscall: index into [`Program::asm_sites`].
@@ -91,7 +97,10 @@ pub struct Source {
     pub functions: Vec<FnId>,
     /// Loaded from these struct fields.
     pub fields: Vec<FieldId>,
-    /// Anything else: a parameter, a call result, a load through an untyped pointer.
+    /// The enclosing function's parameters: whatever its direct callers pass there (an indirect
+    /// call, a library or any other entry without known arguments makes them unknown).
+    pub params: Vec<u32>,
+    /// Anything else: a call result, a load through an untyped pointer.
     pub unknown: bool,
 }
 
@@ -168,5 +177,109 @@ impl Program {
 
     pub fn function_id(&self, name: &str) -> Option<FnId> {
         self.functions.iter().position(|function| function.name == name).map(|index| index as FnId)
+    }
+
+    /// Keeps only the [`Item::Passes`] whose callee parameter holds function pointers: one stored
+    /// into a field, called, or passed on to such a parameter. The reader records every pointer
+    /// argument of a direct call; most are data.
+    pub fn drop_unused_passes(&mut self) {
+        let mut used: HashSet<(FnId, u32)> = HashSet::new();
+        // (callee, argument) → the (caller, parameter) pairs passed there.
+        let mut passed_from: HashMap<(FnId, u32), Vec<(FnId, u32)>> = HashMap::new();
+        for (id, function) in self.functions.iter().enumerate() {
+            let id = id as FnId;
+            for item in function.body.iter().flat_map(|body| &body.items) {
+                match item {
+                    Item::FieldStore { value, .. } | Item::Indirect { callee: value, .. } => {
+                        used.extend(value.params.iter().map(|&param| (id, param)));
+                    }
+                    Item::Passes { callee, arg, value } => {
+                        let from = passed_from.entry((*callee, *arg)).or_default();
+                        from.extend(value.params.iter().map(|&param| (id, param)));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut pending: Vec<(FnId, u32)> = used.iter().copied().collect();
+        while let Some(param) = pending.pop() {
+            for &from in passed_from.get(&param).into_iter().flatten() {
+                if used.insert(from) {
+                    pending.push(from);
+                }
+            }
+        }
+        for body in self.functions.iter_mut().filter_map(|function| function.body.as_mut()) {
+            let mut items = Vec::with_capacity(body.items.len());
+            for block in &mut body.blocks {
+                let start = items.len() as u32;
+                for item in &body.items[block.items.start as usize..block.items.end as usize] {
+                    let keep = match item {
+                        Item::Passes { callee, arg, .. } => used.contains(&(*callee, *arg)),
+                        _ => true,
+                    };
+                    if keep {
+                        items.push(item.clone());
+                    }
+                }
+                block.items = start..items.len() as u32;
+            }
+            body.items = items;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn function(name: &str, items: Vec<Item>) -> Function {
+        // Two blocks, so that dropping items moves the second one's range.
+        let middle = items.len() as u32 / 2;
+        let blocks = vec![
+            Block { items: 0..middle, successors: vec![1], returns: false },
+            Block { items: middle..items.len() as u32, successors: Vec::new(), returns: true },
+        ];
+        Function { name: name.to_owned(), ty: 0, body: Some(Body { items, blocks }) }
+    }
+
+    fn passes(callee: FnId, value: Source) -> Item {
+        Item::Passes { callee, arg: 0, value }
+    }
+
+    #[test]
+    fn only_arguments_for_parameters_that_hold_function_pointers_are_kept() {
+        let param = Source { params: vec![0], ..Source::default() };
+        let function_2 = Source { functions: vec![2], ..Source::default() };
+        let mut program = Program {
+            producer: None,
+            arch: Arch::X86_64,
+            functions: vec![
+                function(
+                    "main",
+                    vec![passes(1, function_2.clone()), passes(3, function_2.clone()), passes(4, function_2.clone())],
+                ),
+                // Calls through its parameter.
+                function("run", vec![Item::Indirect { ty: 0, callee: param.clone() }]),
+                function("target", Vec::new()),
+                // Only reads data through its parameter.
+                function("data", Vec::new()),
+                // Passes its parameter on to `run`.
+                function("relay", vec![passes(1, param.clone()), Item::TakesAddress(2)]),
+            ],
+            globals: Vec::new(),
+            types: vec!["void ()".to_owned()],
+            fields: Vec::new(),
+            constructors: Vec::new(),
+            destructors: Vec::new(),
+            asm_sites: Vec::new(),
+            module_asm_syscalls: None,
+        };
+        program.drop_unused_passes();
+        let main = program.functions[0].body.as_ref().unwrap();
+        assert_eq!(main.items, [passes(1, function_2.clone()), passes(4, function_2)]);
+        assert_eq!((main.blocks[0].items.clone(), main.blocks[1].items.clone()), (0..1, 1..2));
+        let relay = program.functions[4].body.as_ref().unwrap();
+        assert_eq!(relay.items, [passes(1, param), Item::TakesAddress(2)]);
     }
 }

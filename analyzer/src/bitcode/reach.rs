@@ -8,6 +8,14 @@
 //! stored into untyped memory ([`UNTYPED_MEMORY`]), again of the exact type. Functions handed to `signal`, `sigaction`,
 //! `pthread_create`, `atexit` or any library become roots: they run whenever the system decides.
 //!
+//! A parameter holds what the reached direct calls pass for it (`Item::Passes`), so a field
+//! written from a parameter, or a call through one, resolves through the callers (MLTA's
+//! field-sensitive targets carried across calls). A function entered any other way — a root, an
+//! indirect call, a library calling it back — gets unknown arguments: its parameters then pollute
+//! the fields they are stored into, and calls through them fall back to the type. A field
+//! becomes polluted while the analysis runs, too: sites that read it sharply switch to its type,
+//! and so do the fields its contents were copied into.
+//!
 //! The state that describes memory (live functions, field contents, live globals, registered
 //! callbacks) outlives a phase: the serving phase starts from everything init stored, because
 //! pointers stored during start-up are called later. What is reached is per phase.
@@ -15,6 +23,18 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use super::program::{AsyncKind, FieldId, FnId, GlobalId, Item, Number, Program, Source, TypeId, UNTYPED_MEMORY};
+
+/// A parameter: (function, index).
+type Param = (FnId, u32);
+
+/// One thing a caller may pass for a parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Arg {
+    Function(FnId),
+    /// Whatever the field holds.
+    Field(FieldId),
+    Unknown,
+}
 use super::wrappers::is_library_wrapper;
 use crate::syscalls::Arch;
 
@@ -56,6 +76,8 @@ pub struct IndirectStats {
 struct ReachedSite {
     ty: TypeId,
     sharp_fields: Vec<FieldId>,
+    /// The caller's parameters the pointer comes from.
+    params: Vec<Param>,
     by_type: bool,
 }
 
@@ -74,6 +96,19 @@ pub struct Reach<'p> {
     /// Registrations whose function comes from the key field.
     field_registrations: Vec<Vec<AsyncKind>>,
     live_globals: Vec<bool>,
+    /// Fields whose writes are not all understood: the reader's verdict, plus what unknown
+    /// arguments stored since.
+    polluted: Vec<bool>,
+    /// Functions entered with arguments nobody traced: their parameters are unknown.
+    opaque: Vec<bool>,
+    /// What reached callers pass for each parameter.
+    args: HashMap<Param, HashSet<Arg>>,
+    /// Fields each parameter is stored into.
+    param_stores: HashMap<Param, Vec<FieldId>>,
+    /// Parameters each parameter is passed on to.
+    param_passes: HashMap<Param, Vec<Param>>,
+    /// The parameters of each function that something reads.
+    params_used: HashMap<FnId, Vec<u32>>,
     registered: BTreeMap<FnId, AsyncKind>,
     /// Registrations with an untraceable function: every live function of these types counts.
     registered_unknown: HashSet<AsyncKind>,
@@ -85,6 +120,8 @@ pub struct Reach<'p> {
     queue: VecDeque<FnId>,
     active_hubs: HashMap<TypeId, FnId>,
     field_sites: Vec<Vec<(TypeId, FnId)>>,
+    /// Indirect calls through each parameter: (type, calling function).
+    param_calls: HashMap<Param, Vec<(TypeId, FnId)>>,
     sites: Vec<ReachedSite>,
     pub syscalls: BTreeMap<(Arch, u32), SyscallOrigin>,
     pub unresolved: Vec<UnresolvedSite>,
@@ -104,6 +141,12 @@ impl<'p> Reach<'p> {
             field_flows: vec![Vec::new(); fields],
             field_registrations: vec![Vec::new(); fields],
             live_globals: vec![false; program.globals.len()],
+            polluted: program.fields.iter().map(|field| field.polluted).collect(),
+            opaque: vec![false; functions],
+            args: HashMap::new(),
+            param_stores: HashMap::new(),
+            param_passes: HashMap::new(),
+            params_used: HashMap::new(),
             registered: BTreeMap::new(),
             registered_unknown: HashSet::new(),
             visited: vec![false; functions],
@@ -112,6 +155,7 @@ impl<'p> Reach<'p> {
             queue: VecDeque::new(),
             active_hubs: HashMap::new(),
             field_sites: vec![Vec::new(); fields],
+            param_calls: HashMap::new(),
             sites: Vec::new(),
             syscalls: BTreeMap::new(),
             unresolved: Vec::new(),
@@ -129,6 +173,7 @@ impl<'p> Reach<'p> {
         next.queue.clear();
         next.active_hubs.clear();
         next.field_sites.iter_mut().for_each(Vec::clear);
+        next.param_calls.clear();
         next.sites.clear();
         next.syscalls.clear();
         next.unresolved.clear();
@@ -141,6 +186,7 @@ impl<'p> Reach<'p> {
 
     /// Reaches `function` from nowhere: a phase root.
     pub fn root(&mut self, function: FnId, label: &str) {
+        self.make_opaque(function);
         if !self.visited[function as usize] {
             self.root_label.insert(function, label.to_owned());
             self.enter(function, None);
@@ -168,6 +214,9 @@ impl<'p> Reach<'p> {
     }
 
     fn enter(&mut self, function: FnId, via: Option<(FnId, Edge)>) {
+        if via.is_none_or(|(_, edge)| edge == Edge::Indirect) {
+            self.make_opaque(function);
+        }
         let index = function as usize;
         if self.visited[index] {
             return;
@@ -187,7 +236,8 @@ impl<'p> Reach<'p> {
             Item::Indirect { ty, callee } => self.indirect(function, *ty, callee),
             Item::TakesAddress(target) => self.make_live(*target),
             Item::UsesGlobal(global) => self.use_global(*global),
-            Item::FieldStore { field, value } => self.field_store(*field, value),
+            Item::FieldStore { field, value } => self.field_store(function, *field, value),
+            Item::Passes { callee, arg, value } => self.passes(function, (*callee, *arg), value),
             Item::Registers { kind, value } => self.register(*kind, value),
             Item::Asm(site) => self.asm(*site),
         }
@@ -240,30 +290,160 @@ impl<'p> Reach<'p> {
 
     fn indirect(&mut self, function: FnId, ty: TypeId, callee: &Source) {
         for &target in &callee.functions {
+            // A call through a pointer passes arguments nobody records.
+            self.make_opaque(target);
             self.enter(target, Some((function, Edge::Call)));
         }
-        let mut site = ReachedSite { ty, sharp_fields: Vec::new(), by_type: callee.unknown };
-        for &field in &callee.fields {
-            if self.program.fields[field as usize].polluted {
-                site.by_type = true;
-            } else {
-                site.sharp_fields.push(field);
-            }
-        }
+        let params: Vec<Param> = callee.params.iter().map(|&param| (function, param)).collect();
+        let site =
+            ReachedSite { ty, sharp_fields: callee.fields.clone(), params: params.clone(), by_type: callee.unknown };
         if site.by_type {
             self.activate_hub(ty, function);
         }
-        // Untyped memory may hold anything, so every field-resolved site also reads it.
-        let untyped = (!site.sharp_fields.is_empty()).then_some(UNTYPED_MEMORY);
-        for field in site.sharp_fields.iter().copied().chain(untyped) {
-            self.field_sites[field as usize].push((ty, function));
-            let members: Vec<FnId> = self.field_members[field as usize].clone();
-            for member in members {
-                self.reach_if_type(member, ty, function);
+        for &field in &callee.fields {
+            self.call_through_field(field, ty, function);
+        }
+        for param in params {
+            self.use_param(param);
+            let calls = self.param_calls.entry(param).or_default();
+            if !calls.contains(&(ty, function)) {
+                calls.push((ty, function));
+                for arg in self.param_args(param) {
+                    self.call_arg(arg, ty, function);
+                }
             }
         }
-        if !callee.functions.is_empty() || site.by_type || !site.sharp_fields.is_empty() {
+        if !callee.functions.is_empty() || site.by_type || !site.sharp_fields.is_empty() || !site.params.is_empty() {
             self.sites.push(site);
+        }
+    }
+
+    /// A call of type `ty` in `site` through a pointer loaded from `field`: its members of that
+    /// type (and untyped memory's, which may hold anything), or every live function of the type
+    /// once the field is polluted.
+    fn call_through_field(&mut self, field: FieldId, ty: TypeId, site: FnId) {
+        if self.polluted[field as usize] {
+            self.activate_hub(ty, site);
+            return;
+        }
+        for field in [field, UNTYPED_MEMORY] {
+            if self.field_sites[field as usize].contains(&(ty, site)) {
+                continue;
+            }
+            self.field_sites[field as usize].push((ty, site));
+            let members: Vec<FnId> = self.field_members[field as usize].clone();
+            for member in members {
+                self.reach_if_type(member, ty, site);
+            }
+        }
+    }
+
+    /// What callers pass for `param` so far.
+    fn param_args(&self, param: Param) -> Vec<Arg> {
+        let mut args: Vec<Arg> = self.args.get(&param).map(|args| args.iter().copied().collect()).unwrap_or_default();
+        if self.opaque[param.0 as usize] {
+            args.push(Arg::Unknown);
+        }
+        args
+    }
+
+    /// Notes that something reads `param`, so that an opaque entry of its function reaches it.
+    fn use_param(&mut self, (function, param): Param) {
+        let used = self.params_used.entry(function).or_default();
+        if !used.contains(&param) {
+            used.push(param);
+        }
+    }
+
+    /// `function` is entered with arguments nobody traced.
+    fn make_opaque(&mut self, function: FnId) {
+        if std::mem::replace(&mut self.opaque[function as usize], true) {
+            return;
+        }
+        for param in self.params_used.get(&function).cloned().unwrap_or_default() {
+            self.add_arg((function, param), Arg::Unknown);
+        }
+    }
+
+    /// `function` passes `value` for `param` in a direct call.
+    fn passes(&mut self, function: FnId, param: Param, value: &Source) {
+        for &target in &value.functions {
+            self.add_arg(param, Arg::Function(target));
+        }
+        for &field in &value.fields {
+            self.add_arg(param, Arg::Field(field));
+        }
+        if value.unknown {
+            self.add_arg(param, Arg::Unknown);
+        }
+        for &from in &value.params {
+            let from = (function, from);
+            self.use_param(from);
+            let passes = self.param_passes.entry(from).or_default();
+            if !passes.contains(&param) {
+                passes.push(param);
+                for arg in self.param_args(from) {
+                    self.add_arg(param, arg);
+                }
+            }
+        }
+    }
+
+    /// One more thing `param` may hold, to every place it goes.
+    fn add_arg(&mut self, param: Param, arg: Arg) {
+        let mut pending = vec![(param, arg)];
+        while let Some((param, arg)) = pending.pop() {
+            if !self.args.entry(param).or_default().insert(arg) {
+                continue;
+            }
+            for field in self.param_stores.get(&param).cloned().unwrap_or_default() {
+                self.store_arg(field, arg);
+            }
+            for (ty, site) in self.param_calls.get(&param).cloned().unwrap_or_default() {
+                self.call_arg(arg, ty, site);
+            }
+            for next in self.param_passes.get(&param).cloned().unwrap_or_default() {
+                pending.push((next, arg));
+            }
+        }
+    }
+
+    fn call_arg(&mut self, arg: Arg, ty: TypeId, site: FnId) {
+        match arg {
+            Arg::Function(target) => self.reach_if_type(target, ty, site),
+            Arg::Field(field) => self.call_through_field(field, ty, site),
+            Arg::Unknown => self.activate_hub(ty, site),
+        }
+    }
+
+    fn store_arg(&mut self, field: FieldId, arg: Arg) {
+        match arg {
+            Arg::Function(function) => {
+                self.make_live(function);
+                self.add_field_member(field, function);
+            }
+            Arg::Field(from) => self.field_flow(from, field),
+            Arg::Unknown => self.pollute(field),
+        }
+    }
+
+    /// Writes to `field` are no longer all understood: whatever reads it sharply falls back to
+    /// the type, and so does every field its contents were copied into. Untyped memory is never
+    /// polluted: an untraceable value stored there was address-taken where it was made.
+    fn pollute(&mut self, field: FieldId) {
+        let mut pending = vec![field];
+        while let Some(field) = pending.pop() {
+            let index = field as usize;
+            if field == UNTYPED_MEMORY || std::mem::replace(&mut self.polluted[index], true) {
+                continue;
+            }
+            for (ty, site) in self.field_sites[index].clone() {
+                self.activate_hub(ty, site);
+            }
+            for kind in self.field_registrations[index].clone() {
+                self.activate_async_types(kind);
+            }
+            pending.extend(self.field_flows[index].iter().copied());
         }
     }
 
@@ -315,18 +495,38 @@ impl<'p> Reach<'p> {
         }
     }
 
-    fn field_store(&mut self, field: FieldId, value: &Source) {
+    fn field_store(&mut self, function: FnId, field: FieldId, value: &Source) {
         for &function in &value.functions {
             self.make_live(function);
             self.add_field_member(field, function);
         }
         for &from in &value.fields {
-            if !self.field_flows[from as usize].contains(&field) {
-                self.field_flows[from as usize].push(field);
-                for member in self.field_members[from as usize].clone() {
-                    self.add_field_member(field, member);
+            self.field_flow(from, field);
+        }
+        for &param in &value.params {
+            let param = (function, param);
+            self.use_param(param);
+            let stores = self.param_stores.entry(param).or_default();
+            if !stores.contains(&field) {
+                stores.push(field);
+                for arg in self.param_args(param) {
+                    self.store_arg(field, arg);
                 }
             }
+        }
+    }
+
+    /// What `from` holds is copied into `into`, including anything unknown.
+    fn field_flow(&mut self, from: FieldId, into: FieldId) {
+        if self.field_flows[from as usize].contains(&into) {
+            return;
+        }
+        self.field_flows[from as usize].push(into);
+        for member in self.field_members[from as usize].clone() {
+            self.add_field_member(into, member);
+        }
+        if self.polluted[from as usize] {
+            self.pollute(into);
         }
     }
 
@@ -357,7 +557,7 @@ impl<'p> Reach<'p> {
         }
         for &field in &value.fields {
             let index = field as usize;
-            if self.program.fields[index].polluted {
+            if self.polluted[index] {
                 self.activate_async_types(kind);
                 continue;
             }
@@ -439,17 +639,31 @@ impl<'p> Reach<'p> {
     pub fn indirect_stats(&self) -> IndirectStats {
         let mut stats = IndirectStats { sites: self.sites.len(), ..IndirectStats::default() };
         for site in &self.sites {
-            if site.by_type {
+            let args: Vec<Arg> = site.params.iter().flat_map(|&param| self.param_args(param)).collect();
+            let mut fields: Vec<FieldId> = site.sharp_fields.clone();
+            fields.extend(args.iter().filter_map(|arg| match arg {
+                Arg::Field(field) => Some(*field),
+                _ => None,
+            }));
+            let by_type = site.by_type
+                || args.contains(&Arg::Unknown)
+                || fields.iter().any(|&field| self.polluted[field as usize]);
+            if by_type {
                 stats.via_type += 1;
                 stats.targets += self.hub.get(&site.ty).map_or(0, Vec::len);
                 continue;
             }
             stats.via_field += 1;
-            let targets: HashSet<FnId> = site
-                .sharp_fields
+            let untyped = (!fields.is_empty()).then_some(UNTYPED_MEMORY);
+            let targets: HashSet<FnId> = fields
                 .iter()
-                .chain(&[UNTYPED_MEMORY])
-                .flat_map(|&field| self.field_members[field as usize].iter().copied())
+                .copied()
+                .chain(untyped)
+                .flat_map(|field| self.field_members[field as usize].iter().copied())
+                .chain(args.iter().filter_map(|arg| match arg {
+                    Arg::Function(function) => Some(*function),
+                    _ => None,
+                }))
                 .filter(|&target| self.program.function(target).ty == site.ty)
                 .collect();
             stats.targets += targets.len();
@@ -472,5 +686,103 @@ fn async_types(kind: AsyncKind) -> &'static [&'static str] {
         AsyncKind::ThreadStart => &["ptr (ptr)"],
         AsyncKind::ExitHandler => &["void ()", "void (i32, ptr)", "void (ptr)"],
         AsyncKind::LibraryCallback => &[],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bitcode::program::{Block, Body, Field, Function};
+
+    /// Functions of one type `void ()`, with these bodies; fields besides untyped memory are `a`
+    /// and `b`. `good` and `other` are 2 and 3.
+    fn program(bodies: Vec<(&str, Vec<Item>)>) -> Program {
+        let functions = bodies
+            .into_iter()
+            .map(|(name, items)| {
+                let blocks = vec![Block { items: 0..items.len() as u32, successors: Vec::new(), returns: true }];
+                Function { name: name.to_owned(), ty: 0, body: Some(Body { items, blocks }) }
+            })
+            .collect();
+        let field = |name: &str| Field { name: name.to_owned(), polluted: false };
+        Program {
+            producer: None,
+            arch: Arch::X86_64,
+            functions,
+            globals: Vec::new(),
+            types: vec!["void ()".to_owned()],
+            fields: vec![field("untyped"), field("struct.a:0"), field("struct.b:0")],
+            constructors: Vec::new(),
+            destructors: Vec::new(),
+            asm_sites: Vec::new(),
+            module_asm_syscalls: None,
+        }
+    }
+
+    fn source(functions: &[FnId], fields: &[FieldId], params: &[u32], unknown: bool) -> Source {
+        Source { functions: functions.to_vec(), fields: fields.to_vec(), params: params.to_vec(), unknown }
+    }
+
+    fn reached(program: &Program, roots: &[FnId]) -> Vec<String> {
+        let wrapper = vec![None; program.functions.len()];
+        let mut reach = Reach::new(program, &wrapper);
+        for &root in roots {
+            reach.root(root, "root");
+        }
+        reach.run();
+        let visited = (0..program.functions.len() as FnId).filter(|&id| reach.visited(id));
+        visited.map(|id| program.function(id).name.clone()).collect()
+    }
+
+    #[test]
+    fn a_parameter_holds_what_direct_callers_pass_until_something_else_enters() {
+        let program = program(vec![
+            (
+                "main",
+                vec![
+                    Item::Call { callee: 1, args: Box::default() },
+                    Item::Passes { callee: 1, arg: 0, value: source(&[2], &[], &[], false) },
+                    Item::TakesAddress(3),
+                ],
+            ),
+            ("run", vec![Item::Indirect { ty: 0, callee: source(&[], &[], &[0], false) }]),
+            ("good", Vec::new()),
+            ("other", Vec::new()),
+        ]);
+        assert_eq!(reached(&program, &[0]), ["main", "run", "good"], "other has the type, nobody passes it");
+        // A library calling `run` back passes arguments nobody traced: every live `void ()`.
+        assert_eq!(reached(&program, &[0, 1]), ["main", "run", "good", "other"]);
+    }
+
+    #[test]
+    fn an_unknown_argument_stored_into_a_field_pollutes_it_and_what_it_was_copied_into() {
+        let bodies = |argument: Source| {
+            vec![
+                (
+                    "main",
+                    vec![
+                        Item::FieldStore { field: 1, value: source(&[2], &[], &[], false) },
+                        Item::Call { callee: 1, args: Box::default() },
+                        Item::Passes { callee: 1, arg: 0, value: argument },
+                        Item::Indirect { ty: 0, callee: source(&[], &[2], &[], false) },
+                        Item::TakesAddress(3),
+                    ],
+                ),
+                (
+                    "copy",
+                    vec![
+                        Item::FieldStore { field: 2, value: source(&[], &[1], &[], false) },
+                        Item::FieldStore { field: 1, value: source(&[], &[], &[0], false) },
+                    ],
+                ),
+                ("good", Vec::new()),
+                ("other", Vec::new()),
+            ]
+        };
+        // b = a, a = the argument: a call through b reaches what a held and what was passed.
+        let known = program(bodies(source(&[2], &[], &[], false)));
+        assert_eq!(reached(&known, &[0]), ["main", "copy", "good"]);
+        let unknown = program(bodies(source(&[], &[], &[], true)));
+        assert_eq!(reached(&unknown, &[0]), ["main", "copy", "good", "other"]);
     }
 }

@@ -11,6 +11,7 @@ mod enforce;
 mod exit;
 mod explain;
 mod import;
+mod precision;
 mod profile;
 mod progress;
 mod syscalls;
@@ -44,6 +45,7 @@ enum Command {
     Profile(profile::Args),
     Verify(verify::Args),
     Diff(diff::Args),
+    Precision(precision::Args),
     Trace(trace::Args),
     Bitcode(bitcode::Args),
     Analyze(analyze::Args),
@@ -83,6 +85,7 @@ fn dispatch(command: Command) -> anyhow::Result<Outcome> {
         Command::Profile(args) => profile::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Diff(args) => diff::run(args),
+        Command::Precision(args) => precision::run(args),
         Command::Trace(args) => trace::run(args),
         Command::Bitcode(args) => bitcode::run(args),
         Command::Analyze(args) => analyze::run(args),

@@ -45,7 +45,8 @@ pub struct Args {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
     /// Run CMD (with `sh -c`) once the container accepts connections on its first exposed port,
-    /// with SECCOMP_REFINE_HOST and SECCOMP_REFINE_PORT set; the trace ends when it exits.
+    /// with SECCOMP_REFINE_HOST, SECCOMP_REFINE_PORT and SECCOMP_REFINE_CONTAINER set; the trace
+    /// ends when it exits.
     #[arg(long, value_name = "CMD")]
     workload: Option<String>,
     /// Where to write the trace and profiles [default: ./profiles/<image or container>/]. With

@@ -149,6 +149,15 @@ impl Analysis {
         self.phases.get(&phase).map(|entries| entries.keys().cloned().collect()).unwrap_or_default()
     }
 
+    /// The names `phase` allows on reachability alone: reachable in it, never observed in it.
+    pub fn static_only(&self, phase: Phase) -> SyscallSet {
+        let entries = self.phases.get(&phase).into_iter().flatten();
+        entries
+            .filter(|(_, evidence)| evidence.observed.is_none() && evidence.reachable.is_some())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     /// The profiles: each phase allows what was observed or is reachable in it; the runtime's part
     /// follows the traced runtime, as for a trace alone.
     pub fn profiles(&self) -> Profiles {
@@ -228,6 +237,8 @@ mod tests {
         assert_eq!(init["openat"].observed.as_ref().map(|seen| seen.count), Some(3));
         assert_eq!(init["openat"].observed.as_ref().unwrap().programs, ["/usr/sbin/nginx"]);
         assert!(init["openat"].reachable.is_some() && init["bind"].observed.is_none());
+        assert_eq!(analysis.static_only(Phase::Init), SyscallSet::from(["bind".to_owned()]));
+        assert_eq!(analysis.static_only(Phase::Serving), SyscallSet::from(["epoll_wait".to_owned()]));
         let profiles = analysis.profiles();
         assert!(profiles.serving.contains("accept4") && profiles.serving.contains("epoll_wait"));
         assert!(!profiles.serving.contains("bind"));

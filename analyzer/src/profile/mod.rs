@@ -7,7 +7,7 @@
 //!
 //! Only this module knows the profile file formats (`docker_json`, `oci`, `kubernetes`; `outputs`
 //! writes them all, `read` reads the JSON ones back) and `analysis.json`, which merges a trace with
-//! the static analysis (`analysis`).
+//! the static analysis (`analysis`). `precision` measures a profile against observed syscalls.
 
 mod analysis;
 mod baseline;
@@ -16,6 +16,7 @@ mod docker_json;
 pub mod kubernetes;
 mod oci;
 mod outputs;
+mod precision;
 pub mod read;
 
 use std::collections::BTreeSet;
@@ -28,6 +29,7 @@ pub use baseline::{
 };
 pub use docker_json::{DockerProfile, ERRNO_ENOSYS};
 pub use outputs::{KUBERNETES_FILE, OCI_FILE, OutputOptions};
+pub use precision::{MEASURED_PHASES, Precision, observed};
 
 use crate::syscalls::{self, Arch};
 use crate::trace::{Phase, Trace};

@@ -71,7 +71,34 @@ pub fn render(summary: &Summary) -> String {
             count.removed_vs_docker
         );
     }
-    let _ = writeln!(html, "</table>\n<h2>Dangerous syscalls</h2>");
+    let _ = writeln!(html, "</table>");
+    if !summary.precision.is_empty() {
+        let _ = writeln!(html, "<h2>Precision against what this run observed</h2>");
+        for failure in summary.recall_failures() {
+            let _ = writeln!(html, "<p class=\"allowed\"><b>{}</b></p>", escape(&failure));
+        }
+        let _ = writeln!(
+            html,
+            "<table id=\"precision\"><tr><th>phase</th><th>allowed</th><th>observed</th><th>allowed and observed</th><th>precision</th><th>recall</th><th>F1</th><th>static-only grants</th></tr>"
+        );
+        for row in &summary.precision {
+            let measured = &row.measured;
+            let _ = writeln!(
+                html,
+                "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{:.2}</td><td class=\"num\">{:.2}</td><td class=\"num\">{:.2}</td><td class=\"num\">{}</td></tr>",
+                row.phase.as_str(),
+                measured.allowed,
+                measured.observed,
+                measured.hits,
+                measured.precision,
+                measured.recall,
+                measured.f1,
+                row.static_only.map_or("—".to_owned(), |count| count.to_string())
+            );
+        }
+        let _ = writeln!(html, "</table><p>{}</p>", escape(super::PRECISION_NOTE));
+    }
+    let _ = writeln!(html, "<h2>Dangerous syscalls</h2>");
     let _ = writeln!(
         html,
         "<table id=\"dangerous\"><tr><th>category</th><th>syscall</th><th>Docker default</th><th>container</th><th>init</th><th>serving</th></tr>"

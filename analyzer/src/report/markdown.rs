@@ -26,6 +26,33 @@ pub fn render(summary: &Summary) -> String {
          are enforced one after the other; `seccomp.json` is what the runtime applies at start.\n",
         input.profiles.arch
     );
+    if !summary.precision.is_empty() {
+        let _ = writeln!(md, "## Precision against what this run observed\n");
+        for failure in summary.recall_failures() {
+            let _ = writeln!(md, "**{failure}**\n");
+        }
+        let _ = writeln!(
+            md,
+            "| phase | allowed | observed | allowed and observed | precision | recall | F1 | static-only grants |"
+        );
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        for row in &summary.precision {
+            let measured = &row.measured;
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {} |",
+                row.phase.as_str(),
+                measured.allowed,
+                measured.observed,
+                measured.hits,
+                measured.precision,
+                measured.recall,
+                measured.f1,
+                row.static_only.map_or("—".to_owned(), |count| count.to_string())
+            );
+        }
+        let _ = writeln!(md, "\n{}\n", super::PRECISION_NOTE);
+    }
     let _ = writeln!(md, "## Dangerous syscalls\n");
     let _ = writeln!(md, "| category | syscall | Docker default | container | init | serving |");
     let _ = writeln!(md, "|---|---|---|---|---|---|");

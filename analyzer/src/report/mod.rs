@@ -1,6 +1,8 @@
 //! The report: what the profiles allow per phase, measured against Docker's default profile, which
-//! dangerous syscalls each phase removes, and how much to trust the evidence (events lost, the
-//! phase marker, unresolved static sites, the runtime baseline, verification).
+//! dangerous syscalls each phase removes, how precise each phase is against what the run observed
+//! (`profile::Precision`, with the syscalls granted on static reachability alone), and how much to
+//! trust the evidence (events lost, the phase marker, unresolved static sites, the runtime
+//! baseline, verification).
 //!
 //! `report.md` for reading in a repository, `report.html` for a browser: self-contained (inline
 //! CSS and an inline SVG chart, no scripts, nothing fetched). Both are rendered from one
@@ -13,9 +15,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::callgraph::UnresolvedSite;
-use crate::profile::{Profiles, RuntimeSource, SyscallSet, docker_default};
+use crate::profile::{Analysis, Precision, Profiles, RuntimeSource, SyscallSet, docker_default, observed};
 use crate::syscalls::Arch;
-use crate::trace::Trace;
+use crate::trace::{Phase, Trace};
 use crate::verify::VerifyReport;
 
 /// What a report is made of; everything but the profiles is optional.
@@ -24,6 +26,8 @@ pub struct ReportInput<'a> {
     pub title: &'a str,
     pub profiles: &'a Profiles,
     pub trace: Option<&'a Trace>,
+    /// The trace merged with the static analysis, when it ran: the static-only grants per phase.
+    pub analysis: Option<&'a Analysis>,
     /// `None` when static analysis did not run; `Some(&[])` when it ran and resolved everything.
     pub unresolved_static_sites: Option<&'a [UnresolvedSite]>,
     pub verify: Option<&'a VerifyReport>,
@@ -62,12 +66,22 @@ pub struct Count {
 /// A syscall and whether (Docker default, container, init, serving) allow it.
 pub type DangerousRow = (&'static str, [bool; 4]);
 
+/// One phase's profile measured against what the trace observed in that phase.
+pub struct PhasePrecision {
+    pub phase: Phase,
+    pub measured: Precision,
+    /// Allowed on static reachability alone (never observed); `None` without static analysis.
+    pub static_only: Option<usize>,
+}
+
 /// Everything the renderers show.
 pub struct Summary<'a> {
     pub input: &'a ReportInput<'a>,
     pub counts: Vec<Count>,
     /// Per category, per syscall: allowed by (Docker default, container, init, serving).
     pub dangerous: Vec<(&'static str, Vec<DangerousRow>)>,
+    /// Per measured phase; empty without a trace.
+    pub precision: Vec<PhasePrecision>,
 }
 
 fn native(arch: Arch, names: impl IntoIterator<Item = String>) -> BTreeSet<String> {
@@ -106,7 +120,34 @@ impl<'a> Summary<'a> {
                 (category, rows)
             })
             .collect();
-        Summary { input, counts, dangerous }
+        let precision = match input.trace {
+            Some(trace) => profiles
+                .precision(|phase| observed(&[trace], phase))
+                .into_iter()
+                .map(|(phase, measured)| PhasePrecision {
+                    phase,
+                    measured,
+                    static_only: input.analysis.map(|analysis| analysis.static_only(phase).len()),
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        Summary { input, counts, dangerous, precision }
+    }
+
+    /// One sentence per phase whose profile denies a syscall the trace observed (recall below 1).
+    pub fn recall_failures(&self) -> Vec<String> {
+        self.precision
+            .iter()
+            .filter(|row| !row.measured.complete())
+            .map(|row| {
+                format!(
+                    "RECALL BELOW 1: the {} profile denies syscalls this run observed in that phase: {}",
+                    row.phase.as_str(),
+                    row.measured.denied.join(" ")
+                )
+            })
+            .collect()
     }
 
     /// Facts about the evidence, as (label, sentence).
@@ -179,6 +220,13 @@ impl<'a> Summary<'a> {
     }
 }
 
+/// What the precision table measures, under it in both reports.
+const PRECISION_NOTE: &str = "Each phase's profile (the names its file allows) against the syscalls this run \
+observed in that phase: precision is the share of allowed syscalls that were observed, recall the share of observed \
+syscalls that are allowed (below 1.0 the profile denies something the workload did), F1 their harmonic mean. \
+An observed call answered with ENOSYS that glibc falls back from (clone3 where clone is allowed) counts as its \
+fallback. Static-only grants are allowed on static reachability alone. A wider workload observes more; see docs/precision.md.";
+
 /// The files `write` writes.
 pub const FILES: [&str; 2] = ["report.md", "report.html"];
 
@@ -208,8 +256,14 @@ mod tests {
             set(&["read", "accept4"]),
             set(&["capset"]),
         );
-        let input =
-            ReportInput { title: "t", profiles: &profiles, trace: None, unresolved_static_sites: None, verify: None };
+        let input = ReportInput {
+            title: "t",
+            profiles: &profiles,
+            trace: None,
+            analysis: None,
+            unresolved_static_sites: None,
+            verify: None,
+        };
         let summary = Summary::new(&input);
         let docker = &summary.counts[0];
         assert_eq!((docker.allowed, docker.removed_vs_docker), (309, 0));
@@ -219,5 +273,38 @@ mod tests {
         let (_, networking) = summary.dangerous.iter().find(|(category, _)| *category == "networking").unwrap();
         let listen = networking.iter().find(|(name, _)| *name == "listen").unwrap();
         assert_eq!(listen.1, [true, true, true, false], "listen is removed from serving only");
+        assert!(summary.precision.is_empty(), "nothing observed, nothing to measure against");
+    }
+
+    #[test]
+    fn precision_is_against_what_the_trace_observed_per_phase() {
+        let mut trace = Trace::new(crate::trace::Source::Ebpf, Arch::X86_64, "6.18".into(), Default::default());
+        trace.phases.init.record("bind", 1, 0);
+        trace.phases.serving.record("accept4", 1, 0);
+        trace.phases.serving.record("kill", 1, 0);
+        let profiles =
+            Profiles::from_sets(Arch::X86_64, set(&["bind", "listen"]), set(&["accept4"]), SyscallSet::new());
+        let input = ReportInput {
+            title: "t",
+            profiles: &profiles,
+            trace: Some(&trace),
+            analysis: None,
+            unresolved_static_sites: None,
+            verify: None,
+        };
+        let summary = Summary::new(&input);
+        let init = &summary.precision[0];
+        assert_eq!((init.phase, init.measured.hits, init.measured.allowed), (Phase::Init, 1, profiles.init.len()));
+        assert_eq!(init.static_only, None, "no static analysis ran");
+        let serving = &summary.precision[1];
+        assert_eq!(serving.measured.denied, ["kill"]);
+        assert_eq!(summary.recall_failures().len(), 1);
+        let markdown = markdown::render(&summary);
+        assert!(
+            markdown
+                .contains("RECALL BELOW 1: the serving profile denies syscalls this run observed in that phase: kill")
+        );
+        let html = html::render(&summary);
+        assert!(html.contains("id=\"precision\"") && html.contains("RECALL BELOW 1"));
     }
 }

@@ -6,7 +6,10 @@
 //! inline-asm syscall sites, or registrations of callbacks with libraries. Stores of function
 //! pointers into struct fields are recorded with where the stored value came from, and a field
 //! whose writes are not all understood — an untraceable stored value, or its address used for
-//! anything but a load or store — is marked polluted.
+//! anything but a load or store — is marked polluted. A value that comes from a parameter is
+//! left to the callers: pointers passed to defined functions are recorded with their sources
+//! (`Item::Passes`), so a field written from a parameter, or a call through one, resolves to
+//! what the callers pass.
 
 use std::collections::{HashMap, HashSet};
 
@@ -167,9 +170,12 @@ impl<'m> Context<'m> {
     }
 
     /// Marks fields whose address is used for anything but loads and stores through it: a
-    /// store through the escaped address could write any function into the field.
+    /// store through the escaped address could write any function into the field. The address
+    /// of a (member) object is its first field's too: handed to code outside the bitcode, which
+    /// may write through it without a typed store, it pollutes that field.
     fn mark_pollution(&mut self, symbols: &mut Symbols) {
         let mut escaped = Vec::new();
+        let external = self.external_arguments(symbols);
         for block in &self.function.basic_blocks {
             for instruction in &block.instrs {
                 escaped.extend(
@@ -179,15 +185,21 @@ impl<'m> Context<'m> {
             escaped.extend(terminator_operands(&block.term));
         }
         for operand in escaped {
+            let to_external = external.contains(&std::ptr::from_ref(operand));
+            // Elsewhere, a pointer to a (member) object escaping is like any object pointer
+            // escaping: its fields are still written through typed stores.
+            if !to_external && self.selects_object(operand) {
+                continue;
+            }
             let field = match operand {
                 Operand::LocalOperand { name, .. } => self.local_field(name, symbols),
-                // A struct global's own address escaping is like any object pointer escaping:
-                // its fields are still written through typed stores. A pointer-typed global has
-                // no such stores, so its address escaping means untraceable writes.
+                // A struct global's own address escaping within the bitcode is like any object
+                // pointer escaping. A pointer-typed global has no typed stores, so its address
+                // escaping means untraceable writes.
                 Operand::ConstantOperand(constant) => match constant.as_ref() {
                     Constant::GlobalReference { name, .. } => name_str(name)
                         .and_then(|name| self.side.global_fields.get(name))
-                        .filter(|field| field.starts_with('@'))
+                        .filter(|field| to_external || field.starts_with('@'))
                         .map(|field| symbols.field_id(field)),
                     _ => self.constant_field(constant, symbols),
                 },
@@ -196,6 +208,60 @@ impl<'m> Context<'m> {
             if let Some(field) = field {
                 symbols.polluted[field as usize] = true;
             }
+        }
+    }
+
+    /// The arguments of calls to code outside the bitcode: declared functions and calls through
+    /// pointers (memory copies aside, which move what is already there).
+    fn external_arguments(&self, symbols: &Symbols) -> HashSet<*const Operand> {
+        let mut external = HashSet::new();
+        for instruction in self.function.basic_blocks.iter().flat_map(|block| &block.instrs) {
+            let Instruction::Call(call) = instruction else { continue };
+            let outside = match call.function.as_ref().right() {
+                Some(Operand::ConstantOperand(constant)) => match constant.as_ref() {
+                    Constant::GlobalReference { name, .. } => {
+                        let declared = symbols.function(name).is_none_or(|id| id as usize >= symbols.defined);
+                        declared && !copies_memory(call.function.as_ref().right().expect("matched above"))
+                    }
+                    _ => true,
+                },
+                Some(_) => true,
+                None => false,
+            };
+            if outside {
+                external.extend(call.arguments.iter().map(|(arg, _)| std::ptr::from_ref(arg)));
+            }
+        }
+        for block in &self.function.basic_blocks {
+            if let Terminator::Invoke(invoke) = &block.term {
+                external.extend(invoke.arguments.iter().map(|(arg, _)| std::ptr::from_ref(arg)));
+            }
+        }
+        external
+    }
+
+    /// Whether `operand` is a `getelementptr` that selects a struct rather than a scalar field.
+    fn selects_object(&self, operand: &Operand) -> bool {
+        match operand {
+            Operand::LocalOperand { name, .. } => match self.defs.get(name) {
+                Some(Instruction::GetElementPtr(gep)) => {
+                    let indices: Vec<Option<u64>> = gep.indices.iter().map(constant_int).collect();
+                    let source = IrType { ty: gep.source_element_type.clone(), types: &self.module.types };
+                    matches!(gep_key(source, &indices), GepKey::Object(_))
+                }
+                _ => false,
+            },
+            Operand::ConstantOperand(constant) => match constant.as_ref() {
+                Constant::GetElementPtr(gep) => {
+                    let Constant::GlobalReference { name, .. } = gep.address.as_ref() else { return false };
+                    let indices: Vec<Option<u64>> = gep.indices.iter().map(|index| int_value(index)).collect();
+                    name_str(name).is_some_and(|name| {
+                        matches!(self.side.constant_geps.get(&(name.to_owned(), indices)), Some(GepKey::Object(_)))
+                    })
+                }
+                _ => false,
+            },
+            Operand::MetadataOperand => false,
         }
     }
 
@@ -284,6 +350,16 @@ impl<'m> Context<'m> {
         out.items.push(Item::Call { callee: target, args: if known { numbers } else { Box::default() } });
         if target as usize >= symbols.defined {
             self.library_call(name, call.args, symbols, out);
+            return;
+        }
+        for (index, (arg, _)) in call.args.iter().enumerate() {
+            if !matches!(self.module.type_of(arg).as_ref(), Type::PointerType { .. }) {
+                continue;
+            }
+            let value = self.source(arg, symbols, &mut HashSet::new());
+            if value != Source::default() {
+                out.items.push(Item::Passes { callee: target, arg: index as u32, value });
+            }
         }
     }
 
@@ -313,7 +389,7 @@ impl<'m> Context<'m> {
         for (index, (arg, _)) in args.iter().enumerate() {
             let (kind, value) = match registrar {
                 Some(&(_, position, kind)) if position == index => {
-                    (kind, self.source(arg, symbols, &mut HashSet::new()))
+                    (kind, without_params(self.source(arg, symbols, &mut HashSet::new())))
                 }
                 _ if index == 1 && SIGACTION.contains(&name) => {
                     (AsyncKind::SignalHandler, self.sigaction_handler(arg, symbols))
@@ -349,7 +425,7 @@ impl<'m> Context<'m> {
         if handler == Source::default() {
             handler.unknown = true;
         }
-        handler
+        without_params(handler)
     }
 
     /// Every store in the function, as (address, value).
@@ -415,8 +491,11 @@ impl<'m> Context<'m> {
         if !seen.insert(name) {
             return Source::default();
         }
+        if let Some(&param) = self.params.get(name) {
+            return Source { params: vec![param], ..Source::default() };
+        }
         let Some(def) = self.defs.get(name).copied() else {
-            // A parameter, or a value defined by an invoke.
+            // A value defined by an invoke.
             return Source { unknown: true, ..Source::default() };
         };
         match def {
@@ -466,7 +545,7 @@ impl<'m> Context<'m> {
         let Constant::GlobalReference { name, .. } = gep.address.as_ref() else { return None };
         let indices: Vec<Option<u64>> = gep.indices.iter().map(|index| int_value(index)).collect();
         match self.side.constant_geps.get(&(name_str(name)?.to_owned(), indices))? {
-            GepKey::Field(field) => Some(symbols.field_id(field)),
+            GepKey::Field(field) | GepKey::Object(field) => Some(symbols.field_id(field)),
             GepKey::NoStruct => self.constant_field(&gep.address, symbols),
             GepKey::Untyped => None,
         }
@@ -488,7 +567,7 @@ impl<'m> Context<'m> {
         let indices: Vec<Option<u64>> = gep.indices.iter().map(constant_int).collect();
         let source = IrType { ty: gep.source_element_type.clone(), types: &self.module.types };
         match gep_key(source, &indices) {
-            GepKey::Field(field) => Some(symbols.field_id(&field)),
+            GepKey::Field(field) | GepKey::Object(field) => Some(symbols.field_id(&field)),
             GepKey::NoStruct => self.address_field(&gep.address, symbols),
             GepKey::Untyped => None,
         }
@@ -524,11 +603,24 @@ struct CallParts<'m> {
 fn merge(into: &mut Source, from: Source) {
     into.functions.extend(from.functions);
     into.fields.extend(from.fields);
+    into.params.extend(from.params);
     into.unknown |= from.unknown;
     into.functions.sort_unstable();
     into.functions.dedup();
     into.fields.sort_unstable();
     into.fields.dedup();
+    into.params.sort_unstable();
+    into.params.dedup();
+}
+
+/// A value handed to a library: the library calls it whenever it likes, with arguments the
+/// analysis does not follow, so what the enclosing function's callers pass counts as unknown.
+fn without_params(mut source: Source) -> Source {
+    if !source.params.is_empty() {
+        source.params.clear();
+        source.unknown = true;
+    }
+    source
 }
 
 fn constant_int(operand: &Operand) -> Option<u64> {

@@ -2,7 +2,9 @@
 //!
 //! A field is named by the innermost struct that contains the addressed scalar and the field's
 //! index (`struct.ngx_event_s:3`); selecting a nested struct addresses its first member, so that
-//! `&a->b` and `&a->b.first` name the same field. Unoptimised IR (what `cargo xtask bitcode`
+//! `&a->b` and `&a->b.first` name the same field for loads and stores. Such an address is still
+//! a pointer to an object (`GepKey::Object`): handing it to a function is not handing out the
+//! address of its first field. Unoptimised IR (what `cargo xtask bitcode`
 //! produces) addresses every member through a typed `getelementptr`, field 0 included; optimised
 //! IR rewrites many of them to byte offsets (`getelementptr i8`), which name nothing. `.N`
 //! suffixes that the IR linker adds to same-named types from different files are dropped, which
@@ -31,6 +33,9 @@ pub trait TypeView: Sized {
 pub enum GepKey {
     /// Into this named field.
     Field(String),
+    /// At a struct (a member struct, or whole structs by pointer arithmetic), whose first scalar
+    /// is this named field.
+    Object(String),
     /// Only through arrays or plain pointer arithmetic: the base pointer decides.
     NoStruct,
     /// Into a literal (unnamed) struct, or not understood.
@@ -57,6 +62,7 @@ pub fn gep_key<T: TypeView>(source: T, indices: &[Option<u64>]) -> GepKey {
         };
     }
     // A load or store through the result touches the first scalar inside what was selected.
+    let object = matches!(ty.shape(), Shape::Struct { .. });
     loop {
         ty = match ty.shape() {
             Shape::Struct { name, fields } => match fields.into_iter().next() {
@@ -72,6 +78,7 @@ pub fn gep_key<T: TypeView>(source: T, indices: &[Option<u64>]) -> GepKey {
     }
     match key {
         None => GepKey::NoStruct,
+        Some((Some(name), index)) if object => GepKey::Object(field_name(&name, index)),
         Some((Some(name), index)) => GepKey::Field(field_name(&name, index)),
         Some((None, _)) => GepKey::Untyped,
     }
@@ -125,11 +132,11 @@ mod tests {
         let outer = T::Named("struct.outer", vec![T::Ptr, event()]);
         assert_eq!(gep_key(event(), &[Some(0), Some(1)]), GepKey::Field("struct.ev:1".into()));
         assert_eq!(gep_key(outer.clone(), &[Some(0), Some(1), Some(2), None]), GepKey::Field("struct.ev:2".into()));
-        // Selecting the nested struct itself addresses its first member.
-        assert_eq!(gep_key(outer, &[Some(0), Some(1)]), GepKey::Field("struct.ev:0".into()));
+        // Selecting the nested struct itself addresses its first member, through an object pointer.
+        assert_eq!(gep_key(outer, &[Some(0), Some(1)]), GepKey::Object("struct.ev:0".into()));
         assert_eq!(gep_key(event(), &[Some(0), Some(0)]), GepKey::Field("struct.ev:0".into()));
         // Pointer arithmetic over whole structs lands on their first member.
-        assert_eq!(gep_key(event(), &[Some(3)]), GepKey::Field("struct.ev:0".into()));
+        assert_eq!(gep_key(event(), &[Some(3)]), GepKey::Object("struct.ev:0".into()));
     }
 
     #[test]

@@ -173,7 +173,7 @@ fn extract(module: &Module, side: sidecar::Sidecar, arch: Arch, producer: Option
     let by_name = |names: &[String]| -> Vec<FnId> {
         names.iter().filter_map(|name| symbols.functions.get(name).copied()).collect()
     };
-    Program {
+    let mut program = Program {
         producer,
         arch,
         constructors: by_name(&side.constructors),
@@ -189,7 +189,9 @@ fn extract(module: &Module, side: sidecar::Sidecar, arch: Arch, producer: Option
             .collect(),
         asm_sites,
         module_asm_syscalls: body::issues_syscalls(&side.module_asm).then_some(side.module_asm),
-    }
+    };
+    program.drop_unused_passes();
+    program
 }
 
 fn symbols(module: &Module) -> Symbols {

@@ -243,7 +243,7 @@ unsafe fn scan_global(global: LLVMValueRef, sidecar: &mut Sidecar) {
 /// The field that a direct access to a global of type `ty` touches.
 fn global_field(name: &str, ty: LLVMTypeRef) -> Option<String> {
     match gep_key(LlvmType(ty), &[Some(0)]) {
-        GepKey::Field(field) => Some(field),
+        GepKey::Field(field) | GepKey::Object(field) => Some(field),
         GepKey::NoStruct => Some(format!("@{name}")),
         GepKey::Untyped => None,
     }

@@ -135,7 +135,7 @@ async fn run_traced(
     let done = async {
         tokio::select! {
             stopped = container.wait() => Done::Stopped(stopped),
-            status = run_workload(request.workload.as_deref(), endpoint) => Done::Workload(status),
+            status = run_workload(request.workload.as_deref(), &container.id, endpoint) => Done::Workload(status),
         }
     };
     let (ended, done) = session.run_until(done).await;
@@ -258,11 +258,17 @@ fn workload_endpoint(address: IpAddr, port: Option<u16>, published: &[container:
     }
 }
 
-/// Runs `sh -c CMD` once `endpoint` accepts connections; never resolves without a workload.
-async fn run_workload(workload: Option<&str>, endpoint: Option<(IpAddr, u16)>) -> std::io::Result<ExitStatus> {
+/// Runs `sh -c CMD` once `endpoint` accepts connections, with the container's id in
+/// `SECCOMP_REFINE_CONTAINER` (as `verify` gives it) for steps that signal or exec into it; never
+/// resolves without a workload.
+async fn run_workload(
+    workload: Option<&str>,
+    container: &str,
+    endpoint: Option<(IpAddr, u16)>,
+) -> std::io::Result<ExitStatus> {
     let Some(workload) = workload else { return std::future::pending().await };
     let mut command = tokio::process::Command::new("sh");
-    command.arg("-c").arg(workload);
+    command.arg("-c").arg(workload).env("SECCOMP_REFINE_CONTAINER", container);
     if let Some((host, port)) = endpoint {
         while !accepts(std::net::SocketAddr::new(host, port)).await {
             tokio::time::sleep(Duration::from_millis(100)).await;
