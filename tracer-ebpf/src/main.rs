@@ -34,18 +34,18 @@ use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
-        bpf_send_signal_thread, generated,
+        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
+        bpf_probe_read_user_str_bytes, bpf_send_signal_thread, generated,
     },
     macros::{map, raw_tracepoint, uprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{ProbeContext, RawTracePointContext},
 };
 use tracer_common::{
-    CGROUP_PATH_LEN, COMM_LEN, CgroupEvent, CgroupState, EventHeader, ExecEvent, FLAG_ENTRY_FOUND, FLAG_LISTENED, FdKey,
-    MAX_CGROUPS, MAX_SERVING_PROCESSES, MAX_TABLES, MAX_WAIT_STACKS, MmapEvent, PATH_LEN, PR_GET_PDEATHSIG, PROT_EXEC,
-    PathBytes, PhaseEvent, REGS_SLOTS, STACK_BYTES, STACK_CHUNK, SYSCALL_SLOTS, StatCounters, SyscallTable, TS_COMPAT,
-    TableKey, WaitStack, abi, cause, event, marker, offsets, phase, stat,
+    CGROUP_PATH_LEN, COMM_LEN, CgroupEvent, CgroupState, EventHeader, ExecEvent, FLAG_ENTRY_FOUND, FLAG_LISTENED,
+    FdKey, MAX_CGROUPS, MAX_SERVING_PROCESSES, MAX_TABLES, MAX_WAIT_STACKS, MmapEvent, PATH_LEN, PR_GET_PDEATHSIG,
+    PROT_EXEC, PathBytes, PhaseEvent, REGS_SLOTS, STACK_BYTES, STACK_CHUNK, SYSCALL_SLOTS, StatCounters, SyscallTable,
+    TS_COMPAT, TableKey, WaitStack, abi, cause, event, marker, offsets, phase, stat,
 };
 
 // x86_64 syscall numbers the programs act on.
