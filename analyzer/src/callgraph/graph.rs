@@ -89,10 +89,9 @@ pub struct Program<'s> {
     pub unknown: Vec<Vec<Unknown>>,
     /// Functions whose syscall number is an argument: where, and whether it is an i386 number.
     pub wrapper: Vec<Option<(ArgLoc, bool)>>,
-    /// Per node, `words` bit words: the other files that can hold this function's (or data's)
-    /// address. See [`Program::visible_to`].
-    visible: Vec<u64>,
-    words: usize,
+    /// Per node: whether other files can hold this function's (or data's) address. See
+    /// [`Program::shared`].
+    shared: Vec<bool>,
 }
 
 impl<'s> Program<'s> {
@@ -132,12 +131,11 @@ impl<'s> Program<'s> {
             issues: Vec::new(),
             unknown: Vec::new(),
             wrapper: Vec::new(),
-            visible: Vec::new(),
-            words: 0,
+            shared: Vec::new(),
         };
         program.add_edges();
         program.resolve_wrappers();
-        (program.visible, program.words) = program.visibility();
+        program.shared = program.sharing();
         program
     }
 
@@ -267,103 +265,52 @@ impl<'s> Program<'s> {
         }
     }
 
-    /// Whether an indirect call in file `module` may reach `node` (module scope).
+    /// Whether an indirect call in another file than `node`'s may reach it.
     ///
-    /// A file's internal function pointers are called by that file: another file can only call
-    /// one whose address it was let have. So `module` can hold a function (or data) of another
-    /// file when it refers to it (by symbol, from code or data), when that file passes it —
-    /// itself, or data holding it — to a call into `module` (a callback, a `pthread_once`
-    /// initialiser), when code of that file that takes its address also refers to data of
-    /// `module` (it may store the pointer there: libc fills hooks in ld.so's `_rtld_global`),
-    /// or when data `module` can hold points to it. The executable's functions and data are
-    /// held by every file: applications hand callbacks to libraries in every way, including
-    /// through structures on the heap (zlib's `zalloc`).
-    pub fn visible_to(&self, node: NodeIndex, module: u16) -> bool {
-        if self.module_of(node) == Some(module) {
-            return true;
-        }
-        let word = node.index() * self.words + module as usize / 64;
-        self.visible.get(word).is_none_or(|bits| bits & (1 << (module % 64)) != 0)
+    /// A library's internal function pointers are called by that library: another file can only
+    /// call one whose address it was given. So a library function (or data) is shared when
+    /// another file refers to it (by symbol, from code or data), when it is passed — itself, or
+    /// data holding it — to a call into another file (a callback, a `pthread_once`
+    /// initialiser), or when shared data points to it. The executable's functions are always
+    /// shared: applications hand callbacks to libraries in every way, including through
+    /// structures on the heap (zlib's `zalloc`).
+    pub fn shared(&self, node: NodeIndex) -> bool {
+        self.shared.get(node.index()).copied().unwrap_or(true)
     }
 
-    /// The files other than its own that can hold `node`'s address.
-    pub fn holders(&self, node: NodeIndex) -> impl Iterator<Item = u16> + '_ {
-        let words = self.visible.get(node.index() * self.words..(node.index() + 1) * self.words).unwrap_or(&[]);
-        words.iter().enumerate().flat_map(|(word, &bits)| {
-            (0..64u16).filter(move |bit| bits & (1 << bit) != 0).map(move |bit| word as u16 * 64 + bit)
-        })
-    }
-
-    fn visibility(&self) -> (Vec<u64>, usize) {
-        const EVERY: u16 = u16::MAX;
-        let files = self.modules.len();
-        let words = files.div_ceil(64).max(1);
-        let mut visible = vec![0u64; self.graph.node_count() * words];
-        // (node, the file that can hold it, or every file)
-        let mut stack: Vec<(NodeIndex, u16)> = Vec::new();
+    fn sharing(&self) -> Vec<bool> {
+        let mut shared = vec![false; self.graph.node_count()];
+        let mut stack: Vec<NodeIndex> = Vec::new();
         for edge in self.graph.edge_references() {
             let (from, to) = (self.module_of(edge.source()), self.module_of(edge.target()));
             let crossing = matches!(edge.weight(), Edge::Takes { .. } | Edge::Points) && from != to;
-            if to == Some(self.exe) {
-                stack.push((edge.target(), EVERY));
-            } else if let (true, Some(from)) = (crossing, from) {
-                stack.push((edge.target(), if from == self.exe { EVERY } else { from }));
+            if to == Some(self.exe) || crossing {
+                stack.push(edge.target());
             }
         }
-        for module in 0..files as u16 {
+        for module in 0..self.modules.len() as u16 {
             let summary = &self.module(module).summary;
             for (index, function) in summary.functions.iter().enumerate() {
                 let caller = self.function_node(module, index as u32);
-                let mut foreign_data: Vec<u16> = Vec::new();
-                let mut own_pointers: Vec<NodeIndex> = Vec::new();
                 for edge in self.graph.edges(caller) {
-                    let callee = self.module_of(edge.target());
-                    match *edge.weight() {
-                        Edge::Call { call, .. } if callee != Some(module) => {
-                            let Some(call) = function.calls.get(call as usize) else { continue };
-                            let Some(callee) = callee else { continue };
-                            let passed = call.fn_args.iter().filter_map(|&(_, pointer)| self.resolve(module, pointer));
-                            stack.extend(passed.map(|pointer| (pointer, callee)));
-                        }
-                        Edge::Takes { .. } if callee == Some(module) => own_pointers.push(edge.target()),
-                        Edge::Takes { .. } if matches!(self.graph[edge.target()], Node::Object { .. }) => {
-                            foreign_data.extend(callee)
-                        }
-                        _ => {}
-                    }
-                }
-                for &holder in &foreign_data {
-                    stack.extend(own_pointers.iter().map(|&pointer| (pointer, holder)));
+                    let Edge::Call { call, .. } = *edge.weight() else { continue };
+                    let leaves = self.module_of(edge.target()) != Some(module);
+                    let Some(call) = function.calls.get(call as usize).filter(|_| leaves) else { continue };
+                    stack.extend(call.fn_args.iter().filter_map(|&(_, pointer)| self.resolve(module, pointer)));
                 }
             }
         }
-        let mut set = |node: NodeIndex, holder: u16| -> bool {
-            let row = &mut visible[node.index() * words..(node.index() + 1) * words];
-            if holder == EVERY {
-                let full = |word: usize| {
-                    if word + 1 < words || files.is_multiple_of(64) { u64::MAX } else { (1 << (files % 64)) - 1 }
-                };
-                let changed = row.iter().enumerate().any(|(word, &bits)| bits != full(word));
-                for (word, bits) in row.iter_mut().enumerate() {
-                    *bits = full(word);
-                }
-                return changed;
-            }
-            let (word, bit) = (holder as usize / 64, 1u64 << (holder % 64));
-            let changed = row[word] & bit == 0;
-            row[word] |= bit;
-            changed
-        };
-        while let Some((node, holder)) = stack.pop() {
-            if !set(node, holder) {
+        while let Some(node) = stack.pop() {
+            if std::mem::replace(&mut shared[node.index()], true) {
                 continue;
             }
             if matches!(self.graph[node], Node::Object { .. }) {
-                let pointees = self.graph.edges(node).filter(|edge| *edge.weight() == Edge::Points);
-                stack.extend(pointees.map(|edge| (edge.target(), holder)));
+                stack.extend(
+                    self.graph.edges(node).filter(|edge| *edge.weight() == Edge::Points).map(|edge| edge.target()),
+                );
             }
         }
-        (visible, words)
+        shared
     }
 
     pub fn is_function(&self, node: NodeIndex) -> bool {

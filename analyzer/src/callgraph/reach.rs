@@ -59,6 +59,8 @@ pub struct Reach {
     pub partial: Vec<Option<Vec<(u64, u64)>>>,
     /// Per file: the most arguments an indirect call reached in it prepares.
     hub_level: Vec<Option<u8>>,
+    /// The most over all files, for functions every file may hold.
+    any_level: Option<u8>,
 }
 
 impl Reach {
@@ -125,6 +127,7 @@ pub fn reach(program: &Program<'_>, roots: Roots) -> Reach {
         live: vec![false; nodes],
         partial: vec![None; nodes],
         hub_level: vec![None; program.modules.len()],
+        any_level: None,
     };
     let mut queue: VecDeque<NodeIndex> = VecDeque::new();
     for node in roots.live {
@@ -214,8 +217,7 @@ fn make_live(
     }
     match program.graph[target] {
         Node::Function { module, .. } => {
-            let holders = std::iter::once(module).chain(program.holders(target));
-            let level = holders.filter_map(|holder| state.hub_level[holder as usize]).max();
+            let level = if program.shared(target) { state.any_level } else { state.hub_level[module as usize] };
             if level.is_some_and(|level| program.args(target) <= level) {
                 push(state, queue, target, Via::Taken { from });
             }
@@ -234,7 +236,7 @@ fn make_live(
 }
 
 /// An indirect call in file `module` preparing `args` arguments can reach every live function
-/// consuming no more: the file's own, and those of other files it can hold.
+/// consuming no more: the file's own, and those shared with every file.
 fn open_hubs(
     program: &Program<'_>,
     state: &mut Reach,
@@ -250,13 +252,14 @@ fn open_hubs(
         return;
     }
     state.hub_level[module as usize] = Some(args);
+    state.any_level = state.any_level.max(Some(args));
     let first = old.map_or(0, |level| level + 1);
     for hub in first..=args {
         let members: Vec<NodeIndex> = program
             .graph
             .neighbors(program.hub(hub))
             .filter(|&member| state.live[member.index()])
-            .filter(|&member| program.visible_to(member, module))
+            .filter(|&member| program.module_of(member) == Some(module) || program.shared(member))
             .collect();
         for member in members {
             let via = match from {
