@@ -336,7 +336,7 @@ fn libc_from_the_image_resolves_its_syscall_sites() {
 
 /// Analyses `program` of `image` from its files alone (no syscall observed) and checks the
 /// container starts and works under the resulting `seccomp.json`.
-fn static_profile(image: &str, program: &str) -> (tempfile::TempDir, serde_json::Value) {
+pub fn static_profile(image: &str, program: &str) -> (tempfile::TempDir, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let trace = trace_of(dir.path(), program, Some(image));
     let analysis = analyze(&trace, &[]);
@@ -464,7 +464,12 @@ fn summaries_come_from_the_cache_and_a_damaged_entry_is_redone() {
     let warm = run();
     let files = first["static"]["modules"].as_array().unwrap().len();
     assert!(warm.contains(&format!("{files} files ({files} from cache)")), "{warm}");
-    let entry = std::fs::read_dir(cache.join("v1")).unwrap().next().unwrap().unwrap().path();
+    let entry = std::fs::read_dir(cache.join(format!("v{}", seccomp_refine::elf::FORMAT)))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     std::fs::write(&entry, b"damaged").unwrap();
     let repaired = run();
     assert!(repaired.contains(&format!("{files} files ({} from cache)", files - 1)), "{repaired}");

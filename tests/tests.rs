@@ -23,6 +23,8 @@ mod faults;
 mod fuzz_inputs;
 /// Every output format: Docker accepts the JSON, OCI/Kubernetes shapes, the report in Chromium, `diff`.
 mod outputs;
+/// Precision rules of the binary analysis: exact sets per rule (gcc, clang-19), the stand-ins not growing.
+mod precision;
 /// `.scap` import: the captures in `tests/data/scap/` against sysdig's reference output, damage, the CLI.
 mod scap;
 /// Outputs never through symlinks nor over kept files; hostile roots; profiles only from evidence.

@@ -174,6 +174,7 @@ fn summarize(mut summary: ModuleSummary, lines: &[String], data: &[String]) -> M
                         args: Vec::new(),
                         fn_args: Vec::new(),
                         opaque_args: 0,
+                        through: None,
                     };
                     for arg in args.split_whitespace() {
                         let (loc, value) = arg.split_once('=').unwrap();

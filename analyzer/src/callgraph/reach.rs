@@ -31,6 +31,11 @@ pub enum Via {
     Taken {
         from: NodeIndex,
     },
+    /// Called by `from` through a pointer loaded from the file's fixed data at `table`.
+    Loaded {
+        from: NodeIndex,
+        table: u64,
+    },
 }
 
 /// What to start a phase from.
@@ -96,6 +101,10 @@ impl Reach {
                 }
                 Some(Via::Taken { from }) => {
                     path.push(format!("{label} (address taken, called indirectly)"));
+                    Some(*from)
+                }
+                Some(Via::Loaded { from, table }) => {
+                    path.push(format!("{label} (loaded from table {table:#x})"));
                     Some(*from)
                 }
                 None => None,
@@ -175,7 +184,11 @@ fn expand(program: &Program<'_>, state: &mut Reach, queue: &mut VecDeque<NodeInd
     for (target, edge) in edges {
         match edge {
             Edge::Call { at, call } if call == u32::MAX || inside(at) => {
-                push(state, queue, target, Via::Call { from: node })
+                let via = match loaded_from(program, node, call) {
+                    Some(table) => Via::Loaded { from: node, table },
+                    None => Via::Call { from: node },
+                };
+                push(state, queue, target, via)
             }
             Edge::Call { .. } => {}
             Edge::Takes { .. } | Edge::Points => make_live(program, state, queue, target, node),
@@ -256,6 +269,12 @@ fn open_hubs(
             push(state, queue, member, via);
         }
     }
+}
+
+/// The fixed data the `call`-th call of `node` loads its target from, if it does.
+fn loaded_from(program: &Program<'_>, node: NodeIndex, call: u32) -> Option<u64> {
+    let Node::Function { module, index } = program.graph[node] else { return None };
+    program.module(module).summary.functions[index as usize].calls.get(call as usize)?.through
 }
 
 #[cfg(test)]

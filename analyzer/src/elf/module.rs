@@ -185,6 +185,47 @@ impl<'data> Module<'data> {
         self.relocs.call_slot(slot)
     }
 
+    /// Whether the word at `addr` keeps what the loader put there: the PLT's and the GOT's
+    /// slots (no compiler writes them; lazy binding writes the same symbol's address), and
+    /// whatever lies in a `PT_GNU_RELRO` segment or a read-only section.
+    fn fixed(&self, addr: u64) -> bool {
+        use object::read::elf::{ProgramHeader as _, SectionHeader as _};
+        let in_range = |(start, end): (u64, u64)| (start..end).contains(&addr);
+        if self.relocs.plt.contains_key(&addr) || self.image.section_range(".got").is_some_and(in_range) {
+            return true;
+        }
+        let relro = self.image.segments.iter().any(|segment| {
+            let start = segment.p_vaddr(super::image::LE);
+            segment.p_type(super::image::LE) == elf::PT_GNU_RELRO
+                && in_range((start, start.saturating_add(segment.p_memsz(super::image::LE))))
+        });
+        relro
+            || self.image.loaded_sections().any(|(start, bytes, section)| {
+                in_range((start, start + bytes.len() as u64))
+                    && !section.sh_flags(super::image::LE).contains(elf::SHF_WRITE)
+            })
+    }
+
+    /// The pointer table an indexed load at `table` reads: the words from there on that are
+    /// pointer slots or null, all of which must stay as loaded. `None` when the table can change.
+    fn table_slots(&self, table: u64, scanned: &BTreeMap<u64, u64>) -> Option<Vec<SlotValue>> {
+        const MAX_ENTRIES: u64 = 4096;
+        let mut values = Vec::new();
+        for slot in (table..).step_by(8).take(MAX_ENTRIES as usize) {
+            let value = match (self.relocs.data.get(&slot), scanned.get(&slot)) {
+                (Some(value), _) => Some(*value),
+                (None, Some(&addr)) => Some(SlotValue::Addr(addr)),
+                (None, None) if self.image.u64_at(slot) == Some(0) => None,
+                (None, None) => break,
+            };
+            if !self.fixed(slot) {
+                return None;
+            }
+            values.extend(value);
+        }
+        (!values.is_empty()).then_some(values)
+    }
+
     fn target_name(&self, target: RawTarget) -> Option<&str> {
         let slot = match target {
             RawTarget::Direct(addr) => match self.stubs.get(&addr) {
@@ -192,6 +233,7 @@ impl<'data> Module<'data> {
                 None => return self.functions.get(&addr).and_then(|(_, name)| name.as_deref()),
             },
             RawTarget::Slot(slot) => slot,
+            RawTarget::Table(_) => return None,
         };
         match self.slot_target(slot)? {
             SlotValue::Symbol(index) => self.dynsyms.get(index as usize).map(|sym| sym.name.as_str()),
@@ -242,7 +284,7 @@ impl<'data> Module<'data> {
             let last = &cfg.insns[info.end - 1];
             let tail = values::raw_target(last).filter(|target| match target {
                 RawTarget::Direct(addr) => !(start..end).contains(addr),
-                RawTarget::Slot(_) => true,
+                RawTarget::Slot(_) | RawTarget::Table(_) => true,
             });
             let is_branch = last.is_jmp_short_or_near() || last.is_jcc_short_or_near() || last.is_jmp_near_indirect();
             match info.exit {
@@ -281,8 +323,13 @@ impl<'data> Module<'data> {
         let code_refs: Vec<u64> = facts.iter().flat_map(|facts| facts.refs.iter().copied()).collect();
         let scanned = data::scan_absolute(&self.image);
         let objects = Objects::build(&self.image, &self.relocs, &scanned, &code_refs);
-        let mut linker =
-            Linker { module: self, objects: &objects, imports: Vec::new(), import_index: HashMap::default() };
+        let mut linker = Linker {
+            module: self,
+            objects: &objects,
+            scanned: &scanned,
+            imports: Vec::new(),
+            import_index: HashMap::default(),
+        };
         let resolvers = self.ifunc_resolvers();
         let mut functions: Vec<Function> = Vec::with_capacity(facts.len());
         for ((facts, cfg), (&start, (end, name))) in facts.into_iter().zip(cfgs).zip(&self.functions) {
@@ -364,6 +411,8 @@ fn materialised(cfg: &Cfg) -> impl Iterator<Item = u64> + '_ {
 struct Linker<'m, 'data> {
     module: &'m Module<'data>,
     objects: &'m Objects,
+    /// Pointer slots of a position-dependent executable (no relocations).
+    scanned: &'m BTreeMap<u64, u64>,
     imports: Vec<Import>,
     import_index: HashMap<u32, u32>,
 }
@@ -415,10 +464,33 @@ impl Linker<'_, '_> {
         self.objects.at(addr).map(Ref::Object)
     }
 
-    fn call_target(&mut self, target: RawTarget) -> Option<Ref> {
+    /// The functions a call may reach, when the code and the file's fixed data pin them down,
+    /// and the data the target was loaded from when that is not the GOT or the PLT.
+    fn call_targets(&mut self, target: RawTarget) -> Option<(Vec<Ref>, Option<u64>)> {
+        let module = self.module;
         match target {
-            RawTarget::Direct(addr) => self.addr_ref(addr),
-            RawTarget::Slot(slot) => self.module.slot_target(slot).and_then(|value| self.slot_ref(value)),
+            RawTarget::Direct(addr) => Some((vec![self.addr_ref(addr)?], None)),
+            RawTarget::Slot(slot) if module.fixed(slot) => {
+                let value = module.slot_target(slot)?;
+                let got = module.relocs.plt.contains_key(&slot)
+                    || module.image.section_range(".got").is_some_and(|(start, end)| (start..end).contains(&slot));
+                Some((vec![self.slot_ref(value)?], (!got).then_some(slot)))
+            }
+            RawTarget::Slot(_) => None,
+            RawTarget::Table(table) => {
+                let slots = module.table_slots(table, self.scanned)?;
+                let mut targets: Vec<Ref> = Vec::new();
+                for value in slots {
+                    match self.slot_ref(value) {
+                        Some(found @ (Ref::Fn(_) | Ref::Import(_))) => targets.push(found),
+                        // Data in a table of code pointers: not something to call.
+                        Some(Ref::Object(_)) | None => {}
+                    }
+                }
+                targets.sort_unstable();
+                targets.dedup();
+                Some((targets, Some(table)))
+            }
         }
     }
 
@@ -441,15 +513,29 @@ impl Linker<'_, '_> {
         };
         let mut indirect: Vec<IndirectSite> = facts.indirect.iter().map(prepared).collect();
         let mut calls = Vec::with_capacity(facts.calls.len());
+        let mut changing = Vec::new();
         for raw in facts.calls {
-            match self.call_target(raw.target) {
-                Some(target) => calls.push(self.call(raw, target)),
-                None if matches!(raw.target, RawTarget::Slot(_)) => indirect.push(prepared(&raw.as_indirect)),
-                None => {}
+            match self.call_targets(raw.target) {
+                Some((targets, through)) => {
+                    for target in targets {
+                        let mut call = self.call(raw.clone(), target);
+                        call.through = through;
+                        calls.push(call);
+                    }
+                }
+                None => match raw.target {
+                    // A slot that can change: the call reaches what may be stored there, and
+                    // what the file put there first stays live through it.
+                    RawTarget::Slot(slot) | RawTarget::Table(slot) => {
+                        indirect.push(prepared(&raw.as_indirect));
+                        changing.push(slot);
+                    }
+                    RawTarget::Direct(_) => {}
+                },
             }
         }
         let mut refs: Vec<Ref> =
-            facts.refs.iter().chain(&facts.loads).filter_map(|&addr| self.addr_ref(addr)).collect();
+            facts.refs.iter().chain(&facts.loads).chain(&changing).filter_map(|&addr| self.addr_ref(addr)).collect();
         refs.sort_unstable();
         refs.dedup();
         let sites = facts.sites.into_iter().map(|(at, number, i386)| Site { at, number, i386 }).collect();
@@ -484,7 +570,15 @@ impl Linker<'_, '_> {
         }
         fn_args.sort_unstable();
         fn_args.dedup();
-        Call { at: raw.at, target, tail: raw.tail, args: raw.args, fn_args, opaque_args: raw.opaque_args }
+        Call {
+            at: raw.at,
+            target,
+            tail: raw.tail,
+            args: raw.args,
+            fn_args,
+            opaque_args: raw.opaque_args,
+            through: None,
+        }
     }
 
     /// Exported symbols, COPY-relocated data left out (references bind to the library's original).

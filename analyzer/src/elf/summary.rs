@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bump when the summary's meaning or layout changes: cached summaries of another format are
 /// ignored and recomputed.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// What one ELF file can do, function by function.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -149,6 +149,9 @@ pub struct Call {
     pub fn_args: Vec<(u8, Ref)>,
     /// Argument registers holding an unknown value (a pointer loaded from memory, say).
     pub opaque_args: u8,
+    /// A call through a pointer loaded from the file's fixed data (not the GOT): the slot, or
+    /// the start of the table, it was loaded from.
+    pub through: Option<u64>,
 }
 
 /// A value an argument is known to have at a call.

@@ -133,9 +133,19 @@ impl Vals {
     }
 }
 
+/// Where a register's value was loaded from: a fixed address, or some entry of a table
+/// (an indexed load from a fixed base). Tracked beside the value sets so that a call through
+/// the register can be resolved to what the file's data holds there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    Slot(u64),
+    Table(u64),
+}
+
 #[derive(Clone, PartialEq)]
 struct State {
     regs: [Vals; 16],
+    loaded: [Option<Source>; 16],
     /// Stack slots written in this function, by offset from the entry stack pointer.
     slots: Vec<(i64, Vals)>,
     /// Vector registers known to hold zero (`pxor %xmm0,%xmm0`): compilers clear structures on
@@ -150,7 +160,7 @@ impl State {
             regs[reg] = Vals::one(Val::Arg(k as u8));
         }
         regs[RSP] = Vals::one(Val::Sp(0));
-        State { regs, slots: Vec::new(), zero_vectors: 0 }
+        State { regs, loaded: [None; 16], slots: Vec::new(), zero_vectors: 0 }
     }
 
     fn initial_slot(offset: i64) -> Vals {
@@ -187,6 +197,12 @@ impl State {
     fn join(&mut self, other: &State) -> bool {
         let mut changed = self.zero_vectors & other.zero_vectors != self.zero_vectors;
         self.zero_vectors &= other.zero_vectors;
+        for (mine, theirs) in self.loaded.iter_mut().zip(&other.loaded) {
+            if mine.is_some() && mine != theirs {
+                *mine = None;
+                changed = true;
+            }
+        }
         for (mine, theirs) in self.regs.iter_mut().zip(&other.regs) {
             if mine != theirs {
                 let joined = mine.join(*theirs);
@@ -260,10 +276,13 @@ pub(crate) fn gpr(reg: Register) -> Option<usize> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum RawTarget {
     Direct(u64),
-    /// Through the pointer slot at this address (`call *slot(%rip)`).
+    /// Through the pointer slot at this address (`call *slot(%rip)`, or a register loaded from it).
     Slot(u64),
+    /// Through some entry of the pointer table at this address (`call *table(,%rax,8)`).
+    Table(u64),
 }
 
+#[derive(Clone)]
 pub(crate) struct RawCall {
     pub at: u64,
     pub target: RawTarget,
@@ -276,6 +295,7 @@ pub(crate) struct RawCall {
     pub as_indirect: RawIndirect,
 }
 
+#[derive(Clone)]
 pub(crate) struct RawIndirect {
     pub at: u64,
     /// Argument registers written before the site.
@@ -311,6 +331,12 @@ pub(crate) struct Context<'a> {
 /// Runs the value analysis over `cfg` and collects the facts.
 pub(crate) fn analyze(cfg: &Cfg, context: &Context<'_>) -> Facts {
     let states = fixpoint(cfg, context);
+    let mut has_pred = vec![false; cfg.blocks.len()];
+    for block in 0..cfg.blocks.len() {
+        for succ in cfg.succs(block) {
+            has_pred[succ] = true;
+        }
+    }
     let mut facts = Facts::default();
     let mut factory = InstructionInfoFactory::new();
     for (block, state) in states.into_iter().enumerate() {
@@ -326,10 +352,13 @@ pub(crate) fn analyze(cfg: &Cfg, context: &Context<'_>) -> Facts {
         }
         // Code that runs off the end of the function continues in the next one: a tail call.
         let last = insns.last().expect("blocks are never empty");
+        // Alignment padding the linear sweep found after an indirect jump flows nowhere.
+        let padding = block != 0 && !has_pred[block] && insns.iter().all(|insn| insn.mnemonic() == Mnemonic::Nop);
         let falls_out = cfg.blocks[block].exit == Exit::Flow
             && !cfg.has_succs(block)
             && flow_is_next(last)
-            && last.next_ip() == context.end;
+            && last.next_ip() == context.end
+            && !padding;
         if falls_out {
             facts.calls.push(call_facts(last, RawTarget::Direct(last.next_ip()), true, &state));
         }
@@ -411,7 +440,7 @@ fn widen(state: &mut State) {
 }
 
 fn unknown_state() -> State {
-    State { regs: [Vals::Top(Reason::Computed); 16], slots: Vec::new(), zero_vectors: 0 }
+    State { regs: [Vals::Top(Reason::Computed); 16], loaded: [None; 16], slots: Vec::new(), zero_vectors: 0 }
 }
 
 fn successors<'c>(cfg: &'c Cfg, block_index: usize, context: &Context<'_>) -> impl Iterator<Item = usize> + 'c {
@@ -483,6 +512,7 @@ fn stack_offset(instruction: &Instruction, state: &State) -> Option<i64> {
 
 fn set_reg(state: &mut State, reg: Register, value: Vals) {
     let Some(index) = gpr(reg) else { return };
+    state.loaded[index] = None;
     state.regs[index] = match reg.size() {
         8 | 4 => truncate(value, reg.size()),
         _ => Vals::Top(Reason::Computed),
@@ -496,7 +526,16 @@ fn step(instruction: &Instruction, state: &mut State, factory: &mut InstructionI
         Mnemonic::Mov | Mnemonic::Movzx | Mnemonic::Movsxd | Mnemonic::Movsx => {
             let value = extend(instruction, value_of(instruction, 1, state));
             match op0_reg {
-                Some(reg) => set_reg(state, reg, value),
+                Some(reg) => {
+                    let source = match instruction.mnemonic() {
+                        Mnemonic::Mov if instruction.op1_kind() == OpKind::Memory => load_source(instruction, state),
+                        _ => None,
+                    };
+                    set_reg(state, reg, value);
+                    if let (Some(index), 8) = (gpr(reg), reg.size()) {
+                        state.loaded[index] = source;
+                    }
+                }
                 None => store(instruction, state, value),
             }
         }
@@ -536,6 +575,7 @@ fn step(instruction: &Instruction, state: &mut State, factory: &mut InstructionI
             }
         }
         Mnemonic::Leave => {
+            state.loaded[RBP] = None;
             let frame = state.regs[RBP].single_sp();
             state.regs[RBP] = frame.map_or(Vals::Top(Reason::MemoryLoad), |frame| state.slot(frame));
             state.regs[RSP] = frame.map_or(Vals::Top(Reason::Computed), |frame| Vals::one(Val::Sp(frame + 8)));
@@ -552,6 +592,7 @@ fn step(instruction: &Instruction, state: &mut State, factory: &mut InstructionI
         Mnemonic::Call => {
             for reg in CALLER_SAVED {
                 state.regs[reg] = Vals::Top(Reason::ClobberedByCall);
+                state.loaded[reg] = None;
             }
             // The callee's frame lives below our stack pointer.
             if let Some(sp) = state.regs[RSP].single_sp() {
@@ -561,6 +602,7 @@ fn step(instruction: &Instruction, state: &mut State, factory: &mut InstructionI
         Mnemonic::Syscall | Mnemonic::Sysenter => {
             for reg in [RAX, 1, 11] {
                 state.regs[reg] = Vals::Top(Reason::Computed);
+                state.loaded[reg] = None;
             }
         }
         Mnemonic::Stosb | Mnemonic::Stosd | Mnemonic::Stosq if instruction.has_rep_prefix() => {
@@ -618,6 +660,8 @@ fn rep_zero(instruction: &Instruction, state: &mut State) -> bool {
     }
     state.regs[RDI] = Vals::one(Val::Sp(start + size));
     state.regs[RCX] = Vals::one(Val::Const(0));
+    state.loaded[RDI] = None;
+    state.loaded[RCX] = None;
     true
 }
 
@@ -718,6 +762,32 @@ fn arithmetic(mnemonic: Mnemonic, current: Vals, operand: Vals) -> Vals {
 }
 
 /// The value `lea` computes.
+/// Where an 8-byte memory operand reads from, when that is a fixed address of the file (rip-relative,
+/// absolute, or a register holding an address the code took) or an entry of a table at one.
+fn load_source(instruction: &Instruction, state: &State) -> Option<Source> {
+    if instruction.memory_size().size() != 8 {
+        return None;
+    }
+    if instruction.is_ip_rel_memory_operand() {
+        return Some(Source::Slot(instruction.ip_rel_memory_address()));
+    }
+    let displacement = instruction.memory_displacement64();
+    let base = match gpr(instruction.memory_base()) {
+        None if instruction.memory_base() == Register::None => 0,
+        None => return None,
+        Some(base) => match state.regs[base].single() {
+            Some(Val::Const(base)) => base,
+            _ => return None,
+        },
+    };
+    let addr = base.wrapping_add(displacement);
+    match instruction.memory_index() {
+        Register::None => Some(Source::Slot(addr)),
+        _ if instruction.memory_index_scale() == 8 => Some(Source::Table(addr)),
+        _ => None,
+    }
+}
+
 fn address(instruction: &Instruction, state: &State) -> Vals {
     if instruction.is_ip_rel_memory_operand() {
         return Vals::one(Val::Const(instruction.ip_rel_memory_address()));
@@ -768,6 +838,7 @@ fn generic(instruction: &Instruction, state: &mut State, factory: &mut Instructi
         );
         if written && let Some(reg) = gpr(used.register()) {
             state.regs[reg] = Vals::Top(Reason::Computed);
+            state.loaded[reg] = None;
         }
     }
     let mut unknown_extent = false;
@@ -818,7 +889,22 @@ fn collect(instruction: &Instruction, state: &State, context: &Context<'_>, tabl
         Some(target) => facts.calls.push(call_facts(instruction, target, is_jump, state)),
         // A jump table the decoder enumerated: its targets are blocks of this function.
         None if is_jump && table_jump => {}
-        None => facts.indirect.push(indirect_facts(instruction.ip(), state)),
+        None => {
+            let source = match instruction.op0_kind() {
+                OpKind::Register => gpr(instruction.op0_register()).and_then(|reg| state.loaded[reg]),
+                OpKind::Memory => load_source(instruction, state),
+                _ => None,
+            };
+            match source {
+                Some(Source::Slot(slot)) => {
+                    facts.calls.push(call_facts(instruction, RawTarget::Slot(slot), is_jump, state))
+                }
+                Some(Source::Table(table)) => {
+                    facts.calls.push(call_facts(instruction, RawTarget::Table(table), is_jump, state))
+                }
+                None => facts.indirect.push(indirect_facts(instruction.ip(), state)),
+            }
+        }
     }
 }
 
@@ -1066,6 +1152,7 @@ mod tests {
         let name = |target: RawTarget| match target {
             RawTarget::Direct(addr) => symbols.label(addr),
             RawTarget::Slot(slot) => format!("*{}", symbols.label(slot)),
+            RawTarget::Table(table) => format!("*{}[]", symbols.label(table)),
         };
         let noreturn = |target: RawTarget| NORETURN.contains(&name(target).as_str());
         let registrar = |target: RawTarget| {
@@ -1319,7 +1406,7 @@ abort: hlt
     fn function_pointers_given_to_registrars_and_indirect_calls() {
         // `signal(SIGTERM, handler)` hands `handler` over, `sigaction(SIGTERM, &act, NULL)` in
         // the structure on the stack (whose first field, at the stack pointer, is also where a
-        // 7th argument would be); `(*table[0])()` calls through memory.
+        // 7th argument would be); `(*table[0])()` calls through the slot it loads.
         check(
             "
 f:  mov $15, %edi
@@ -1346,7 +1433,7 @@ handler: mov $39, %eax
   table: .quad handler
 ",
             "
-f: call signal(arg1=15 arg2=&handler); icall
+f: call signal(arg1=15 arg2=&handler); call *table(arg1=1)
 g: call sigaction(arg1=15 arg3=0 arg7=&handler arg2->&handler)
 handler: syscall 39
 ",
