@@ -309,7 +309,7 @@ fn may_block(id: u64, regs: u64) -> bool {
         NR_EPOLL_PWAIT2 if timeout != 0 => {
             // SAFETY: the helper checks the user address; a failed read counts as blocking.
             let span = unsafe { bpf_probe_read_user(timeout as *const [u64; 2]) };
-            span.map_or(true, |span| span != [0, 0])
+            !matches!(span, Ok([0, 0]))
         }
         _ => true,
     }
