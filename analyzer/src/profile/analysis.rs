@@ -208,7 +208,8 @@ mod tests {
             first_seen_ns: 0,
             comm: None,
         });
-        let why = |site: &str| Reachable { path: vec!["nginx!main".into()], site: site.into(), compat: false };
+        let why =
+            |site: &str| Reachable { path: vec!["nginx!main".into()], site: site.into(), compat: false, args: None };
         let found = StaticAnalysis {
             arch: Arch::X86_64,
             programs: Vec::new(),
