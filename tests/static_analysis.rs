@@ -139,7 +139,7 @@ pub fn missing_tool(tool: &str) -> Option<String> {
 }
 
 /// Compiles `source` with gcc into `dir/name`.
-fn compile(dir: &Path, name: &str, source: &str, flags: &[&str]) -> PathBuf {
+pub fn compile(dir: &Path, name: &str, source: &str, flags: &[&str]) -> PathBuf {
     let source_path = dir.join(format!("{name}.c"));
     std::fs::write(&source_path, source).unwrap();
     let binary = dir.join(name);

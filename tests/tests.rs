@@ -5,6 +5,8 @@
 #[macro_use]
 mod util;
 
+/// Argument-level rules: C programs with known, branch-chosen and input-dependent arguments.
+mod arguments;
 /// The README's bad-input table: hostile files, missing images and containers, a failing workload.
 mod bad_input;
 /// LLVM bitcode analysis of C programs compiled here by clang-19.

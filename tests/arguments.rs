@@ -1,0 +1,86 @@
+//! Argument-level rules from static evidence: a C program whose `socket` arguments are
+//! constants or chosen by a branch gets rules naming exactly those values; its `prctl` option,
+//! read from the command line, stays name-only.
+
+use crate::static_analysis::{analyze, compile, missing_tool, trace_of};
+
+/// `serve` makes every call; `main` only reaches it. `socket`'s domain is a constant at one call
+/// and one of two at the other (a branch), its type a constant with flags that the rule masks
+/// off; `prctl`'s option comes from the input; `kill`'s signal is a constant.
+const ARGS_C: &str = r#"
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+__attribute__((noinline)) void serve(int argc, char **argv) {
+    int a = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int family = AF_UNIX;
+    if (argc > 2) {
+        family = AF_INET6;
+        puts("inet6");
+    }
+    int b = socket(family, SOCK_STREAM, 0);
+    prctl(atoi(argv[1]), 0, 0, 0, 0);
+    kill(getpid(), SIGUSR2);
+    close(a);
+    close(b);
+}
+
+int main(int argc, char **argv) {
+    signal(SIGUSR2, SIG_IGN);
+    if (argc > 1) serve(argc, argv);
+    return 0;
+}
+"#;
+
+/// The values `analysis.json` gives for argument `index` of `name` in `phase`, or `None` when
+/// the syscall is reachable without known values.
+fn values(analysis: &serde_json::Value, phase: &str, name: &str, index: u8) -> Option<Vec<u64>> {
+    let reachable = &analysis["phases"][phase][name]["reachable"];
+    assert!(reachable.is_object(), "{name} is not reachable in {phase}");
+    let args = reachable["args"][index.to_string()].as_object()?;
+    let mut values: Vec<u64> = args.keys().map(|value| value.parse().unwrap()).collect();
+    values.sort_unstable();
+    Some(values)
+}
+
+#[test]
+fn constant_and_branch_chosen_arguments_give_exact_rules_and_input_stays_name_only() {
+    require!(missing_tool("gcc"));
+    for (name, flags) in [("dynamic", &[][..]), ("static", &["-static"][..])] {
+        let dir = tempfile::tempdir().unwrap();
+        let program = compile(dir.path(), name, ARGS_C, flags);
+        let trace = trace_of(dir.path(), program.to_str().unwrap(), None);
+        let analysis = analyze(&trace, &["--rootfs", "/", "--serving-entry", "serve"]);
+        let (af_unix, af_inet, af_inet6, sock_stream) = (1, 2, 10, 1);
+        assert_eq!(values(&analysis, "serving", "socket", 0), Some(vec![af_unix, af_inet, af_inet6]), "{name}");
+        assert_eq!(values(&analysis, "serving", "socket", 1), Some(vec![sock_stream]), "{name}: flags are masked off");
+        assert_eq!(values(&analysis, "serving", "kill", 1), Some(vec![12]), "{name}: SIGUSR2");
+        assert_eq!(values(&analysis, "serving", "prctl", 0), None, "{name}: an option from the input is unknown");
+        let profile: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("seccomp-serving.json")).unwrap()).unwrap();
+        let rules = profile["syscalls"].as_array().unwrap();
+        let socket: Vec<&serde_json::Value> =
+            rules.iter().filter(|rule| rule["names"] == serde_json::json!(["socket"])).collect();
+        assert_eq!(socket.len(), 3, "{name}: one rule per domain: {socket:?}");
+        for rule in &socket {
+            assert_eq!(rule["action"], "SCMP_ACT_ALLOW");
+            let args = rule["args"].as_array().unwrap();
+            assert_eq!(args.len(), 2, "{name}: domain and type: {rule}");
+            assert_eq!(
+                args[1],
+                serde_json::json!({"index": 1, "value": 15, "valueTwo": 1, "op": "SCMP_CMP_MASKED_EQ"})
+            );
+        }
+        let unconditional: Vec<&str> = rules
+            .iter()
+            .filter(|rule| rule["action"] == "SCMP_ACT_ALLOW" && rule.get("args").is_none())
+            .flat_map(|rule| rule["names"].as_array().unwrap().iter().map(|name| name.as_str().unwrap()))
+            .collect();
+        assert!(unconditional.contains(&"prctl"), "{name}: prctl stays name-only");
+        assert!(!unconditional.contains(&"socket") && !unconditional.contains(&"kill"), "{name}");
+    }
+}
