@@ -3,6 +3,7 @@
 //! read from the command line, stays name-only.
 
 use crate::static_analysis::{analyze, compile, missing_tool, trace_of};
+use crate::util::{output, seccomp_refine, stderr, stdout};
 
 /// `serve` makes every call; `main` only reaches it. `socket`'s domain is a constant at one call
 /// and one of two at the other (a branch), its type a constant with flags that the rule masks
@@ -82,5 +83,36 @@ fn constant_and_branch_chosen_arguments_give_exact_rules_and_input_stays_name_on
             .collect();
         assert!(unconditional.contains(&"prctl"), "{name}: prctl stays name-only");
         assert!(!unconditional.contains(&"socket") && !unconditional.contains(&"kill"), "{name}");
+        let explained = stdout(&output(seccomp_refine().args(["explain", "socket"]).arg(dir.path())));
+        assert!(explained.contains("serving: socket argument 0 (domain, bits 0xffffffff) only 0x1 ("), "{explained}");
+        let explained = stdout(&output(seccomp_refine().args(["explain", "prctl"]).arg(dir.path())));
+        assert!(explained.contains("serving: prctl allowed with any arguments: some reachable site"), "{explained}");
+        let report = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+        let serving_row = report.lines().find(|line| line.starts_with("| serving |")).unwrap();
+        let narrowed = serving_row.rsplit('|').nth(1).unwrap();
+        assert!(
+            narrowed.contains("kill") && narrowed.contains("socket") && !narrowed.contains("prctl"),
+            "{serving_row}"
+        );
+        // The name-only profile of the same program differs from this one in socket's and kill's rules.
+        let plain = tempfile::tempdir().unwrap();
+        let names: Vec<&str> = rules
+            .iter()
+            .filter(|rule| rule["action"] == "SCMP_ACT_ALLOW")
+            .flat_map(|rule| rule["names"].as_array().unwrap().iter().map(|name| name.as_str().unwrap()))
+            .collect();
+        let plain_profile = serde_json::json!({"defaultAction": "SCMP_ACT_ERRNO",
+            "syscalls": [{"names": names, "action": "SCMP_ACT_ALLOW"}]});
+        std::fs::write(plain.path().join("seccomp-serving.json"), plain_profile.to_string()).unwrap();
+        let diff = output(
+            seccomp_refine()
+                .arg("diff")
+                .arg(plain.path().join("seccomp-serving.json"))
+                .arg(dir.path().join("seccomp-serving.json")),
+        );
+        assert_eq!(diff.status.code(), Some(1), "{}", stderr(&diff));
+        let diff = stdout(&diff);
+        assert!(diff.contains("  ~ kill: any arguments → (arg1&0xffffffff==0xc)"), "{diff}");
+        assert!(diff.contains("  ~ socket: any arguments → (arg0&0xffffffff==0x1 and arg1&0xf==0x1) or ("), "{diff}");
     }
 }

@@ -53,8 +53,10 @@ pub struct SyscallRule {
     pub action: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errno_ret: Option<u32>,
-    /// Conditions on the arguments, all of which must hold (Docker ANDs them).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Conditions on the arguments, all of which must hold (Docker ANDs them). Written, never
+    /// read: profiles from elsewhere spell them in more ways (`null`, other operators), so
+    /// `read::ProfileFile` reads them from the JSON it keeps.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<ArgMatch>,
 }
 

@@ -26,7 +26,7 @@ pub use baseline::{
     ALWAYS_ALLOWED, CRUN_AFTER_FILTER, DEFAULT_BASELINE, ENOSYS_FALLBACKS, RUNC_1_1_AFTER_FILTER, RUNC_AFTER_FILTER,
     RUNTIME_BASELINES, RuntimeBaseline, profile_arches, runtime_baseline,
 };
-pub use docker_json::{ArgCondition, ArgRules, DockerProfile, ERRNO_ENOSYS};
+pub use docker_json::{ArgCondition, ArgMatch, ArgRules, DockerProfile, ERRNO_ENOSYS};
 pub use outputs::{KUBERNETES_FILE, OCI_FILE, OutputOptions};
 
 use crate::syscalls::{self, Arch};
