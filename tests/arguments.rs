@@ -1,13 +1,17 @@
 //! Argument-level rules from static evidence: a C program whose `socket` arguments are
 //! constants or chosen by a branch gets rules naming exactly those values; its `prctl` option,
-//! read from the command line, stays name-only.
+//! read from the command line, stays name-only; the serving filter `enforce` compiles from its
+//! profile denies other socket families and `clone(CLONE_NEWUSER)` in a real kernel.
 
 use crate::static_analysis::{analyze, compile, missing_tool, trace_of};
+use seccomp_refine::enforce::{Action, Filter};
+
 use crate::util::{output, seccomp_refine, stderr, stdout};
 
 /// `serve` makes every call; `main` only reaches it. `socket`'s domain is a constant at one call
 /// and one of two at the other (a branch), its type a constant with flags that the rule masks
-/// off; `prctl`'s option comes from the input; `kill`'s signal is a constant.
+/// off; `prctl`'s option comes from the input; `kill`'s signal is a constant; `fork` clones
+/// without namespace flags.
 const ARGS_C: &str = r#"
 #include <signal.h>
 #include <stdio.h>
@@ -26,6 +30,7 @@ __attribute__((noinline)) void serve(int argc, char **argv) {
     int b = socket(family, SOCK_STREAM, 0);
     prctl(atoi(argv[1]), 0, 0, 0, 0);
     kill(getpid(), SIGUSR2);
+    if (argc > 3 && fork() == 0) _exit(0);
     close(a);
     close(b);
 }
@@ -115,4 +120,60 @@ fn constant_and_branch_chosen_arguments_give_exact_rules_and_input_stays_name_on
         assert!(diff.contains("  ~ kill: any arguments → (arg1&0xffffffff==0xc)"), "{diff}");
         assert!(diff.contains("  ~ socket: any arguments → (arg0&0xffffffff==0x1 and arg1&0xf==0x1) or ("), "{diff}");
     }
+}
+
+#[test]
+fn the_serving_filter_from_the_analysis_denies_other_socket_families_and_new_namespaces() {
+    require!(missing_tool("gcc"));
+    let dir = tempfile::tempdir().unwrap();
+    let program = compile(dir.path(), "args", ARGS_C, &[]);
+    let trace = trace_of(dir.path(), program.to_str().unwrap(), None);
+    let analysis = analyze(&trace, &["--rootfs", "/", "--serving-entry", "serve"]);
+    assert_eq!(values(&analysis, "serving", "clone", 0), Some(vec![0]), "fork clones without namespace flags");
+    let filter = Filter::from_profile(&dir.path().join("seccomp-serving.json"), Action::Errno).unwrap();
+    let prog = libc::sock_fprog { len: filter.insns.len() as u16, filter: filter.insns.as_ptr().cast_mut() };
+    // SAFETY: the child makes raw syscalls only and leaves with _exit; the parent waits for it.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: as above; `prog` outlives the calls.
+        unsafe {
+            libc::syscall(libc::SYS_prctl, libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+            if libc::syscall(libc::SYS_seccomp, 1, 0, &prog) != 0 {
+                libc::_exit(3);
+            }
+            let denied = |result: libc::c_long| result == -1 && *libc::__errno_location() == libc::EPERM;
+            let inet = libc::syscall(libc::SYS_socket, libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
+            let packet = denied(libc::syscall(libc::SYS_socket, libc::AF_PACKET, libc::SOCK_RAW, 0));
+            let flags = (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_long;
+            let clone = libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0);
+            if clone == 0 {
+                libc::_exit(0);
+            }
+            let user_namespace = denied(clone);
+            libc::_exit(if inet < 0 {
+                4
+            } else if !packet {
+                5
+            } else if !user_namespace {
+                6
+            } else {
+                0
+            });
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let what = [
+        "",
+        "",
+        "",
+        "seccomp refused the filter",
+        "socket(AF_INET) was denied",
+        "socket(AF_PACKET) ran",
+        "clone(CLONE_NEWUSER) ran",
+    ];
+    assert!(libc::WIFEXITED(status), "status {status:#x}");
+    let code = libc::WEXITSTATUS(status) as usize;
+    assert_eq!(code, 0, "{}", what.get(code).copied().unwrap_or("the child failed"));
 }
