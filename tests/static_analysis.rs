@@ -464,7 +464,8 @@ fn summaries_come_from_the_cache_and_a_damaged_entry_is_redone() {
     let warm = run();
     let files = first["static"]["modules"].as_array().unwrap().len();
     assert!(warm.contains(&format!("{files} files ({files} from cache)")), "{warm}");
-    let entry = std::fs::read_dir(cache.join("v1")).unwrap().next().unwrap().unwrap().path();
+    let versioned = cache.join(format!("v{}", seccomp_refine::elf::FORMAT));
+    let entry = std::fs::read_dir(versioned).unwrap().next().unwrap().unwrap().path();
     std::fs::write(&entry, b"damaged").unwrap();
     let repaired = run();
     assert!(repaired.contains(&format!("{files} files ({} from cache)", files - 1)), "{repaired}");
