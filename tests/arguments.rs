@@ -11,7 +11,8 @@ use crate::util::{output, seccomp_refine, stderr, stdout};
 /// `serve` makes every call; `main` only reaches it. `socket`'s domain is a constant at one call
 /// and one of two at the other (a branch), its type a constant with flags that the rule masks
 /// off; `prctl`'s option comes from the input; `kill`'s signal is a constant; `fork` clones
-/// without namespace flags.
+/// without namespace flags; `set_option` passes its own argument as `setsockopt`'s option name
+/// and is called directly with a constant, but also through a pointer with the input.
 const ARGS_C: &str = r#"
 #include <signal.h>
 #include <stdio.h>
@@ -19,6 +20,12 @@ const ARGS_C: &str = r#"
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+__attribute__((noinline)) int set_option(int fd, int name) {
+    int one = 1;
+    return setsockopt(fd, SOL_SOCKET, name, &one, sizeof one);
+}
+static int (*volatile option_setter)(int, int) = set_option;
 
 __attribute__((noinline)) void serve(int argc, char **argv) {
     int a = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -30,6 +37,8 @@ __attribute__((noinline)) void serve(int argc, char **argv) {
     int b = socket(family, SOCK_STREAM, 0);
     prctl(atoi(argv[1]), 0, 0, 0, 0);
     kill(getpid(), SIGUSR2);
+    set_option(a, SO_REUSEADDR);
+    option_setter(b, argc);
     if (argc > 3 && fork() == 0) _exit(0);
     close(a);
     close(b);
@@ -66,6 +75,7 @@ fn constant_and_branch_chosen_arguments_give_exact_rules_and_input_stays_name_on
         assert_eq!(values(&analysis, "serving", "socket", 1), Some(vec![sock_stream]), "{name}: flags are masked off");
         assert_eq!(values(&analysis, "serving", "kill", 1), Some(vec![12]), "{name}: SIGUSR2");
         assert_eq!(values(&analysis, "serving", "prctl", 0), None, "{name}: an option from the input is unknown");
+        assert_eq!(values(&analysis, "serving", "setsockopt", 2), None, "{name}: a wrapper called through a pointer");
         let profile: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join("seccomp-serving.json")).unwrap()).unwrap();
         let rules = profile["syscalls"].as_array().unwrap();
