@@ -139,7 +139,7 @@ pub fn missing_tool(tool: &str) -> Option<String> {
 }
 
 /// Compiles `source` with gcc into `dir/name`.
-fn compile(dir: &Path, name: &str, source: &str, flags: &[&str]) -> PathBuf {
+pub fn compile(dir: &Path, name: &str, source: &str, flags: &[&str]) -> PathBuf {
     let source_path = dir.join(format!("{name}.c"));
     std::fs::write(&source_path, source).unwrap();
     let binary = dir.join(name);
@@ -464,12 +464,8 @@ fn summaries_come_from_the_cache_and_a_damaged_entry_is_redone() {
     let warm = run();
     let files = first["static"]["modules"].as_array().unwrap().len();
     assert!(warm.contains(&format!("{files} files ({files} from cache)")), "{warm}");
-    let entry = std::fs::read_dir(cache.join(format!("v{}", seccomp_refine::elf::FORMAT)))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let versioned = cache.join(format!("v{}", seccomp_refine::elf::FORMAT));
+    let entry = std::fs::read_dir(versioned).unwrap().next().unwrap().unwrap().path();
     std::fs::write(&entry, b"damaged").unwrap();
     let repaired = run();
     assert!(repaired.contains(&format!("{files} files ({} from cache)", files - 1)), "{repaired}");

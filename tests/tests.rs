@@ -5,6 +5,8 @@
 #[macro_use]
 mod util;
 
+/// Argument-level rules: C programs with known, branch-chosen and input-dependent arguments.
+mod arguments;
 /// The bad-input table of `docs/faults.md`: hostile files, missing images and containers, a failing workload.
 mod bad_input;
 /// LLVM bitcode analysis of C programs compiled here by clang-19.

@@ -135,6 +135,7 @@ fn add_application(
                 path: vec![handler.clone()],
                 site,
                 compat: false,
+                args: None,
             });
         }
         if policy == UnresolvedPolicy::AllowModule && !reach.unresolved.is_empty() {
@@ -179,7 +180,7 @@ fn add_application(
 /// A bitcode witness (functions, then the site) as a reachability record.
 fn reachable(witness: &[String], compat: bool) -> Reachable {
     let (site, path) = witness.split_last().map_or((String::new(), &[][..]), |(site, path)| (site.clone(), path));
-    Reachable { path: path.to_vec(), site, compat }
+    Reachable { path: path.to_vec(), site, compat, args: None }
 }
 
 fn record_unresolved(found: &mut StaticAnalysis, reach: &PhaseReach, phase: Phase, bitcode: &str) {
@@ -215,6 +216,7 @@ fn allow_everything_issued(
             path: vec![bitcode.to_owned()],
             site: "allowed for an unresolved site in the bitcode (--unresolved allow-module)".to_owned(),
             compat: arch != program_arch,
+            args: None,
         });
     }
 }

@@ -161,7 +161,7 @@ fn summarize(mut summary: ModuleSummary, lines: &[String], data: &[String]) -> M
             let at = addr + 1 + position as u64;
             let (verb, rest) = fact.split_once(' ').unwrap_or((fact, ""));
             match verb {
-                "syscall" => function.sites.push(Site { at, number: site_number(rest), i386: false }),
+                "syscall" => function.sites.push(Site { at, number: site_number(rest), i386: false, args: Vec::new() }),
                 "call" | "jmp" => {
                     let (target, args) = match rest.split_once('(') {
                         Some((target, args)) => (target, args.trim_end_matches(')')),

@@ -258,11 +258,15 @@ impl StaticAnalysis {
             }
         }
         self.resolution = super::resolution(&self.modules);
-        for (name, reachable) in other.init {
-            self.init.entry(name).or_insert(reachable);
-        }
-        for (name, reachable) in other.serving {
-            self.serving.entry(name).or_insert(reachable);
+        for (phase, theirs) in [(&mut self.init, other.init), (&mut self.serving, other.serving)] {
+            for (name, reachable) in theirs {
+                match phase.entry(name) {
+                    std::collections::btree_map::Entry::Occupied(mut known) => known.get_mut().join(reachable),
+                    std::collections::btree_map::Entry::Vacant(slot) => {
+                        slot.insert(reachable);
+                    }
+                }
+            }
         }
         for site in other.unresolved {
             match self.unresolved.iter_mut().find(|known| known.module == site.module && known.address == site.address)

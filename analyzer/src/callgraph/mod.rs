@@ -7,6 +7,7 @@
 //! through a [`Rootfs`], so nothing outside the container is ever analysed. Turning the result
 //! into profiles and `analysis.json` is the `profile` module's job.
 
+mod args;
 #[cfg(test)]
 mod fixture;
 mod graph;
@@ -19,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+pub use args::ArgValues;
 pub use graph::{Edge, Issue, Node, Program};
 pub use libraries::{Libraries, Session, analyze_trace_besides};
 pub use loader::{Module, Process, Store};
@@ -93,6 +95,30 @@ pub struct Reachable {
     /// Named in the i386 table (`int $0x80` in 64-bit code).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub compat: bool,
+    /// The values of its narrowable arguments (`syscalls::args`) at every reachable site;
+    /// `None` when some site's value is unknown, or the syscall has no such argument.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<ArgValues>,
+}
+
+impl Reachable {
+    /// Adds another witness of the same syscall in the same phase: the first path stays, the
+    /// argument values join (unknown on either side is unknown).
+    pub fn join(&mut self, other: Reachable) {
+        self.args = match (self.args.take(), other.args) {
+            (Some(mut mine), Some(theirs)) => {
+                for (index, values) in theirs {
+                    let known = mine.entry(index).or_default();
+                    for (value, site) in values {
+                        known.entry(value).or_insert(site);
+                    }
+                }
+                let small = mine.values().all(|values| values.len() <= crate::syscalls::args::MAX_VALUES);
+                small.then_some(mine)
+            }
+            _ => None,
+        };
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -291,10 +317,13 @@ fn merge_phase(
         let table = if i386 { Arch::X86 } else { arch };
         match table.name(number) {
             Some(name) => {
+                let args =
+                    if i386 || arch != Arch::X86_64 { None } else { result.args.get(&number).cloned().flatten() };
                 names.entry(name.to_owned()).or_insert_with(|| Reachable {
                     path: found.path.clone(),
                     site: found.site.clone(),
                     compat: i386,
+                    args,
                 });
             }
             None => {
@@ -307,6 +336,7 @@ fn merge_phase(
             path: found.path.clone(),
             site: found.site.clone(),
             compat: false,
+            args: None,
         });
     }
     if let Some(sigaction) = names.get("rt_sigaction").cloned() {
@@ -325,7 +355,12 @@ fn merge_phase(
         _ => &mut analysis.init,
     };
     for (name, reachable) in names {
-        target.entry(name).or_insert(reachable);
+        match target.entry(name) {
+            std::collections::btree_map::Entry::Occupied(mut known) => known.get_mut().join(reachable),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(reachable);
+            }
+        }
     }
     count
 }
@@ -352,6 +387,7 @@ fn allow_modules(
                     path: vec![file.path.clone()],
                     site: "allowed for an unresolved site in this file (--unresolved allow-module)".into(),
                     compat: i386,
+                    args: None,
                 });
             }
         }

@@ -17,6 +17,7 @@ use super::graph::{Edge, Node, Program};
 use super::reach::{Reach, Roots, Via, reach};
 use crate::elf::{self, ArgLoc, Ref};
 use crate::servers::{KNOWN_SERVERS, Server, Spawn};
+use crate::syscalls::Arch;
 
 /// A serving entry as given on the command line (`SYMBOL[@BINARY]`), or derived from a stack
 /// (`trace::ServingEntry`), where stripped functions are named `fn_<address>` like the analysis
@@ -95,6 +96,8 @@ pub struct PhaseResult {
     /// (function node, site address, reason).
     pub unknown: Vec<(NodeIndex, u64, crate::elf::Reason)>,
     pub modules_with_unknown: HashSet<u16>,
+    /// x86_64 syscall number → the values of its narrowable arguments (`None`: some unknown).
+    pub args: BTreeMap<u32, Option<super::args::ArgValues>>,
 }
 
 /// Everything one process can do, per phase.
@@ -568,7 +571,8 @@ fn continuations(
 
 /// Syscalls (and unknown sites) of everything reached.
 pub(super) fn collect(program: &Program<'_>, result: &Reach) -> PhaseResult {
-    let mut phase = PhaseResult::default();
+    let mut phase =
+        PhaseResult { args: super::args::phase_values(program, result, Arch::X86_64), ..PhaseResult::default() };
     for &node in &result.order {
         for issue in result.issues(program, node) {
             phase.syscalls.entry((issue.i386, issue.number)).or_insert_with(|| Found {

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 
 use super::Outcome;
-use crate::profile::{ALWAYS_ALLOWED, ANALYSIS_FILE, Analysis, Evidence};
+use crate::profile::{ALWAYS_ALLOWED, ANALYSIS_FILE, Analysis, ArgCondition, Evidence};
+use crate::syscalls::args::pairs_of;
 use crate::trace::{Phase, Trace};
 
 /// Say why a syscall is allowed: observed (phase, programs, count) and/or reachable (a
@@ -43,10 +44,19 @@ pub fn run(args: Args) -> Result<Outcome> {
     };
     let name = args.syscall.as_str();
     let mut allowed = false;
+    let profiles = analysis.profiles();
     for phase in Phase::ALL {
         let Some(evidence) = analysis.phases.get(&phase).and_then(|entries| entries.get(name)) else { continue };
         allowed = true;
         print_evidence(phase, evidence);
+        let rules = match phase {
+            Phase::Init => Some(&profiles.init_args),
+            Phase::Serving => Some(&profiles.serving_args),
+            _ => None,
+        };
+        if let Some(rules) = rules {
+            print_arguments(phase, name, evidence, rules.get(name));
+        }
     }
     if ALWAYS_ALLOWED.contains(&name) {
         allowed = true;
@@ -75,6 +85,47 @@ fn print_evidence(phase: Phase, evidence: &Evidence) {
     if let Some(why) = &evidence.reachable {
         let compat = if why.compat { " (i386 numbering)" } else { "" };
         println!("{phase}: reachable{compat}: {} → {}", why.path.join(" → "), why.site);
+    }
+}
+
+/// The argument rule of a syscall of `syscalls::args` in `phase`, with the site behind each value,
+/// or why it has none.
+fn print_arguments(phase: Phase, name: &str, evidence: &Evidence, rule: Option<&Vec<ArgCondition>>) {
+    let pairs: Vec<_> = pairs_of(name).collect();
+    if pairs.is_empty() {
+        return;
+    }
+    let Some(conditions) = rule else {
+        let why = if evidence.observed.is_some() {
+            "observed, and the trace does not record arguments"
+        } else if evidence.reachable.as_ref().is_some_and(|why| why.args.is_some()) {
+            "every value the compared bits can take is passed, or too many values"
+        } else {
+            "some reachable site passes a value the static analysis does not know"
+        };
+        println!("{phase}: {name} allowed with any arguments: {why}");
+        return;
+    };
+    let sites = evidence.reachable.as_ref().and_then(|why| why.args.as_ref());
+    for condition in conditions {
+        let meaning = pairs.iter().find(|pair| pair.index == condition.index).map_or("", |pair| pair.meaning);
+        let values: Vec<String> = condition
+            .values
+            .iter()
+            .map(|value| {
+                let site = sites.and_then(|sites| sites.get(&condition.index)?.get(value));
+                match site {
+                    Some(site) => format!("{value:#x} ({site})"),
+                    None => format!("{value:#x}"),
+                }
+            })
+            .collect();
+        println!(
+            "{phase}: {name} argument {} ({meaning}, bits {:#x}) only {}",
+            condition.index,
+            condition.mask,
+            values.join(", ")
+        );
     }
 }
 

@@ -538,7 +538,12 @@ impl Linker<'_, '_> {
             facts.refs.iter().chain(&facts.loads).chain(&changing).filter_map(|&addr| self.addr_ref(addr)).collect();
         refs.sort_unstable();
         refs.dedup();
-        let sites = facts.sites.into_iter().map(|(at, number, i386)| Site { at, number, i386 }).collect();
+        let mut site_args: HashMap<u64, Vec<(u8, ArgValue)>> = facts.site_args.into_iter().collect();
+        let sites = facts
+            .sites
+            .into_iter()
+            .map(|(at, number, i386)| Site { at, number, i386, args: site_args.remove(&at).unwrap_or_default() })
+            .collect();
         Function {
             addr: start,
             end,

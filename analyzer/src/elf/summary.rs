@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bump when the summary's meaning or layout changes: cached summaries of another format are
 /// ignored and recomputed.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 /// What one ELF file can do, function by function.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -81,6 +81,9 @@ pub struct Site {
     pub number: SiteNumber,
     /// `int $0x80`: the number is in the i386 table.
     pub i386: bool,
+    /// Syscall arguments (0 = rdi … 5 = r9) known at the site; an argument not listed is unknown.
+    #[serde(default)]
+    pub args: Vec<(u8, ArgValue)>,
 }
 
 /// The syscall number at a site.

@@ -316,6 +316,8 @@ pub(crate) struct Facts {
     pub loads: Vec<u64>,
     /// Argument registers read while they may still hold the incoming argument.
     pub consumed: u8,
+    /// Per `syscall` site (same order as `sites` before sorting): the known syscall arguments.
+    pub site_args: Vec<(u64, Vec<(u8, ArgValue)>)>,
 }
 
 /// What the analysis needs to know about the rest of the file.
@@ -872,6 +874,7 @@ fn collect(instruction: &Instruction, state: &State, context: &Context<'_>, tabl
     if matches!(instruction.mnemonic(), Mnemonic::Syscall | Mnemonic::Sysenter) || int80 {
         let i386 = instruction.mnemonic() != Mnemonic::Syscall;
         facts.sites.push((instruction.ip(), site_number(truncate(state.regs[RAX], 4)), i386));
+        facts.site_args.push((instruction.ip(), syscall_args(state)));
         return;
     }
     let (is_call, is_jump) = match instruction.mnemonic() {
@@ -931,6 +934,18 @@ fn site_number(value: Vals) -> SiteNumber {
             }
         }
     }
+}
+
+/// rdi, rsi, rdx, r10, r8, r9: the kernel's argument registers.
+const SYSCALL_ARG_REGS: [usize; 6] = [7, 6, 2, 10, 8, 9];
+
+/// The syscall arguments known at a site: constants, or the function's own arguments passed on.
+fn syscall_args(state: &State) -> Vec<(u8, ArgValue)> {
+    SYSCALL_ARG_REGS
+        .iter()
+        .enumerate()
+        .filter_map(|(index, &reg)| Some((index as u8, arg_value(state.regs[reg])?)))
+        .collect()
 }
 
 fn call_facts(instruction: &Instruction, target: RawTarget, tail: bool, state: &State) -> RawCall {

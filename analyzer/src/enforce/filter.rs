@@ -1,11 +1,13 @@
 //! The serving profile as a classic-BPF seccomp program, and the container profile `enforce`
 //! starts a container under.
 //!
-//! The program is linear and checks syscall numbers only: a filter whose answer for a number
-//! never depends on the arguments is folded into the kernel's per-syscall action cache, so the
-//! allowed (hot) syscalls cost no BPF run at all. Everything it does not allow — another ABI
-//! (i386, x32), a syscall outside the profile — gets the chosen action, so `--action log` really
-//! denies nothing.
+//! The program is linear and checks syscall numbers: a filter whose answer for a number never
+//! depends on the arguments is folded into the kernel's per-syscall action cache, so the allowed
+//! (hot) syscalls cost no BPF run at all. Only the syscalls the profile narrows by argument
+//! (`syscalls::args`) jump to a block of their own that compares the arguments; they alone run
+//! the filter each time. Everything it does not allow — another ABI (i386, x32), a syscall
+//! outside the profile, a narrowed one with other arguments — gets the chosen action, so
+//! `--action log` really denies nothing.
 
 use std::path::Path;
 
@@ -52,6 +54,14 @@ const BPF_JMP_JEQ_K: u16 = 0x15;
 const BPF_JMP_JGE_K: u16 = 0x35;
 const BPF_RET_K: u16 = 0x06;
 
+const BPF_ALU_AND_K: u16 = 0x54;
+const BPF_JMP_JA: u16 = 0x05;
+/// `args[0]` in `struct seccomp_data` (after `nr`, `arch` and `instruction_pointer`).
+const DATA_ARGS: u32 = 16;
+
+/// One way a narrowed syscall is allowed: every (argument index, mask, value) holds.
+pub type ArgRule = Vec<(u8, u64, u64)>;
+
 /// A compiled filter, as `struct sock_filter` instructions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Filter {
@@ -59,6 +69,54 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// Like `allowlist`, and each syscall of `narrowed` only when one of its rules holds.
+    pub fn allowlist_with_args(allowed: &[u32], narrowed: &[(u32, Vec<ArgRule>)], action: Action) -> Filter {
+        let mut filter = Filter::allowlist(allowed, action);
+        let deny = filter.insns.pop().expect("an allowlist ends in its deny");
+        // Each narrowed number jumps (32-bit offset) to its block after the final deny.
+        let mut blocks: Vec<Vec<libc::sock_filter>> = Vec::new();
+        let mut jumps: Vec<usize> = Vec::new();
+        for (number, rules) in narrowed {
+            let mut block = Vec::new();
+            for rule in rules {
+                let mut checks = Vec::new();
+                for &(index, mask, value) in rule {
+                    for (half, shift) in [(0u32, 0u32), (4, 32)] {
+                        let (mask, value) = ((mask >> shift) as u32, (value >> shift) as u32);
+                        if mask == 0 {
+                            continue;
+                        }
+                        checks.push(stmt(BPF_LD_W_ABS, DATA_ARGS + 8 * u32::from(index) + half));
+                        checks.push(stmt(BPF_ALU_AND_K, mask));
+                        checks.push(jump(BPF_JMP_JEQ_K, value & mask, 0, 0));
+                    }
+                }
+                checks.push(stmt(BPF_RET_K, SECCOMP_RET_ALLOW));
+                // A failed comparison skips the rest of this rule, to the next one (or the deny).
+                let len = checks.len();
+                for (position, insn) in checks.iter_mut().enumerate() {
+                    if insn.code == BPF_JMP_JEQ_K {
+                        insn.jf = u8::try_from(len - position - 1).expect("a rule is a few instructions");
+                    }
+                }
+                block.extend(checks);
+            }
+            block.push(deny);
+            blocks.push(block);
+            filter.insns.push(jump(BPF_JMP_JEQ_K, *number, 0, 1));
+            jumps.push(filter.insns.len());
+            filter.insns.push(stmt(BPF_JMP_JA, 0));
+        }
+        filter.insns.push(deny);
+        let mut position = filter.insns.len();
+        for (jump_at, block) in jumps.into_iter().zip(blocks) {
+            filter.insns[jump_at].k = (position - jump_at - 1) as u32;
+            position += block.len();
+            filter.insns.extend(block);
+        }
+        filter
+    }
+
     /// Allows exactly the x86_64 syscalls `allowed`; `action` for everything else.
     pub fn allowlist(allowed: &[u32], action: Action) -> Filter {
         let mut numbers = allowed.to_vec();
@@ -83,13 +141,28 @@ impl Filter {
     }
 
     /// The serving filter of a Docker/OCI allowlist profile.
+    ///
+    /// A name allowed only under argument conditions is compiled with them when every rule for it
+    /// reads as equality under a mask (what `profile` writes); otherwise it is allowed whatever
+    /// its arguments, which never denies what the profile allows.
     pub fn from_profile(path: &Path, action: Action) -> Result<Filter> {
         let allowed = read_allowlist(path)?;
-        let numbers: Vec<u32> = allowed.iter().filter_map(|name| Arch::X86_64.number(name)).collect();
-        if numbers.is_empty() {
+        let conditional = read_profile(path)?.argument_rules();
+        let mut narrowed: Vec<(u32, Vec<ArgRule>)> = Vec::new();
+        let mut numbers: Vec<u32> = Vec::new();
+        for name in &allowed {
+            let Some(number) = Arch::X86_64.number(name) else { continue };
+            let rules =
+                conditional.get(name).and_then(|rules| rules.iter().map(|rule| compiled(rule.as_deref()?)).collect());
+            match rules {
+                Some(rules) => narrowed.push((number, rules)),
+                None => numbers.push(number),
+            }
+        }
+        if numbers.is_empty() && narrowed.is_empty() {
             bail!("{} allows no x86_64 syscall: it is not a serving profile", path.display());
         }
-        Ok(Filter::allowlist(&numbers, action))
+        Ok(Filter::allowlist_with_args(&numbers, &narrowed, action))
     }
 
     /// The instructions as the kernel reads them (8 bytes each), for writing into a process.
@@ -103,6 +176,21 @@ impl Filter {
         }
         bytes
     }
+}
+
+/// A profile rule's conditions as (index, mask, value), when each is `SCMP_CMP_EQ` or
+/// `SCMP_CMP_MASKED_EQ` on an argument that exists.
+fn compiled(rule: &[crate::profile::ArgMatch]) -> Option<ArgRule> {
+    rule.iter()
+        .map(|arg| {
+            let index = u8::try_from(arg.index).ok().filter(|&index| index < 6)?;
+            match arg.op.as_str() {
+                "SCMP_CMP_EQ" => Some((index, u64::MAX, arg.value)),
+                "SCMP_CMP_MASKED_EQ" => Some((index, arg.value, arg.value_two)),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 fn stmt(code: u16, k: u32) -> libc::sock_filter {
@@ -163,6 +251,47 @@ mod tests {
                 let denied = libc::syscall(libc::SYS_getppid) == -1 && *libc::__errno_location() == libc::EPERM;
                 let allowed = libc::syscall(libc::SYS_getpid) > 0;
                 libc::_exit(if denied && allowed { 0 } else { 4 });
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "status {status:#x}");
+    }
+
+    #[test]
+    fn a_real_kernel_denies_a_narrowed_syscall_with_other_arguments() {
+        // socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC) is allowed; socket(AF_PACKET) and
+        // socket(AF_UNIX, SOCK_DGRAM) are denied; getpid stays allowed by number.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seccomp-serving.json");
+        let names: Vec<&str> = Arch::X86_64.syscalls().map(|(_, name)| name).collect();
+        let socket = vec![
+            crate::profile::ArgCondition { index: 0, mask: 0xffff_ffff, values: vec![1] },
+            crate::profile::ArgCondition { index: 1, mask: 0xf, values: vec![1] },
+        ];
+        let args = crate::profile::ArgRules::from([("socket".to_owned(), socket)]);
+        let profile = crate::profile::DockerProfile::allowlist_with_args(Arch::X86_64, names, &args);
+        std::fs::write(&path, profile.to_json()).unwrap();
+        let filter = Filter::from_profile(&path, Action::Errno).unwrap();
+        let prog = libc::sock_fprog { len: filter.insns.len() as u16, filter: filter.insns.as_ptr().cast_mut() };
+        // SAFETY: the child makes raw syscalls only and leaves with _exit; the parent waits for it.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: as above; `prog` outlives the calls.
+            unsafe {
+                libc::syscall(libc::SYS_prctl, libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+                if libc::syscall(libc::SYS_seccomp, 1, 0, &prog) != 0 {
+                    libc::_exit(3);
+                }
+                let denied = |result: libc::c_long| result == -1 && *libc::__errno_location() == libc::EPERM;
+                let unix = libc::syscall(libc::SYS_socket, libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+                let packet = libc::syscall(libc::SYS_socket, libc::AF_PACKET, libc::SOCK_RAW, 0);
+                let packet_denied = denied(packet);
+                let datagram = libc::syscall(libc::SYS_socket, libc::AF_UNIX, libc::SOCK_DGRAM, 0);
+                let datagram_denied = denied(datagram);
+                let ok = unix >= 0 && packet_denied && datagram_denied && libc::syscall(libc::SYS_getpid) > 0;
+                libc::_exit(if ok { 0 } else { 4 });
             }
         }
         let mut status = 0;

@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::baseline::always_allowed_reason;
-use super::{ALWAYS_ALLOWED, Profiles, RuntimeSource, SyscallSet};
+use super::{ALWAYS_ALLOWED, ArgCondition, ArgRules, Profiles, RuntimeSource, SyscallSet};
 use crate::callgraph::{Reachable, StaticAnalysis};
 use crate::syscalls::Arch;
+use crate::syscalls::args::pairs_of;
 use crate::trace::{Phase, Target, Trace};
 
 /// The `schema` value of `analysis.json`.
@@ -63,6 +64,27 @@ pub struct Evidence {
     pub observed: Option<Observed>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reachable: Option<Reachable>,
+}
+
+/// The conditions `evidence` supports for `name`: static values for every pair of the syscall,
+/// none observed; `None` when any is missing or no pair restricts anything.
+fn narrowing(name: &str, evidence: &Evidence) -> Option<Vec<ArgCondition>> {
+    if evidence.observed.is_some() {
+        return None;
+    }
+    let values = evidence.reachable.as_ref()?.args.as_ref()?;
+    let mut conditions = Vec::new();
+    for pair in pairs_of(name) {
+        let known = values.get(&pair.index).filter(|known| !known.is_empty())?;
+        let mask = pair.kind.mask();
+        let allowed: Vec<u64> = known.keys().map(|value| value & mask).collect();
+        // Every value the mask lets through is allowed: the argument is free.
+        let free = mask.count_ones() < 8 && allowed.len() as u64 >= 1u64 << mask.count_ones();
+        if !free {
+            conditions.push(ArgCondition { index: pair.index, mask, values: allowed });
+        }
+    }
+    (!conditions.is_empty()).then_some(conditions)
 }
 
 /// What the trace saw.
@@ -160,14 +182,33 @@ impl Analysis {
 
     /// The profiles: each phase allows what was observed or is reachable in it; the runtime's part
     /// follows the traced runtime, as for a trace alone.
+    ///
+    /// A syscall of `syscalls::args` is narrowed in a phase to the values of its arguments at every
+    /// reachable site when the static analysis knows them all and the trace did not see it in that
+    /// phase: the trace counts calls but does not record their arguments, so an observed call
+    /// with unknown arguments keeps the name-only rule.
     pub fn profiles(&self) -> Profiles {
-        Profiles::from_sets_for_runtime(
+        let profiles = Profiles::from_sets_for_runtime(
             self.arch,
             self.names(Phase::Init),
             self.names(Phase::Serving),
             self.names(Phase::Runtime),
             self.target.runtime.as_deref(),
-        )
+        );
+        let runtime = match profiles.runtime_source {
+            RuntimeSource::Traced(baseline) | RuntimeSource::Baseline(baseline) => {
+                let mut runtime = self.names(Phase::Runtime);
+                runtime.extend(baseline.syscalls.iter().map(|&name| name.to_owned()));
+                runtime
+            }
+        };
+        profiles.with_args(self.arg_rules(Phase::Init), self.arg_rules(Phase::Serving), &runtime)
+    }
+
+    /// The argument rules the evidence supports in `phase` (see `profiles`).
+    pub fn arg_rules(&self, phase: Phase) -> ArgRules {
+        let Some(entries) = self.phases.get(&phase) else { return ArgRules::new() };
+        entries.iter().filter_map(|(name, evidence)| Some((name.clone(), narrowing(name, evidence)?))).collect()
     }
 
     /// Writes `analysis.json` into `dir` and returns its path (the profiles are written with the
@@ -217,7 +258,8 @@ mod tests {
             first_seen_ns: 0,
             comm: None,
         });
-        let why = |site: &str| Reachable { path: vec!["nginx!main".into()], site: site.into(), compat: false };
+        let why =
+            |site: &str| Reachable { path: vec!["nginx!main".into()], site: site.into(), compat: false, args: None };
         let found = StaticAnalysis {
             arch: Arch::X86_64,
             programs: Vec::new(),

@@ -1,6 +1,6 @@
 //! The Docker / OCI seccomp profile format (moby `profiles/seccomp`, runtime-spec `linux.seccomp`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +19,18 @@ fn covered_abis(arch: Arch) -> &'static [Arch] {
         Arch::Aarch64 => &[Arch::Aarch64],
     }
 }
+
+/// One argument of a narrowed syscall: under `mask` it equals one of `values`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArgCondition {
+    pub index: u8,
+    pub mask: u64,
+    pub values: Vec<u64>,
+}
+
+/// The syscalls of one file allowed only with these arguments (all conditions hold at once);
+/// a name in the file's set but not here is allowed whatever its arguments.
+pub type ArgRules = BTreeMap<String, Vec<ArgCondition>>;
 
 /// A seccomp profile as Docker reads it from `--security-opt seccomp=FILE`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +53,22 @@ pub struct SyscallRule {
     pub action: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errno_ret: Option<u32>,
+    /// Conditions on the arguments, all of which must hold (Docker ANDs them). Written, never
+    /// read: profiles from elsewhere spell them in more ways (`null`, other operators), so
+    /// `read::ProfileFile` reads them from the JSON it keeps.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<ArgMatch>,
+}
+
+/// One argument condition as Docker and the OCI runtime-spec write it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArgMatch {
+    pub index: u32,
+    pub value: u64,
+    #[serde(default)]
+    pub value_two: u64,
+    pub op: String,
 }
 
 impl DockerProfile {
@@ -67,14 +95,65 @@ impl DockerProfile {
                     names: allowed.into_iter().collect(),
                     action: "SCMP_ACT_ALLOW".to_owned(),
                     errno_ret: None,
+                    args: Vec::new(),
                 },
                 SyscallRule {
                     names: denied.into_iter().collect(),
                     action: "SCMP_ACT_ERRNO".to_owned(),
                     errno_ret: Some(ERRNO_ENOSYS),
+                    args: Vec::new(),
                 },
             ],
         }
+    }
+
+    /// Like `allowlist`, with the names of `args` allowed only with those arguments: one rule per
+    /// combination of values (Docker ANDs a rule's conditions, so a set of values for one argument
+    /// takes one rule per value). A narrowed name is in no `ENOSYS` rule: a call with other
+    /// arguments gets the default action (`ENOSYS`, or `EPERM` on Docker 20.10, which drops
+    /// `defaultErrnoRet`), as an explicit `ENOSYS` rule for the name would override its
+    /// conditional ones.
+    pub fn allowlist_with_args<'a>(
+        arch: Arch,
+        names: impl IntoIterator<Item = &'a str>,
+        args: &ArgRules,
+    ) -> DockerProfile {
+        let names: Vec<&str> = names.into_iter().collect();
+        let mut profile = DockerProfile::allowlist(arch, names.iter().copied());
+        let narrowed: Vec<(&String, &Vec<ArgCondition>)> =
+            args.iter().filter(|(name, _)| names.contains(&name.as_str())).collect();
+        for rule in &mut profile.syscalls {
+            rule.names.retain(|name| !args.contains_key(name));
+        }
+        for (name, conditions) in narrowed {
+            let mut combinations: Vec<Vec<ArgMatch>> = vec![Vec::new()];
+            for condition in conditions {
+                combinations = combinations
+                    .into_iter()
+                    .flat_map(|prefix| {
+                        condition.values.iter().map(move |&value| {
+                            let mut rule = prefix.clone();
+                            rule.push(ArgMatch {
+                                index: u32::from(condition.index),
+                                value: condition.mask,
+                                value_two: value & condition.mask,
+                                op: "SCMP_CMP_MASKED_EQ".to_owned(),
+                            });
+                            rule
+                        })
+                    })
+                    .collect();
+            }
+            for args in combinations {
+                profile.syscalls.push(SyscallRule {
+                    names: vec![name.clone()],
+                    action: "SCMP_ACT_ALLOW".to_owned(),
+                    errno_ret: None,
+                    args,
+                });
+            }
+        }
+        profile
     }
 
     /// The allowed names, whatever rules they are spread over.

@@ -77,6 +77,15 @@ pub fn seccomp_profile_yaml(profile: &DockerProfile, object: &Object) -> String 
         for name in &rule.names {
             let _ = writeln!(yaml, "        - {name}");
         }
+        if !rule.args.is_empty() {
+            let _ = writeln!(yaml, "      args:");
+            for arg in &rule.args {
+                let _ = writeln!(yaml, "        - index: {}", arg.index);
+                let _ = writeln!(yaml, "          value: {}", arg.value);
+                let _ = writeln!(yaml, "          valueTwo: {}", arg.value_two);
+                let _ = writeln!(yaml, "          op: {}", arg.op);
+            }
+        }
     }
     yaml
 }

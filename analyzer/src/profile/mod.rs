@@ -27,7 +27,7 @@ pub use baseline::{
     ALWAYS_ALLOWED, CRUN_AFTER_FILTER, DEFAULT_BASELINE, ENOSYS_FALLBACKS, RUNC_1_1_AFTER_FILTER, RUNC_AFTER_FILTER,
     RUNTIME_BASELINES, RuntimeBaseline, profile_arches, runtime_baseline,
 };
-pub use docker_json::{DockerProfile, ERRNO_ENOSYS};
+pub use docker_json::{ArgCondition, ArgMatch, ArgRules, DockerProfile, ERRNO_ENOSYS};
 pub use outputs::{KUBERNETES_FILE, OCI_FILE, OutputOptions};
 pub use precision::{MEASURED_PHASES, Precision, observed};
 
@@ -37,6 +37,17 @@ use crate::trace::{Phase, Trace};
 /// Syscall names, sorted.
 pub type SyscallSet = BTreeSet<String>;
 
+/// The most rules one narrowed syscall may take (one per combination of its arguments' values).
+const MAX_RULES_PER_SYSCALL: usize = 64;
+
+/// The rules `conditions` become: one per combination of values, or `None` past the limit.
+fn combinations(conditions: &[ArgCondition]) -> Option<usize> {
+    conditions
+        .iter()
+        .try_fold(1usize, |count, condition| count.checked_mul(condition.values.len()))
+        .filter(|&count| count <= MAX_RULES_PER_SYSCALL)
+}
+
 /// The allowlists of one application, per phase.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Profiles {
@@ -44,6 +55,10 @@ pub struct Profiles {
     pub init: SyscallSet,
     pub serving: SyscallSet,
     pub container: SyscallSet,
+    /// Argument rules of each file (`init`, `serving`, `container`); empty means name-only.
+    pub init_args: ArgRules,
+    pub serving_args: ArgRules,
+    pub container_args: ArgRules,
     /// Where the runtime's part of `container` came from, for the report.
     pub runtime_source: RuntimeSource,
 }
@@ -101,12 +116,75 @@ impl Profiles {
         let init = without_clone3(init.union(&always).cloned().collect());
         let serving = without_clone3(serving.union(&always).cloned().collect());
         let container = without_clone3(init.iter().chain(&serving).chain(&runtime).cloned().collect());
-        Profiles { arch, init, serving, container, runtime_source }
+        Profiles {
+            arch,
+            init,
+            serving,
+            container,
+            init_args: ArgRules::new(),
+            serving_args: ArgRules::new(),
+            container_args: ArgRules::new(),
+            runtime_source,
+        }
     }
 
     /// The three sets by file stem, in the order they are written.
     pub fn by_file(&self) -> [(&'static str, &SyscallSet); 3] {
         [("seccomp-init", &self.init), ("seccomp-serving", &self.serving), ("seccomp", &self.container)]
+    }
+
+    /// The argument rules of the files `by_file` lists, in the same order.
+    pub fn args_by_file(&self) -> [&ArgRules; 3] {
+        [&self.init_args, &self.serving_args, &self.container_args]
+    }
+
+    /// Narrows the phase files by `init` and `serving` (each kept only for names the phase
+    /// allows, within the rule limit), and the container file where every phase allowing the
+    /// name narrows it and the runtime's part (`runtime`) does not need it: the union of the
+    /// phases' values.
+    pub fn with_args(mut self, init: ArgRules, serving: ArgRules, runtime: &SyscallSet) -> Profiles {
+        let keep = |rules: ArgRules, set: &SyscallSet| -> ArgRules {
+            rules
+                .into_iter()
+                .filter(|(name, conditions)| set.contains(name) && combinations(conditions).is_some())
+                .collect()
+        };
+        self.init_args = keep(init, &self.init);
+        self.serving_args = keep(serving, &self.serving);
+        let mut container = ArgRules::new();
+        for name in self.init_args.keys().chain(self.serving_args.keys()) {
+            let phases = [(&self.init, &self.init_args), (&self.serving, &self.serving_args)];
+            let narrowed = phases.iter().all(|(set, rules)| !set.contains(name) || rules.contains_key(name));
+            if !narrowed || runtime.contains(name) || container.contains_key(name) {
+                continue;
+            }
+            let mut joined: Vec<ArgCondition> = Vec::new();
+            for conditions in phases.iter().filter_map(|(_, rules)| rules.get(name)) {
+                for condition in conditions {
+                    match joined.iter_mut().find(|known| known.index == condition.index) {
+                        Some(known) => {
+                            known.values.extend(&condition.values);
+                            known.values.sort_unstable();
+                            known.values.dedup();
+                        }
+                        None => joined.push(condition.clone()),
+                    }
+                }
+            }
+            // A phase that leaves an argument free leaves it free in the container.
+            let every_phase_has = |index: u8| {
+                phases
+                    .iter()
+                    .filter_map(|(_, rules)| rules.get(name))
+                    .all(|conditions| conditions.iter().any(|condition| condition.index == index))
+            };
+            joined.retain(|condition| every_phase_has(condition.index));
+            if !joined.is_empty() && combinations(&joined).is_some() {
+                container.insert(name.clone(), joined);
+            }
+        }
+        self.container_args = container;
+        self
     }
 
     /// Names no supported ABI knows (a source's bug, or a syscall newer than our tables). They are
@@ -120,10 +198,10 @@ impl Profiles {
     pub fn write_docker_json(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         std::fs::create_dir_all(dir)?;
         let mut written = Vec::new();
-        for (stem, names) in self.by_file() {
+        for ((stem, names), args) in self.by_file().into_iter().zip(self.args_by_file()) {
             let path = dir.join(format!("{stem}.json"));
             let known = names.iter().map(String::as_str).filter(|name| syscalls::is_known(name));
-            let json = DockerProfile::allowlist(self.arch, known).to_json();
+            let json = DockerProfile::allowlist_with_args(self.arch, known, args).to_json();
             crate::output::write(&path, json.as_bytes())?;
             written.push(path);
         }
@@ -190,6 +268,40 @@ mod tests {
         assert_eq!(profiles.runtime_source, RuntimeSource::Baseline(&RUNTIME_BASELINES[2]));
         assert!(profiles.container.contains("setresuid"), "crun switches ids with setresuid");
         assert!(!profiles.container.contains("capget"), "only runc reads capabilities under the filter");
+    }
+
+    #[test]
+    fn argument_rules_narrow_each_phase_and_the_container_only_where_every_part_agrees() {
+        let domain = |values: &[u64]| vec![ArgCondition { index: 0, mask: 0xffff_ffff, values: values.to_vec() }];
+        let rules = |entries: &[(&str, &[u64])]| -> ArgRules {
+            entries.iter().map(|&(name, values)| (name.to_owned(), domain(values))).collect()
+        };
+        let profiles =
+            Profiles::from_sets(Arch::X86_64, set(&["socket", "kill"]), set(&["socket", "prctl"]), SyscallSet::new())
+                .with_args(
+                    rules(&[("socket", &[2]), ("kill", &[15])]),
+                    rules(&[("socket", &[1]), ("prctl", &[15])]),
+                    &set(&["prctl"]),
+                );
+        assert_eq!(profiles.container_args["socket"], domain(&[1, 2]), "the phases' values joined");
+        assert_eq!(profiles.container_args["kill"], domain(&[15]), "kill is in init only");
+        assert!(!profiles.container_args.contains_key("prctl"), "the runtime calls prctl with anything");
+        let dir = tempfile::tempdir().unwrap();
+        let written = profiles.write_docker_json(dir.path()).unwrap();
+        let container: serde_json::Value = serde_json::from_slice(&std::fs::read(&written[2]).unwrap()).unwrap();
+        let rules = container["syscalls"].as_array().unwrap();
+        let socket: Vec<&serde_json::Value> =
+            rules.iter().filter(|rule| rule["names"] == serde_json::json!(["socket"])).collect();
+        assert_eq!(socket.len(), 2, "one rule per value: Docker ANDs a rule's conditions");
+        assert_eq!(
+            socket[0]["args"],
+            serde_json::json!([{"index": 0, "value": 0xffff_ffffu64, "valueTwo": 1, "op": "SCMP_CMP_MASKED_EQ"}])
+        );
+        let unconditional = rules.iter().filter(|rule| rule.get("args").is_none());
+        assert!(
+            unconditional.flat_map(|rule| rule["names"].as_array().unwrap()).all(|name| name != "socket"),
+            "a narrowed name is in no unconditional rule, allowing or denying"
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ impl Profiles {
     /// The container profile as Docker reads it (known names only, like the written files).
     pub fn container_profile(&self) -> DockerProfile {
         let known = self.container.iter().map(String::as_str).filter(|name| syscalls::is_known(name));
-        DockerProfile::allowlist(self.arch, known)
+        DockerProfile::allowlist_with_args(self.arch, known, &self.container_args)
     }
 
     /// Writes every format into `dir` (created if needed) and returns the paths written: the three

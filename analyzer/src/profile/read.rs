@@ -2,9 +2,10 @@
 //! and `enforce`, and the same profile with more names allowed. The JSON stays in here: callers
 //! ask a `ProfileFile` questions instead of reading its rules.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use super::docker_json::ArgMatch;
 use super::{DockerProfile, SyscallSet};
 use crate::syscalls::Arch;
 
@@ -72,6 +73,38 @@ impl ProfileFile {
         let conditional_names: BTreeSet<String> =
             rules.iter().filter(|rule| conditional(rule)).flat_map(names).collect();
         allowed.into_iter().filter(|name| !not_allowing.contains(name) && !conditional_names.contains(name)).collect()
+    }
+
+    /// Names allowed only under argument conditions, each with the conditions of every rule that
+    /// allows it (a rule's conditions all hold at once; any one rule suffices). A rule whose
+    /// conditions do not read as `index`/`value`/`valueTwo`/`op` is `None`. Names some rule
+    /// allows unconditionally are left out.
+    pub fn argument_rules(&self) -> BTreeMap<String, Vec<Option<Vec<ArgMatch>>>> {
+        let rules = self.json.get("syscalls").and_then(|rules| rules.as_array()).cloned().unwrap_or_default();
+        let mut conditional: BTreeMap<String, Vec<Option<Vec<ArgMatch>>>> = BTreeMap::new();
+        let mut unconditional = BTreeSet::new();
+        for rule in &rules {
+            let action = rule.get("action").and_then(|action| action.as_str()).unwrap_or("");
+            if !is_allow_action(action) || rule.get("includes").is_some() || rule.get("excludes").is_some() {
+                continue;
+            }
+            let listed = rule.get("names").and_then(|names| names.as_array()).cloned().unwrap_or_default();
+            let names = listed.iter().chain(rule.get("name")).filter_map(|name| name.as_str());
+            let args = rule.get("args").filter(|args| !args.is_null() && args.as_array().is_none_or(|a| !a.is_empty()));
+            for name in names {
+                match args {
+                    None => {
+                        unconditional.insert(name.to_owned());
+                    }
+                    Some(args) => conditional
+                        .entry(name.to_owned())
+                        .or_default()
+                        .push(serde_json::from_value::<Vec<ArgMatch>>(args.clone()).ok()),
+                }
+            }
+        }
+        conditional.retain(|name, _| !unconditional.contains(name));
+        conditional
     }
 
     /// This profile with `names` allowed unconditionally: dropped from every other rule (the

@@ -58,17 +58,18 @@ pub fn render(summary: &Summary) -> String {
     let _ = writeln!(html, "<h2>Allowed syscalls per phase</h2>\n{}", chart(summary));
     let _ = writeln!(
         html,
-        "<table id=\"counts\"><tr><th>profile</th><th>allowed</th><th>Docker default allowances removed</th><th>allowed beyond Docker's default</th></tr>"
+        "<table id=\"counts\"><tr><th>profile</th><th>allowed</th><th>Docker default allowances removed</th><th>allowed beyond Docker's default</th><th>narrowed by argument</th></tr>"
     );
     for count in &summary.counts {
         let beyond =
             if count.beyond_docker.is_empty() { "—".to_owned() } else { escape(&count.beyond_docker.join(", ")) };
         let _ = writeln!(
             html,
-            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{beyond}</td></tr>",
+            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{beyond}</td><td>{}</td></tr>",
             escape(count.label),
             count.allowed,
-            count.removed_vs_docker
+            count.removed_vs_docker,
+            escape(&count.narrowed_cell())
         );
     }
     let _ = writeln!(html, "</table>");

@@ -13,11 +13,21 @@ pub fn render(summary: &Summary) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# seccomp-refine report: {}\n", input.title);
     let _ = writeln!(md, "## Allowed syscalls per phase, against Docker's default profile\n");
-    let _ = writeln!(md, "| profile | allowed | Docker default allowances removed | allowed beyond Docker's default |");
-    let _ = writeln!(md, "|---|---:|---:|---|");
+    let _ = writeln!(
+        md,
+        "| profile | allowed | Docker default allowances removed | allowed beyond Docker's default | narrowed by argument |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---|---|");
     for count in &summary.counts {
         let beyond = if count.beyond_docker.is_empty() { "—".to_owned() } else { count.beyond_docker.join(", ") };
-        let _ = writeln!(md, "| {} | {} | {} | {beyond} |", count.label, count.allowed, count.removed_vs_docker);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {beyond} | {} |",
+            count.label,
+            count.allowed,
+            count.removed_vs_docker,
+            count.narrowed_cell()
+        );
     }
     let _ = writeln!(
         md,

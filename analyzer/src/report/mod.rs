@@ -61,6 +61,19 @@ pub struct Count {
     pub removed_vs_docker: usize,
     /// Allowed here although Docker's default denies them.
     pub beyond_docker: Vec<String>,
+    /// Allowed only with certain argument values.
+    pub narrowed: Vec<String>,
+}
+
+impl Count {
+    /// The "narrowed by argument" cell: how many, and which.
+    pub fn narrowed_cell(&self) -> String {
+        if self.narrowed.is_empty() {
+            "0".to_owned()
+        } else {
+            format!("{} ({})", self.narrowed.len(), self.narrowed.join(", "))
+        }
+    }
 }
 
 /// A syscall and whether (Docker default, container, init, serving) allow it.
@@ -97,20 +110,23 @@ impl<'a> Summary<'a> {
         let profiles = input.profiles;
         let arch = profiles.arch;
         let docker = native(arch, docker_default_set());
-        let count = |label, set: &SyscallSet| {
+        let count = |label, set: &SyscallSet, narrowed: Vec<String>| {
             let set = native(arch, set.iter().cloned());
             Count {
                 label,
                 allowed: set.len(),
                 removed_vs_docker: docker.difference(&set).count(),
                 beyond_docker: set.difference(&docker).cloned().collect(),
+                narrowed: narrowed.into_iter().filter(|name| set.contains(name)).collect(),
             }
         };
+        let names = |rules: &crate::profile::ArgRules| rules.keys().cloned().collect();
+        let docker_narrowed = docker_default::ALLOWED_WITH_ARGUMENTS.iter().map(|&name| name.to_owned()).collect();
         let counts = vec![
-            count("Docker default", &docker),
-            count("container (seccomp.json)", &profiles.container),
-            count("init", &profiles.init),
-            count("serving", &profiles.serving),
+            count("Docker default", &docker, docker_narrowed),
+            count("container (seccomp.json)", &profiles.container, names(&profiles.container_args)),
+            count("init", &profiles.init, names(&profiles.init_args)),
+            count("serving", &profiles.serving, names(&profiles.serving_args)),
         ];
         let sets = [&docker, &profiles.container, &profiles.init, &profiles.serving];
         let dangerous = DANGEROUS

@@ -8,6 +8,7 @@
 //! Names, not numbers, are the currency everywhere else in the analyzer: numbers differ per
 //! architecture, and a profile lists names.
 
+pub mod args;
 mod table;
 
 use serde::{Deserialize, Serialize};

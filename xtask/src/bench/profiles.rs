@@ -102,6 +102,7 @@ pub fn run(context: &Context) -> Result<Section> {
             ("dynamic (trace with a workload)", measured.dynamic),
             ("static (reachable, before the always-allowed calls)", measured.reachable),
             ("merged (what `trace` writes)", measured.merged),
+            ("merged: of which narrowed by argument", measured.narrowed),
             ("merged, application from its bitcode (`analyze --bitcode`)", measured.merged_bitcode),
         ];
         for (label, [init, serving, container]) in rows {
@@ -215,6 +216,7 @@ pub fn run(context: &Context) -> Result<Section> {
              workload (nginx: wrk and a 404; redis: redis-benchmark and a SET). Static: what `analyze` finds \
              reachable. Merged: observed ∪ reachable, plus the always-allowed calls, as `trace` writes them; with \
              the application's own code from its bitcode (`cargo xtask bitcode`) instead of its binary. \
+             Of the merged names, those allowed only with certain argument values (`docs/arguments.md`). \
              The container profile also holds what runc does under the filter. Published numbers and their \
              sources: `docs/precision.md`. Verify runs the image's built-in workload (nginx: pages, a 404, \
              wrk, reload, USR1 log reopen; redis: redis-benchmark, BGSAVE, CONFIG REWRITE) under the merged \
@@ -248,6 +250,8 @@ struct Measured {
     dynamic: [usize; 3],
     reachable: [usize; 3],
     merged: [usize; 3],
+    /// Of `merged`, the names allowed only with certain arguments (docs/arguments.md).
+    narrowed: [usize; 3],
     merged_bitcode: [usize; 3],
     precision: Vec<(&'static str, BTreeMap<String, PhasePrecision>)>,
     analyze_seconds: f64,
@@ -333,10 +337,11 @@ fn measure(context: &Context, app: &App, dir: &Path) -> Result<Measured> {
         .map_or(0, |steps| steps.iter().filter(|step| step["ok"] == false).count());
     let started = report["started"].as_bool().unwrap_or(false);
     Ok(Measured {
-        dynamic: profile_sizes(&dynamic)?,
+        dynamic: profile_sizes(&dynamic)?.0,
         reachable: reachable_sizes(&merged.join("analysis.json"))?,
-        merged: profile_sizes(&merged)?,
-        merged_bitcode: profile_sizes(&merged_bitcode)?,
+        merged: profile_sizes(&merged)?.0,
+        narrowed: profile_sizes(&merged)?.1,
+        merged_bitcode: profile_sizes(&merged_bitcode)?.0,
         precision,
         analyze_seconds,
         bitcode_seconds,
@@ -355,17 +360,28 @@ fn read_json(path: &Path) -> Result<Value> {
     serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
 }
 
-/// Allowed names in `seccomp-init.json`, `seccomp-serving.json` and `seccomp.json` of `dir`.
-fn profile_sizes(dir: &Path) -> Result<[usize; 3]> {
-    let count = |file: &str| -> Result<usize> {
+/// Allowed names in `seccomp-init.json`, `seccomp-serving.json` and `seccomp.json` of `dir`
+/// (whatever rule allows them), and how many of them only with certain arguments.
+fn profile_sizes(dir: &Path) -> Result<([usize; 3], [usize; 3])> {
+    let count = |file: &str| -> Result<(usize, usize)> {
         let profile = read_json(&dir.join(file))?;
-        let allow = profile["syscalls"]
-            .as_array()
-            .and_then(|rules| rules.iter().find(|rule| rule["action"] == "SCMP_ACT_ALLOW"))
-            .with_context(|| format!("{file} has no allow rule"))?;
-        Ok(allow["names"].as_array().map_or(0, Vec::len))
+        let rules = profile["syscalls"].as_array().with_context(|| format!("{file} has no rules"))?;
+        let allowing = rules.iter().filter(|rule| rule["action"] == "SCMP_ACT_ALLOW");
+        let names = |rule: &Value| -> Vec<String> {
+            rule["names"]
+                .as_array()
+                .map_or(Vec::new(), |names| names.iter().filter_map(|name| name.as_str().map(str::to_owned)).collect())
+        };
+        let allowed: std::collections::BTreeSet<String> = allowing.clone().flat_map(names).collect();
+        let unconditional: std::collections::BTreeSet<String> =
+            allowing.filter(|rule| rule.get("args").is_none()).flat_map(names).collect();
+        if allowed.is_empty() {
+            bail!("{file} has no allow rule");
+        }
+        Ok((allowed.len(), allowed.difference(&unconditional).count()))
     };
-    Ok([count("seccomp-init.json")?, count("seccomp-serving.json")?, count("seccomp.json")?])
+    let files = [count("seccomp-init.json")?, count("seccomp-serving.json")?, count("seccomp.json")?];
+    Ok((files.map(|(allowed, _)| allowed), files.map(|(_, narrowed)| narrowed)))
 }
 
 /// Names with `reachable` evidence per phase in `analysis.json` (the container column: their union).
