@@ -184,7 +184,8 @@ pub mod offsets {
     pub const TASK_TGID: usize = 13;
     pub const TASK_SIGNAL: usize = 14;
     pub const SIGNAL_LIVE: usize = 15;
-    pub const COUNT: usize = 16;
+    pub const REGS_ORIG_AX: usize = 16;
+    pub const COUNT: usize = 17;
     /// The global holding all of them, indexed by the constants above.
     pub const GLOBAL: &str = "OFFSETS";
 }

@@ -4,7 +4,8 @@
 //! - `sys_enter` (raw tracepoint) counts every syscall of a registered cgroup in a per-CPU table
 //!   keyed by (cgroup, phase, ABI), moves the phase on runc's `PR_GET_PDEATHSIG` cut and on a
 //!   kernel-decided marker, and remembers `open` paths for the `mmap` correlation;
-//! - `sys_exit` (raw tracepoint) binds a successful `open`'s path to its (process, fd);
+//! - `sys_exit` (raw tracepoint) binds a successful `open`'s path to its (process, fd), and returns
+//!   at once for any other syscall;
 //! - `sched_process_exec` (raw tracepoint) reports execs and ends the runtime phase;
 //! - `cgroup_mkdir` (raw tracepoint) registers the container's cgroup before any task runs in it;
 //! - a uprobe on the marker function ends `init` for the process that calls it;
@@ -461,8 +462,16 @@ unsafe fn fill_header(header: *mut EventHeader, kind: u32, phase: u32, cgroup: u
     }
 }
 
+/// Runs for every syscall of every process on the host, so the cheapest test comes first: only an
+/// `open*` can have a path waiting, and only a traced thread's open left one in `PENDING_OPEN`
+/// (which `sys_enter` fills for registered cgroups only), so nothing else is looked up.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn seccomp_refine_sys_exit(ctx: RawTracePointContext) -> i32 {
+    let regs: u64 = ctx.arg(0);
+    let Some(id) = read_kernel::<u64>(regs, offset(offsets::REGS_ORIG_AX)) else { return 0 };
+    if !matches!(id, NR_OPEN | NR_OPENAT | NR_OPENAT2) {
+        return 0;
+    }
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: the value is copied out before the entry is removed.
     let Some(path) = (unsafe { PENDING_OPEN.get(&tid) }).copied() else { return 0 };

@@ -1,15 +1,16 @@
 //! Which files make up each process, found the way `ld.so` finds them: the executable, then
 //! `DT_NEEDED` breadth-first (`DT_RPATH`, `DT_RUNPATH` with `$ORIGIN`, `/etc/ld.so.conf`, the
 //! default directories), skipping files of the wrong class. Libraries the trace saw mapped but
-//! no `DT_NEEDED` closure contains were `dlopen`ed. Summaries come from the cache or are
-//! computed in parallel.
+//! no `DT_NEEDED` closure contains were `dlopen`ed. Each file's summary is started (from the cache,
+//! or analysed) on the thread pool as soon as the file is found, while the search for the next
+//! ones goes on.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-
-use rayon::prelude::*;
+use std::sync::Arc;
+use std::sync::mpsc;
 
 use crate::docker::rootfs::Rootfs;
-use crate::elf::{self, Cache, ModuleSummary};
+use crate::elf::{self, Cache, ElfError, ModuleSummary};
 
 /// One file of the container, analysed.
 pub struct Module {
@@ -38,12 +39,24 @@ pub struct Store {
     pub modules: Vec<Module>,
 }
 
-/// A file found for the loader, before analysis.
+impl Drop for Store {
+    /// Freeing every summary and file takes the caller a tenth of a warm analysis: it is done on
+    /// the thread pool instead, and not at all when the process ends first.
+    fn drop(&mut self) {
+        let modules = std::mem::take(&mut self.modules);
+        rayon::spawn(move || drop(modules));
+    }
+}
+
+/// A file found for the loader; its summary is being made meanwhile.
 struct Found {
     path: String,
-    bytes: Vec<u8>,
+    bytes: Arc<Vec<u8>>,
     deps: elf::Dependencies,
 }
+
+/// A summary as the cache gives it: whether it was cached, and a cache write error to report.
+type Summarised = Result<(ModuleSummary, bool, Option<std::io::Error>), ElfError>;
 
 /// Lays out the processes of `executables` (container paths), with `mapped` the libraries a trace
 /// saw. Problems that do not stop the analysis are appended to `warnings`.
@@ -54,7 +67,42 @@ pub(crate) fn load(
     mapped: &[String],
     warnings: &mut Vec<String>,
 ) -> anyhow::Result<(Store, Vec<Process>)> {
-    let mut loader = Loader { rootfs, files: Vec::new(), by_path: HashMap::new(), conf_dirs: conf_dirs(rootfs) };
+    let (sender, summaries) = mpsc::channel::<(usize, Summarised)>();
+    // The scope returns once every summary started in it is made.
+    let (files, layouts) = rayon::in_place_scope(|scope| {
+        let summarise = |index: usize, bytes: Arc<Vec<u8>>| {
+            let sender = sender.clone();
+            scope.spawn(move |_| {
+                // The receiver outlives the scope.
+                let _ = sender.send((index, cache.summary(&bytes)));
+            });
+        };
+        let mut loader = Loader {
+            rootfs,
+            files: Vec::new(),
+            by_path: HashMap::new(),
+            conf_dirs: conf_dirs(rootfs),
+            summarise: &summarise,
+        };
+        let layouts = lay_out(&mut loader, executables, mapped, warnings);
+        (loader.files, layouts)
+    });
+    drop(sender);
+    let mut made: Vec<Option<Summarised>> = files.iter().map(|_| None).collect();
+    for (index, summary) in summaries {
+        made[index] = Some(summary);
+    }
+    let store = collect(files, made, warnings)?;
+    Ok((store, layouts))
+}
+
+/// The processes of `executables`, each with what it `dlopen`ed of `mapped`.
+fn lay_out(
+    loader: &mut Loader<'_>,
+    executables: &[String],
+    mapped: &[String],
+    warnings: &mut Vec<String>,
+) -> Vec<Process> {
     let mut mapped_paths = Vec::new();
     for path in mapped {
         match loader.file(path) {
@@ -80,8 +128,7 @@ pub(crate) fn load(
         }
         layout.dlopened = dlopened;
     }
-    let store = analyse(loader.files, cache, warnings)?;
-    Ok((store, layouts))
+    layouts
 }
 
 struct Loader<'a> {
@@ -89,6 +136,8 @@ struct Loader<'a> {
     files: Vec<Found>,
     by_path: HashMap<String, usize>,
     conf_dirs: Vec<String>,
+    /// Starts making the summary of file `index` on the thread pool.
+    summarise: &'a (dyn Fn(usize, Arc<Vec<u8>>) + Sync),
 }
 
 impl Loader<'_> {
@@ -101,6 +150,8 @@ impl Loader<'_> {
         let (canonical, bytes) = self.rootfs.read(&canonical)?;
         let deps = elf::dependencies(&bytes).map_err(|err| anyhow::anyhow!("{canonical}: {err}"))?;
         let index = self.files.len();
+        let bytes = Arc::new(bytes);
+        (self.summarise)(index, bytes.clone());
         self.files.push(Found { path: canonical.clone(), bytes, deps });
         self.by_path.insert(canonical, index);
         Ok(index)
@@ -245,18 +296,20 @@ fn glob(rootfs: &Rootfs, pattern: &str) -> Vec<String> {
         .collect()
 }
 
-/// Summaries of every file, from the cache or analysed in parallel.
-fn analyse(files: Vec<Found>, cache: &Cache, warnings: &mut Vec<String>) -> anyhow::Result<Store> {
-    let results: Vec<_> = files.into_par_iter().map(|found| (cache.summary(&found.bytes), found)).collect();
+/// The store of every file with its summary, in the order the files were found.
+fn collect(files: Vec<Found>, made: Vec<Option<Summarised>>, warnings: &mut Vec<String>) -> anyhow::Result<Store> {
     let mut store = Store::default();
     let mut cache_errors = Vec::new();
-    for (result, found) in results {
+    for (found, summary) in files.into_iter().zip(made) {
+        let summary = summary.expect("every file found had its summary made in the scope");
         let (summary, cached, cache_error) =
-            result.map_err(|err| anyhow::anyhow!("cannot analyse {}: {err}", found.path))?;
+            summary.map_err(|err| anyhow::anyhow!("cannot analyse {}: {err}", found.path))?;
         if let Some(err) = cache_error {
             cache_errors.push(err);
         }
-        store.modules.push(Module { path: found.path, summary, bytes: found.bytes, cached });
+        // The task that made the summary has dropped its reference by now.
+        let bytes = Arc::try_unwrap(found.bytes).unwrap_or_else(|shared| shared.as_ref().clone());
+        store.modules.push(Module { path: found.path, summary, bytes, cached });
     }
     if let Some(err) = cache_errors.first() {
         warnings.push(format!("the summary cache could not be written ({err}); the next run analyses again"));

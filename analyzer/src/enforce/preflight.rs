@@ -1,12 +1,15 @@
 //! Whether a switch would work, decided before anything is done to the target: its filter stack
-//! is read (`PTRACE_SECCOMP_GET_FILTER`), reinstalled in a forked child, and the child makes the
-//! exact calls the injection would. Denied or killed there means refused here — better than a
-//! target killed by SIGSYS, or left with NO_NEW_PRIVS set and no serving filter. Verdicts are
-//! cached by the stack's contents, since a fork costs over a millisecond and every worker of one
-//! container has the same stack.
+//! is read (`PTRACE_SECCOMP_GET_FILTER`), reinstalled in a child, and the child makes the exact
+//! calls the injection would. Denied or killed there means refused here — better than a target
+//! killed by SIGSYS, or left with NO_NEW_PRIVS set and no serving filter. Verdicts are cached by
+//! the stack's contents, since every worker of one container has the same stack; and the child
+//! is forked ahead of the hit that needs it (a fork costs over a millisecond, which the stopped
+//! process would otherwise wait for), then waits on a pipe for the stack to replay.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Mutex;
 
 use super::filter::Filter;
 
@@ -27,10 +30,12 @@ pub enum Verdict {
     Refuse(String),
 }
 
-/// The preflight with its cache, for one serving filter.
+/// The preflight with its cache and its next replaying child, for one serving filter. Several
+/// switches may ask at once.
 pub struct Preflight {
     serving: Filter,
-    cache: HashMap<u64, Verdict>,
+    cache: Mutex<HashMap<u64, Verdict>>,
+    spare: Mutex<Option<Spare>>,
 }
 
 /// A thread's filters, index 0 the oldest: the kernel's `get_nth_filter` counts from the oldest,
@@ -38,13 +43,25 @@ pub struct Preflight {
 type Stack = Vec<Vec<libc::sock_filter>>;
 
 impl Preflight {
+    /// The preflight, with its first replaying child already forked.
     pub fn new(serving: Filter) -> Preflight {
-        Preflight { serving, cache: HashMap::new() }
+        let preflight = Preflight { serving, cache: Mutex::new(HashMap::new()), spare: Mutex::new(None) };
+        preflight.prepare();
+        preflight
+    }
+
+    /// Forks the next replaying child, if none is waiting: called when no process is held.
+    pub fn prepare(&self) {
+        let mut spare = self.spare.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if spare.is_none() {
+            // A failed fork is retried on the hit that needs the child, and reported there.
+            *spare = Spare::fork(&self.serving).ok();
+        }
     }
 
     /// The verdict for thread `tid`, which must be in a ptrace stop of ours; `no_new_privs` is
     /// its state (the injection sets it first when it is not set). Returns whether it was cached.
-    pub fn check(&mut self, tid: u32, no_new_privs: bool) -> (Verdict, bool) {
+    pub fn check(&self, tid: u32, no_new_privs: bool) -> (Verdict, bool) {
         let stack = match filter_stack(tid) {
             Ok(stack) => stack,
             Err(err) => return (Verdict::Refuse(format!("cannot read its seccomp filters: {err}")), false),
@@ -53,11 +70,16 @@ impl Preflight {
             return (Verdict::AlreadySwitched, true);
         }
         let key = stack_key(&stack, no_new_privs);
-        if let Some(verdict) = self.cache.get(&key) {
+        let cache = || self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(verdict) = cache().get(&key) {
             return (verdict.clone(), true);
         }
-        let verdict = replay(&stack, no_new_privs, &self.serving);
-        self.cache.insert(key, verdict.clone());
+        let spare = self.spare.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        let verdict = match spare.map_or_else(|| Spare::fork(&self.serving), Ok) {
+            Ok(spare) => spare.replay(&stack, no_new_privs),
+            Err(err) => Verdict::Refuse(format!("cannot fork the preflight: {err}")),
+        };
+        cache().insert(key, verdict.clone());
         (verdict, false)
     }
 }
@@ -105,47 +127,143 @@ const STEP_STACK: i32 = 1;
 const STEP_PRCTL: i32 = 2;
 const STEP_SECCOMP: i32 = 3;
 
-/// Reinstalls `stack` (oldest first) in a forked child and makes the injection's calls there.
-fn replay(stack: &Stack, no_new_privs: bool, serving: &Filter) -> Verdict {
-    let progs: Vec<libc::sock_fprog> = stack
-        .iter()
-        .map(|insns| libc::sock_fprog { len: insns.len() as u16, filter: insns.as_ptr().cast_mut() })
-        .collect();
-    let serving_prog = libc::sock_fprog { len: serving.insns.len() as u16, filter: serving.insns.as_ptr().cast_mut() };
-    // SAFETY: the child makes raw syscalls on memory prepared before the fork, then _exit: nothing
-    // that could deadlock on a lock another thread held at the fork.
-    let child = unsafe { libc::fork() };
-    if child == 0 {
-        // SAFETY: as above.
-        unsafe { replay_in_child(&progs, no_new_privs, &serving_prog) };
+/// The most a request can hold, in 32-bit words: the kernel caps a thread's stack at 32768
+/// instructions (two words each) counting 4 per filter, and each filter takes one word of length.
+const REQUEST_WORDS: usize = 2 + 32768 * 2 + 32768 / 4;
+
+/// A child forked ahead of time, blocked reading the stack it is to replay from a pipe. A request
+/// is its length in words, then `no_new_privs`, the number of filters, and each filter as its
+/// length followed by its instructions, oldest first. Dropped unused, it sees the pipe close and
+/// exits.
+struct Spare {
+    pid: libc::pid_t,
+    /// The pipe's write end; closed before the child is waited for.
+    request: Option<OwnedFd>,
+}
+
+impl Spare {
+    fn fork(serving: &Filter) -> std::io::Result<Spare> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills the two fds it creates.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: both fds were just created and are owned by nobody else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // Allocated before the fork: the child must not allocate (another thread may have held the
+        // allocator's lock at the fork).
+        let mut buffer = vec![0u32; REQUEST_WORDS];
+        let serving_prog =
+            libc::sock_fprog { len: serving.insns.len() as u16, filter: serving.insns.as_ptr().cast_mut() };
+        // SAFETY: the child makes raw syscalls on memory prepared before the fork, then _exit.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            // SAFETY: as above.
+            unsafe { replay_in_child(read.as_raw_fd(), &mut buffer, &serving_prog) };
+        }
+        if child < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Spare { pid: child, request: Some(write) })
     }
-    if child < 0 {
-        return Verdict::Refuse(format!("cannot fork the preflight: {}", std::io::Error::last_os_error()));
+
+    /// Hands `stack` to the child and reads its verdict from how it exited.
+    fn replay(mut self, stack: &Stack, no_new_privs: bool) -> Verdict {
+        let mut words = vec![0, u32::from(no_new_privs), stack.len() as u32];
+        for filter in stack {
+            words.push(filter.len() as u32);
+            for insn in filter {
+                words.push(u32::from(insn.code) | u32::from(insn.jt) << 16 | u32::from(insn.jf) << 24);
+                words.push(insn.k);
+            }
+        }
+        words[0] = (words.len() - 1) as u32;
+        let bytes: Vec<u8> = words.iter().flat_map(|word| word.to_ne_bytes()).collect();
+        let request = self.request.take().expect("a spare is used once");
+        // A child that died cannot take the request: its exit status says why.
+        let _ = std::io::Write::write_all(&mut std::fs::File::from(request), &bytes);
+        self.wait()
     }
-    let mut status = 0;
-    // SAFETY: waits for the child forked above.
-    unsafe { libc::waitpid(child, &mut status, 0) };
-    verdict(status)
+
+    fn wait(&mut self) -> Verdict {
+        let mut status = 0;
+        // SAFETY: waits for the child forked by `fork`, once (the pid is cleared).
+        let waited = unsafe { libc::waitpid(std::mem::replace(&mut self.pid, 0), &mut status, 0) };
+        if waited < 0 {
+            return Verdict::Refuse(format!("the preflight was lost: {}", std::io::Error::last_os_error()));
+        }
+        verdict(status)
+    }
+}
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        if self.pid > 0 {
+            self.request = None;
+            self.wait();
+        }
+    }
 }
 
 /// # Safety
-/// Only in a freshly forked child; never returns.
-unsafe fn replay_in_child(stack: &[libc::sock_fprog], no_new_privs: bool, serving: &libc::sock_fprog) -> ! {
+/// Only in a freshly forked child, with `buffer` and `serving` prepared before the fork; never
+/// returns.
+unsafe fn replay_in_child(request: i32, buffer: &mut [u32], serving: &libc::sock_fprog) -> ! {
     let fail = |step: i32| -> ! {
         // SAFETY: errno is this thread's; _exit ends the child.
         unsafe { libc::_exit(step << 6 | (*libc::__errno_location()).min(63)) }
     };
-    // SAFETY: raw syscalls on valid `sock_fprog`s; their instructions outlive the child.
+    let malformed = |step: i32| -> ! {
+        // SAFETY: as above.
+        unsafe { *libc::__errno_location() = libc::EINVAL };
+        fail(step)
+    };
+    // SAFETY: raw syscalls on this child's own fds and on buffers that outlive it.
     unsafe {
+        // The enforcer's fds (its maps, links and sockets) must not live on in a waiting child.
+        if request > 0 {
+            libc::syscall(libc::SYS_close_range, 0, request - 1, 0);
+        }
+        libc::syscall(libc::SYS_close_range, request + 1, u32::MAX, 0);
+        let mut words = [0u32; 1];
+        if !read_exact(request, words.as_mut_ptr().cast(), 4) {
+            // The enforcer ended without needing this child.
+            libc::_exit(0);
+        }
+        let len = words[0] as usize;
+        if len > buffer.len() || len < 2 || !read_exact(request, buffer.as_mut_ptr().cast(), len * 4) {
+            malformed(STEP_STACK);
+        }
+        let (no_new_privs, filters) = (buffer[0] != 0, buffer[1]);
         if no_new_privs && libc::syscall(libc::SYS_prctl, libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             fail(STEP_STACK);
         }
         // As root with CAP_SYS_ADMIN the child may install filters without NO_NEW_PRIVS, so the
         // target's own state is replayed exactly.
-        for prog in stack {
-            if libc::syscall(libc::SYS_seccomp, SET_MODE_FILTER, 0, prog) != 0 {
+        let mut at = 2;
+        for _ in 0..filters {
+            let Some(&count) = buffer.get(at) else { malformed(STEP_STACK) };
+            let end = at + 1 + 2 * count as usize;
+            if end > len {
+                malformed(STEP_STACK);
+            }
+            // Two words per instruction: code, jt and jf packed, then k (see `Spare::replay`).
+            let insns: &mut [u32] = &mut buffer[at + 1..end];
+            for pair in insns.chunks_exact_mut(2) {
+                let packed = pair[0];
+                let insn = libc::sock_filter {
+                    code: packed as u16,
+                    jt: (packed >> 16) as u8,
+                    jf: (packed >> 24) as u8,
+                    k: pair[1],
+                };
+                pair.as_mut_ptr().cast::<libc::sock_filter>().write_unaligned(insn);
+            }
+            let prog = libc::sock_fprog { len: count as u16, filter: insns.as_mut_ptr().cast() };
+            if libc::syscall(libc::SYS_seccomp, SET_MODE_FILTER, 0, &prog) != 0 {
                 fail(STEP_STACK);
             }
+            at = end;
         }
         if !no_new_privs && libc::syscall(libc::SYS_prctl, libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             fail(STEP_PRCTL);
@@ -155,6 +273,27 @@ unsafe fn replay_in_child(stack: &[libc::sock_fprog], no_new_privs: bool, servin
         }
         libc::_exit(0)
     }
+}
+
+/// Reads exactly `len` bytes from `fd` into `into`; false at the end of the pipe or on an error.
+///
+/// # Safety
+/// `into` must be valid for `len` bytes of writes.
+unsafe fn read_exact(fd: i32, into: *mut u8, len: usize) -> bool {
+    let mut done = 0;
+    while done < len {
+        // SAFETY: within the buffer the caller vouches for.
+        let got = unsafe { libc::read(fd, into.add(done).cast(), len - done) };
+        if got > 0 {
+            done += got as usize;
+        // SAFETY: errno is this thread's.
+        } else if got < 0 && unsafe { *libc::__errno_location() } == libc::EINTR {
+            continue;
+        } else {
+            return false;
+        }
+    }
+    true
 }
 
 fn verdict(status: i32) -> Verdict {
@@ -204,10 +343,13 @@ mod tests {
         let without_seccomp: Vec<u32> = all.iter().copied().filter(|&nr| nr != 317).collect();
         let deny_seccomp = Filter::allowlist(&without_seccomp, Action::Errno).insns;
         let serving = Filter::allowlist(&all, Action::Errno);
-        assert!(
-            matches!(replay(&vec![deny_seccomp], false, &serving), Verdict::Refuse(why) if why.contains("deny seccomp"))
-        );
+        let replay = |stack: Stack| Spare::fork(&serving).unwrap().replay(&stack, false);
+        assert!(matches!(replay(vec![deny_seccomp]), Verdict::Refuse(why) if why.contains("deny seccomp")));
         let allow_all = Filter::allowlist(&all, Action::Errno).insns;
-        assert_eq!(replay(&vec![allow_all], false, &serving), Verdict::Go);
+        assert_eq!(replay(vec![allow_all.clone()]), Verdict::Go);
+        // Two filters, replayed oldest first, each instruction intact.
+        assert_eq!(replay(vec![allow_all.clone(), allow_all]), Verdict::Go);
+        // A spare the enforcer never needed exits when dropped.
+        drop(Spare::fork(&serving).unwrap());
     }
 }

@@ -76,8 +76,9 @@ impl Switcher {
         Switcher { preflight: Preflight::new(serving.clone()), serving }
     }
 
-    /// Switches the process of `hit`, and resumes it whatever happens.
-    pub fn switch(&mut self, hit: &Hit) -> Record {
+    /// Switches the process of `hit`, and resumes it whatever happens. Several processes may be
+    /// switched at once, each from a thread of its own (ptrace belongs to the thread that seized).
+    pub fn switch(&self, hit: &Hit) -> Record {
         let mut cached = false;
         let started = Instant::now();
         let outcome = match Pinned::open(hit.pid, hit.hit_ns) {
@@ -92,6 +93,9 @@ impl Switcher {
         };
         let stopped = started.elapsed();
         let resumed_ns = crate::trace::live::monotonic_now_ns();
+        // With the process running again: the next preflight child is forked now, not while the
+        // next process waits for its verdict.
+        self.preflight.prepare();
         Record {
             pid: hit.pid,
             tid: hit.tid,
@@ -104,7 +108,7 @@ impl Switcher {
     }
 
     /// The injection from the hit thread, and from a diverging thread if TSYNC names one.
-    fn switch_pinned(&mut self, hit: &Hit, cached: &mut bool) -> Outcome {
+    fn switch_pinned(&self, hit: &Hit, cached: &mut bool) -> Outcome {
         // Looked up before the seize: it does not need the process held.
         let gadget = match syscall_gadget(hit.pid) {
             Ok(gadget) => gadget,
@@ -123,7 +127,7 @@ impl Switcher {
         }
     }
 
-    fn retry_from(&mut self, pid: u32, ns_tid: u32, gadget: u64, cached: &mut bool) -> Outcome {
+    fn retry_from(&self, pid: u32, ns_tid: u32, gadget: u64, cached: &mut bool) -> Outcome {
         let Some(tid) = host_tid(pid, ns_tid) else {
             return Outcome::Failed(format!("TSYNC named thread {ns_tid}, which has exited"));
         };
@@ -142,13 +146,7 @@ impl Switcher {
     }
 
     /// Preflight, then the calls, from the seized thread; `Seized::release` restores it.
-    fn inject(
-        &mut self,
-        seized: &mut Seized,
-        pid: u32,
-        gadget: u64,
-        cached: &mut bool,
-    ) -> Result<Injected, InjectError> {
+    fn inject(&self, seized: &mut Seized, pid: u32, gadget: u64, cached: &mut bool) -> Result<Injected, InjectError> {
         let tid = seized.tid();
         let status = match seccomp_status(pid, tid) {
             Ok(status) => status,
@@ -222,7 +220,7 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         let all: Vec<u32> = crate::syscalls::Arch::X86_64.syscalls().map(|(nr, _)| nr).collect();
-        let mut switcher = Switcher::new(Filter::allowlist(&all, Action::Errno));
+        let switcher = Switcher::new(Filter::allowlist(&all, Action::Errno));
         let hit = Hit { pid, tid: pid, comm: "sleep".into(), hit_ns: crate::trace::live::monotonic_now_ns() };
         let record = switcher.switch(&hit);
         assert_eq!(record.outcome, Outcome::Switched { from: pid });

@@ -1,6 +1,7 @@
 //! The enforcer's loop, on a thread of its own (ptrace belongs to the thread that seized): reads
-//! the marker's events, switches each stopped process, shows the live counts, and notices
-//! processes added with `docker exec`, which run under the container's original filter.
+//! the marker's events, switches each stopped process (those that stopped together on threads of
+//! their own, in parallel), shows the live counts, and notices processes added with `docker exec`,
+//! which run under the container's original filter.
 //!
 //! When told to stop it first detaches the uprobe, then handles what is still in the ring
 //! buffer, so no process is left stopped.
@@ -72,8 +73,17 @@ impl Watch {
                 hits.push(Hit { pid: process, tid: header.tid, comm: header.comm, hit_ns: header.ts_ns });
             }
         }
-        for hit in hits {
-            let record = self.switcher.switch(&hit);
+        // Processes that hit the marker together are switched together: the second one does not
+        // wait for the first one's switch.
+        let switcher = &self.switcher;
+        let records: Vec<Record> = match hits.as_slice() {
+            [hit] => vec![switcher.switch(hit)],
+            _ => std::thread::scope(|scope| {
+                let switching: Vec<_> = hits.iter().map(|hit| scope.spawn(move || switcher.switch(hit))).collect();
+                switching.into_iter().map(|thread| thread.join().expect("a switch never panics")).collect()
+            }),
+        };
+        for record in records {
             bar.suspend(|| eprintln!("seccomp-refine: {}", describe(&record)));
             watched.records.push(record);
         }

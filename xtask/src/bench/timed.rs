@@ -1,4 +1,4 @@
-//! Running a command under GNU time: elapsed seconds and peak RSS of a whole process.
+//! Running a command under GNU time: elapsed and CPU seconds and peak RSS of a whole process.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -9,6 +9,8 @@ use anyhow::{Context, Result, bail};
 #[derive(Clone, Copy, Debug)]
 pub struct Cost {
     pub elapsed: f64,
+    /// User and system time of the process and its children.
+    pub cpu_seconds: f64,
     pub peak_rss_mb: f64,
 }
 
@@ -16,7 +18,7 @@ pub struct Cost {
 pub fn run(program: &Path, args: &[&str]) -> Result<Cost> {
     let report = tempfile_path();
     let out = Command::new("/usr/bin/time")
-        .args(["-f", "%e %M", "-o"])
+        .args(["-f", "%e %U %S %M", "-o"])
         .arg(&report)
         .arg(program)
         .args(args)
@@ -29,8 +31,8 @@ pub fn run(program: &Path, args: &[&str]) -> Result<Cost> {
     let text = std::fs::read_to_string(&report)?;
     std::fs::remove_file(&report)?;
     let fields: Vec<f64> = text.split_whitespace().filter_map(|field| field.parse().ok()).collect();
-    let [elapsed, rss_kb] = fields[..] else { bail!("unexpected GNU time output: {text}") };
-    Ok(Cost { elapsed, peak_rss_mb: rss_kb / 1024.0 })
+    let [elapsed, user, system, rss_kb] = fields[..] else { bail!("unexpected GNU time output: {text}") };
+    Ok(Cost { elapsed, cpu_seconds: user + system, peak_rss_mb: rss_kb / 1024.0 })
 }
 
 fn tempfile_path() -> std::path::PathBuf {

@@ -38,6 +38,7 @@ const FIELDS: [(&str, &[&str]); offsets::COUNT] = [
     ("task_struct", &["tgid"]),
     ("task_struct", &["signal"]),
     ("signal_struct", &["live", "counter"]),
+    ("pt_regs", &["orig_ax"]),
 ];
 
 /// The `OFFSETS` global's value for the kernel described by `btf`.
@@ -307,6 +308,7 @@ mod tests {
         let values = program_offsets(&btf).unwrap();
         // struct pt_regs is the user register frame, whose layout is x86_64 ABI.
         assert_eq!(&values[offsets::REGS_DI..=offsets::REGS_R8], &[112, 104, 96, 56, 72]);
+        assert_eq!(values[offsets::REGS_ORIG_AX], 120);
         assert!(values[offsets::CGROUP_KN] > 0 && values[offsets::KERNFS_ID] > 0);
         // pid_t pid and tgid are adjacent in task_struct.
         assert_eq!(values[offsets::TASK_TGID], values[offsets::TASK_PID] + 4);
