@@ -243,24 +243,38 @@ fn one_round(setup: &Setup<'_>, suite: &suite::Prepared<'_>, port: u16) -> Resul
     let profiled = Outcome::parse(&std::fs::read_to_string(&out).unwrap_or_default());
     timed("suite (profiled)", started);
 
-    let started = Instant::now();
-    let unconfined = suite::unconfined(suite, setup.image, port, work)?;
-    timed("suite (no profile)", started);
-
-    let started = Instant::now();
     let suite_trace_dir = work.join("suite-trace");
-    let out = work.join("suite-traced.out");
-    let log = work.join("suite-traced.log");
-    output(
-        tool()
-            .args(["trace", "--force", "--no-static", "--duration", "7200s", "--workload", &suite.command_line(&out)])
-            .arg(setup.image)
-            .arg("-o")
-            .arg(&suite_trace_dir)
-            .envs(suite.env(setup.image, &log)),
-    )
-    .with_context(|| format!("trace of {} with its suite", setup.image))?;
-    timed("suite (traced)", started);
+    let no_profile = || {
+        let started = Instant::now();
+        suite::unconfined(suite, setup.image, port, work).map(|outcome| (outcome, started.elapsed().as_secs_f64()))
+    };
+    let traced = || {
+        let started = Instant::now();
+        let out = work.join("suite-traced.out");
+        let log = work.join("suite-traced.log");
+        output(
+            tool()
+                .args(["trace", "--force", "--no-static", "--duration", "7200s", "--workload", &suite.command_line(&out)])
+                .arg(setup.image)
+                .arg("-o")
+                .arg(&suite_trace_dir)
+                .envs(suite.env(setup.image, &log)),
+        )
+        .with_context(|| format!("trace of {} with its suite", setup.image))
+        .map(|_| started.elapsed().as_secs_f64())
+    };
+    let (unconfined, traced) = if suite.suite.side_by_side {
+        std::thread::scope(|scope| {
+            let traced = scope.spawn(traced);
+            let unconfined = no_profile();
+            (unconfined, traced.join().expect("the traced suite's thread panicked"))
+        })
+    } else {
+        (no_profile(), traced())
+    };
+    let (unconfined, seconds) = unconfined?;
+    times.push(Timing { step: "suite (no profile)".into(), seconds });
+    times.push(Timing { step: "suite (traced)".into(), seconds: traced? });
 
     let allowed = Sets {
         init: allowlist(&profile_dir.join("seccomp-init.json"))?,
