@@ -97,6 +97,9 @@ pub struct Cell {
     pub diff_from_previous: Vec<PhaseDiff>,
     /// Median over rounds.
     pub times: Vec<Timing>,
+    /// The seccomp-refine binary that ran (its build profile shows in the times).
+    #[serde(default)]
+    pub binary: String,
     pub rounds: usize,
 }
 
@@ -189,6 +192,7 @@ pub fn run(setup: &Setup<'_>, rounds: usize) -> Result<Cell> {
         suite: suite_result,
         diff_from_previous: Vec::new(),
         times,
+        binary: setup.seccomp_refine.display().to_string(),
         rounds,
     })
 }
@@ -254,7 +258,15 @@ fn one_round(setup: &Setup<'_>, suite: &suite::Prepared<'_>, port: u16) -> Resul
         let log = work.join("suite-traced.log");
         output(
             tool()
-                .args(["trace", "--force", "--no-static", "--duration", "7200s", "--workload", &suite.command_line(&out)])
+                .args([
+                    "trace",
+                    "--force",
+                    "--no-static",
+                    "--duration",
+                    "7200s",
+                    "--workload",
+                    &suite.command_line(&out),
+                ])
                 .arg(setup.image)
                 .arg("-o")
                 .arg(&suite_trace_dir)

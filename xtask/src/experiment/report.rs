@@ -178,8 +178,8 @@ fn markdown(machine: &Machine, cells: &[Cell], failures: &[Failure]) -> Result<S
             steps
         },
     );
-    writeln!(out, "| application | release | rounds | {} |", steps.join(" | "))?;
-    writeln!(out, "|---|---|---:|{}", "---:|".repeat(steps.len()))?;
+    writeln!(out, "| application | release | binary | rounds | {} |", steps.join(" | "))?;
+    writeln!(out, "|---|---|---|---:|{}", "---:|".repeat(steps.len()))?;
     for cell in cells {
         let times: Vec<String> = steps
             .iter()
@@ -190,7 +190,12 @@ fn markdown(machine: &Machine, cells: &[Cell], failures: &[Failure]) -> Result<S
                     .map_or_else(String::new, |timing| format!("{:.1}", timing.seconds))
             })
             .collect();
-        writeln!(out, "| {} | {} | {} | {} |", cell.app, cell.release, cell.rounds, times.join(" | "))?;
+        // The build profile is what matters for the times: target/debug or target/release.
+        let binary = Path::new(&cell.binary)
+            .parent()
+            .and_then(Path::file_name)
+            .map_or_else(String::new, |dir| dir.to_string_lossy().into_owned());
+        writeln!(out, "| {} | {} | {binary} | {} | {} |", cell.app, cell.release, cell.rounds, times.join(" | "))?;
     }
 
     writeln!(out, "\n## Across releases\n")?;
