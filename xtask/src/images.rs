@@ -4,6 +4,7 @@
 //! and tested on are built from Debian bookworm packages: `debootstrap --variant=minbase`, then
 //! `docker import` with the official image's default command. The rootfs tarball is cached under
 //! `target/images/`, so a rebuild takes seconds. A tag that already exists is never replaced.
+//! `cargo xtask experiment` makes its images per Debian release through the same `Rootfs` cache.
 
 use std::path::{Path, PathBuf};
 
