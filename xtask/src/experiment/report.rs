@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::RELEASES;
 use super::cell::{Cell, Score};
+use super::suite::same_test;
 use crate::bench::report::{Bar, Machine, Section};
 
 /// A cell that could not be measured, and why.
@@ -27,6 +28,17 @@ pub fn write(out: &Path, measured: &[Cell], failures: &[Failure]) -> Result<Stri
     for cell in measured {
         cells.retain(|old| (&old.app, &old.release) != (&cell.app, &cell.release));
         cells.push(cell.clone());
+    }
+    // Judged again at every write, so cells from earlier runs follow how names are compared now.
+    for cell in &mut cells {
+        let suite = &mut cell.suite;
+        let failed_unconfined: BTreeSet<String> =
+            suite.unconfined.failures.iter().map(|name| same_test(name)).collect();
+        let mut failed_more: BTreeSet<String> = suite.profiled.worse_than(&suite.unconfined).into_iter().collect();
+        failed_more.extend(
+            suite.failed_more.iter().map(|name| same_test(name)).filter(|name| !failed_unconfined.contains(name)),
+        );
+        suite.failed_more = failed_more.into_iter().collect();
     }
     let release_order = |release: &str| RELEASES.iter().position(|&known| known == release);
     cells.sort_by(|a, b| a.app.cmp(&b.app).then(release_order(&a.release).cmp(&release_order(&b.release))));
