@@ -39,9 +39,6 @@ pub struct Suite {
     pub script: &'static str,
     /// Extra environment for the script.
     pub env: &'static [(&'static str, &'static str)],
-    /// Whether two runs may go at once (the unprofiled and the traced one): not when the suite
-    /// publishes a fixed host port.
-    pub side_by_side: bool,
 }
 
 const HTTP_WORKLOAD: &str = "wrk -t1 -c8 -d3s http://$SECCOMP_REFINE_HOST:$SECCOMP_REFINE_PORT/ && \
@@ -161,7 +158,6 @@ EOF"#,
                 ("STOP_SIGNAL", "QUIT"),
                 ("SUITE_UPSTREAM", UPSTREAM),
             ],
-            side_by_side: false,
         },
     },
     App {
@@ -202,7 +198,6 @@ EOF"#,
                 ("STOP_SIGNAL", "WINCH"),
                 ("SUITE_UPSTREAM", UPSTREAM),
             ],
-            side_by_side: false,
         },
     },
     App {
@@ -237,7 +232,6 @@ EOF"#,
                 ("STOP_SIGNAL", "INT"),
                 ("SUITE_UPSTREAM", UPSTREAM),
             ],
-            side_by_side: false,
         },
     },
     App {
@@ -262,7 +256,6 @@ EOF"#,
             source: Some("redis"),
             script: REDIS_SUITE,
             env: &[],
-            side_by_side: true,
         },
     },
 ];

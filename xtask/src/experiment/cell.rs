@@ -248,45 +248,25 @@ fn one_round(setup: &Setup<'_>, suite: &suite::Prepared<'_>, port: u16) -> Resul
     timed("suite (profiled)", started);
 
     let suite_trace_dir = work.join("suite-trace");
-    let no_profile = || {
-        let started = Instant::now();
-        suite::unconfined(suite, setup.image, port, work).map(|outcome| (outcome, started.elapsed().as_secs_f64()))
-    };
-    let traced = || {
-        let started = Instant::now();
-        let out = work.join("suite-traced.out");
-        let log = work.join("suite-traced.log");
-        output(
-            tool()
-                .args([
-                    "trace",
-                    "--force",
-                    "--no-static",
-                    "--duration",
-                    "7200s",
-                    "--workload",
-                    &suite.command_line(&out),
-                ])
-                .arg(setup.image)
-                .arg("-o")
-                .arg(&suite_trace_dir)
-                .envs(suite.env(setup.image, &log)),
-        )
-        .with_context(|| format!("trace of {} with its suite", setup.image))
-        .map(|_| started.elapsed().as_secs_f64())
-    };
-    let (unconfined, traced) = if suite.suite.side_by_side {
-        std::thread::scope(|scope| {
-            let traced = scope.spawn(traced);
-            let unconfined = no_profile();
-            (unconfined, traced.join().expect("the traced suite's thread panicked"))
-        })
-    } else {
-        (no_profile(), traced())
-    };
-    let (unconfined, seconds) = unconfined?;
-    times.push(Timing { step: "suite (no profile)".into(), seconds });
-    times.push(Timing { step: "suite (traced)".into(), seconds: traced? });
+    // One run after the other: a suite may publish a fixed port (the HTTP upstream) or share its
+    // source tree's scratch directory and test-server port (redis's runtest).
+    let started = Instant::now();
+    let unconfined = suite::unconfined(suite, setup.image, port, work)?;
+    timed("suite (no profile)", started);
+
+    let started = Instant::now();
+    let out = work.join("suite-traced.out");
+    let log = work.join("suite-traced.log");
+    output(
+        tool()
+            .args(["trace", "--force", "--no-static", "--duration", "7200s", "--workload", &suite.command_line(&out)])
+            .arg(setup.image)
+            .arg("-o")
+            .arg(&suite_trace_dir)
+            .envs(suite.env(setup.image, &log)),
+    )
+    .with_context(|| format!("trace of {} with its suite", setup.image))?;
+    timed("suite (traced)", started);
 
     let allowed = Sets {
         init: allowlist(&profile_dir.join("seccomp-init.json"))?,
