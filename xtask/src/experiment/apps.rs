@@ -203,7 +203,8 @@ EOF"#,
     App {
         name: "lighttpd",
         package: "lighttpd",
-        packages: "lighttpd",
+        // mod_deflate is a package of its own since bookworm.
+        packages: "lighttpd,lighttpd-mod-deflate",
         changes: &[r#"CMD ["lighttpd", "-D", "-f", "/etc/lighttpd/lighttpd.conf"]"#, "EXPOSE 80/tcp"],
         fixups: &[
             HTTP_CONTENT,
@@ -211,7 +212,7 @@ EOF"#,
 server.modules += ( "mod_proxy", "mod_deflate" )
 deflate.mimetypes = ( "text/" )
 deflate.allowed-encodings = ( "gzip" )
-server.error-handler-404 = "/404.html"
+server.errorfile-prefix = "/var/www/html/"
 $HTTP["url"] =~ "^/files/" { dir-listing.activate = "enable" }
 $HTTP["url"] =~ "^/proxy/" {
     proxy.server = ( "" => ( ( "host" => "172.17.0.1", "port" => 18080 ) ) )
