@@ -241,7 +241,7 @@ fn one_round(setup: &Setup<'_>, suite: &suite::Prepared<'_>, port: u16) -> Resul
     let log = work.join("suite-profiled.log");
     let under = if denied_enforce.is_some() { &enforced } else { &container_profile };
     let env = suite.env(setup.image, &log);
-    let suite_report = verify_with(setup, under, "suite", &suite.command_line(&out), &env)?
+    let suite_report = verify_with(setup, under, "suite", &suite.command_line(&out, &log), &env)?
         .map_err(anyhow::Error::msg)
         .context("verify with the test suite as its workload could not run")?;
     let profiled = Outcome::parse(&std::fs::read_to_string(&out).unwrap_or_default());
@@ -259,7 +259,15 @@ fn one_round(setup: &Setup<'_>, suite: &suite::Prepared<'_>, port: u16) -> Resul
     let log = work.join("suite-traced.log");
     output(
         tool()
-            .args(["trace", "--force", "--no-static", "--duration", "7200s", "--workload", &suite.command_line(&out)])
+            .args([
+                "trace",
+                "--force",
+                "--no-static",
+                "--duration",
+                "7200s",
+                "--workload",
+                &suite.command_line(&out, &log),
+            ])
             .arg(setup.image)
             .arg("-o")
             .arg(&suite_trace_dir)

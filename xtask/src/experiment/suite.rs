@@ -96,10 +96,11 @@ pub fn prepare<'a>(app: &'a App, release: &str, work: &Path) -> Result<Prepared<
 }
 
 impl Prepared<'_> {
-    /// `sh SCRIPT`, its output to `out`; the container comes from `SECCOMP_REFINE_*` (set by
-    /// `verify`, or by `baseline`).
-    pub fn command_line(&self, out: &Path) -> String {
-        format!("sh {} >{} 2>&1", quote(&self.script), quote(out))
+    /// `sh SCRIPT`, its output to `out`, its detail log `log` emptied first (a suite may read its
+    /// log back); the container comes from `SECCOMP_REFINE_*` (set by `verify` and `trace`, or by
+    /// `unconfined`).
+    pub fn command_line(&self, out: &Path, log: &Path) -> String {
+        format!(": >{} && sh {} >{} 2>&1", quote(log), quote(&self.script), quote(out))
     }
 
     /// The script's environment; the tests' details go to `log`.
@@ -145,7 +146,7 @@ fn unconfined_in(suite: &Prepared<'_>, image: &str, id: &str, port: u16, work: &
     let log = work.join("suite-unconfined.log");
     let status = Command::new("sh")
         .arg("-c")
-        .arg(suite.command_line(&out))
+        .arg(suite.command_line(&out, &log))
         .envs(suite.env(image, &log))
         .env("SECCOMP_REFINE_HOST", &host)
         .env("SECCOMP_REFINE_PORT", port.to_string())
