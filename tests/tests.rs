@@ -19,6 +19,8 @@ mod cli;
 mod docker_profiles;
 /// `enforce`: live containers switched to their serving profile at the marker, by the real kernel.
 mod enforce;
+/// `cargo xtask experiment` on one cell (nginx, bookworm): built, traced, enforced, judged by its suite.
+mod experiment;
 /// Faults while tracing: signals, the container or daemon going away, a full disk, two traces at once.
 mod faults;
 /// The inputs the fuzzers once crashed on, and their seeds, through the fuzz targets' entry points.

@@ -4,6 +4,7 @@
 //! and tested on are built from Debian bookworm packages: `debootstrap --variant=minbase`, then
 //! `docker import` with the official image's default command. The rootfs tarball is cached under
 //! `target/images/`, so a rebuild takes seconds. A tag that already exists is never replaced.
+//! `cargo xtask experiment` makes its images per Debian release through the same `Rootfs` cache.
 
 use std::path::{Path, PathBuf};
 
@@ -92,7 +93,7 @@ pub fn ensure_available(standin: &Standin) -> Result<()> {
     fill_tag(standin)
 }
 
-fn image_exists(tag: &str) -> bool {
+pub fn image_exists(tag: &str) -> bool {
     succeeds(as_root("docker").args(["image", "inspect", tag]))
 }
 
@@ -101,39 +102,56 @@ fn fill_tag(standin: &Standin) -> Result<()> {
         println!("xtask: {} already exists; left as it is", standin.tag);
         return Ok(());
     }
-    let tarball = rootfs_tarball(standin)?;
-    println!("xtask: docker import {} as {}", tarball.display(), standin.tag);
+    let rootfs = Rootfs { name: standin.name, release: "bookworm", packages: standin.packages, fixup: standin.fixup };
+    import(&rootfs_tarball(&rootfs)?, standin.changes, standin.tag)
+}
+
+/// `docker import TARBALL TAG` with `--change` instructions.
+pub fn import(tarball: &Path, changes: &[&str], tag: &str) -> Result<()> {
+    println!("xtask: docker import {} as {tag}", tarball.display());
     let mut import = as_root("docker");
     import.arg("import");
-    for change in standin.changes {
+    for change in changes {
         import.args(["--change", change]);
     }
-    run(import.arg(&tarball).arg(standin.tag))
+    run(import.arg(tarball).arg(tag))
+}
+
+/// A root filesystem made by debootstrap: which release, with which packages, then fixed up how.
+pub struct Rootfs<'a> {
+    /// Names the cached tarball, `target/images/NAME-RELEASE-rootfs.tar`.
+    pub name: &'a str,
+    /// A Debian release debootstrap knows (bullseye, bookworm, trixie).
+    pub release: &'a str,
+    /// Packages to include, comma-separated.
+    pub packages: &'a str,
+    /// Shell run inside the rootfs (chroot) after debootstrap.
+    pub fixup: &'a str,
 }
 
 /// The cached rootfs tarball, made with debootstrap on first use.
-fn rootfs_tarball(standin: &Standin) -> Result<PathBuf> {
+pub fn rootfs_tarball(spec: &Rootfs<'_>) -> Result<PathBuf> {
     let dir = project_root().join("target/images");
-    let tarball = dir.join(format!("{}-bookworm-rootfs.tar", standin.name));
+    let tarball = dir.join(format!("{}-{}-rootfs.tar", spec.name, spec.release));
     if tarball.exists() {
         return Ok(tarball);
     }
     if !machine::on_path("debootstrap") {
         machine::apt_install(&["debootstrap"])?;
     }
-    let rootfs = dir.join(format!("{}-rootfs", standin.name));
+    let rootfs = dir.join(format!("{}-{}-rootfs", spec.name, spec.release));
     if rootfs.exists() {
         // A previous debootstrap was interrupted: start over rather than trust a half-made tree.
         run(as_root("rm").arg("-rf").arg(&rootfs))?;
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    println!("xtask: debootstrap --variant=minbase --include={} bookworm (about a minute)", standin.packages);
+    println!("xtask: debootstrap --variant=minbase --include={} {} (about a minute)", spec.packages, spec.release);
     run(as_root("debootstrap")
-        .args(["--variant=minbase", &format!("--include={}", standin.packages), "bookworm"])
+        .args(["--variant=minbase", &format!("--include={}", spec.packages), spec.release])
         .arg(&rootfs)
         .arg("http://deb.debian.org/debian")
         .stdout(std::process::Stdio::null()))?;
-    run(as_root("chroot").arg(&rootfs).args(["sh", "-c", standin.fixup]))?;
+    run(as_root("chroot").arg(&rootfs).args(["sh", "-c", spec.fixup]))?;
     // The package cache is half the rootfs and the official images ship without it.
     run(as_root("sh")
         .args(["-c", r#"rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*"#, "sh"])

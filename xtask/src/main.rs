@@ -10,6 +10,7 @@ mod bench;
 mod bitcode;
 mod build;
 mod codegen;
+mod experiment;
 mod fuzz;
 mod gen_capture;
 mod images;
@@ -63,6 +64,26 @@ enum Command {
         /// Warm-up rounds, run and discarded before measuring.
         #[arg(long, default_value_t = 1)]
         warmup: usize,
+    },
+    /// Reproduce the research tables: for each application and Debian release, build the image,
+    /// trace, analyse, verify, enforce and judge the profiles with the application's test suite;
+    /// write EXPERIMENTS.md, EXPERIMENTS.json and docs/experiments.svg (see docs/experiments.md).
+    Experiment {
+        /// Which applications: nginx, apache2, lighttpd, redis (default: all).
+        apps: Vec<String>,
+        /// Which Debian releases, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "bullseye,bookworm,trixie")]
+        releases: Vec<String>,
+        /// How many times each cell is measured (times are medians, denials the union).
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+        /// The seccomp-refine binary to run [default: the release build, built first].
+        #[arg(long, value_name = "FILE")]
+        seccomp_refine: Option<PathBuf>,
+        /// Where EXPERIMENTS.md/.json and docs/experiments.svg go [default: the project root]; the
+        /// cells' files go to OUT/cells (default: target/experiment/).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// Build an application's whole-program LLVM bitcode from Debian's sources with clang-19
     /// (`target/bitcode/NAME.bc`, cached).
@@ -118,6 +139,9 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Images { names } => images::build(&names),
         Command::Test { args } => test::run_tests(&args),
         Command::Bench { names, rounds, warmup } => bench::run(&names, bench::Rounds { warmup, measured: rounds }),
+        Command::Experiment { apps, releases, rounds, seccomp_refine, out } => {
+            experiment::run(&experiment::Options { apps, releases, rounds, seccomp_refine, out })
+        }
         Command::Bitcode { names } => bitcode::build(&names),
         Command::Fuzz { target, time } => fuzz::run(target.as_deref(), time),
         Command::GenCapture { fixture, repeat, out } => {

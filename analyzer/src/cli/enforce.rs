@@ -37,7 +37,7 @@ pub struct Args {
     /// found in the server's stack; else nginx's ngx_process_events_and_timers, redis's aeMain).
     #[arg(long, value_name = "MARKER", default_value = "auto")]
     phase_marker: MarkerSpec,
-    /// What the serving filter does to a syscall outside the serving profile: fail it with EPERM,
+    /// What the serving filter does to a syscall outside the serving profile: fail it with ENOSYS,
     /// log it and let it run (an audit run), or kill the process.
     #[arg(long, value_enum, default_value = "errno")]
     action: Action,

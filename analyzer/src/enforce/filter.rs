@@ -13,13 +13,16 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 
+use crate::profile::ERRNO_ENOSYS;
 use crate::profile::read::{read_allowlist, read_profile};
 use crate::syscalls::Arch;
 
 /// What the serving filter does to a syscall outside the serving profile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Action {
-    /// Fail it with EPERM.
+    /// Fail it with ENOSYS, as the profiles answer everything they deny: glibc then falls back to
+    /// an older call where it has one (`clone3` → `clone`, which every profile with `clone` leaves
+    /// `clone3` out for), where EPERM would fail the caller (a `pthread_create` while serving).
     Errno,
     /// Let it run and log it to the kernel audit log (an audit run: nothing is denied).
     Log,
@@ -30,7 +33,7 @@ pub enum Action {
 impl Action {
     fn ret(self) -> u32 {
         match self {
-            Action::Errno => SECCOMP_RET_ERRNO | libc::EPERM as u32,
+            Action::Errno => SECCOMP_RET_ERRNO | ERRNO_ENOSYS,
             Action::Log => SECCOMP_RET_LOG,
             Action::Kill => SECCOMP_RET_KILL_PROCESS,
         }
@@ -227,14 +230,14 @@ mod tests {
         let allowed: Vec<u32> =
             filter.insns.iter().filter(|insn| insn.code == BPF_JMP_JEQ_K).map(|insn| insn.k).skip(1).collect();
         assert_eq!(allowed, [0, 39, 110]);
-        assert_eq!(filter.insns.last().unwrap().k, SECCOMP_RET_ERRNO | 1);
+        assert_eq!(filter.insns.last().unwrap().k, SECCOMP_RET_ERRNO | 38);
         assert_eq!(filter.bytes().len(), filter.insns.len() * 8);
         assert_eq!(Filter::allowlist(&[0], Action::Log).insns.last().unwrap().k, SECCOMP_RET_LOG);
     }
 
     #[test]
     fn a_real_kernel_denies_what_the_filter_leaves_out() {
-        // getppid (110) left out: in a forked child under the filter it fails with EPERM, while
+        // getppid (110) left out: in a forked child under the filter it fails with ENOSYS, while
         // getpid (39) still works.
         let allowed: Vec<u32> = Arch::X86_64.syscalls().map(|(nr, _)| nr).filter(|&nr| nr != 110).collect();
         let filter = Filter::allowlist(&allowed, Action::Errno);
@@ -248,7 +251,7 @@ mod tests {
                 if libc::syscall(libc::SYS_seccomp, 1, 0, &prog) != 0 {
                     libc::_exit(3);
                 }
-                let denied = libc::syscall(libc::SYS_getppid) == -1 && *libc::__errno_location() == libc::EPERM;
+                let denied = libc::syscall(libc::SYS_getppid) == -1 && *libc::__errno_location() == libc::ENOSYS;
                 let allowed = libc::syscall(libc::SYS_getpid) > 0;
                 libc::_exit(if denied && allowed { 0 } else { 4 });
             }

@@ -133,6 +133,9 @@ impl Analysis {
                 entries.entry(name.clone()).or_default().reachable = Some(why.clone());
             }
         }
+        if found.programs.iter().any(|program| program.serving_syscalls.is_some() && program.serving_entry.is_none()) {
+            serve_what_init_does(&mut phases);
+        }
         let mut analysis = Analysis {
             schema: ANALYSIS_SCHEMA.to_owned(),
             arch: trace.arch,
@@ -239,6 +242,25 @@ impl Analysis {
     }
 }
 
+/// Without a serving entry the static side cannot tell serving from init (it lets serving reach
+/// everything init reaches), and the phase moves for the whole container at once: a server that
+/// reloads in place runs its init code again while serving (apache's graceful restart re-reads its
+/// configuration and rewrites its pid file). So serving allows everything init was seen or found
+/// to do; a name init only observed gets a witness saying so.
+fn serve_what_init_does(phases: &mut BTreeMap<Phase, BTreeMap<String, Evidence>>) {
+    let init = phases.get(&Phase::Init).cloned().unwrap_or_default();
+    let serving = phases.entry(Phase::Serving).or_default();
+    for (name, evidence) in init {
+        let why = evidence.reachable.unwrap_or_else(|| Reachable {
+            path: vec!["observed in init; with no serving entry, serving allows what init does".to_owned()],
+            site: "the trace's init phase".to_owned(),
+            compat: false,
+            args: None,
+        });
+        serving.entry(name).or_default().reachable.get_or_insert(why);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,5 +310,41 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         analysis.write(dir.path()).unwrap();
         assert_eq!(Analysis::read(&dir.path().join(ANALYSIS_FILE)).unwrap(), analysis);
+    }
+
+    #[test]
+    fn without_a_serving_entry_serving_allows_what_init_did_and_reached() {
+        let mut trace = Trace::new(Source::Ebpf, Arch::X86_64, "6.18".into(), Target::default());
+        trace.phases.init.record("rename", 1, 10);
+        trace.phases.serving.record("accept4", 7, 99);
+        let why =
+            Reachable { path: vec!["apache2!main".into()], site: "syscall at 0x10".into(), compat: false, args: None };
+        let program = |serving_entry: Option<&str>| crate::callgraph::ProgramReport {
+            path: "/usr/sbin/apache2".into(),
+            phase: Some(Phase::Init),
+            serving_entry: serving_entry.map(str::to_owned),
+            init_syscalls: 1,
+            serving_syscalls: Some(1),
+        };
+        let found = |serving_entry: Option<&str>| StaticAnalysis {
+            arch: Arch::X86_64,
+            programs: vec![program(serving_entry)],
+            modules: Vec::new(),
+            init: BTreeMap::from([("bind".to_owned(), why.clone())]),
+            serving: BTreeMap::from([("bind".to_owned(), why.clone())]),
+            unresolved: Vec::new(),
+            resolution: Resolution { resolved: 1, sites: 1, rate: 100.0 },
+            warnings: Vec::new(),
+        };
+        let analysis = Analysis::new(&trace, found(None));
+        let serving = &analysis.phases[&Phase::Serving];
+        assert_eq!(serving.keys().collect::<Vec<_>>(), ["accept4", "bind", "rename"]);
+        let witness = serving["rename"].reachable.as_ref().unwrap();
+        assert!(witness.path[0].contains("no serving entry"), "{witness:?}");
+        assert!(serving["rename"].observed.is_none(), "not observed in serving");
+        assert_eq!(serving["bind"].reachable.as_ref(), Some(&why));
+        // With an entry, serving keeps to what serving did and reaches.
+        let analysis = Analysis::new(&trace, found(Some("ap_mpm_run")));
+        assert!(!analysis.profiles().serving.contains("rename"));
     }
 }

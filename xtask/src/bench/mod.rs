@@ -10,9 +10,9 @@ mod bitcode;
 mod enforce;
 mod harness;
 mod import;
-mod plot;
+pub mod plot;
 mod profiles;
-mod report;
+pub mod report;
 mod static_analysis;
 mod timed;
 mod tracer_overhead;
@@ -23,7 +23,7 @@ use std::process::Command;
 use anyhow::{Context as _, Result, bail};
 
 use crate::{build, images, machine};
-pub use harness::Rounds;
+pub use harness::{Rounds, median};
 use report::Section;
 
 /// A benchmark: its name on the command line, and the function that runs it.

@@ -1,0 +1,262 @@
+//! What `cargo xtask experiment` writes: `EXPERIMENTS.md`, `EXPERIMENTS.json` and
+//! `docs/experiments.svg`, from this run's cells and the previous run's for the cells not measured.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::RELEASES;
+use super::cell::{Cell, Score};
+use super::suite::same_test;
+use crate::bench::plot::Bar;
+use crate::bench::report::Machine;
+
+/// A cell that could not be measured, and why.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Failure {
+    pub app: String,
+    pub release: String,
+    pub error: String,
+}
+
+/// Writes the three files under `out` and returns the Markdown.
+pub fn write(out: &Path, measured: &[Cell], failures: &[Failure]) -> Result<String> {
+    let json_path = out.join("EXPERIMENTS.json");
+    let mut cells = previous_cells(&json_path);
+    for cell in measured {
+        cells.retain(|old| (&old.app, &old.release) != (&cell.app, &cell.release));
+        cells.push(cell.clone());
+    }
+    // Judged again at every write, so cells from earlier runs follow how names are compared now.
+    for cell in &mut cells {
+        let suite = &mut cell.suite;
+        let failed_unconfined: BTreeSet<String> =
+            suite.unconfined.failures.iter().map(|name| same_test(name)).collect();
+        let mut failed_more: BTreeSet<String> = suite.profiled.worse_than(&suite.unconfined).into_iter().collect();
+        failed_more.extend(
+            suite.failed_more.iter().map(|name| same_test(name)).filter(|name| !failed_unconfined.contains(name)),
+        );
+        suite.failed_more = failed_more.into_iter().collect();
+    }
+    let release_order = |release: &str| RELEASES.iter().position(|&known| known == release);
+    cells.sort_by(|a, b| a.app.cmp(&b.app).then(release_order(&a.release).cmp(&release_order(&b.release))));
+    let machine = Machine::describe();
+    let markdown = markdown(&machine, &cells, failures)?;
+    std::fs::write(out.join("EXPERIMENTS.md"), &markdown).context("cannot write EXPERIMENTS.md")?;
+    let json = serde_json::to_string_pretty(&serde_json::json!({
+        "machine": machine,
+        "cells": cells,
+        "failures": failures,
+    }))?;
+    std::fs::write(&json_path, json + "\n").context("cannot write EXPERIMENTS.json")?;
+    std::fs::create_dir_all(out.join("docs"))?;
+    std::fs::write(out.join("docs/experiments.svg"), chart(&cells)).context("cannot write docs/experiments.svg")?;
+    Ok(markdown)
+}
+
+fn previous_cells(path: &Path) -> Vec<Cell> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|value| serde_json::from_value(value.get("cells")?.clone()).ok())
+        .unwrap_or_default()
+}
+
+fn chart(cells: &[Cell]) -> String {
+    let mut bars = Vec::new();
+    for cell in cells {
+        let chart = format!("allowed syscalls, {} (Docker's default: {})", cell.app, cell.docker_default);
+        for (phase, count) in [
+            ("init", cell.allowed.init.len()),
+            ("serving", cell.allowed.serving.len()),
+            ("container", cell.allowed.container.len()),
+        ] {
+            bars.push(Bar {
+                chart: chart.clone(),
+                label: format!("{} ({}) {phase}", cell.release, short_glibc(&cell.glibc)),
+                value: count as f64,
+                spread: None,
+            });
+        }
+    }
+    crate::bench::plot::svg(&bars)
+}
+
+/// `2.36-9+deb12u10` → `glibc 2.36`.
+fn short_glibc(version: &str) -> String {
+    format!("glibc {}", version.split('-').next().unwrap_or(version))
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() { "0".to_owned() } else { format!("{}: {}", names.len(), names.join(", ")) }
+}
+
+fn score(score: &Score) -> String {
+    format!("{:.2} (P {:.2}, R {:.2})", score.f1, score.precision, score.recall)
+}
+
+fn markdown(machine: &Machine, cells: &[Cell], failures: &[Failure]) -> Result<String> {
+    let mut out = String::new();
+    writeln!(out, "# Experiments\n")?;
+    writeln!(
+        out,
+        "Written by `cargo xtask experiment`; how to run it and what each column means: docs/experiments.md."
+    )?;
+    writeln!(out, "Each cell is one application on one Debian release, built offline with debootstrap, traced with a")?;
+    writeln!(out, "short workload, analysed, verified, enforced, and judged by its test suite.\n")?;
+    writeln!(out, "![allowed syscalls](docs/experiments.svg)\n")?;
+    writeln!(
+        out,
+        "- date: {}\n- machine: {} ({}; {} RAM)\n- kernel: {}",
+        machine.date, machine.host, machine.cpus, machine.memory, machine.kernel
+    )?;
+    for (name, version) in &machine.versions {
+        writeln!(out, "- {name}: {version}")?;
+    }
+
+    writeln!(out, "\n## Allowed syscalls, against Docker's default\n")?;
+    writeln!(
+        out,
+        "| application | release | glibc | package | Docker default | container | init | serving | reduction (container) | F1 init | F1 serving | F1 container |"
+    )?;
+    writeln!(out, "|---|---|---|---|---:|---:|---:|---:|---:|---|---|---|")?;
+    for cell in cells {
+        let reduction = 100.0 * (1.0 - cell.allowed.container.len() as f64 / cell.docker_default as f64);
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {reduction:.0} % | {} | {} | {} |",
+            cell.app,
+            cell.release,
+            cell.glibc,
+            cell.package,
+            cell.docker_default,
+            cell.allowed.container.len(),
+            cell.allowed.init.len(),
+            cell.allowed.serving.len(),
+            score(&cell.scores.init),
+            score(&cell.scores.serving),
+            score(&cell.scores.container),
+        )?;
+    }
+
+    writeln!(out, "\n## Denied syscalls, and the test suites as the judge\n")?;
+    writeln!(
+        out,
+        "| application | release | verify (seccomp.json) | enforce | test suite (missing) | suite under | suite passed / failed / skipped | same suite, no profile | failed only under the profile |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|")?;
+    for cell in cells {
+        let suite = &cell.suite;
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} / {} / {} | {} / {} / {} | {} |",
+            cell.app,
+            cell.release,
+            list(&cell.denied_verify),
+            cell.denied_enforce.as_deref().map_or_else(|| "not enforced".to_owned(), list),
+            list(&cell.denied_suite),
+            suite.under,
+            suite.profiled.passed,
+            suite.profiled.failed,
+            suite.profiled.skipped,
+            suite.unconfined.passed,
+            suite.unconfined.failed,
+            suite.unconfined.skipped,
+            list(&suite.failed_more),
+        )?;
+    }
+    writeln!(out, "\nEnforcement per cell (the marker each process switched at, or why there was none):\n")?;
+    for cell in cells {
+        writeln!(out, "- {} on {}: {}", cell.app, cell.release, cell.enforce)?;
+    }
+
+    writeln!(out, "\n## Time of each step (seconds)\n")?;
+    let steps: Vec<String> = cells.iter().flat_map(|cell| cell.times.iter().map(|timing| timing.step.clone())).fold(
+        Vec::new(),
+        |mut steps, step| {
+            if !steps.contains(&step) {
+                steps.push(step);
+            }
+            steps
+        },
+    );
+    writeln!(out, "| application | release | binary | rounds | {} |", steps.join(" | "))?;
+    writeln!(out, "|---|---|---|---:|{}", "---:|".repeat(steps.len()))?;
+    for cell in cells {
+        let times: Vec<String> = steps
+            .iter()
+            .map(|step| {
+                cell.times
+                    .iter()
+                    .find(|timing| &timing.step == step)
+                    .map_or_else(String::new, |timing| format!("{:.1}", timing.seconds))
+            })
+            .collect();
+        // The build profile is what matters for the times: target/debug or target/release.
+        let binary = Path::new(&cell.binary)
+            .parent()
+            .and_then(Path::file_name)
+            .map_or_else(String::new, |dir| dir.to_string_lossy().into_owned());
+        writeln!(out, "| {} | {} | {binary} | {} | {} |", cell.app, cell.release, cell.rounds, times.join(" | "))?;
+    }
+
+    writeln!(out, "\n## Across releases\n")?;
+    let apps: BTreeSet<&str> = cells.iter().map(|cell| cell.app.as_str()).collect();
+    for app in apps {
+        writeln!(out, "### {app}\n")?;
+        writeln!(
+            out,
+            "| release | glibc | package | init | serving | container | changes from the release before (`seccomp-refine diff`) |"
+        )?;
+        writeln!(out, "|---|---|---|---:|---:|---:|---|")?;
+        for cell in cells.iter().filter(|cell| cell.app == app) {
+            let changes: Vec<String> = cell
+                .diff_from_previous
+                .iter()
+                .map(|phase| {
+                    if phase.added.is_empty() && phase.removed.is_empty() {
+                        return format!("{}: same", phase.phase);
+                    }
+                    let names = phase
+                        .added
+                        .iter()
+                        .map(|name| format!("+{name}"))
+                        .chain(phase.removed.iter().map(|name| format!("−{name}")))
+                        .collect::<Vec<_>>();
+                    format!("{}: {}", phase.phase, names.join(" "))
+                })
+                .collect();
+            writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                cell.release,
+                short_glibc(&cell.glibc),
+                cell.package,
+                cell.allowed.init.len(),
+                cell.allowed.serving.len(),
+                cell.allowed.container.len(),
+                if changes.is_empty() { "—".to_owned() } else { changes.join("; ") },
+            )?;
+        }
+        writeln!(out)?;
+    }
+
+    writeln!(out, "## Test suites\n")?;
+    let mut described = BTreeSet::new();
+    for cell in cells {
+        if described.insert(&cell.app) {
+            let source = cell.suite_source.as_deref().map(|version| format!(" (source {version} on {})", cell.release));
+            writeln!(out, "- {}: {}{}", cell.app, cell.suite.description, source.unwrap_or_default())?;
+        }
+    }
+    if !failures.is_empty() {
+        writeln!(out, "\n## Cells that could not be measured\n")?;
+        for failure in failures {
+            writeln!(out, "- {} on {}: {}", failure.app, failure.release, failure.error)?;
+        }
+    }
+    Ok(out)
+}
