@@ -248,8 +248,14 @@ fn markdown(machine: &Machine, cells: &[Cell], failures: &[Failure]) -> Result<S
     let mut described = BTreeSet::new();
     for cell in cells {
         if described.insert(&cell.app) {
-            let source = cell.suite_source.as_deref().map(|version| format!(" (source {version} on {})", cell.release));
-            writeln!(out, "- {}: {}{}", cell.app, cell.suite.description, source.unwrap_or_default())?;
+            let sources: Vec<String> = cells
+                .iter()
+                .filter(|other| other.app == cell.app)
+                .filter_map(|other| Some(format!("{} on {}", other.suite_source.as_deref()?, other.release)))
+                .collect();
+            let sources =
+                if sources.is_empty() { String::new() } else { format!(" (upstream {})", sources.join(", ")) };
+            writeln!(out, "- {}: {}{sources}", cell.app, cell.suite.description)?;
         }
     }
     if !failures.is_empty() {
