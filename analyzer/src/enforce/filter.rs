@@ -287,7 +287,7 @@ mod tests {
                 if libc::syscall(libc::SYS_seccomp, 1, 0, &prog) != 0 {
                     libc::_exit(3);
                 }
-                let denied = |result: libc::c_long| result == -1 && *libc::__errno_location() == libc::EPERM;
+                let denied = |result: libc::c_long| result == -1 && *libc::__errno_location() == libc::ENOSYS;
                 let unix = libc::syscall(libc::SYS_socket, libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
                 let packet = libc::syscall(libc::SYS_socket, libc::AF_PACKET, libc::SOCK_RAW, 0);
                 let packet_denied = denied(packet);
