@@ -36,6 +36,17 @@ pub struct Preflight {
     serving: Filter,
     cache: Mutex<HashMap<u64, Verdict>>,
     spare: Mutex<Option<Spare>>,
+    /// Held while a stack is replayed: a second process with the same stack waits for the verdict
+    /// (a fraction of a millisecond) rather than forking a child of its own.
+    replaying: Mutex<()>,
+    /// Children that answered and are still exiting (tearing down a copy of the enforcer's address
+    /// space takes about a millisecond), reaped by `prepare`.
+    answered: Mutex<Vec<Spare>>,
+}
+
+/// Locks `mutex`; a panic elsewhere leaves the data consistent (each update is one call).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A thread's filters, index 0 the oldest: the kernel's `get_nth_filter` counts from the oldest,
@@ -45,14 +56,22 @@ type Stack = Vec<Vec<libc::sock_filter>>;
 impl Preflight {
     /// The preflight, with its first replaying child already forked.
     pub fn new(serving: Filter) -> Preflight {
-        let preflight = Preflight { serving, cache: Mutex::new(HashMap::new()), spare: Mutex::new(None) };
+        let preflight = Preflight {
+            serving,
+            cache: Mutex::new(HashMap::new()),
+            spare: Mutex::new(None),
+            replaying: Mutex::new(()),
+            answered: Mutex::new(Vec::new()),
+        };
         preflight.prepare();
         preflight
     }
 
-    /// Forks the next replaying child, if none is waiting: called when no process is held.
+    /// Reaps the children that answered and forks the next one, if none is waiting: called when
+    /// no process is held.
     pub fn prepare(&self) {
-        let mut spare = self.spare.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        drop(std::mem::take(&mut *lock(&self.answered)));
+        let mut spare = lock(&self.spare);
         if spare.is_none() {
             // A failed fork is retried on the hit that needs the child, and reported there.
             *spare = Spare::fork(&self.serving).ok();
@@ -70,16 +89,23 @@ impl Preflight {
             return (Verdict::AlreadySwitched, true);
         }
         let key = stack_key(&stack, no_new_privs);
-        let cache = || self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(verdict) = cache().get(&key) {
+        if let Some(verdict) = lock(&self.cache).get(&key) {
             return (verdict.clone(), true);
         }
-        let spare = self.spare.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        let _turn = lock(&self.replaying);
+        if let Some(verdict) = lock(&self.cache).get(&key) {
+            return (verdict.clone(), true);
+        }
+        let spare = lock(&self.spare).take();
         let verdict = match spare.map_or_else(|| Spare::fork(&self.serving), Ok) {
-            Ok(spare) => spare.replay(&stack, no_new_privs),
+            Ok(mut spare) => {
+                let verdict = spare.replay(&stack, no_new_privs);
+                lock(&self.answered).push(spare);
+                verdict
+            }
             Err(err) => Verdict::Refuse(format!("cannot fork the preflight: {err}")),
         };
-        cache().insert(key, verdict.clone());
+        lock(&self.cache).insert(key, verdict.clone());
         (verdict, false)
     }
 }
@@ -133,23 +159,32 @@ const REQUEST_WORDS: usize = 2 + 32768 * 2 + 32768 / 4;
 
 /// A child forked ahead of time, blocked reading the stack it is to replay from a pipe. A request
 /// is its length in words, then `no_new_privs`, the number of filters, and each filter as its
-/// length followed by its instructions, oldest first. Dropped unused, it sees the pipe close and
-/// exits.
+/// length followed by its instructions, oldest first. The child answers with its exit code on a
+/// second pipe before it exits, so the verdict does not wait for its exit. Dropped unused, it
+/// sees the request pipe close and exits; dropped, it is reaped.
 struct Spare {
     pid: libc::pid_t,
-    /// The pipe's write end; closed before the child is waited for.
+    /// The request pipe's write end; closed before the child is waited for.
     request: Option<OwnedFd>,
+    /// The answer pipe's read end.
+    answer: OwnedFd,
+}
+
+/// A pipe's (read, write) ends.
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two fds it creates.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 impl Spare {
     fn fork(serving: &Filter) -> std::io::Result<Spare> {
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 fills the two fds it creates.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: both fds were just created and are owned by nobody else.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (read, write) = pipe()?;
+        let (answer, answer_write) = pipe()?;
         // Allocated before the fork: the child must not allocate (another thread may have held the
         // allocator's lock at the fork).
         let mut buffer = vec![0u32; REQUEST_WORDS];
@@ -159,16 +194,16 @@ impl Spare {
         let child = unsafe { libc::fork() };
         if child == 0 {
             // SAFETY: as above.
-            unsafe { replay_in_child(read.as_raw_fd(), &mut buffer, &serving_prog) };
+            unsafe { replay_in_child(read.as_raw_fd(), answer_write.as_raw_fd(), &mut buffer, &serving_prog) };
         }
         if child < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(Spare { pid: child, request: Some(write) })
+        Ok(Spare { pid: child, request: Some(write), answer })
     }
 
-    /// Hands `stack` to the child and reads its verdict from how it exited.
-    fn replay(mut self, stack: &Stack, no_new_privs: bool) -> Verdict {
+    /// Hands `stack` to the child and reads its verdict: its answer, or how it died.
+    fn replay(&mut self, stack: &Stack, no_new_privs: bool) -> Verdict {
         let mut words = vec![0, u32::from(no_new_privs), stack.len() as u32];
         for filter in stack {
             words.push(filter.len() as u32);
@@ -182,7 +217,15 @@ impl Spare {
         let request = self.request.take().expect("a spare is used once");
         // A child that died cannot take the request: its exit status says why.
         let _ = std::io::Write::write_all(&mut std::fs::File::from(request), &bytes);
-        self.wait()
+        let mut code = [0u8; 4];
+        // SAFETY: the buffer holds the 4 bytes read.
+        if unsafe { read_exact(self.answer.as_raw_fd(), code.as_mut_ptr(), 4) } {
+            // As `waitpid` would report an exit with that code.
+            verdict(i32::from_ne_bytes(code) << 8)
+        } else {
+            // Killed before it could answer (SIGSYS from the stack it replayed).
+            self.wait()
+        }
     }
 
     fn wait(&mut self) -> Verdict {
@@ -208,10 +251,17 @@ impl Drop for Spare {
 /// # Safety
 /// Only in a freshly forked child, with `buffer` and `serving` prepared before the fork; never
 /// returns.
-unsafe fn replay_in_child(request: i32, buffer: &mut [u32], serving: &libc::sock_fprog) -> ! {
+unsafe fn replay_in_child(request: i32, answer: i32, buffer: &mut [u32], serving: &libc::sock_fprog) -> ! {
+    let finish = |code: i32| -> ! {
+        // SAFETY: a write of 4 bytes from the stack; _exit ends the child.
+        unsafe {
+            libc::write(answer, (&raw const code).cast(), 4);
+            libc::_exit(code)
+        }
+    };
     let fail = |step: i32| -> ! {
-        // SAFETY: errno is this thread's; _exit ends the child.
-        unsafe { libc::_exit(step << 6 | (*libc::__errno_location()).min(63)) }
+        // SAFETY: errno is this thread's.
+        finish(step << 6 | unsafe { *libc::__errno_location() }.min(63))
     };
     let malformed = |step: i32| -> ! {
         // SAFETY: as above.
@@ -221,10 +271,14 @@ unsafe fn replay_in_child(request: i32, buffer: &mut [u32], serving: &libc::sock
     // SAFETY: raw syscalls on this child's own fds and on buffers that outlive it.
     unsafe {
         // The enforcer's fds (its maps, links and sockets) must not live on in a waiting child.
-        if request > 0 {
-            libc::syscall(libc::SYS_close_range, 0, request - 1, 0);
+        let (low, high) = (request.min(answer), request.max(answer));
+        if low > 0 {
+            libc::syscall(libc::SYS_close_range, 0, low - 1, 0);
         }
-        libc::syscall(libc::SYS_close_range, request + 1, u32::MAX, 0);
+        if high > low + 1 {
+            libc::syscall(libc::SYS_close_range, low + 1, high - 1, 0);
+        }
+        libc::syscall(libc::SYS_close_range, high + 1, u32::MAX, 0);
         let mut words = [0u32; 1];
         if !read_exact(request, words.as_mut_ptr().cast(), 4) {
             // The enforcer ended without needing this child.
@@ -271,7 +325,7 @@ unsafe fn replay_in_child(request: i32, buffer: &mut [u32], serving: &libc::sock
         if libc::syscall(libc::SYS_seccomp, SET_MODE_FILTER, FLAG_TSYNC, serving) != 0 {
             fail(STEP_SECCOMP);
         }
-        libc::_exit(0)
+        finish(0)
     }
 }
 
@@ -349,6 +403,9 @@ mod tests {
         assert_eq!(replay(vec![allow_all.clone()]), Verdict::Go);
         // Two filters, replayed oldest first, each instruction intact.
         assert_eq!(replay(vec![allow_all.clone(), allow_all]), Verdict::Go);
+        // A stack that kills on seccomp: the child dies before it can answer.
+        let kill_seccomp = Filter::allowlist(&without_seccomp, Action::Kill).insns;
+        assert!(matches!(replay(vec![kill_seccomp]), Verdict::Refuse(why) if why.contains("SIGSYS")));
         // A spare the enforcer never needed exits when dropped.
         drop(Spare::fork(&serving).unwrap());
     }
