@@ -375,14 +375,22 @@ pub fn read_json(path: &Path) -> Result<Value> {
     serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
 }
 
-/// The names a Docker profile allows.
+/// The names a Docker profile allows, unconditionally or with argument rules (`docs/arguments.md`).
 fn allowlist(path: &Path) -> Result<BTreeSet<String>> {
     let profile = read_json(path)?;
-    let allow = profile["syscalls"]
+    let names: BTreeSet<String> = profile["syscalls"]
         .as_array()
-        .and_then(|rules| rules.iter().find(|rule| rule["action"] == "SCMP_ACT_ALLOW"))
-        .with_context(|| format!("{} has no allow rule", path.display()))?;
-    Ok(allow["names"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect())
+        .into_iter()
+        .flatten()
+        .filter(|rule| rule["action"] == "SCMP_ACT_ALLOW")
+        .flat_map(|rule| rule["names"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect();
+    if names.is_empty() {
+        bail!("{} has no allow rule", path.display());
+    }
+    Ok(names)
 }
 
 /// The syscall names a trace saw in `phase`.
