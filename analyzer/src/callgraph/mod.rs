@@ -227,16 +227,32 @@ fn run(arch: Arch, files: &Rootfs, options: &Options, plan: &Plan<'_>) -> anyhow
     let mut analysis = empty(arch, &store, warnings);
     let programs: Vec<Program<'_>> = processes.iter().map(|process| Program::build(&store, process)).collect();
     let server = if plan.server_elsewhere { None } else { server_index(&programs, options) };
-    for (position, (process, program)) in processes.iter().zip(&programs).enumerate() {
-        let phase = plan.programs.iter().find(|(path, _)| *path == process.name).and_then(|(_, phase)| *phase);
-        let exec_in_serving = plan.serving_execs.contains(&process.name.as_str());
-        let role = phases::Role {
+    let mut roles: Vec<phases::Role<'_>> = processes
+        .iter()
+        .enumerate()
+        .map(|(position, process)| phases::Role {
             serves: Some(position) == server,
-            exec_in_serving,
+            exec_in_serving: plan.serving_execs.contains(&process.name.as_str()),
             entries: &options.serving_entries,
             defaults: options.serving_entries.is_empty(),
-        };
-        let result = phases::evaluate(program, &role);
+        })
+        .collect();
+    let mut results: Vec<phases::ProcessPhases> =
+        programs.iter().zip(&roles).map(|(program, role)| phases::evaluate(program, role)).collect();
+    // A server that can exec while serving may run again what the container exec'd before it
+    // served (lighttpd's reload re-reads its configuration, which runs shell commands): those
+    // programs serve as a whole, as if the trace had seen them exec'd while serving.
+    if results.iter().any(|result| result.serving.as_ref().is_some_and(|serving| can_exec(arch, serving))) {
+        for ((program, role), result) in programs.iter().zip(&mut roles).zip(&mut results) {
+            if result.serving.is_none() {
+                role.exec_in_serving = true;
+                *result = phases::evaluate(program, role);
+                result.serving_entry = Some("the whole program (serving can exec it again)".into());
+            }
+        }
+    }
+    for ((process, program), result) in processes.iter().zip(&programs).zip(results) {
+        let phase = plan.programs.iter().find(|(path, _)| *path == process.name).and_then(|(_, phase)| *phase);
         analysis.warnings.extend(result.notes.iter().cloned());
         let init = merge_phase(&mut analysis, program, &result.init, Phase::Init, options.unresolved);
         let serving = result
@@ -252,6 +268,14 @@ fn run(arch: Arch, files: &Rootfs, options: &Options, plan: &Plan<'_>) -> anyhow
         });
     }
     Ok(analysis)
+}
+
+/// Whether a phase reaches `execve` or `execveat` in 64-bit code.
+fn can_exec(arch: Arch, phase: &phases::PhaseResult) -> bool {
+    ["execve", "execveat"]
+        .iter()
+        .filter_map(|name| arch.number(name))
+        .any(|number| phase.syscalls.contains_key(&(false, number)))
 }
 
 /// The process that serves: the one defining a given or known serving entry, else the last
