@@ -491,3 +491,34 @@ fn bad_input_is_one_line_and_exit_code_2() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(!dir.path().join("analysis.json").exists(), "nothing is written for bad input");
 }
+
+/// A program the container exec'd before it served serves as a whole when the server can exec
+/// while serving (lighttpd's reload runs its configuration's shell commands again: the
+/// experiment's suite found its serving profile without the shell's getegid, geteuid and vfork).
+#[test]
+fn programs_exec_d_before_serving_serve_whole_when_serving_can_exec() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = "#include <unistd.h>\n#include <sys/syscall.h>\n\
+                  void serve(int again) { if (again) execl(\"/bin/sh\", \"sh\", \"-c\", \"true\", (char *)0); \
+                  syscall(SYS_getppid); }\n\
+                  int main(int argc, char **argv) { serve(argc > 5); return 0; }\n";
+    let program = compile(dir.path(), "reloads", source, &[]);
+    let mut trace = Trace::new(Source::Ebpf, Arch::X86_64, "test".into(), Target::default());
+    for (pid, path) in [(1, program.to_str().unwrap()), (2, "/bin/sh")] {
+        trace.executables.push(FileUse {
+            path: path.to_owned(),
+            phase: Phase::Init,
+            pid,
+            first_seen_ns: u64::from(pid),
+            comm: None,
+        });
+    }
+    let trace_path = dir.path().join("trace.json");
+    trace.write(&trace_path).unwrap();
+    let analysis = analyze(&trace_path, &["--rootfs", "/", "--serving-entry", "serve"]);
+    assert!(phase(&analysis, "serving").contains("execve"));
+    let programs = analysis["static"]["programs"].as_array().unwrap();
+    let sh = programs.iter().find(|report| report["path"] == "/bin/sh").expect("the shell was analysed");
+    assert_eq!(sh["serving_syscalls"], sh["init_syscalls"], "{sh}");
+    assert_eq!(sh["serving_entry"], "the whole program (serving can exec it again)");
+}
