@@ -176,12 +176,15 @@ impl Session {
         tokio::pin!(deadline, done);
         let mut tick = tokio::time::interval(TICK);
         let started = Instant::now();
-        // Without a handler SIGTERM would kill the process with the trace unwritten.
+        // Without a handler SIGTERM would kill the process with the trace unwritten. Both streams
+        // exist for the whole loop, so a signal that arrives while its body runs (unwinding a stack
+        // can take seconds) waits for the next poll; a `ctrl_c()` made per iteration would miss it.
         let mut terminate = signal(SignalKind::terminate());
+        let mut interrupt = signal(SignalKind::interrupt());
         loop {
             tokio::select! {
                 () = &mut deadline => return (Ended::Deadline, None),
-                _ = tokio::signal::ctrl_c() => return (Ended::Interrupted, None),
+                Some(()) = async { interrupt.as_mut().ok()?.recv().await } => return (Ended::Interrupted, None),
                 Some(()) = async { terminate.as_mut().ok()?.recv().await } => return (Ended::Terminated, None),
                 output = &mut done => return (Ended::TargetDone, Some(output)),
                 readable = self.events.readable_mut() => {
