@@ -55,6 +55,19 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// The machine and the tools' versions as a markdown list, the header of every written page.
+    pub fn write_list(&self, out: &mut String) -> std::fmt::Result {
+        writeln!(
+            out,
+            "- date: {}\n- machine: {} ({}; {} RAM)\n- kernel: {}",
+            self.date, self.host, self.cpus, self.memory, self.kernel
+        )?;
+        for (name, version) in &self.versions {
+            writeln!(out, "- {name}: {version}")?;
+        }
+        Ok(())
+    }
+
     pub fn describe() -> Machine {
         let tool_version = |program: &str, args: &[&str]| {
             let out = Command::new(program).args(args).output().ok().filter(|out| out.status.success());
@@ -129,14 +142,7 @@ fn markdown(machine: &Machine, sections: &[Section]) -> Result<String> {
     writeln!(out, "interleaved, after a warm-up; ratios are medians over rounds with their range. Absolute numbers")?;
     writeln!(out, "depend on a shared, noisy machine and are shown for context only.\n")?;
     writeln!(out, "![benchmarks](docs/benchmarks.svg)\n")?;
-    writeln!(
-        out,
-        "- date: {}\n- machine: {} ({}; {} RAM)\n- kernel: {}",
-        machine.date, machine.host, machine.cpus, machine.memory, machine.kernel
-    )?;
-    for (name, version) in &machine.versions {
-        writeln!(out, "- {name}: {version}")?;
-    }
+    machine.write_list(&mut out)?;
     for section in sections {
         writeln!(out, "\n## {}\n\n{} (Measured {}.)\n", section.name, section.description, section.measured_at)?;
         for table in &section.tables {

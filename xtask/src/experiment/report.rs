@@ -108,14 +108,7 @@ fn markdown(machine: &Machine, cells: &[Cell], failures: &[Failure]) -> Result<S
     writeln!(out, "Each cell is one application on one Debian release, built offline with debootstrap, traced with a")?;
     writeln!(out, "short workload, analysed, verified, enforced, and judged by its test suite.\n")?;
     writeln!(out, "![allowed syscalls](docs/experiments.svg)\n")?;
-    writeln!(
-        out,
-        "- date: {}\n- machine: {} ({}; {} RAM)\n- kernel: {}",
-        machine.date, machine.host, machine.cpus, machine.memory, machine.kernel
-    )?;
-    for (name, version) in &machine.versions {
-        writeln!(out, "- {name}: {version}")?;
-    }
+    machine.write_list(&mut out)?;
 
     writeln!(out, "\n## Allowed syscalls, against Docker's default\n")?;
     writeln!(
