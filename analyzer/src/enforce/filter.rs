@@ -239,27 +239,9 @@ mod tests {
     fn a_real_kernel_denies_what_the_filter_leaves_out() {
         // getppid (110) left out: in a forked child under the filter it fails with ENOSYS, while
         // getpid (39) still works.
-        let allowed: Vec<u32> = Arch::X86_64.syscalls().map(|(nr, _)| nr).filter(|&nr| nr != 110).collect();
-        let filter = Filter::allowlist(&allowed, Action::Errno);
-        let prog = libc::sock_fprog { len: filter.insns.len() as u16, filter: filter.insns.as_ptr().cast_mut() };
-        // SAFETY: the child makes raw syscalls only and leaves with _exit; the parent waits for it.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            // SAFETY: as above; `prog` outlives the calls.
-            unsafe {
-                libc::syscall(libc::SYS_prctl, libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-                if libc::syscall(libc::SYS_seccomp, 1, 0, &prog) != 0 {
-                    libc::_exit(3);
-                }
-                let denied = libc::syscall(libc::SYS_getppid) == -1 && *libc::__errno_location() == libc::ENOSYS;
-                let allowed = libc::syscall(libc::SYS_getpid) > 0;
-                libc::_exit(if denied && allowed { 0 } else { 4 });
-            }
-        }
-        let mut status = 0;
-        // SAFETY: waits for the child forked above.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "status {status:#x}");
+        let numbers: Vec<u32> = Arch::X86_64.syscalls().map(|(nr, _)| nr).filter(|&nr| nr != 110).collect();
+        let filter = Filter::allowlist(&numbers, Action::Errno);
+        assert_in_child_under(&filter, || denied(libc::SYS_getppid, [0; 3]) && allowed(libc::SYS_getpid, [0; 3]));
     }
 
     #[test]
@@ -277,6 +259,17 @@ mod tests {
         let profile = crate::profile::DockerProfile::allowlist_with_args(Arch::X86_64, names, &args);
         std::fs::write(&path, profile.to_json()).unwrap();
         let filter = Filter::from_profile(&path, Action::Errno).unwrap();
+        assert_in_child_under(&filter, || {
+            allowed(libc::SYS_socket, [libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0])
+                && denied(libc::SYS_socket, [libc::AF_PACKET, libc::SOCK_RAW, 0])
+                && denied(libc::SYS_socket, [libc::AF_UNIX, libc::SOCK_DGRAM, 0])
+                && allowed(libc::SYS_getpid, [0; 3])
+        });
+    }
+
+    /// Installs `filter` in a forked child, which then runs `check` (raw syscalls only); the child
+    /// must say yes.
+    fn assert_in_child_under(filter: &Filter, check: fn() -> bool) {
         let prog = libc::sock_fprog { len: filter.insns.len() as u16, filter: filter.insns.as_ptr().cast_mut() };
         // SAFETY: the child makes raw syscalls only and leaves with _exit; the parent waits for it.
         let pid = unsafe { libc::fork() };
@@ -287,20 +280,25 @@ mod tests {
                 if libc::syscall(libc::SYS_seccomp, 1, 0, &prog) != 0 {
                     libc::_exit(3);
                 }
-                let denied = |result: libc::c_long| result == -1 && *libc::__errno_location() == libc::ENOSYS;
-                let unix = libc::syscall(libc::SYS_socket, libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-                let packet = libc::syscall(libc::SYS_socket, libc::AF_PACKET, libc::SOCK_RAW, 0);
-                let packet_denied = denied(packet);
-                let datagram = libc::syscall(libc::SYS_socket, libc::AF_UNIX, libc::SOCK_DGRAM, 0);
-                let datagram_denied = denied(datagram);
-                let ok = unix >= 0 && packet_denied && datagram_denied && libc::syscall(libc::SYS_getpid) > 0;
-                libc::_exit(if ok { 0 } else { 4 });
+                libc::_exit(if check() { 0 } else { 4 });
             }
         }
         let mut status = 0;
         // SAFETY: waits for the child forked above.
         unsafe { libc::waitpid(pid, &mut status, 0) };
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "status {status:#x}");
+    }
+
+    /// Whether syscall `nr` with these first three arguments fails with the filter's ENOSYS.
+    fn denied(nr: libc::c_long, args: [libc::c_int; 3]) -> bool {
+        // SAFETY: a raw syscall whose arguments are plain integers.
+        unsafe { libc::syscall(nr, args[0], args[1], args[2]) == -1 && *libc::__errno_location() == libc::ENOSYS }
+    }
+
+    /// Whether syscall `nr` with these first three arguments succeeds.
+    fn allowed(nr: libc::c_long, args: [libc::c_int; 3]) -> bool {
+        // SAFETY: as in `denied`.
+        unsafe { libc::syscall(nr, args[0], args[1], args[2]) >= 0 }
     }
 
     #[test]
