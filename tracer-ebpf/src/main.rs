@@ -125,10 +125,10 @@ static SERVING_PROCESSES: HashMap<u32, u64> = HashMap::with_max_entries(MAX_SERV
 
 /// Processes (tgid) the runtime put into a running container that have not exec'd yet (`docker
 /// exec`'s `runc init`), with the runtime phase their syscalls count in: `RUNTIME_SETUP` until
-/// they install the container's filter, `RUNTIME` after. Preallocated: a tracepoint must not fail
-/// to allocate; a full map leaves a process in its cgroup's phase, which only widens a profile.
+/// they install the container's filter, `RUNTIME` after. A full map leaves a process in its
+/// cgroup's phase, which only widens a profile.
 #[map]
-static RUNTIME_PROCESSES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_RUNTIME_PROCESSES, 0);
+static RUNTIME_PROCESSES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_RUNTIME_PROCESSES, BPF_F_NO_PREALLOC);
 
 /// How many entries `RUNTIME_PROCESSES` holds (at least; it is raised before an insert and
 /// lowered after a removal), so that `sys_enter` looks processes up only while one exists.
