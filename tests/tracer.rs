@@ -490,6 +490,49 @@ fn attaching_to_a_running_container_records_its_serving_loop() {
     assert_eq!(paths(&trace, "libraries"), libraries);
 }
 
+/// `docker exec` into a traced container: `runc init` joins the cgroup and sets itself up there (its
+/// session keyring, its filter; its capabilities and ids under the filter) before it execs the
+/// command. That setup is runc's, as at the container's start, and only the command counts in the
+/// container's phase.
+#[test]
+fn a_docker_exec_counts_as_the_runtime_until_its_command_runs() {
+    require!(tracer_missing().or_else(|| image_missing("nginx:latest")));
+    let nginx = Container::start(&["nginx:latest"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut tracer = seccomp_refine()
+        .args(["trace", "--attach", &nginx.id, "--no-static", "--duration", "4s", "-o"])
+        .arg(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `sync` is a call neither runc nor nginx makes; exec'd until one lands in the trace.
+    while tracer.try_wait().unwrap().is_none() {
+        docker(&["exec", &nginx.id, "sync"]);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let out = tracer.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let trace = read_json(&dir.path().join("trace.json"));
+    let (setup, runtime, serving) = (
+        names(&trace, "runtime_setup", "syscalls"),
+        names(&trace, "runtime", "syscalls"),
+        names(&trace, "serving", "syscalls"),
+    );
+    assert!(serving.contains("sync"), "the command counts as serving: {serving:?}");
+    assert!(paths(&trace, "executables").contains("/usr/bin/sync"));
+    assert!(setup.contains("keyctl"), "runc's session keyring, before its filter: {setup:?}");
+    // Under the filter: the profile must allow what runc does there, as at the container's start.
+    for under_filter in ["execve", "capset", "setgroups"] {
+        assert!(runtime.contains(under_filter), "{under_filter}: {runtime:?}");
+    }
+    for runc in RUNC_SETUP.iter().chain(&["capget", "capset", "setgroups", "execve", "getdents64"]) {
+        assert!(!serving.contains(*runc), "runc's {runc} leaked into serving: {serving:?}");
+    }
+    for runc in RUNC_SETUP {
+        assert!(!runtime.contains(*runc), "runc's setup {runc} leaked into runtime: {runtime:?}");
+    }
+}
+
 #[test]
 fn an_attached_container_that_stops_is_an_early_exit_with_its_log() {
     require!(tracer_missing().or_else(|| image_missing("nginx:latest")));

@@ -34,6 +34,9 @@ pub const STACK_CHUNK: usize = 512;
 pub const REGS_SLOTS: usize = 21;
 /// Threads whose latest wait's stack is kept at once (`WAIT_STACKS`).
 pub const MAX_WAIT_STACKS: u32 = 1024;
+/// Processes another process put into a traced cgroup (`docker exec`'s `runc init`) that have not
+/// exec'd yet, alive at once (`RUNTIME_PROCESSES`).
+pub const MAX_RUNTIME_PROCESSES: u32 = 1024;
 
 /// The phases the kernel records syscalls in (the `phase` of a [`TableKey`] and a
 /// [`CgroupState`]). Transitions only move forward.
@@ -139,6 +142,7 @@ pub mod names {
     pub const CGROUP_MKDIR: &str = "seccomp_refine_cgroup_mkdir";
     pub const FORK: &str = "seccomp_refine_fork";
     pub const EXIT: &str = "seccomp_refine_exit";
+    pub const CGROUP_ATTACH: &str = "seccomp_refine_cgroup_attach";
     pub const MARKER_PROBE: &str = "seccomp_refine_marker";
     pub const ENFORCE_PROBE: &str = "seccomp_refine_enforce";
     pub const CGROUPS: &str = "CGROUPS";

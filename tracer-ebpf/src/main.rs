@@ -8,9 +8,11 @@
 //!   at once for any other syscall;
 //! - `sched_process_exec` (raw tracepoint) reports execs and ends the runtime phase;
 //! - `cgroup_mkdir` (raw tracepoint) registers the container's cgroup before any task runs in it;
+//! - `cgroup_attach_task` (raw tracepoint) marks a process the runtime puts into a running
+//!   container (`docker exec`'s `runc init`) as the runtime until it execs (`RUNTIME_PROCESSES`);
 //! - a uprobe on the marker function ends `init` for the process that calls it;
-//! - `sched_process_fork` and `sched_process_exit` (raw tracepoints) pass that per-process phase
-//!   on to children forked afterwards and forget it when the process is gone;
+//! - `sched_process_fork` and `sched_process_exit` (raw tracepoints) pass those per-process phases
+//!   on to children forked afterwards and forget them when the process is gone;
 //! - `seccomp-refine enforce` loads only the enforcer's uprobe on the serving entry with
 //!   `cgroup_mkdir`, fork and exit: a registered cgroup is then a target, and its processes stop
 //!   at their first entry for the switch to the serving filter (`SERVING_PROCESSES` = switched).
@@ -25,6 +27,11 @@
 //! (BTF) through the read-only `OFFSETS` global, since Rust eBPF has no CO-RE.
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics)]
+#![allow(
+    internal_features,
+    reason = "`bpfel-unknown-none` has no atomic read-modify-write types; the intrinsic's add becomes BPF's atomic add"
+)]
 #![allow(
     clippy::needless_borrows_for_generic_args,
     reason = "aya's map methods take `impl Borrow`; by reference a constant key or value stays in .rodata and a \
@@ -42,11 +49,12 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{ProbeContext, RawTracePointContext},
 };
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use tracer_common::{
     CGROUP_PATH_LEN, COMM_LEN, CgroupEvent, CgroupState, EventHeader, ExecEvent, FLAG_ENTRY_FOUND, FLAG_LISTENED,
-    FdKey, MAX_CGROUPS, MAX_SERVING_PROCESSES, MAX_TABLES, MAX_WAIT_STACKS, MmapEvent, PATH_LEN, PR_GET_PDEATHSIG,
-    PROT_EXEC, PathBytes, PhaseEvent, REGS_SLOTS, STACK_BYTES, STACK_CHUNK, SYSCALL_SLOTS, StatCounters, SyscallTable,
-    TS_COMPAT, TableKey, WaitStack, abi, cause, event, marker, offsets, phase, stat,
+    FdKey, MAX_CGROUPS, MAX_RUNTIME_PROCESSES, MAX_SERVING_PROCESSES, MAX_TABLES, MAX_WAIT_STACKS, MmapEvent, PATH_LEN,
+    PR_GET_PDEATHSIG, PROT_EXEC, PathBytes, PhaseEvent, REGS_SLOTS, STACK_BYTES, STACK_CHUNK, SYSCALL_SLOTS,
+    StatCounters, SyscallTable, TS_COMPAT, TableKey, WaitStack, abi, cause, event, marker, offsets, phase, stat,
 };
 
 // x86_64 syscall numbers the programs act on.
@@ -66,6 +74,12 @@ const NR_EPOLL_PWAIT2: u64 = 441;
 
 /// `-EEXIST`, as map updates with `BPF_NOEXIST` return it.
 const EEXIST: i32 = -17;
+/// `seccomp`'s operation that installs a filter.
+const SECCOMP_SET_MODE_FILTER: u64 = 1;
+/// `prctl`'s way to install one (runc's, when it asks for no filter flags):
+/// `prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, program)`.
+const PR_SET_SECCOMP: u64 = 22;
+const SECCOMP_MODE_FILTER: u64 = 2;
 
 /// Struct field offsets, indexed by `tracer_common::offsets`; set by userspace from BTF.
 #[unsafe(no_mangle)]
@@ -108,6 +122,18 @@ static CGROUP_STATS: PerCpuHashMap<u64, StatCounters> = PerCpuHashMap::with_max_
 /// Processes (tgid) a per-process marker moved to serving, with their cgroup.
 #[map]
 static SERVING_PROCESSES: HashMap<u32, u64> = HashMap::with_max_entries(MAX_SERVING_PROCESSES, BPF_F_NO_PREALLOC);
+
+/// Processes (tgid) the runtime put into a running container that have not exec'd yet (`docker
+/// exec`'s `runc init`), with the runtime phase their syscalls count in: `RUNTIME_SETUP` until
+/// they install the container's filter, `RUNTIME` after. A full map leaves a process in its
+/// cgroup's phase, which only widens a profile.
+#[map]
+static RUNTIME_PROCESSES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_RUNTIME_PROCESSES, BPF_F_NO_PREALLOC);
+
+/// How many entries `RUNTIME_PROCESSES` holds (at least; it is raised before an insert and
+/// lowered after a removal), so that `sys_enter` looks processes up only while one exists.
+#[map]
+static RUNTIME_PROCESS_COUNT: Array<u64> = Array::with_max_entries(1, 0);
 
 /// The path pointer of an `open` in flight, per thread, until `sys_exit` sees its result.
 #[map]
@@ -176,6 +202,10 @@ pub fn seccomp_refine_sys_enter(ctx: RawTracePointContext) -> i32 {
     let Some(state) = CGROUPS.get_ptr_mut(cgroup) else { return 0 };
     let id = id as u64;
     let abi = current_abi();
+    if let Some(process_phase) = runtime_process(tgid()) {
+        record_runtime(cgroup, process_phase, abi, id, ctx.arg(0));
+        return 0;
+    }
     // SAFETY: the entry lives as long as the cgroup is registered; racing writers only ever move
     // the phase forward, and a torn read is impossible for an aligned u32.
     let mut current = unsafe { (*state).phase };
@@ -194,6 +224,39 @@ pub fn seccomp_refine_sys_enter(ctx: RawTracePointContext) -> i32 {
         on_native_syscall(cgroup, state, current, id, regs);
     }
     0
+}
+
+/// Records a syscall of a process the runtime put into the running container: no marker fires and
+/// no path is remembered, none of it is the application's. Its calls are setup until it installs
+/// the container's filter (`seccomp` or `prctl(PR_SET_SECCOMP)`; that call included, and every
+/// `seccomp` call, as at the container's start) and `RUNTIME` after; a probe with no filter
+/// (libseccomp's, `NULL`) moves nothing. The phase is the process's, not the thread's: runc
+/// installs the filter on one thread, so its Go runtime threads' later calls count as `RUNTIME`
+/// too, as they do at the container's start.
+#[inline(always)]
+fn record_runtime(cgroup: u64, process_phase: *mut u32, abi: u32, id: u64, regs: u64) {
+    // SAFETY: a map value, valid during the program; only this process's threads write it, and
+    // only ever forward.
+    let current = unsafe { *process_phase };
+    let argument = |register| read_kernel::<u64>(regs, offset(register));
+    // Both calls take the filter program third.
+    let installs = abi == abi::NATIVE
+        && current == phase::RUNTIME_SETUP
+        && match id {
+            NR_SECCOMP => argument(offsets::REGS_DI) == Some(SECCOMP_SET_MODE_FILTER),
+            NR_PRCTL => {
+                argument(offsets::REGS_DI) == Some(PR_SET_SECCOMP)
+                    && argument(offsets::REGS_SI) == Some(SECCOMP_MODE_FILTER)
+            }
+            _ => false,
+        }
+        && argument(offsets::REGS_DX).is_some_and(|program| program != 0);
+    if installs {
+        // SAFETY: as above.
+        unsafe { *process_phase = phase::RUNTIME };
+    }
+    let recorded = if installs || (abi == abi::NATIVE && id == NR_SECCOMP) { phase::RUNTIME_SETUP } else { current };
+    record(cgroup, recorded, abi, id);
 }
 
 /// `abi::COMPAT` for a 32-bit syscall (`TS_COMPAT` in the thread's status), else `abi::NATIVE`.
@@ -498,6 +561,9 @@ pub fn seccomp_refine_sys_exit(ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn seccomp_refine_exec(ctx: RawTracePointContext) -> i32 {
+    // The runtime has exec'd the command it was asked for: from here on it is the application
+    // (an execve has killed the process's other threads, which shared the mark).
+    forget_runtime_process(tgid());
     // SAFETY: the helper has no preconditions.
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
     let Some(state) = CGROUPS.get_ptr_mut(cgroup) else { return 0 };
@@ -543,10 +609,7 @@ fn copy_kernel_str(cgroup: u64, source: Option<u64>, dest: &mut [u8; PATH_LEN]) 
 pub fn seccomp_refine_cgroup_mkdir(ctx: RawTracePointContext) -> i32 {
     let cgrp: u64 = ctx.arg(0);
     let path: u64 = ctx.arg(1);
-    // In hybrid mode every v1 hierarchy reports its mkdirs too; only v2 (hierarchy 0) has the
-    // ids `bpf_get_current_cgroup_id` returns.
-    let Some(root) = read_kernel::<u64>(cgrp, offset(offsets::CGROUP_ROOT)) else { return 0 };
-    if read_kernel::<i32>(root, offset(offsets::ROOT_HIERARCHY_ID)) != Some(0) {
+    if !is_v2(cgrp) {
         return 0;
     }
     let Some(name) = PATH_SCRATCH.get_ptr_mut(0) else { return 0 };
@@ -556,8 +619,7 @@ pub fn seccomp_refine_cgroup_mkdir(ctx: RawTracePointContext) -> i32 {
     if unsafe { bpf_probe_read_kernel_str_bytes(path as *const u8, name) }.is_err() || !is_configured(name) {
         return 0;
     }
-    let Some(kn) = read_kernel::<u64>(cgrp, offset(offsets::CGROUP_KN)) else { return 0 };
-    let Some(id) = read_kernel::<u64>(kn, offset(offsets::KERNFS_ID)) else { return 0 };
+    let Some(id) = cgroup_id(cgrp) else { return 0 };
     let _ = CGROUPS.insert(&id, &CgroupState { phase: phase::RUNTIME_SETUP, flags: 0 }, 0);
     let Some(mut entry) = EVENTS.reserve::<CgroupEvent>(0) else {
         count_stat(id, stat::LOST_EVENTS);
@@ -571,6 +633,83 @@ pub fn seccomp_refine_cgroup_mkdir(ctx: RawTracePointContext) -> i32 {
     }
     entry.submit(0);
     0
+}
+
+/// In hybrid mode every v1 hierarchy reports its cgroups too; only v2 (hierarchy 0) has the ids
+/// `bpf_get_current_cgroup_id` returns.
+#[inline(always)]
+fn is_v2(cgrp: u64) -> bool {
+    let Some(root) = read_kernel::<u64>(cgrp, offset(offsets::CGROUP_ROOT)) else { return false };
+    read_kernel::<i32>(root, offset(offsets::ROOT_HIERARCHY_ID)) == Some(0)
+}
+
+/// The id of a `struct cgroup` (its kernfs node's), as `bpf_get_current_cgroup_id` returns it.
+#[inline(always)]
+fn cgroup_id(cgrp: u64) -> Option<u64> {
+    let kn = read_kernel::<u64>(cgrp, offset(offsets::CGROUP_KN))?;
+    read_kernel::<u64>(kn, offset(offsets::KERNFS_ID))
+}
+
+/// A process another one puts into a traced cgroup once its container runs — `runc init` of a
+/// `docker exec`, which sets itself up inside the cgroup (Go runtime, session keyring, filter)
+/// before it execs the command — counts as the runtime until its exec, like runc at the
+/// container's start. Its threads share the mark (it is per process); left alone are a process
+/// that moves itself (`trace --exec`'s child, just before its exec) and runc's own init while the
+/// container starts, whose phases the cgroup follows. The tracepoint fires once the move is
+/// done, so a Go runtime thread's syscall in those few microseconds may still count in the
+/// cgroup's phase: a wider profile, never a narrower one.
+#[raw_tracepoint(tracepoint = "cgroup_attach_task")]
+pub fn seccomp_refine_cgroup_attach(ctx: RawTracePointContext) -> i32 {
+    let cgrp: u64 = ctx.arg(0);
+    let task: u64 = ctx.arg(2);
+    if !is_v2(cgrp) {
+        return 0;
+    }
+    let Some(id) = cgroup_id(cgrp) else { return 0 };
+    let Some(state) = CGROUPS.get_ptr(id) else { return 0 };
+    // SAFETY: the cgroup's entry (see `seccomp_refine_sys_enter`).
+    if unsafe { (*state).phase } < phase::INIT {
+        return 0;
+    }
+    let Some(process) = read_kernel::<i32>(task, offset(offsets::TASK_TGID)) else { return 0 };
+    if process as u32 != tgid() {
+        add_runtime_process(process as u32, phase::RUNTIME_SETUP);
+    }
+    0
+}
+
+/// The runtime phase of `process` if it is in `RUNTIME_PROCESSES`; while the map is empty, one
+/// array read.
+#[inline(always)]
+fn runtime_process(process: u32) -> Option<*mut u32> {
+    if RUNTIME_PROCESS_COUNT.get(0).copied().unwrap_or(0) == 0 {
+        return None;
+    }
+    RUNTIME_PROCESSES.get_ptr_mut(&process)
+}
+
+#[inline(always)]
+fn count_runtime_processes(delta: u64) {
+    if let Some(count) = RUNTIME_PROCESS_COUNT.get_ptr_mut(0) {
+        // SAFETY: the map's one slot, aligned and valid during the program; atomic, since every
+        // CPU updates it.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(count, delta) };
+    }
+}
+
+#[inline(always)]
+fn add_runtime_process(process: u32, process_phase: u32) {
+    count_runtime_processes(1);
+    if RUNTIME_PROCESSES.insert(&process, &process_phase, BPF_NOEXIST as u64).is_err() {
+        count_runtime_processes(u64::MAX);
+    }
+}
+
+#[inline(always)]
+fn forget_runtime_process(process: u32) {
+    if runtime_process(process).is_some() && RUNTIME_PROCESSES.remove(&process).is_ok() {
+        count_runtime_processes(u64::MAX);
+    }
 }
 
 /// Whether `name` (NUL-terminated) is the configured `CGROUP_PATH`; never when none is configured.
@@ -653,7 +792,8 @@ pub fn seccomp_refine_enforce(_ctx: ProbeContext) -> u32 {
     0
 }
 
-/// A new process inherits its parent's per-process phase, as a seccomp filter is inherited.
+/// A new process inherits its parent's per-process phases: serving, as a seccomp filter is
+/// inherited, and the runtime's until its own exec.
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
 pub fn seccomp_refine_fork(ctx: RawTracePointContext) -> i32 {
     let child: u64 = ctx.arg(1);
@@ -663,6 +803,12 @@ pub fn seccomp_refine_fork(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     let child_tgid = child_tgid as u32;
+    // A reused pid whose exit was missed must not keep a dead process's mark.
+    forget_runtime_process(child_tgid);
+    if let Some(parent_phase) = runtime_process(tgid()) {
+        // SAFETY: a map value, valid during the program.
+        add_runtime_process(child_tgid, unsafe { *parent_phase });
+    }
     match SERVING_PROCESSES.get_ptr(&tgid()) {
         // SAFETY: a map value, valid during the program.
         Some(cgroup) => serve_process(unsafe { *cgroup }, child_tgid, cause::FORK),
@@ -674,11 +820,12 @@ pub fn seccomp_refine_fork(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// Forgets a serving process when its last thread exits (`signal->live` has just reached zero).
+/// Forgets a serving or runtime process when its last thread exits (`signal->live` has just
+/// reached zero).
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn seccomp_refine_exit(_ctx: RawTracePointContext) -> i32 {
     let process = tgid();
-    if SERVING_PROCESSES.get_ptr(&process).is_none() {
+    if SERVING_PROCESSES.get_ptr(&process).is_none() && runtime_process(process).is_none() {
         return 0;
     }
     // SAFETY: the helper has no preconditions.
@@ -686,6 +833,7 @@ pub fn seccomp_refine_exit(_ctx: RawTracePointContext) -> i32 {
     let Some(signal) = read_kernel::<u64>(task, offset(offsets::TASK_SIGNAL)) else { return 0 };
     if read_kernel::<i32>(signal, offset(offsets::SIGNAL_LIVE)) == Some(0) {
         let _ = SERVING_PROCESSES.remove(&process);
+        forget_runtime_process(process);
     }
     0
 }

@@ -93,7 +93,8 @@ pub struct Target {
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     /// The container runtime's work after it installed the seccomp filter and before the
-    /// entrypoint runs: it happens under the container's profile, so the profile must allow it.
+    /// entrypoint (or a `docker exec`'s command) runs: it happens under the container's profile,
+    /// so the profile must allow it.
     Runtime,
     /// From the entrypoint's first instruction until the phase marker fires.
     Init,
@@ -127,7 +128,8 @@ pub struct Phases {
     pub serving: PhaseSyscalls,
     /// For information only, never in a profile: what the container runtime did in the
     /// container's cgroup before it installed the filter (mounts, `pivot_root`, `sethostname`, …;
-    /// for runc, everything before its `prctl(PR_GET_PDEATHSIG)`, plus the `seccomp` call itself).
+    /// for runc, everything before its `prctl(PR_GET_PDEATHSIG)`, plus the `seccomp` call itself;
+    /// for a `docker exec`, `runc init`'s calls until it installed the filter).
     #[serde(default, skip_serializing_if = "PhaseSyscalls::is_empty")]
     pub runtime_setup: PhaseSyscalls,
 }

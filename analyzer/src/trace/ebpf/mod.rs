@@ -153,6 +153,7 @@ impl Tracer {
             (names::CGROUP_MKDIR, "cgroup_mkdir"),
             (names::FORK, "sched_process_fork"),
             (names::EXIT, "sched_process_exit"),
+            (names::CGROUP_ATTACH, "cgroup_attach_task"),
         ] {
             attach_raw_tracepoint(&mut ebpf, program, tracepoint)?;
         }
