@@ -33,7 +33,8 @@ fn traced_profiles(image: &str, workload: &str, cell: &'static OnceLock<PathBuf>
     .clone()
 }
 
-fn nginx_profiles() -> PathBuf {
+/// nginx's profiles traced with one curl (shared with `arguments`).
+pub fn nginx_profiles() -> PathBuf {
     static CELL: OnceLock<PathBuf> = OnceLock::new();
     traced_profiles("nginx:latest", "curl -sf http://$SECCOMP_REFINE_HOST:$SECCOMP_REFINE_PORT/ -o /dev/null", &CELL)
 }

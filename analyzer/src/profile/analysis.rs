@@ -367,4 +367,50 @@ mod tests {
         let analysis = Analysis::new(&trace, found(Some("ap_mpm_run")));
         assert!(!analysis.profiles().serving.contains("rename"));
     }
+
+    #[test]
+    fn an_observed_syscall_is_narrowed_by_the_union_of_observed_and_reachable_values() {
+        use crate::trace::ArgsSeen;
+        let mut trace = Trace::new(Source::Ebpf, Arch::X86_64, "6.18".into(), Target::default());
+        let seen = |values: &[(u8, &[u64])], overflow| ArgsSeen {
+            values: values.iter().map(|(index, values)| (*index, values.iter().copied().collect())).collect(),
+            overflow,
+        };
+        for name in ["socket", "kill", "fcntl", "prctl"] {
+            trace.phases.serving.record(name, 2, 10);
+        }
+        trace.phases.serving.record_args("socket", &seen(&[(0, &[2]), (1, &[1])], false));
+        trace.phases.serving.record_args("kill", &seen(&[(1, &[15])], false));
+        trace.phases.serving.record_args("fcntl", &seen(&[(1, &[1, 2])], true));
+        let site = |values: &[u64]| values.iter().map(|&value| (value, "serve at 0x10".to_owned())).collect();
+        let why = |args: Option<crate::callgraph::ArgValues>| Reachable {
+            path: vec!["app!serve".into()],
+            site: "syscall at 0x10".into(),
+            compat: false,
+            args,
+        };
+        let found = StaticAnalysis {
+            arch: Arch::X86_64,
+            programs: Vec::new(),
+            modules: Vec::new(),
+            init: BTreeMap::new(),
+            serving: BTreeMap::from([
+                ("socket".to_owned(), why(Some(BTreeMap::from([(0, site(&[1])), (1, site(&[1]))])))),
+                ("kill".to_owned(), why(None)),
+            ]),
+            unresolved: Vec::new(),
+            resolution: Resolution { resolved: 1, sites: 1, rate: 100.0 },
+            warnings: Vec::new(),
+        };
+        let analysis = Analysis::new(&trace, found);
+        let rules = analysis.arg_rules(Phase::Serving);
+        let socket: Vec<(u8, Vec<u64>)> =
+            rules["socket"].iter().map(|condition| (condition.index, condition.values.clone())).collect();
+        assert_eq!(socket, [(0, vec![1, 2]), (1, vec![1])], "AF_UNIX reachable, AF_INET observed");
+        assert!(!rules.contains_key("kill"), "a reachable site with an unknown signal");
+        assert!(!rules.contains_key("fcntl"), "the tracer's bound overflowed");
+        assert!(!rules.contains_key("prctl"), "observed without values");
+        let observed = analysis.phases[&Phase::Serving]["socket"].observed.as_ref().unwrap();
+        assert_eq!(observed.args.as_ref().unwrap()[&0], BTreeSet::from([2]));
+    }
 }
