@@ -416,6 +416,24 @@ fn exit_only_capture_field_by_field() {
     assert_eq!(trace["lost_events"], 0);
     assert_eq!(trace["complete"], true);
     assert_eq!(trace["phase_marker"]["fired"], false);
+    // The exit carries mmap's prot: its PROT_EXEC bit is the argument value the trace records.
+    assert_eq!(trace["phases"]["init"]["args"], serde_json::json!({"mmap": {"values": {"2": [4]}}}));
+}
+
+/// Exits written before libs 0.22 lack the arguments (their enters hold them, renumbered or not):
+/// every syscall with narrowable arguments is recorded as incomplete, so it stays name-only.
+#[test]
+fn a_capture_whose_exits_lack_the_arguments_leaves_their_values_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = fixture("falco_psp_run_as_user_0_container");
+    let out = run_import(dir.path(), &[capture.as_os_str(), arg("-o"), dir.path().as_os_str()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let trace = read_json(&dir.path().join("trace.json"));
+    let init = &trace["phases"]["init"];
+    for name in ["mmap", "mprotect", "ioctl"] {
+        assert!(init["syscalls"][name].is_object(), "{name} was captured");
+        assert_eq!(init["args"][name], serde_json::json!({"values": {}, "overflow": true}), "{name}");
+    }
 }
 
 #[test]
