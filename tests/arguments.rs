@@ -279,6 +279,9 @@ fn the_tracer_records_exactly_the_values_passed_and_an_overflow_keeps_the_name_o
         explained.contains("serving: socket argument 0 (domain, bits 0xffffffff) only 0x1 (observed; "),
         "{explained}"
     );
+    let report = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    let row = "| serving | `socket` | arg0 (domain) 0x1, 0x2; arg1 (type (without flags)) 0x1, 0x2 | arg0 0x1, 0x2; arg1 0x1, 0x2 |";
+    assert!(report.contains(row), "{report}");
     let explained = stdout(&output(seccomp_refine().args(["explain", "fcntl"]).arg(&out_dir)));
     assert!(
         explained.contains("serving: fcntl allowed with any arguments: observed, and the trace does not know"),
