@@ -3,8 +3,9 @@
 //!
 //! - `sys_enter` (raw tracepoint) counts every syscall of a registered cgroup in a per-CPU table
 //!   keyed by (cgroup, phase, ABI), keeps the distinct values of the narrowable arguments
-//!   (`ARG_SPECS`) per (cgroup, phase, syscall) in a bounded map, moves the phase on runc's `PR_GET_PDEATHSIG` cut and on a
-//!   kernel-decided marker, and remembers `open` paths for the `mmap` correlation;
+//!   (`ARG_SPECS`) per (cgroup, phase, syscall) in a bounded map, moves the phase on runc's
+//!   `PR_GET_PDEATHSIG` cut and on a kernel-decided marker, and remembers `open` paths for the
+//!   `mmap` correlation;
 //! - `sys_exit` (raw tracepoint) binds a successful `open`'s path to its (process, fd), and returns
 //!   at once for any other syscall;
 //! - `sched_process_exec` (raw tracepoint) reports execs and ends the runtime phase;

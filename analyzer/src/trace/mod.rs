@@ -459,6 +459,8 @@ mod tests {
         phase.record_compat("socketcall", 1, 1);
         phase.record_compat("socket", 1, 1);
         assert_eq!(phase.known_args("socket"), None, "32-bit calls are not recorded");
+        // The kernel keeps as many values per argument as a rule lists.
+        assert_eq!(crate::syscalls::args::MAX_VALUES, tracer_common::MAX_ARG_VALUES as usize);
         // A trace written before the field loads, with every value unknown.
         let old: PhaseSyscalls =
             serde_json::from_str(r#"{"syscalls": {"socket": {"count": 1, "first_seen_ns": 0}}}"#).unwrap();

@@ -290,24 +290,23 @@ impl Tracer {
     }
 
     /// Every (cgroup, phase, syscall, argument) the kernel saw values of, with those values.
+    ///
+    /// The values are read before the keys: a key flagged while the values were read is seen
+    /// flagged, and one that counts more values than were read (added meanwhile) is incomplete.
     pub fn args(&self) -> Result<Vec<ArgTotal>, TracerError> {
         let map_error = |map| move |source| TracerError::Map { map, source: Box::new(source) };
-        let mut totals = std::collections::BTreeMap::<ArgKey, ArgTotal>::new();
-        for entry in self.arg_keys.iter() {
-            let (key, count) = entry.map_err(map_error(names::ARG_KEYS))?;
-            totals.insert(key, ArgTotal { key, values: Vec::new(), overflow: count.overflow != 0 });
-        }
+        let mut values = std::collections::BTreeMap::<ArgKey, Vec<u64>>::new();
         for entry in self.arg_values.keys() {
             let value = entry.map_err(map_error(names::ARG_VALUES))?;
-            // The kernel adds the key before its first value; a value whose key is missing
-            // (added after the keys were read) still counts.
-            let total =
-                totals.entry(value.key).or_insert(ArgTotal { key: value.key, values: Vec::new(), overflow: false });
-            total.values.push(value.value);
+            values.entry(value.key).or_default().push(value.value);
         }
-        let mut totals: Vec<ArgTotal> = totals.into_values().collect();
-        for total in &mut totals {
-            total.values.sort_unstable();
+        let mut totals = Vec::new();
+        for entry in self.arg_keys.iter() {
+            let (key, count) = entry.map_err(map_error(names::ARG_KEYS))?;
+            let mut values = values.remove(&key).unwrap_or_default();
+            values.sort_unstable();
+            let overflow = count.overflow != 0 || count.distinct as usize > values.len();
+            totals.push(ArgTotal { key, values, overflow });
         }
         Ok(totals)
     }
