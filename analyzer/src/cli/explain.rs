@@ -110,6 +110,9 @@ fn print_arguments(phase: Phase, name: &str, evidence: &Evidence, rule: Option<&
         let why = if trace_only {
             "the profiles come from the trace alone, which narrows no argument (a trace sees only the calls that \
              ran); run `analyze`"
+        } else if evidence.reachable.is_none() {
+            "observed, but the static analysis finds no site of it in this phase: the calls came from code it \
+             does not see, which may pass other values"
         } else if evidence.observed.is_some() && observed.is_none() {
             "observed, and the trace does not know every call's arguments (a trace older than argument recording, \
              more distinct values than the tracer keeps, or a capture without them)"

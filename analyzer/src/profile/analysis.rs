@@ -68,24 +68,20 @@ pub struct Evidence {
 
 /// The conditions `evidence` supports for `name`: for every pair of the syscall, the union of the
 /// values every reachable site passes and every observed call passed; `None` when either side
-/// does not know them all, there are too many, or no pair restricts anything.
+/// does not know them all, there are too many, or no pair restricts anything. The syscall must
+/// be reachable: a call the trace saw where the static analysis finds no site came from code it
+/// does not see, which may pass other values.
 fn narrowing(name: &str, evidence: &Evidence) -> Option<Vec<ArgCondition>> {
     let observed = match &evidence.observed {
         Some(seen) => Some(seen.args.as_ref()?),
         None => None,
     };
-    let reachable = match &evidence.reachable {
-        Some(why) => Some(why.args.as_ref()?),
-        None => None,
-    };
+    let reachable = evidence.reachable.as_ref()?.args.as_ref()?;
     let mut conditions = Vec::new();
     for pair in pairs_of(name) {
         let mask = pair.kind.mask();
-        let mut allowed = BTreeSet::new();
-        if let Some(values) = reachable {
-            let known = values.get(&pair.index).filter(|known| !known.is_empty())?;
-            allowed.extend(known.keys().map(|value| value & mask));
-        }
+        let known = reachable.get(&pair.index).filter(|known| !known.is_empty())?;
+        let mut allowed: BTreeSet<u64> = known.keys().map(|value| value & mask).collect();
         if let Some(values) = observed {
             let seen = values.get(&pair.index).filter(|seen| !seen.is_empty())?;
             allowed.extend(seen.iter().map(|value| value & mask));
@@ -206,10 +202,10 @@ impl Analysis {
     /// The profiles: each phase allows what was observed or is reachable in it; the runtime's part
     /// follows the traced runtime, as for a trace alone.
     ///
-    /// A syscall of `syscalls::args` is narrowed in a phase to the union of the values of its
-    /// arguments at every reachable site and in every observed call, when both sides know them
-    /// all: a trace without argument values (an older trace, an overflow, a capture lacking the
-    /// argument) leaves an observed syscall its name-only rule.
+    /// A syscall of `syscalls::args` reachable in a phase is narrowed there to the union of the
+    /// values of its arguments at every reachable site and in every observed call, when both sides
+    /// know them all: a trace without argument values (an older trace, an overflow, a capture
+    /// lacking the argument) leaves an observed syscall its name-only rule.
     pub fn profiles(&self) -> Profiles {
         let profiles = Profiles::from_sets_for_runtime(
             self.arch,
@@ -376,9 +372,10 @@ mod tests {
             values: values.iter().map(|(index, values)| (*index, values.iter().copied().collect())).collect(),
             overflow,
         };
-        for name in ["socket", "kill", "fcntl", "prctl"] {
+        for name in ["socket", "kill", "fcntl", "prctl", "madvise"] {
             trace.phases.serving.record(name, 2, 10);
         }
+        trace.phases.serving.record_args("madvise", &seen(&[(2, &[4])], false));
         trace.phases.serving.record_args("socket", &seen(&[(0, &[2]), (1, &[1])], false));
         trace.phases.serving.record_args("kill", &seen(&[(1, &[15])], false));
         trace.phases.serving.record_args("fcntl", &seen(&[(1, &[1, 2])], true));
@@ -410,6 +407,7 @@ mod tests {
         assert!(!rules.contains_key("kill"), "a reachable site with an unknown signal");
         assert!(!rules.contains_key("fcntl"), "the tracer's bound overflowed");
         assert!(!rules.contains_key("prctl"), "observed without values");
+        assert!(!rules.contains_key("madvise"), "observed where the static analysis finds no site");
         let observed = analysis.phases[&Phase::Serving]["socket"].observed.as_ref().unwrap();
         assert_eq!(observed.args.as_ref().unwrap()[&0], BTreeSet::from([2]));
     }
