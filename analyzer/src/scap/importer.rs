@@ -334,6 +334,10 @@ impl Importer {
             kind => names::of_event(kind),
         };
         let failed = action.has(Action::RESULT) && event.signed(0).is_some_and(|result| (-4095..0).contains(&result));
+        let carried = {
+            let args = &self.threads[&event.tid].args;
+            args::of(event, enter.filter(|enter| enter.kind == args.kind).map(|_| args))
+        };
         let mut actor = actor;
         let mut file = None;
         if action.has(Action::EFFECTS) {
@@ -342,7 +346,7 @@ impl Importer {
             actor.container = self.threads[&event.tid].container;
         }
         // Counted first, so that a file the marker's own event maps or execs is in its phase.
-        self.count(actor, sys, event.ts, Seen::Exit { failed }, args::of(event));
+        self.count(actor, sys, event.ts, Seen::Exit { failed }, carried);
         if let Some(file) = file {
             let aggregate = &mut self.containers[file.container as usize];
             match file.kind {
@@ -640,7 +644,10 @@ fn capture_enter(event: &Event<'_>, container: u32, args: &mut EnterArgs) -> Pen
         | kinds::DUP_1_E
         | kinds::DUP2_E
         | kinds::DUP3_E
-        | kinds::FCNTL_E => (2, None),
+        | kinds::FCNTL_E
+        | kinds::KILL_E
+        | kinds::IOCTL_2_E => (2, None),
+        kinds::SOCKET_E | kinds::TGKILL_E | kinds::IOCTL_3_E | kinds::MPROTECT_E => (3, None),
         _ => return pending,
     };
     args.kind = event.kind;
