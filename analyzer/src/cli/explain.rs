@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 
 use super::Outcome;
 use crate::profile::{ALWAYS_ALLOWED, ANALYSIS_FILE, Analysis, ArgCondition, Evidence, Profiles};
-use crate::syscalls::args::pairs_of;
+use crate::syscalls::args::{pairs_of, show_value};
 use crate::trace::{Phase, Trace};
 
 /// Say why a syscall is allowed: observed (phase, programs, count) and/or reachable (a
@@ -101,8 +101,12 @@ fn print_arguments(phase: Phase, name: &str, evidence: &Evidence, rule: Option<&
     let observed = evidence.observed.as_ref().and_then(|seen| seen.args.as_ref());
     if let Some(observed) = observed {
         for pair in &pairs {
-            let values: Vec<String> =
-                observed.get(&pair.index).into_iter().flatten().map(|value| format!("{value:#x}")).collect();
+            let values: Vec<String> = observed
+                .get(&pair.index)
+                .into_iter()
+                .flatten()
+                .map(|&value| show_value(name, pair.index, value))
+                .collect();
             println!("{phase}: {name} argument {} ({}) observed: {}", pair.index, pair.meaning, values.join(", "));
         }
     }
@@ -137,11 +141,8 @@ fn print_arguments(phase: Phase, name: &str, evidence: &Evidence, rule: Option<&
                 let site = sites.and_then(|sites| sites.get(&condition.index)?.get(value));
                 let evidence: Vec<&str> =
                     seen.then_some("observed").into_iter().chain(site.map(String::as_str)).collect();
-                if evidence.is_empty() {
-                    format!("{value:#x}")
-                } else {
-                    format!("{value:#x} ({})", evidence.join("; "))
-                }
+                let shown = show_value(name, condition.index, *value);
+                if evidence.is_empty() { shown } else { format!("{shown} ({})", evidence.join("; ")) }
             })
             .collect();
         println!(

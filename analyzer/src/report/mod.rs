@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use crate::callgraph::UnresolvedSite;
 use crate::profile::{Analysis, Precision, Profiles, RuntimeSource, SyscallSet, docker_default, observed};
 use crate::syscalls::Arch;
-use crate::syscalls::args::pairs_of;
+use crate::syscalls::args::{pairs_of, show_value};
 use crate::trace::{Phase, Trace};
 use crate::verify::VerifyReport;
 
@@ -82,7 +82,7 @@ impl Count {
 pub struct ArgumentRow {
     pub phase: Phase,
     pub syscall: String,
-    /// The rule: `arg0 (domain) 0x1, 0x2; arg1 (type (without flags)) 0x1`.
+    /// The rule: `arg0 (domain) 0x1 AF_UNIX, 0x2 AF_INET; arg1 (type (without flags)) 0x1 SOCK_STREAM`.
     pub allowed: String,
     /// The values the trace observed, by argument; `—` when the syscall is reachable only.
     pub observed: String,
@@ -90,18 +90,19 @@ pub struct ArgumentRow {
 
 impl ArgumentRow {
     fn of(input: &ReportInput<'_>) -> Vec<ArgumentRow> {
-        let hex =
-            |values: &mut dyn Iterator<Item = &u64>| values.map(|value| format!("{value:#x}")).collect::<Vec<_>>();
         let profiles = input.profiles;
         let mut rows = Vec::new();
         for (phase, rules) in [(Phase::Init, &profiles.init_args), (Phase::Serving, &profiles.serving_args)] {
             for (name, conditions) in rules {
                 let meaning =
                     |index: u8| pairs_of(name).find(|pair| pair.index == index).map_or("", |pair| pair.meaning);
+                let shown = |index: u8, values: &mut dyn Iterator<Item = &u64>| {
+                    values.map(|&value| show_value(name, index, value)).collect::<Vec<_>>().join(", ")
+                };
                 let allowed: Vec<String> = conditions
                     .iter()
                     .map(|condition| {
-                        let values = hex(&mut condition.values.iter()).join(", ");
+                        let values = shown(condition.index, &mut condition.values.iter());
                         format!("arg{} ({}) {values}", condition.index, meaning(condition.index))
                     })
                     .collect();
@@ -113,7 +114,7 @@ impl ArgumentRow {
                     |seen| {
                         let args: Vec<String> = seen
                             .iter()
-                            .map(|(index, values)| format!("arg{index} {}", hex(&mut values.iter()).join(", ")))
+                            .map(|(&index, values)| format!("arg{index} {}", shown(index, &mut values.iter())))
                             .collect();
                         args.join("; ")
                     },
