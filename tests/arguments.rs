@@ -2,11 +2,18 @@
 //! constants or chosen by a branch gets rules naming exactly those values; its `prctl` option,
 //! read from the command line, stays name-only; the serving filter `enforce` compiles from its
 //! profile denies other socket families and `clone(CLONE_NEWUSER)` in a real kernel.
+//!
+//! And from dynamic evidence: the live tracer records exactly the values a traced program passes,
+//! reports more distinct values than it keeps as an overflow (name-only), and nginx's profiles
+//! narrow syscalls its trace observed and serve the verify workload with no denial.
+
+use std::collections::BTreeSet;
 
 use crate::static_analysis::{analyze, compile, missing_tool, trace_of};
+use crate::tracer::tracer_missing;
 use seccomp_refine::enforce::{Action, Filter};
 
-use crate::util::{output, seccomp_refine, stderr, stdout};
+use crate::util::{image_missing, output, read_json, seccomp_refine, stderr, stdout};
 
 /// `serve` makes every call; `main` only reaches it. `socket`'s domain is a constant at one call
 /// and one of two at the other (a branch), its type a constant with flags that the rule masks
@@ -99,7 +106,10 @@ fn constant_and_branch_chosen_arguments_give_exact_rules_and_input_stays_name_on
         assert!(unconditional.contains(&"prctl"), "{name}: prctl stays name-only");
         assert!(!unconditional.contains(&"socket") && !unconditional.contains(&"kill"), "{name}");
         let explained = stdout(&output(seccomp_refine().args(["explain", "socket"]).arg(dir.path())));
-        assert!(explained.contains("serving: socket argument 0 (domain, bits 0xffffffff) only 0x1 ("), "{explained}");
+        assert!(
+            explained.contains("serving: socket argument 0 (domain, bits 0xffffffff) only 0x1 AF_UNIX ("),
+            "{explained}"
+        );
         let explained = stdout(&output(seccomp_refine().args(["explain", "prctl"]).arg(dir.path())));
         assert!(explained.contains("serving: prctl allowed with any arguments: some reachable site"), "{explained}");
         let report = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
@@ -186,4 +196,141 @@ fn the_serving_filter_from_the_analysis_denies_other_socket_families_and_new_nam
     assert!(libc::WIFEXITED(status), "status {status:#x}");
     let code = libc::WEXITSTATUS(status) as usize;
     assert_eq!(code, 0, "{}", what.get(code).copied().unwrap_or("the child failed"));
+}
+
+/// `serve` (the serving entry) makes two sockets with constant arguments, then calls `fcntl` with
+/// as many distinct (invalid, harmless) commands as its second argument says.
+const OBSERVED_C: &str = r#"
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+__attribute__((noinline)) void serve(int commands) {
+    close(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    close(socket(AF_UNIX, SOCK_DGRAM, 0));
+    for (int i = 0; i < commands; i++) fcntl(0, 1000 + i);
+}
+
+int main(int argc, char **argv) {
+    serve(atoi(argv[1]));
+    return 0;
+}
+"#;
+
+/// The values `trace.json` recorded for argument `index` of `name` in `phase`, and its overflow flag.
+fn observed(trace: &serde_json::Value, phase: &str, name: &str, index: u8) -> (BTreeSet<u64>, bool) {
+    let seen = &trace["phases"][phase]["args"][name];
+    assert!(seen.is_object(), "no values of {name} in {phase}: {}", trace["phases"][phase]);
+    let values =
+        seen["values"][index.to_string()].as_array().map(|values| values.iter().map(|v| v.as_u64().unwrap()).collect());
+    (values.unwrap_or_default(), seen["overflow"] == true)
+}
+
+#[test]
+fn the_tracer_records_exactly_the_values_passed_and_an_overflow_keeps_the_name_only_rule() {
+    require!(tracer_missing());
+    let dir = tempfile::tempdir().unwrap();
+    let program = compile(dir.path(), "observed", OBSERVED_C, &[]);
+    let distinct = tracer_common::MAX_ARG_VALUES as u64 + 4;
+    let out_dir = dir.path().join("out");
+    let out = output(
+        seccomp_refine()
+            .args(["trace", "-o"])
+            .arg(&out_dir)
+            .args(["--exec", "--cache-dir"])
+            .arg(dir.path().join("cache"))
+            .args(["--phase-marker", "symbol:serve", "--"])
+            .arg(&program)
+            .arg(distinct.to_string()),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let trace = read_json(&out_dir.join("trace.json"));
+    let (af_unix, af_inet, sock_stream, sock_dgram) = (1, 2, 1, 2);
+    assert_eq!(observed(&trace, "serving", "socket", 0), (BTreeSet::from([af_unix, af_inet]), false));
+    assert_eq!(
+        observed(&trace, "serving", "socket", 1),
+        (BTreeSet::from([sock_stream, sock_dgram]), false),
+        "flags masked"
+    );
+    let (commands, overflow) = observed(&trace, "serving", "fcntl", 1);
+    assert!(overflow, "{distinct} distinct commands overflow the bound");
+    assert_eq!(commands.len() as u32, tracer_common::MAX_ARG_VALUES, "the first ones are kept");
+    assert!(commands.iter().all(|command| (1000..1000 + distinct).contains(command)), "{commands:?}");
+    // Observed and reachable with the same constants: narrowed, with the observed values as evidence.
+    let profile = read_json(&out_dir.join("seccomp-serving.json"));
+    let rules = profile["syscalls"].as_array().unwrap();
+    let socket: Vec<&serde_json::Value> =
+        rules.iter().filter(|rule| rule["names"] == serde_json::json!(["socket"])).collect();
+    let allowed: BTreeSet<(u64, u64)> = socket
+        .iter()
+        .map(|rule| (rule["args"][0]["valueTwo"].as_u64().unwrap(), rule["args"][1]["valueTwo"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        allowed,
+        BTreeSet::from([(af_inet, sock_stream), (af_inet, sock_dgram), (af_unix, sock_stream), (af_unix, sock_dgram)])
+    );
+    let unconditional: Vec<&str> = rules
+        .iter()
+        .filter(|rule| rule["action"] == "SCMP_ACT_ALLOW" && rule.get("args").is_none())
+        .flat_map(|rule| rule["names"].as_array().unwrap().iter().map(|name| name.as_str().unwrap()))
+        .collect();
+    assert!(unconditional.contains(&"fcntl") && !unconditional.contains(&"socket"), "{unconditional:?}");
+    let explained = stdout(&output(seccomp_refine().args(["explain", "socket"]).arg(&out_dir)));
+    assert!(
+        explained.contains("serving: socket argument 0 (domain) observed: 0x1 AF_UNIX, 0x2 AF_INET"),
+        "{explained}"
+    );
+    assert!(
+        explained.contains("serving: socket argument 0 (domain, bits 0xffffffff) only 0x1 AF_UNIX (observed; "),
+        "{explained}"
+    );
+    let report = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    let (domains, types) = ("0x1 AF_UNIX, 0x2 AF_INET", "0x1 SOCK_STREAM, 0x2 SOCK_DGRAM");
+    let row = format!(
+        "| serving | `socket` | arg0 (domain) {domains}; arg1 (type (without flags)) {types} | arg0 {domains}; arg1 {types} |"
+    );
+    assert!(report.contains(&row), "{report}");
+    let explained = stdout(&output(seccomp_refine().args(["explain", "fcntl"]).arg(&out_dir)));
+    assert!(
+        explained.contains("serving: fcntl allowed with any arguments: observed, and the trace does not know"),
+        "{explained}"
+    );
+}
+
+#[test]
+fn nginx_profiles_narrow_what_its_trace_observed_and_verify_finds_no_denial() {
+    require!(tracer_missing().or_else(|| image_missing("nginx:latest")));
+    let profiles = crate::enforce::nginx_profiles();
+    let trace = read_json(&profiles.join("trace.json"));
+    let analysis = read_json(&profiles.join("analysis.json"));
+    // Every narrowed syscall the trace observed in a phase, by phase file.
+    let mut narrowed_observed = Vec::new();
+    for (phase, file) in [("init", "seccomp-init.json"), ("serving", "seccomp-serving.json")] {
+        let profile = read_json(&profiles.join(file));
+        for rule in profile["syscalls"].as_array().unwrap().iter().filter(|rule| rule.get("args").is_some()) {
+            let name = rule["names"][0].as_str().unwrap();
+            let evidence = &analysis["phases"][phase][name]["observed"];
+            if evidence.is_object() {
+                assert!(evidence["args"].is_object(), "{name} narrowed in {phase} without observed values: {evidence}");
+                assert!(trace["phases"][phase]["args"][name].is_object(), "{name} in {phase}");
+                narrowed_observed.push(format!("{phase} {name}"));
+            }
+        }
+    }
+    narrowed_observed.dedup();
+    assert!(!narrowed_observed.is_empty(), "no observed syscall narrowed: {}", trace["phases"]);
+    let json = profiles.join("narrowed.verify.json");
+    let out = output(
+        seccomp_refine()
+            .args(["verify", "--force", "nginx:latest", "--enforce"])
+            .arg(&profiles)
+            .arg("--json")
+            .arg(&json),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    let report = read_json(&json);
+    let failing: Vec<&serde_json::Value> =
+        report["denials"].as_array().unwrap().iter().filter(|denial| denial["fallback"].is_null()).collect();
+    assert!(failing.is_empty(), "{narrowed_observed:?}: {failing:?}");
 }

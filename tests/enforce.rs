@@ -1,7 +1,7 @@
 //! `enforce` end to end: real containers switched to their serving profile by the real kernel.
 //!
-//! Profiles come from the tool itself (`trace` of the stand-in images, once per test binary run);
-//! only deliberate removals (`dup2`) are edited in. Every assertion reads the processes
+//! Profiles come from the tool itself (`trace` of the stand-in images, once per test binary run,
+//! and of small programs in `tests/data/`); only deliberate removals (`dup2`) are edited in. Every assertion reads the processes
 //! themselves: `/proc/PID/status` (Seccomp_filters, NoNewPrivs), their replies and their logs.
 
 use std::io::{BufRead, BufReader};
@@ -33,7 +33,8 @@ fn traced_profiles(image: &str, workload: &str, cell: &'static OnceLock<PathBuf>
     .clone()
 }
 
-fn nginx_profiles() -> PathBuf {
+/// nginx's profiles traced with one curl (shared with `arguments`).
+pub fn nginx_profiles() -> PathBuf {
     static CELL: OnceLock<PathBuf> = OnceLock::new();
     traced_profiles("nginx:latest", "curl -sf http://$SECCOMP_REFINE_HOST:$SECCOMP_REFINE_PORT/ -o /dev/null", &CELL)
 }
@@ -368,32 +369,32 @@ fn enforce_refuses_bad_input_in_one_line() {
     assert!(stderr(&out).contains("must be symbol:FUNCTION[@BINARY] or auto"), "{}", stderr(&out));
 }
 
-/// An image holding only `tests/data/threads.c`, built statically here and imported, tagged with
-/// a hash of the source so that runs reuse it and an edit makes a new one.
+/// The image of `tests/data/NAME.c` (static, as `/NAME`, its command), named by a hash of the
+/// source so that runs reuse it and an edit makes a new one.
+fn image_of(name: &str) -> String {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/data/{name}.c"));
+    let mut hasher = DefaultHasher::new();
+    std::fs::read(&source).unwrap().hash(&mut hasher);
+    let image = format!("seccomp-refine-test/{name}:{:016x}", hasher.finish());
+    if image_missing(&image).is_none() {
+        return image;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out =
+        output(Command::new("gcc").args(["-O1", "-static", "-pthread", "-o"]).arg(dir.path().join(name)).arg(source));
+    assert!(out.status.success(), "gcc: {}", stderr(&out));
+    let tar =
+        format!("tar -C {} -cf - {name} | docker import --change 'CMD [\"/{name}\"]' - {image}", dir.path().display());
+    let out = output(Command::new("sh").args(["-c", &tar]));
+    assert!(out.status.success(), "docker import: {}", stderr(&out));
+    image
+}
+
+/// The threads program's image (`tests/data/threads.c`), built once per run.
 fn threads_image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        use std::hash::{DefaultHasher, Hash, Hasher};
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/threads.c");
-        let mut hasher = DefaultHasher::new();
-        std::fs::read(&source).unwrap().hash(&mut hasher);
-        let name = format!("seccomp-refine-test/threads:{:016x}", hasher.finish());
-        if image_missing(&name).is_none() {
-            return name;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let out = output(
-            Command::new("gcc").args(["-O1", "-static", "-pthread", "-o"]).arg(dir.path().join("threads")).arg(source),
-        );
-        assert!(out.status.success(), "gcc: {}", stderr(&out));
-        let tar = format!(
-            "tar -C {} -cf - threads | docker import --change 'CMD [\"/threads\"]' - {name}",
-            dir.path().display()
-        );
-        let out = output(Command::new("sh").args(["-c", &tar]));
-        assert!(out.status.success(), "docker import: {}", stderr(&out));
-        name
-    })
+    IMAGE.get_or_init(|| image_of("threads"))
 }
 
 /// Enforces in the threads program (`diverge`: one thread with a filter of its own) and returns
@@ -506,4 +507,46 @@ fn action_log_denies_nothing_and_the_kernel_logs_what_serving_would_deny() {
     let logs = stderr(&output(Command::new("docker").args(["logs", &container])));
     assert!(!logs.contains("dup2(STDERR_FILENO) failed"), "log lets the call run: {logs}");
     assert_eq!(http_status(&ip_of(&container)), "200");
+}
+
+/// Exit status of container `id` once it has stopped.
+fn exit_code(id: &str, seconds: u64) -> Option<i64> {
+    eventually(seconds, || {
+        let state = docker(&["inspect", "--format", "{{.State.Running}} {{.State.ExitCode}}", id]);
+        state.strip_prefix("false ").and_then(|code| code.parse().ok())
+    })
+}
+
+#[test]
+fn a_serving_profile_narrowed_by_argument_denies_a_packet_socket_no_evidence_showed() {
+    require!(tracer_missing().or_else(crate::util::docker_missing));
+    let image = image_of("packet");
+    let dir = tempfile::tempdir().unwrap();
+    let traced = dir.path().join("profiles");
+    let out = output(seccomp_refine().args(["trace", "-o"]).arg(&traced).args([
+        image.as_str(),
+        "--duration",
+        "4s",
+        "--phase-marker",
+        "symbol:serve",
+    ]));
+    assert!(out.status.success(), "trace: {}", stderr(&out));
+    // socket is observed and reachable in serving with AF_INET only: narrowed to it.
+    let serving = read_json(&traced.join("seccomp-serving.json"));
+    let socket: Vec<&Value> = serving["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|rule| rule["names"] == serde_json::json!(["socket"]))
+        .collect();
+    assert_eq!(socket.len(), 1, "{socket:?}");
+    assert_eq!(socket[0]["args"][0]["valueTwo"], libc::AF_INET);
+    let args = [image.as_str(), "--profiles", traced.to_str().unwrap(), "--phase-marker", "symbol:serve"];
+    let mut enforcer = Enforcer::start(&args, dir.path());
+    let pid = switched_pid(&enforcer.wait_switches(30, "switched", 1)[0]);
+    let container = enforcer.container().to_owned();
+    assert_eq!((pid, seccomp_of(pid, pid)), (main_pid(&container), (1, 2)), "Docker's filter and the serving one");
+    docker(&["exec", &container, "/packet", "trigger"]);
+    // 0: socket(AF_PACKET) got ENOSYS from the serving filter, while socket(AF_INET) went through.
+    assert_eq!(exit_code(&container, 20), Some(0), "enforce said:\n{}", enforcer.lines().join("\n"));
 }

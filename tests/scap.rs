@@ -416,6 +416,27 @@ fn exit_only_capture_field_by_field() {
     assert_eq!(trace["lost_events"], 0);
     assert_eq!(trace["complete"], true);
     assert_eq!(trace["phase_marker"]["fired"], false);
+    // The exit carries mmap's prot: its PROT_EXEC bit is the argument value the trace records.
+    assert_eq!(trace["phases"]["init"]["args"], serde_json::json!({"mmap": {"values": {"2": [4]}}}));
+}
+
+/// Exits written before libs 0.22 lack the arguments: the values come from their enters. A
+/// syscall the driver then reported through the generic event, which carries no arguments, stays
+/// unknown (incomplete).
+#[test]
+fn an_old_capture_gives_the_values_its_enters_carry_and_generic_events_leave_them_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = fixture("falco_psp_run_as_user_0_container");
+    let out = run_import(dir.path(), &[capture.as_os_str(), arg("-o"), dir.path().as_os_str()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let trace = read_json(&dir.path().join("trace.json"));
+    let args = &trace["phases"]["init"]["args"];
+    // Libraries mapped executable (exec_mmaps.txt lists them) and data mapped without PROT_EXEC.
+    assert_eq!(args["mmap"], serde_json::json!({"values": {"2": [0, 4]}}));
+    // The terminal ioctls of `ls` and the shell: TCGETS, TCSETSW, TIOCGPGRP, TIOCSPGRP, TIOCGWINSZ, TIOCSWINSZ.
+    assert_eq!(args["ioctl"], serde_json::json!({"values": {"1": [0x5401, 0x5403, 0x540f, 0x5410, 0x5413, 0x5414]}}));
+    assert!(trace["phases"]["init"]["syscalls"]["mprotect"].is_object());
+    assert_eq!(args["mprotect"], serde_json::json!({"values": {}, "overflow": true}), "generic events");
 }
 
 #[test]

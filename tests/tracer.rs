@@ -483,6 +483,18 @@ fn attaching_to_a_running_container_records_its_serving_loop() {
     let trace = read_json(&dir.path().join("trace.json"));
     let serving = names(&trace, "serving", "syscalls");
     assert!(serving.contains("accept4") && serving.contains("recvfrom"), "{serving:?}");
+    // The argument values are read from the kernel for an attached container too: every observed
+    // syscall with narrowable arguments has the values of each.
+    let narrowable: Vec<&String> =
+        serving.iter().filter(|name| seccomp_refine::syscalls::args::pairs_of(name).next().is_some()).collect();
+    assert!(!narrowable.is_empty(), "{serving:?}");
+    for name in narrowable {
+        let seen = &trace["phases"]["serving"]["args"][name];
+        for pair in seccomp_refine::syscalls::args::pairs_of(name) {
+            let values = seen["values"][pair.index.to_string()].as_array();
+            assert!(values.is_some_and(|values| !values.is_empty()), "{name} argument {}: {seen}", pair.index);
+        }
+    }
     assert!(names(&trace, "init", "syscalls").is_empty());
     assert_eq!(trace["complete"], false, "the start-up was not seen");
     let (executables, libraries) = running_files(&nginx.id);

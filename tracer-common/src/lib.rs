@@ -37,6 +37,18 @@ pub const MAX_WAIT_STACKS: u32 = 1024;
 /// Processes another process put into a traced cgroup (`docker exec`'s `runc init`) that have not
 /// exec'd yet, alive at once (`RUNTIME_PROCESSES`).
 pub const MAX_RUNTIME_PROCESSES: u32 = 1024;
+/// Narrowable arguments one syscall has at most (`socket`: domain and type; `setsockopt`: level
+/// and option name): the slots of an [`ArgSpec`].
+pub const ARGS_PER_SYSCALL: usize = 2;
+/// Distinct values of one argument the kernel keeps per (cgroup, phase, syscall); one more sets
+/// the key's overflow flag. Past this many a profile would not narrow the argument anyway.
+pub const MAX_ARG_VALUES: u32 = 16;
+/// `(cgroup, phase, syscall, argument, value)` entries of `ARG_VALUES`, over all cgroups; a value
+/// that finds it full sets its key's overflow flag.
+pub const MAX_ARG_ENTRIES: u32 = 65536;
+/// `(cgroup, phase, syscall, argument)` entries of `ARG_KEYS`: every phase of every cgroup with
+/// room for 32 narrowable arguments. A key that finds it full is counted in `stat::ARG_LOST`.
+pub const MAX_ARG_KEYS: u32 = MAX_CGROUPS * phase::COUNT as u32 * 32;
 
 /// The phases the kernel records syscalls in (the `phase` of a [`TableKey`] and a
 /// [`CgroupState`]). Transitions only move forward.
@@ -115,7 +127,10 @@ pub mod stat {
     /// Processes that entered serving but could not be recorded as such (map full): their
     /// syscalls count as init.
     pub const PROCESS_FULL: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// Calls of a syscall with narrowable arguments whose values could not be recorded, nor their
+    /// loss flagged on their key (`ARG_KEYS` full): every argument value of the cgroup is unknown.
+    pub const ARG_LOST: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 /// Value of the per-CPU `CGROUP_STATS` map: the `stat` counters of one cgroup.
@@ -154,6 +169,9 @@ pub mod names {
     pub const MARKER: &str = "MARKER";
     pub const CGROUP_PATH: &str = "CGROUP_PATH";
     pub const WAIT_STACKS: &str = "WAIT_STACKS";
+    pub const ARG_SPECS: &str = "ARG_SPECS";
+    pub const ARG_VALUES: &str = "ARG_VALUES";
+    pub const ARG_KEYS: &str = "ARG_KEYS";
 }
 
 /// Slots of the user register frame (`struct pt_regs`, x86_64 uapi: the layout is ABI) in a
@@ -189,7 +207,8 @@ pub mod offsets {
     pub const TASK_SIGNAL: usize = 14;
     pub const SIGNAL_LIVE: usize = 15;
     pub const REGS_ORIG_AX: usize = 16;
-    pub const COUNT: usize = 17;
+    pub const REGS_R9: usize = 17;
+    pub const COUNT: usize = 18;
     /// The global holding all of them, indexed by the constants above.
     pub const GLOBAL: &str = "OFFSETS";
 }
@@ -210,6 +229,49 @@ pub struct TableKey {
 pub struct SyscallTable {
     pub count: [u64; SYSCALL_SLOTS],
     pub first_seen_ns: [u64; SYSCALL_SLOTS],
+}
+
+/// Which arguments of one syscall number the kernel records the values of: the read-only
+/// `ARG_SPECS` global holds one per native syscall number, filled by userspace from the
+/// analyzer's table of narrowable arguments (`syscalls::args`), so that table stays the only one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArgSpec {
+    /// The bits kept of each argument; 0 leaves the slot unused (no mask keeps nothing).
+    pub mask: [u64; ARGS_PER_SYSCALL],
+    /// The argument of each slot, 0-based (`args[]` of seccomp: di, si, dx, r10, r8, r9).
+    pub index: [u32; ARGS_PER_SYSCALL],
+}
+
+/// Key of the `ARG_KEYS` hash map: one narrowable argument of one syscall, per cgroup and phase.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ArgKey {
+    pub cgroup: u64,
+    pub phase: u32,
+    /// The native syscall number.
+    pub syscall: u16,
+    /// The argument, 0-based.
+    pub index: u16,
+}
+
+/// Value of `ARG_KEYS`: how many distinct values of the argument `ARG_VALUES` holds (bounded by
+/// `MAX_ARG_VALUES`), and whether a value was seen that it could not hold.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArgCount {
+    pub distinct: u32,
+    /// Not 0 once a value was left out: the values are incomplete.
+    pub overflow: u32,
+}
+
+/// Key of the `ARG_VALUES` hash map (its value is unused): one value, masked as its [`ArgSpec`]
+/// says, an argument of a syscall was seen with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ArgValueKey {
+    pub key: ArgKey,
+    pub value: u64,
 }
 
 /// Value of the `CGROUPS` hash map, keyed by cgroup v2 id: a registered cgroup is traced.
@@ -325,6 +387,14 @@ mod pod {
     unsafe impl aya::Pod for PathBytes {}
     // SAFETY: as above.
     unsafe impl aya::Pod for WaitStack {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ArgSpec {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ArgKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ArgCount {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ArgValueKey {}
 }
 
 #[cfg(test)]
@@ -344,6 +414,10 @@ mod tests {
         assert_eq!(size_of::<CgroupEvent>(), 48 + CGROUP_PATH_LEN);
         assert_eq!(size_of::<WaitStack>(), 56 + 8 * REGS_SLOTS + STACK_BYTES);
         assert_eq!(STACK_BYTES % STACK_CHUNK, 0);
+        assert_eq!(size_of::<ArgSpec>(), 12 * ARGS_PER_SYSCALL);
+        assert_eq!(size_of::<ArgKey>(), 16);
+        assert_eq!(size_of::<ArgCount>(), 8);
+        assert_eq!(size_of::<ArgValueKey>(), 24);
     }
 
     #[test]

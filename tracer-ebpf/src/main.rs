@@ -2,8 +2,10 @@
 //! the rare things (execs, executable mappings, phase changes, registered cgroups).
 //!
 //! - `sys_enter` (raw tracepoint) counts every syscall of a registered cgroup in a per-CPU table
-//!   keyed by (cgroup, phase, ABI), moves the phase on runc's `PR_GET_PDEATHSIG` cut and on a
-//!   kernel-decided marker, and remembers `open` paths for the `mmap` correlation;
+//!   keyed by (cgroup, phase, ABI), keeps the distinct values of the narrowable arguments
+//!   (`ARG_SPECS`) per (cgroup, phase, syscall) in a bounded map, moves the phase on runc's
+//!   `PR_GET_PDEATHSIG` cut and on a kernel-decided marker, and remembers `open` paths for the
+//!   `mmap` correlation;
 //! - `sys_exit` (raw tracepoint) binds a successful `open`'s path to its (process, fd), and returns
 //!   at once for any other syscall;
 //! - `sched_process_exec` (raw tracepoint) reports execs and ends the runtime phase;
@@ -51,8 +53,9 @@ use aya_ebpf::{
 };
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use tracer_common::{
-    CGROUP_PATH_LEN, COMM_LEN, CgroupEvent, CgroupState, EventHeader, ExecEvent, FLAG_ENTRY_FOUND, FLAG_LISTENED,
-    FdKey, MAX_CGROUPS, MAX_RUNTIME_PROCESSES, MAX_SERVING_PROCESSES, MAX_TABLES, MAX_WAIT_STACKS, MmapEvent, PATH_LEN,
+    ARGS_PER_SYSCALL, ArgCount, ArgKey, ArgSpec, ArgValueKey, CGROUP_PATH_LEN, COMM_LEN, CgroupEvent, CgroupState,
+    EventHeader, ExecEvent, FLAG_ENTRY_FOUND, FLAG_LISTENED, FdKey, MAX_ARG_ENTRIES, MAX_ARG_KEYS, MAX_ARG_VALUES,
+    MAX_CGROUPS, MAX_RUNTIME_PROCESSES, MAX_SERVING_PROCESSES, MAX_TABLES, MAX_WAIT_STACKS, MmapEvent, PATH_LEN,
     PR_GET_PDEATHSIG, PROT_EXEC, PathBytes, PhaseEvent, REGS_SLOTS, STACK_BYTES, STACK_CHUNK, SYSCALL_SLOTS,
     StatCounters, SyscallTable, TS_COMPAT, TableKey, WaitStack, abi, cause, event, marker, offsets, phase, stat,
 };
@@ -87,6 +90,22 @@ static OFFSETS: [u64; offsets::COUNT] = [0; offsets::COUNT];
 /// The v2 cgroup path (`/docker/<id>`) to register when created, NUL-padded; empty for none.
 #[unsafe(no_mangle)]
 static CGROUP_PATH: [u8; CGROUP_PATH_LEN] = [0; CGROUP_PATH_LEN];
+
+/// Which arguments of each native syscall number to record, masked how; set by userspace from
+/// the analyzer's table of narrowable arguments. A slot whose mask is 0 is unused.
+#[unsafe(no_mangle)]
+static ARG_SPECS: [ArgSpec; SYSCALL_SLOTS] =
+    [ArgSpec { mask: [0; ARGS_PER_SYSCALL], index: [0; ARGS_PER_SYSCALL] }; SYSCALL_SLOTS];
+
+/// Per (cgroup, phase, syscall, argument): how many distinct values `ARG_VALUES` holds, and
+/// whether one was left out (the bound, or a full map), so a lost value is never silent.
+#[map]
+static ARG_KEYS: HashMap<ArgKey, ArgCount> = HashMap::with_max_entries(MAX_ARG_KEYS, BPF_F_NO_PREALLOC);
+
+/// Every distinct (masked) value seen per (cgroup, phase, syscall, argument); the value is unused.
+/// A hash map, not slots in `ARG_KEYS`, so that two CPUs adding values at once both keep theirs.
+#[map]
+static ARG_VALUES: HashMap<ArgValueKey, u8> = HashMap::with_max_entries(MAX_ARG_ENTRIES, BPF_F_NO_PREALLOC);
 
 /// Registered cgroups and their phase: a cgroup not in here is not traced.
 #[map]
@@ -221,6 +240,7 @@ pub fn seccomp_refine_sys_enter(ctx: RawTracePointContext) -> i32 {
     record(cgroup, recorded, abi, id);
     if abi == abi::NATIVE {
         let regs: u64 = ctx.arg(0);
+        record_args(cgroup, recorded, id, regs);
         on_native_syscall(cgroup, state, current, id, regs);
     }
     0
@@ -257,6 +277,84 @@ fn record_runtime(cgroup: u64, process_phase: *mut u32, abi: u32, id: u64, regs:
     }
     let recorded = if installs || (abi == abi::NATIVE && id == NR_SECCOMP) { phase::RUNTIME_SETUP } else { current };
     record(cgroup, recorded, abi, id);
+}
+
+/// Records the values of the syscall's narrowable arguments, if it has any: one array read for
+/// every other syscall, one hash lookup per argument for a value already seen.
+#[inline(always)]
+fn record_args(cgroup: u64, phase: u32, id: u64, regs: u64) {
+    let slot = (id as usize) & (SYSCALL_SLOTS - 1);
+    // SAFETY: plain reads of a read-only global (volatile: see `offset`); `slot` is in range.
+    let (first_mask, second_mask) = unsafe {
+        (core::ptr::read_volatile(&ARG_SPECS[slot].mask[0]), core::ptr::read_volatile(&ARG_SPECS[slot].mask[1]))
+    };
+    if first_mask == 0 {
+        return;
+    }
+    // SAFETY: as above.
+    let (first, second) = unsafe {
+        (core::ptr::read_volatile(&ARG_SPECS[slot].index[0]), core::ptr::read_volatile(&ARG_SPECS[slot].index[1]))
+    };
+    record_arg(ArgKey { cgroup, phase, syscall: slot as u16, index: first as u16 }, first_mask, regs);
+    if second_mask != 0 {
+        record_arg(ArgKey { cgroup, phase, syscall: slot as u16, index: second as u16 }, second_mask, regs);
+    }
+}
+
+/// Adds the value of argument `key.index`, under `mask`, to the values of `key`, or flags `key`
+/// as overflowed when it cannot.
+#[inline(always)]
+fn record_arg(key: ArgKey, mask: u64, regs: u64) {
+    let value = read_kernel::<u64>(regs, offset(arg_register(key.index)));
+    if let Some(value) = value
+        && ARG_VALUES.get_ptr(&ArgValueKey { key, value: value & mask }).is_some()
+    {
+        return;
+    }
+    let count = match ARG_KEYS.get_ptr_mut(&key) {
+        Some(count) => count,
+        None => {
+            let _ = ARG_KEYS.insert(&key, &ArgCount { distinct: 0, overflow: 0 }, BPF_NOEXIST as u64);
+            match ARG_KEYS.get_ptr_mut(&key) {
+                Some(count) => count,
+                None => {
+                    count_stat(key.cgroup, stat::ARG_LOST);
+                    return;
+                }
+            }
+        }
+    };
+    // SAFETY: the key's entry, valid during the program. Two CPUs may both add a value near the
+    // bound and keep one more than `MAX_ARG_VALUES` (the count is a plain add): userspace treats
+    // more than the bound as overflowed, so no value is ever lost unflagged.
+    unsafe {
+        let Some(value) = value else {
+            (*count).overflow = 1;
+            return;
+        };
+        if (*count).distinct >= MAX_ARG_VALUES {
+            (*count).overflow = 1;
+            return;
+        }
+        match ARG_VALUES.insert(&ArgValueKey { key, value: value & mask }, &0, BPF_NOEXIST as u64) {
+            Ok(()) => (*count).distinct += 1,
+            Err(EEXIST) => {}
+            Err(_) => (*count).overflow = 1,
+        }
+    }
+}
+
+/// The `pt_regs` field holding syscall argument `index` (x86-64: di, si, dx, r10, r8, r9).
+#[inline(always)]
+fn arg_register(index: u16) -> usize {
+    match index {
+        0 => offsets::REGS_DI,
+        1 => offsets::REGS_SI,
+        2 => offsets::REGS_DX,
+        3 => offsets::REGS_R10,
+        4 => offsets::REGS_R8,
+        _ => offsets::REGS_R9,
+    }
 }
 
 /// `abi::COMPAT` for a 32-bit syscall (`TS_COMPAT` in the thread's status), else `abi::NATIVE`.

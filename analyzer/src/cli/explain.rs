@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 
 use super::Outcome;
-use crate::profile::{ALWAYS_ALLOWED, ANALYSIS_FILE, Analysis, ArgCondition, Evidence};
-use crate::syscalls::args::pairs_of;
+use crate::profile::{ALWAYS_ALLOWED, ANALYSIS_FILE, Analysis, ArgCondition, Evidence, Profiles};
+use crate::syscalls::args::{pairs_of, show_value};
 use crate::trace::{Phase, Trace};
 
 /// Say why a syscall is allowed: observed (phase, programs, count) and/or reachable (a
@@ -33,18 +33,21 @@ pub fn run(args: Args) -> Result<Outcome> {
         None => default_dir()?,
     };
     let analysis_path = dir.join(ANALYSIS_FILE);
-    let analysis = if analysis_path.exists() {
-        Analysis::read(&analysis_path)?
+    // Without the static analysis the profiles are the trace's own, which narrow no argument.
+    let (analysis, profiles) = if analysis_path.exists() {
+        let analysis = Analysis::read(&analysis_path)?;
+        let profiles = analysis.profiles();
+        (analysis, profiles)
     } else if dir.join("trace.json").exists() {
         let trace = Trace::read(&dir.join("trace.json"))?;
         println!("(no {ANALYSIS_FILE} in {}: observed evidence only; run `analyze` for reachability)", dir.display());
-        Analysis::new(&trace, empty_static(&trace))
+        (Analysis::new(&trace, empty_static(&trace)), Profiles::from_trace(&trace))
     } else {
         bail!("{} holds neither {ANALYSIS_FILE} nor trace.json; give the profile directory", dir.display());
     };
     let name = args.syscall.as_str();
     let mut allowed = false;
-    let profiles = analysis.profiles();
+    let trace_only = !analysis_path.exists();
     for phase in Phase::ALL {
         let Some(evidence) = analysis.phases.get(&phase).and_then(|entries| entries.get(name)) else { continue };
         allowed = true;
@@ -55,7 +58,7 @@ pub fn run(args: Args) -> Result<Outcome> {
             _ => None,
         };
         if let Some(rules) = rules {
-            print_arguments(phase, name, evidence, rules.get(name));
+            print_arguments(phase, name, evidence, rules.get(name), trace_only);
         }
     }
     if ALWAYS_ALLOWED.contains(&name) {
@@ -88,20 +91,39 @@ fn print_evidence(phase: Phase, evidence: &Evidence) {
     }
 }
 
-/// The argument rule of a syscall of `syscalls::args` in `phase`, with the site behind each value,
-/// or why it has none.
-fn print_arguments(phase: Phase, name: &str, evidence: &Evidence, rule: Option<&Vec<ArgCondition>>) {
+/// The argument rule of a syscall of `syscalls::args` in `phase`, with the evidence behind each
+/// value (observed, and the site that passes it), or why it has none.
+fn print_arguments(phase: Phase, name: &str, evidence: &Evidence, rule: Option<&Vec<ArgCondition>>, trace_only: bool) {
     let pairs: Vec<_> = pairs_of(name).collect();
     if pairs.is_empty() {
         return;
     }
+    let observed = evidence.observed.as_ref().and_then(|seen| seen.args.as_ref());
+    if let Some(observed) = observed {
+        for pair in &pairs {
+            let values: Vec<String> = observed
+                .get(&pair.index)
+                .into_iter()
+                .flatten()
+                .map(|&value| show_value(name, pair.index, value))
+                .collect();
+            println!("{phase}: {name} argument {} ({}) observed: {}", pair.index, pair.meaning, values.join(", "));
+        }
+    }
     let Some(conditions) = rule else {
-        let why = if evidence.observed.is_some() {
-            "observed, and the trace does not record arguments"
-        } else if evidence.reachable.as_ref().is_some_and(|why| why.args.is_some()) {
-            "every value the compared bits can take is passed, or too many values"
-        } else {
+        let why = if trace_only {
+            "the profiles come from the trace alone, which narrows no argument (a trace sees only the calls that \
+             ran); run `analyze`"
+        } else if evidence.reachable.is_none() {
+            "observed, but the static analysis finds no site of it in this phase: the calls came from code it \
+             does not see, which may pass other values"
+        } else if evidence.observed.is_some() && observed.is_none() {
+            "observed, and the trace does not know every call's arguments (a trace older than argument recording, \
+             more distinct values than the tracer keeps, or a capture without them)"
+        } else if evidence.reachable.as_ref().is_some_and(|why| why.args.is_none()) {
             "some reachable site passes a value the static analysis does not know"
+        } else {
+            "every value the compared bits can take is passed, or too many values"
         };
         println!("{phase}: {name} allowed with any arguments: {why}");
         return;
@@ -113,11 +135,14 @@ fn print_arguments(phase: Phase, name: &str, evidence: &Evidence, rule: Option<&
             .values
             .iter()
             .map(|value| {
+                let seen = observed
+                    .and_then(|observed| observed.get(&condition.index))
+                    .is_some_and(|seen| seen.iter().any(|observed| observed & condition.mask == *value));
                 let site = sites.and_then(|sites| sites.get(&condition.index)?.get(value));
-                match site {
-                    Some(site) => format!("{value:#x} ({site})"),
-                    None => format!("{value:#x}"),
-                }
+                let evidence: Vec<&str> =
+                    seen.then_some("observed").into_iter().chain(site.map(String::as_str)).collect();
+                let shown = show_value(name, condition.index, *value);
+                if evidence.is_empty() { shown } else { format!("{shown} ({})", evidence.join("; ")) }
             })
             .collect();
         println!(

@@ -5,7 +5,7 @@
 //! programs the trace saw run in that phase) and/or `reachable` (a shortest witness path from a
 //! root to the site). `explain` reads this file back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,7 @@ use super::baseline::always_allowed_reason;
 use super::{ALWAYS_ALLOWED, ArgCondition, ArgRules, Profiles, RuntimeSource, SyscallSet};
 use crate::callgraph::{Reachable, StaticAnalysis};
 use crate::syscalls::Arch;
-use crate::syscalls::args::pairs_of;
+use crate::syscalls::args::{MAX_VALUES, pairs_of};
 use crate::trace::{Phase, Target, Trace};
 
 /// The `schema` value of `analysis.json`.
@@ -66,22 +66,33 @@ pub struct Evidence {
     pub reachable: Option<Reachable>,
 }
 
-/// The conditions `evidence` supports for `name`: static values for every pair of the syscall,
-/// none observed; `None` when any is missing or no pair restricts anything.
+/// The conditions `evidence` supports for `name`: for every pair of the syscall, the union of the
+/// values every reachable site passes and every observed call passed; `None` when either side
+/// does not know them all, there are too many, or no pair restricts anything. The syscall must
+/// be reachable: a call the trace saw where the static analysis finds no site came from code it
+/// does not see, which may pass other values.
 fn narrowing(name: &str, evidence: &Evidence) -> Option<Vec<ArgCondition>> {
-    if evidence.observed.is_some() {
-        return None;
-    }
-    let values = evidence.reachable.as_ref()?.args.as_ref()?;
+    let observed = match &evidence.observed {
+        Some(seen) => Some(seen.args.as_ref()?),
+        None => None,
+    };
+    let reachable = evidence.reachable.as_ref()?.args.as_ref()?;
     let mut conditions = Vec::new();
     for pair in pairs_of(name) {
-        let known = values.get(&pair.index).filter(|known| !known.is_empty())?;
         let mask = pair.kind.mask();
-        let allowed: Vec<u64> = known.keys().map(|value| value & mask).collect();
+        let known = reachable.get(&pair.index).filter(|known| !known.is_empty())?;
+        let mut allowed: BTreeSet<u64> = known.keys().map(|value| value & mask).collect();
+        if let Some(values) = observed {
+            let seen = values.get(&pair.index).filter(|seen| !seen.is_empty())?;
+            allowed.extend(seen.iter().map(|value| value & mask));
+        }
+        if allowed.is_empty() || allowed.len() > MAX_VALUES {
+            return None;
+        }
         // Every value the mask lets through is allowed: the argument is free.
         let free = mask.count_ones() < 8 && allowed.len() as u64 >= 1u64 << mask.count_ones();
         if !free {
-            conditions.push(ArgCondition { index: pair.index, mask, values: allowed });
+            conditions.push(ArgCondition { index: pair.index, mask, values: allowed.into_iter().collect() });
         }
     }
     (!conditions.is_empty()).then_some(conditions)
@@ -96,6 +107,10 @@ pub struct Observed {
     pub failed: u64,
     /// The programs the trace saw exec'd in this phase (a trace counts per phase, not per process).
     pub programs: Vec<String>,
+    /// For a syscall of `syscalls::args`: argument index → every value the calls passed, when
+    /// the trace knows them all (`PhaseSyscalls::known_args`); absent when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<BTreeMap<u8, BTreeSet<u64>>>,
 }
 
 /// The static analysis without its per-phase sets (those are merged into `phases`).
@@ -124,6 +139,7 @@ impl Analysis {
                     first_seen_ns: stat.first_seen_ns,
                     failed: stat.failed,
                     programs: programs.clone(),
+                    args: observed.known_args(name).cloned(),
                 });
             }
         }
@@ -186,10 +202,10 @@ impl Analysis {
     /// The profiles: each phase allows what was observed or is reachable in it; the runtime's part
     /// follows the traced runtime, as for a trace alone.
     ///
-    /// A syscall of `syscalls::args` is narrowed in a phase to the values of its arguments at every
-    /// reachable site when the static analysis knows them all and the trace did not see it in that
-    /// phase: the trace counts calls but does not record their arguments, so an observed call
-    /// with unknown arguments keeps the name-only rule.
+    /// A syscall of `syscalls::args` reachable in a phase is narrowed there to the union of the
+    /// values of its arguments at every reachable site and in every observed call, when both sides
+    /// know them all: a trace without argument values (an older trace, an overflow, a capture
+    /// lacking the argument) leaves an observed syscall its name-only rule.
     pub fn profiles(&self) -> Profiles {
         let profiles = Profiles::from_sets_for_runtime(
             self.arch,
@@ -346,5 +362,53 @@ mod tests {
         // With an entry, serving keeps to what serving did and reaches.
         let analysis = Analysis::new(&trace, found(Some("ap_mpm_run")));
         assert!(!analysis.profiles().serving.contains("rename"));
+    }
+
+    #[test]
+    fn an_observed_syscall_is_narrowed_by_the_union_of_observed_and_reachable_values() {
+        use crate::trace::ArgsSeen;
+        let mut trace = Trace::new(Source::Ebpf, Arch::X86_64, "6.18".into(), Target::default());
+        let seen = |values: &[(u8, &[u64])], overflow| ArgsSeen {
+            values: values.iter().map(|(index, values)| (*index, values.iter().copied().collect())).collect(),
+            overflow,
+        };
+        for name in ["socket", "kill", "fcntl", "prctl", "madvise"] {
+            trace.phases.serving.record(name, 2, 10);
+        }
+        trace.phases.serving.record_args("madvise", &seen(&[(2, &[4])], false));
+        trace.phases.serving.record_args("socket", &seen(&[(0, &[2]), (1, &[1])], false));
+        trace.phases.serving.record_args("kill", &seen(&[(1, &[15])], false));
+        trace.phases.serving.record_args("fcntl", &seen(&[(1, &[1, 2])], true));
+        let site = |values: &[u64]| values.iter().map(|&value| (value, "serve at 0x10".to_owned())).collect();
+        let why = |args: Option<crate::callgraph::ArgValues>| Reachable {
+            path: vec!["app!serve".into()],
+            site: "syscall at 0x10".into(),
+            compat: false,
+            args,
+        };
+        let found = StaticAnalysis {
+            arch: Arch::X86_64,
+            programs: Vec::new(),
+            modules: Vec::new(),
+            init: BTreeMap::new(),
+            serving: BTreeMap::from([
+                ("socket".to_owned(), why(Some(BTreeMap::from([(0, site(&[1])), (1, site(&[1]))])))),
+                ("kill".to_owned(), why(None)),
+            ]),
+            unresolved: Vec::new(),
+            resolution: Resolution { resolved: 1, sites: 1, rate: 100.0 },
+            warnings: Vec::new(),
+        };
+        let analysis = Analysis::new(&trace, found);
+        let rules = analysis.arg_rules(Phase::Serving);
+        let socket: Vec<(u8, Vec<u64>)> =
+            rules["socket"].iter().map(|condition| (condition.index, condition.values.clone())).collect();
+        assert_eq!(socket, [(0, vec![1, 2]), (1, vec![1])], "AF_UNIX reachable, AF_INET observed");
+        assert!(!rules.contains_key("kill"), "a reachable site with an unknown signal");
+        assert!(!rules.contains_key("fcntl"), "the tracer's bound overflowed");
+        assert!(!rules.contains_key("prctl"), "observed without values");
+        assert!(!rules.contains_key("madvise"), "observed where the static analysis finds no site");
+        let observed = analysis.phases[&Phase::Serving]["socket"].observed.as_ref().unwrap();
+        assert_eq!(observed.args.as_ref().unwrap()[&0], BTreeSet::from([2]));
     }
 }

@@ -73,6 +73,24 @@ pub fn render(summary: &Summary) -> String {
         );
     }
     let _ = writeln!(html, "</table>");
+    if !summary.arguments.is_empty() {
+        let _ = writeln!(html, "<h2>Argument rules</h2>");
+        let _ = writeln!(
+            html,
+            "<table id=\"arguments\"><tr><th>phase</th><th>syscall</th><th>allowed only with</th><th>observed</th></tr>"
+        );
+        for row in &summary.arguments {
+            let _ = writeln!(
+                html,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                row.phase,
+                escape(&row.syscall),
+                escape(&row.allowed),
+                escape(&row.observed)
+            );
+        }
+        let _ = writeln!(html, "</table>");
+    }
     if !summary.precision.is_empty() {
         let _ = writeln!(html, "<h2>Precision against what this run observed</h2>");
         for failure in summary.recall_failures() {

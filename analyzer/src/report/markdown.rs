@@ -36,6 +36,19 @@ pub fn render(summary: &Summary) -> String {
          are enforced one after the other; `seccomp.json` is what the runtime applies at start.\n",
         input.profiles.arch
     );
+    if !summary.arguments.is_empty() {
+        let _ = writeln!(md, "## Argument rules\n");
+        let _ = writeln!(md, "| phase | syscall | allowed only with | observed |");
+        let _ = writeln!(md, "|---|---|---|---|");
+        for row in &summary.arguments {
+            let _ = writeln!(md, "| {} | `{}` | {} | {} |", row.phase, row.syscall, row.allowed, row.observed);
+        }
+        let _ = writeln!(
+            md,
+            "\nA value is allowed when every reachable site and every observed call of the syscall in the phase \
+             pass a known value; the rule allows all of them.\n"
+        );
+    }
     if !summary.precision.is_empty() {
         let _ = writeln!(md, "## Precision against what this run observed\n");
         for failure in summary.recall_failures() {

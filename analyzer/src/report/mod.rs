@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use crate::callgraph::UnresolvedSite;
 use crate::profile::{Analysis, Precision, Profiles, RuntimeSource, SyscallSet, docker_default, observed};
 use crate::syscalls::Arch;
+use crate::syscalls::args::{pairs_of, show_value};
 use crate::trace::{Phase, Trace};
 use crate::verify::VerifyReport;
 
@@ -76,6 +77,55 @@ impl Count {
     }
 }
 
+/// A syscall a phase profile allows only with certain argument values, and what the trace
+/// observed of them.
+pub struct ArgumentRow {
+    pub phase: Phase,
+    pub syscall: String,
+    /// The rule: `arg0 (domain) 0x1 AF_UNIX, 0x2 AF_INET; arg1 (type (without flags)) 0x1 SOCK_STREAM`.
+    pub allowed: String,
+    /// The values the trace observed, by argument; `—` when the syscall is reachable only.
+    pub observed: String,
+}
+
+impl ArgumentRow {
+    fn of(input: &ReportInput<'_>) -> Vec<ArgumentRow> {
+        let profiles = input.profiles;
+        let mut rows = Vec::new();
+        for (phase, rules) in [(Phase::Init, &profiles.init_args), (Phase::Serving, &profiles.serving_args)] {
+            for (name, conditions) in rules {
+                let meaning =
+                    |index: u8| pairs_of(name).find(|pair| pair.index == index).map_or("", |pair| pair.meaning);
+                let shown = |index: u8, values: &mut dyn Iterator<Item = &u64>| {
+                    values.map(|&value| show_value(name, index, value)).collect::<Vec<_>>().join(", ")
+                };
+                let allowed: Vec<String> = conditions
+                    .iter()
+                    .map(|condition| {
+                        let values = shown(condition.index, &mut condition.values.iter());
+                        format!("arg{} ({}) {values}", condition.index, meaning(condition.index))
+                    })
+                    .collect();
+                let seen = input
+                    .analysis
+                    .and_then(|analysis| analysis.phases.get(&phase)?.get(name)?.observed.as_ref()?.args.clone());
+                let observed = seen.map_or_else(
+                    || "—".to_owned(),
+                    |seen| {
+                        let args: Vec<String> = seen
+                            .iter()
+                            .map(|(&index, values)| format!("arg{index} {}", shown(index, &mut values.iter())))
+                            .collect();
+                        args.join("; ")
+                    },
+                );
+                rows.push(ArgumentRow { phase, syscall: name.clone(), allowed: allowed.join("; "), observed });
+            }
+        }
+        rows
+    }
+}
+
 /// A syscall and whether (Docker default, container, init, serving) allow it.
 pub type DangerousRow = (&'static str, [bool; 4]);
 
@@ -95,6 +145,8 @@ pub struct Summary<'a> {
     pub dangerous: Vec<(&'static str, Vec<DangerousRow>)>,
     /// Per measured phase; empty without a trace.
     pub precision: Vec<PhasePrecision>,
+    /// The phase profiles' argument rules.
+    pub arguments: Vec<ArgumentRow>,
 }
 
 fn native(arch: Arch, names: impl IntoIterator<Item = String>) -> BTreeSet<String> {
@@ -148,7 +200,7 @@ impl<'a> Summary<'a> {
                 .collect(),
             None => Vec::new(),
         };
-        Summary { input, counts, dangerous, precision }
+        Summary { input, counts, dangerous, precision, arguments: ArgumentRow::of(input) }
     }
 
     /// One sentence per phase whose profile denies a syscall the trace observed (recall below 1).

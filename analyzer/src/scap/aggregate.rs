@@ -4,10 +4,12 @@
 //! Counts are kept by `ppm_sc` code in flat arrays, so counting an event allocates nothing; names
 //! are resolved once, when the trace is built.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use crate::syscalls::args::MAX_VALUES;
 use crate::trace::{FileUse, Phase, Trace};
 
+use super::args::EventArgs;
 use super::marker::{MarkerState, Plan};
 use super::names::Sys;
 use super::tables::PPM_SC_NAMES;
@@ -38,12 +40,25 @@ pub enum Seen {
     EnterOnly,
 }
 
+/// The narrowable argument values the events of one syscall carried.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SysArgs {
+    /// Calls whose event carried them: all of them only when this is the syscall's count.
+    pub calls: u64,
+    /// Argument index → distinct values (unmasked), at most `MAX_VALUES + 1` each.
+    pub values: BTreeMap<u8, BTreeSet<u64>>,
+    /// More distinct values were seen than a rule lists; the rest were not kept.
+    pub overflow: bool,
+}
+
 /// Syscall counts of one phase.
 #[derive(Clone, Debug)]
 pub struct Counters {
     codes: Box<[Stat]>,
     native: BTreeMap<u16, Stat>,
     unknown: Stat,
+    /// Only for syscalls whose events carry narrowable arguments.
+    args: BTreeMap<Sys, SysArgs>,
 }
 
 impl Default for Counters {
@@ -52,13 +67,27 @@ impl Default for Counters {
             codes: vec![Stat::default(); PPM_SC_NAMES.len()].into(),
             native: BTreeMap::new(),
             unknown: Stat::default(),
+            args: BTreeMap::new(),
         }
     }
 }
 
 impl Counters {
     #[inline]
-    fn add(&mut self, sys: Sys, ts: u64, seen: Seen) {
+    fn add(&mut self, sys: Sys, ts: u64, seen: Seen, args: Option<EventArgs>) {
+        if let Some(args) = args {
+            let known = self.args.entry(sys).or_default();
+            known.calls += 1;
+            for (index, value) in args.iter() {
+                let values = known.values.entry(index).or_default();
+                // Bounded: past a rule's limit the values no longer matter, only that there were more.
+                if values.len() > MAX_VALUES {
+                    known.overflow = true;
+                } else {
+                    values.insert(value);
+                }
+            }
+        }
         let stat = match sys {
             Sys::Code(code) => &mut self.codes[usize::from(code)],
             Sys::Native(nr) => self.native.entry(nr).or_default(),
@@ -74,6 +103,11 @@ impl Counters {
             }
             Seen::EnterOnly => stat.enters += 1,
         }
+    }
+
+    /// The argument values the events of `sys` carried, if any did.
+    pub fn args(&self, sys: Sys) -> Option<&SysArgs> {
+        self.args.get(&sys)
     }
 
     /// Every syscall seen, with its counts.
@@ -130,14 +164,14 @@ impl ContainerAgg {
 
     /// Counts one syscall of process `pid`, letting the phase marker look at it first.
     #[inline]
-    pub fn syscall(&mut self, plan: &Plan, sys: Sys, ts: u64, pid: u32, seen: Seen) {
+    pub fn syscall(&mut self, plan: &Plan, sys: Sys, ts: u64, pid: u32, seen: Seen, args: Option<EventArgs>) {
         let start = *self.first_ts.get_or_insert(ts);
         self.last_ts = self.last_ts.max(ts);
         self.events += 1;
         plan.observe(&mut self.marker, sys, ts, start, pid);
         match self.marker.phase_at(ts) {
-            Phase::Serving => self.serving.add(sys, ts, seen),
-            _ => self.init.add(sys, ts, seen),
+            Phase::Serving => self.serving.add(sys, ts, seen, args),
+            _ => self.init.add(sys, ts, seen, args),
         }
     }
 

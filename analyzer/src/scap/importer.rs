@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use super::aggregate::{ContainerAgg, Seen};
+use super::args::{self, EventArgs};
 use super::block::{Batch, BlockKind, Item, check_section_header, describe};
 use super::containers::{self, ContainerMeta};
 use super::error::{BlockName, Problem, ScapError};
@@ -187,7 +188,7 @@ impl Importer {
 
     /// Counts an enter no exit followed, in the container its thread was in at the time.
     fn count_orphan(&mut self, actor: Actor, orphan: Pending) {
-        self.count(Actor { container: orphan.container, ..actor }, orphan.sys, orphan.ts, Seen::EnterOnly);
+        self.count(Actor { container: orphan.container, ..actor }, orphan.sys, orphan.ts, Seen::EnterOnly, None);
     }
 
     fn seed_thread(&mut self, entry: &ProcEntry<'_>) {
@@ -333,6 +334,10 @@ impl Importer {
             kind => names::of_event(kind),
         };
         let failed = action.has(Action::RESULT) && event.signed(0).is_some_and(|result| (-4095..0).contains(&result));
+        let carried = {
+            let args = &self.threads[&event.tid].args;
+            args::of(event, enter.filter(|enter| enter.kind == args.kind).map(|_| args))
+        };
         let mut actor = actor;
         let mut file = None;
         if action.has(Action::EFFECTS) {
@@ -341,7 +346,7 @@ impl Importer {
             actor.container = self.threads[&event.tid].container;
         }
         // Counted first, so that a file the marker's own event maps or execs is in its phase.
-        self.count(actor, sys, event.ts, Seen::Exit { failed });
+        self.count(actor, sys, event.ts, Seen::Exit { failed }, carried);
         if let Some(file) = file {
             let aggregate = &mut self.containers[file.container as usize];
             match file.kind {
@@ -363,9 +368,9 @@ impl Importer {
         }
     }
 
-    fn count(&mut self, actor: Actor, sys: Sys, ts: u64, seen: Seen) {
+    fn count(&mut self, actor: Actor, sys: Sys, ts: u64, seen: Seen, args: Option<EventArgs>) {
         if self.counted[actor.container as usize] {
-            self.containers[actor.container as usize].syscall(&self.plan, sys, ts, actor.pid as u32, seen);
+            self.containers[actor.container as usize].syscall(&self.plan, sys, ts, actor.pid as u32, seen, args);
         }
         if actor.announce {
             self.announce(actor, ts);
@@ -639,7 +644,10 @@ fn capture_enter(event: &Event<'_>, container: u32, args: &mut EnterArgs) -> Pen
         | kinds::DUP_1_E
         | kinds::DUP2_E
         | kinds::DUP3_E
-        | kinds::FCNTL_E => (2, None),
+        | kinds::FCNTL_E
+        | kinds::KILL_E
+        | kinds::IOCTL_2_E => (2, None),
+        kinds::SOCKET_E | kinds::TGKILL_E | kinds::IOCTL_3_E | kinds::MPROTECT_E => (3, None),
         _ => return pending,
     };
     args.kind = event.kind;
@@ -876,6 +884,28 @@ mod tests {
         feed.importer.flush_pending();
         assert_eq!(feed.counts("host"), [("arch_prctl", 0, 1), ("exit_group", 0, 1), ("mmap", 0, 1), ("open", 0, 1)]);
         assert!(!feed.importer.threads.contains_key(&40) && !feed.importer.processes.contains_key(&40));
+    }
+
+    #[test]
+    fn exits_that_carry_narrowable_arguments_keep_their_values_and_those_that_do_not_are_counted_apart() {
+        const SOCKET_X: u16 = 19;
+        const KILL_X: u16 = 129;
+        let u32_param = |value: u32| value.to_le_bytes().to_vec();
+        let mut feed = Feed::new();
+        let sock_cloexec = 0x80000;
+        feed.event(SOCKET_X, 50, &[int(3), u32_param(2), u32_param(1 | sock_cloexec), u32_param(0), u32_param(0)]);
+        feed.event(SOCKET_X, 50, &[int(4), u32_param(1), u32_param(2), u32_param(0), u32_param(0)]);
+        feed.event(KILL_X, 50, &[int(0), int(1), vec![15]]);
+        // An exit as drivers before libs 0.22 wrote it: the signal was in the enter.
+        feed.event(KILL_X, 50, &[int(0)]);
+        let counters = feed.aggregate("host").counters(Phase::Init).unwrap();
+        let socket = counters.args(names::of_event(SOCKET_X)).unwrap();
+        assert_eq!(socket.calls, 2);
+        assert_eq!(socket.values[&0], [1, 2].into());
+        assert_eq!(socket.values[&1], [2, u64::from(1 | sock_cloexec)].into(), "masked when the trace is made");
+        let kill = counters.args(names::of_event(KILL_X)).unwrap();
+        assert_eq!((kill.calls, kill.values[&1].len()), (1, 1), "one of the two calls carried its signal");
+        assert_eq!(feed.counts("host"), [("kill", 2, 0), ("socket", 2, 0)]);
     }
 
     /// `PPM_AT_FDCWD` as the driver writes it.

@@ -10,8 +10,12 @@ pub const OPEN_X: u16 = 3;
 pub const CLOSE_E: u16 = 4;
 pub const CLOSE_X: u16 = 5;
 pub const PROCEXIT_E: u16 = 16;
+pub const SOCKET_E: u16 = 18;
+pub const SOCKET_X: u16 = 19;
 pub const CREAT_E: u16 = 58;
 pub const CREAT_X: u16 = 59;
+pub const IOCTL_2_E: u16 = 90;
+pub const IOCTL_2_X: u16 = 91;
 pub const CHDIR_X: u16 = 95;
 pub const FCHDIR_E: u16 = 96;
 pub const FCHDIR_X: u16 = 97;
@@ -19,6 +23,10 @@ pub const OPENAT_E: u16 = 102;
 pub const OPENAT_X: u16 = 103;
 pub const DUP_E: u16 = 124;
 pub const DUP_X: u16 = 125;
+pub const KILL_E: u16 = 128;
+pub const KILL_X: u16 = 129;
+pub const TGKILL_E: u16 = 132;
+pub const TGKILL_X: u16 = 133;
 pub const DROP_E: u16 = 148;
 pub const DROP_X: u16 = 149;
 pub const FCNTL_E: u16 = 150;
@@ -27,6 +35,8 @@ pub const MMAP_E: u16 = 160;
 pub const MMAP_X: u16 = 161;
 pub const MMAP2_E: u16 = 162;
 pub const MMAP2_X: u16 = 163;
+pub const IOCTL_3_E: u16 = 170;
+pub const IOCTL_3_X: u16 = 171;
 pub const PROCEXIT_1_E: u16 = 186;
 pub const CONTAINER_E: u16 = 228;
 pub const CONTAINER_JSON_E: u16 = 272;
@@ -36,6 +46,8 @@ pub const EXECVE_19_X: u16 = 293;
 pub const OPENAT_2_E: u16 = 306;
 pub const OPENAT_2_X: u16 = 307;
 pub const CONTAINER_JSON_2_E: u16 = 324;
+pub const MPROTECT_E: u16 = 328;
+pub const MPROTECT_X: u16 = 329;
 pub const OPENAT2_E: u16 = 326;
 pub const OPENAT2_X: u16 = 327;
 pub const EXECVEAT_E: u16 = 330;
@@ -58,8 +70,9 @@ const CLONE_X: [u16; 11] = [15, 157, 183, 185, 217, 219, 221, 223, 225, 227, 335
 /// Exits that change files, mappings, programs or the working directory, besides opens and execs.
 const OTHER_EFFECTS: [u16; 11] =
     [CLOSE_X, CLOSE_RANGE_X, DUP_X, DUP_1_X, DUP2_X, DUP3_X, FCNTL_X, MMAP_X, MMAP2_X, CHDIR_X, FCHDIR_X];
-/// Enters that carry arguments their old exits lack.
-const ARGUMENT_ENTERS: [u16; 17] = [
+/// Enters that carry arguments their old exits lack (files, fds, programs; and the narrowable
+/// arguments `args` reads).
+const ARGUMENT_ENTERS: [u16; 23] = [
     OPEN_E,
     CREAT_E,
     EXECVE_18_E,
@@ -77,6 +90,12 @@ const ARGUMENT_ENTERS: [u16; 17] = [
     DUP2_E,
     DUP3_E,
     FCNTL_E,
+    SOCKET_E,
+    KILL_E,
+    TGKILL_E,
+    IOCTL_2_E,
+    IOCTL_3_E,
+    MPROTECT_E,
 ];
 /// The meta events the importer reads (drops, container metadata, thread ends).
 const META: [u16; 8] =

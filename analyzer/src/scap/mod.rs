@@ -17,6 +17,7 @@
 //! architecture field); big-endian captures are refused.
 
 mod aggregate;
+mod args;
 mod block;
 mod containers;
 mod error;
@@ -242,6 +243,7 @@ impl Capture {
                 let (map, name) = match kernel_name(sys) {
                     KernelName::Native(name) => {
                         recorded.record(name, stat.count(), at);
+                        record_args(recorded, name, counters.args(sys), stat.count());
                         (&mut recorded.syscalls, name)
                     }
                     KernelName::Compat(name) => {
@@ -363,6 +365,32 @@ pub enum Selection {
     Ambiguous(Vec<ContainerChoice>),
     /// `--container` matched none.
     NotFound(String, Vec<ContainerChoice>),
+}
+
+/// Adds what `calls` calls of `name` passed: the values `seen` holds when every call carried
+/// them, else an incomplete set that leaves the syscall its name-only rule (another event type of
+/// the same syscall may carry them).
+fn record_args(phase: &mut crate::trace::PhaseSyscalls, name: &str, seen: Option<&aggregate::SysArgs>, calls: u64) {
+    if crate::syscalls::args::pairs_of(name).next().is_none() {
+        return;
+    }
+    let args = match seen {
+        Some(seen) if seen.calls == calls => crate::trace::ArgsSeen {
+            values: seen
+                .values
+                .iter()
+                .map(|(&index, values)| {
+                    let mask = crate::syscalls::args::pairs_of(name)
+                        .find(|pair| pair.index == index)
+                        .map_or(0, |pair| pair.kind.mask());
+                    (index, values.iter().map(|value| value & mask).collect())
+                })
+                .collect(),
+            overflow: seen.overflow,
+        },
+        _ => crate::trace::ArgsSeen { values: Default::default(), overflow: true },
+    };
+    phase.record_args(name, &args);
 }
 
 #[cfg(test)]

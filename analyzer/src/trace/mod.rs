@@ -159,6 +159,22 @@ pub struct PhaseSyscalls {
     pub syscalls: BTreeMap<String, SyscallStat>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub compat_syscalls: BTreeMap<String, SyscallStat>,
+    /// The values native calls passed in the narrowable arguments (`syscalls::args`), by syscall
+    /// name, where the source records them. A syscall of `syscalls` missing here (every syscall,
+    /// in a trace written before this field) passed values nobody knows.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub args: BTreeMap<String, ArgsSeen>,
+}
+
+/// The argument values one syscall's calls passed in a phase.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArgsSeen {
+    /// Argument index → every value seen, masked as its pair in `syscalls::args` says.
+    pub values: BTreeMap<u8, BTreeSet<u64>>,
+    /// Some call's value could not be kept (the kernel's bound of `MAX_ARG_VALUES` distinct values,
+    /// or a full map): `values` is incomplete.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overflow: bool,
 }
 
 impl PhaseSyscalls {
@@ -174,6 +190,31 @@ impl PhaseSyscalls {
 
     pub fn is_empty(&self) -> bool {
         self.syscalls.is_empty() && self.compat_syscalls.is_empty()
+    }
+
+    /// Adds the values `seen` to what `name`'s calls passed.
+    pub fn record_args(&mut self, name: &str, seen: &ArgsSeen) {
+        let known = self.args.entry(name.to_owned()).or_default();
+        for (index, values) in &seen.values {
+            known.values.entry(*index).or_default().extend(values);
+        }
+        known.overflow |= seen.overflow;
+    }
+
+    /// The values every call of `name` in this phase passed in each of its narrowable arguments,
+    /// when all are known: `None` when the source did not record them, one was left out
+    /// (overflow), there are more than a rule lists, or 32-bit calls (never recorded) were seen.
+    pub fn known_args(&self, name: &str) -> Option<&BTreeMap<u8, BTreeSet<u64>>> {
+        if self.compat_syscalls.contains_key(name) {
+            return None;
+        }
+        let seen = self.args.get(name).filter(|seen| !seen.overflow)?;
+        let complete = crate::syscalls::args::pairs_of(name).all(|pair| {
+            seen.values
+                .get(&pair.index)
+                .is_some_and(|values| !values.is_empty() && values.len() <= crate::syscalls::args::MAX_VALUES)
+        });
+        complete.then_some(&seen.values)
     }
 
     /// Every name in the phase, native and compat (a profile lists names for all its ABIs).
@@ -394,6 +435,38 @@ mod tests {
         let trace = sample();
         assert_eq!(trace.phases.init.syscalls["openat"], SyscallStat { count: 5, first_seen_ns: 5, failed: 0 });
         assert_eq!(trace.phases.serving.names(), BTreeSet::from(["getpid"]));
+    }
+
+    #[test]
+    fn argument_values_are_known_only_when_every_call_was_recorded() {
+        let mut phase = PhaseSyscalls::default();
+        phase.record("socket", 3, 1);
+        let seen = |values: &[(u8, &[u64])], overflow| ArgsSeen {
+            values: values.iter().map(|(index, values)| (*index, values.iter().copied().collect())).collect(),
+            overflow,
+        };
+        assert_eq!(phase.known_args("socket"), None, "not recorded");
+        phase.record_args("socket", &seen(&[(0, &[2])], false));
+        assert_eq!(phase.known_args("socket"), None, "the type is missing");
+        phase.record_args("socket", &seen(&[(0, &[1]), (1, &[1])], false));
+        let known = phase.known_args("socket").unwrap();
+        assert_eq!(known[&0], BTreeSet::from([1, 2]));
+        let mut overflowed = phase.clone();
+        overflowed.record_args("socket", &seen(&[(0, &[10])], true));
+        assert_eq!(overflowed.known_args("socket"), None, "overflow");
+        let many: Vec<u64> = (0..=crate::syscalls::args::MAX_VALUES as u64).collect();
+        let mut too_many = phase.clone();
+        too_many.record_args("socket", &seen(&[(0, &many)], false));
+        assert_eq!(too_many.known_args("socket"), None, "more values than a rule lists");
+        phase.record_compat("socketcall", 1, 1);
+        phase.record_compat("socket", 1, 1);
+        assert_eq!(phase.known_args("socket"), None, "32-bit calls are not recorded");
+        // The kernel keeps as many values per argument as a rule lists.
+        assert_eq!(crate::syscalls::args::MAX_VALUES, tracer_common::MAX_ARG_VALUES as usize);
+        // A trace written before the field loads, with every value unknown.
+        let old: PhaseSyscalls =
+            serde_json::from_str(r#"{"syscalls": {"socket": {"count": 1, "first_seen_ns": 0}}}"#).unwrap();
+        assert!(old.args.is_empty() && old.known_args("socket").is_none());
     }
 
     #[test]

@@ -39,6 +39,7 @@ const FIELDS: [(&str, &[&str]); offsets::COUNT] = [
     ("task_struct", &["signal"]),
     ("signal_struct", &["live", "counter"]),
     ("pt_regs", &["orig_ax"]),
+    ("pt_regs", &["r9"]),
 ];
 
 /// The `OFFSETS` global's value for the kernel described by `btf`.
@@ -309,6 +310,7 @@ mod tests {
         // struct pt_regs is the user register frame, whose layout is x86_64 ABI.
         assert_eq!(&values[offsets::REGS_DI..=offsets::REGS_R8], &[112, 104, 96, 56, 72]);
         assert_eq!(values[offsets::REGS_ORIG_AX], 120);
+        assert_eq!(values[offsets::REGS_R9], 64);
         assert!(values[offsets::CGROUP_KN] > 0 && values[offsets::KERNFS_ID] > 0);
         // pid_t pid and tgid are adjacent in task_struct.
         assert_eq!(values[offsets::TASK_TGID], values[offsets::TASK_PID] + 4);

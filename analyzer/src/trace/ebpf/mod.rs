@@ -17,8 +17,8 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
 use aya::programs::{RawTracePoint, UProbe};
 use tracer_common::{
-    CGROUP_PATH_LEN, CgroupState, FLAG_ENTRY_FOUND, SYSCALL_SLOTS, StatCounters, SyscallTable, TableKey, WaitStack,
-    marker, names, offsets, stat,
+    ArgCount, ArgKey, ArgSpec, ArgValueKey, CGROUP_PATH_LEN, CgroupState, FLAG_ENTRY_FOUND, SYSCALL_SLOTS,
+    StatCounters, SyscallTable, TableKey, WaitStack, marker, names, offsets, stat,
 };
 
 pub use btf::{Btf, BtfError};
@@ -85,6 +85,16 @@ pub struct SyscallTotal {
     pub first_seen_ns: u64,
 }
 
+/// The values one argument of one syscall passed, per cgroup and phase, as the kernel kept them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArgTotal {
+    pub key: ArgKey,
+    /// Masked as the argument's pair says, sorted.
+    pub values: Vec<u64>,
+    /// A value was seen that the kernel could not keep.
+    pub overflow: bool,
+}
+
 /// The kernel's counters of things it could not record.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -93,6 +103,8 @@ pub struct Stats {
     pub path_cut: u64,
     /// Processes that entered serving under a per-process marker but could not be recorded.
     pub process_full: u64,
+    /// Calls whose argument values were neither recorded nor flagged on their key.
+    pub arg_lost: u64,
 }
 
 impl Stats {
@@ -102,6 +114,7 @@ impl Stats {
             table_full: slot(stat::TABLE_FULL),
             path_cut: slot(stat::PATH_CUT),
             process_full: slot(stat::PROCESS_FULL),
+            arg_lost: slot(stat::ARG_LOST),
         }
     }
 
@@ -112,6 +125,7 @@ impl Stats {
             table_full: self.table_full.saturating_sub(part.table_full),
             path_cut: self.path_cut.saturating_sub(part.path_cut),
             process_full: self.process_full.saturating_sub(part.process_full),
+            arg_lost: self.arg_lost.saturating_sub(part.arg_lost),
         }
     }
 
@@ -121,6 +135,7 @@ impl Stats {
             table_full: self.table_full + other.table_full,
             path_cut: self.path_cut + other.path_cut,
             process_full: self.process_full + other.process_full,
+            arg_lost: self.arg_lost + other.arg_lost,
         }
     }
 }
@@ -140,6 +155,8 @@ pub struct Tracer {
     events: Option<RingBuf<MapData>>,
     marker: Array<MapData, u64>,
     wait_stacks: HashMap<MapData, u32, WaitStack>,
+    arg_keys: HashMap<MapData, ArgKey, ArgCount>,
+    arg_values: HashMap<MapData, ArgValueKey, u8>,
 }
 
 impl Tracer {
@@ -164,7 +181,9 @@ impl Tracer {
         let events = Some(take_map(&mut ebpf, names::EVENTS, RingBuf::try_from)?);
         let marker = take_map(&mut ebpf, names::MARKER, Array::try_from)?;
         let wait_stacks = take_map(&mut ebpf, names::WAIT_STACKS, HashMap::try_from)?;
-        Ok(Tracer { ebpf, cgroups, tables, stats, cgroup_stats, events, marker, wait_stacks })
+        let arg_keys = take_map(&mut ebpf, names::ARG_KEYS, HashMap::try_from)?;
+        let arg_values = take_map(&mut ebpf, names::ARG_VALUES, HashMap::try_from)?;
+        Ok(Tracer { ebpf, cgroups, tables, stats, cgroup_stats, events, marker, wait_stacks, arg_keys, arg_values })
     }
 
     /// The event ring buffer, for the caller's reading loop (once).
@@ -271,6 +290,28 @@ impl Tracer {
         Ok(rows)
     }
 
+    /// Every (cgroup, phase, syscall, argument) the kernel saw values of, with those values.
+    ///
+    /// The values are read before the keys: a key flagged while the values were read is seen
+    /// flagged, and one that counts more values than were read (added meanwhile) is incomplete.
+    pub fn args(&self) -> Result<Vec<ArgTotal>, TracerError> {
+        let map_error = |map| move |source| TracerError::Map { map, source: Box::new(source) };
+        let mut values = std::collections::BTreeMap::<ArgKey, Vec<u64>>::new();
+        for entry in self.arg_values.keys() {
+            let value = entry.map_err(map_error(names::ARG_VALUES))?;
+            values.entry(value.key).or_default().push(value.value);
+        }
+        let mut totals = Vec::new();
+        for entry in self.arg_keys.iter() {
+            let (key, count) = entry.map_err(map_error(names::ARG_KEYS))?;
+            let mut values = values.remove(&key).unwrap_or_default();
+            values.sort_unstable();
+            let overflow = count.overflow != 0 || count.distinct as usize > values.len();
+            totals.push(ArgTotal { key, values, overflow });
+        }
+        Ok(totals)
+    }
+
     /// The counters of things not recorded, over all cgroups.
     pub fn stats(&self) -> Stats {
         Stats::from_slots(|index| self.stats.get(&index, 0).map(|values| values.iter().sum()).unwrap_or(0))
@@ -290,12 +331,29 @@ fn load_object(config: &Config) -> Result<Ebpf, TracerError> {
     let field_offsets = btf::program_offsets(&btf)?;
     raise_memlock_limit();
     let cgroup_path = cgroup_path_bytes(config.cgroup_path.as_deref());
+    let arg_specs = arg_specs();
     aya::EbpfLoader::new()
         .override_global(offsets::GLOBAL, &field_offsets, true)
         .override_global(names::CGROUP_PATH, &cgroup_path, true)
+        .override_global(names::ARG_SPECS, &arg_specs, true)
         .map_max_entries(names::EVENTS, config.ring_buffer_bytes)
         .load(OBJECT)
         .map_err(|err| TracerError::Load(Box::new(err)))
+}
+
+/// The `ARG_SPECS` global: per native syscall number, the arguments of `syscalls::args` and
+/// their masks. Loaded with the programs, so no call is counted before its arguments are watched.
+fn arg_specs() -> [ArgSpec; SYSCALL_SLOTS] {
+    let mut specs = [ArgSpec::default(); SYSCALL_SLOTS];
+    for pair in crate::syscalls::args::ARG_PAIRS {
+        // A syscall this architecture lacks is never counted under the pair's name either.
+        let Some(number) = crate::syscalls::Arch::host().number(pair.syscall) else { continue };
+        let spec = &mut specs[number as usize];
+        let slot = spec.mask.iter().position(|&mask| mask == 0).expect("ARGS_PER_SYSCALL pairs per syscall at most");
+        spec.mask[slot] = pair.kind.mask();
+        spec.index[slot] = u32::from(pair.index);
+    }
+    specs
 }
 
 /// Checks, without loading anything, that this binary and machine can trace: the programs are
@@ -408,6 +466,17 @@ mod tests {
                 SyscallTotal { number: 39, count: 1, first_seen_ns: 900 }
             ]
         );
+    }
+
+    #[test]
+    fn the_kernel_watches_the_arguments_of_the_one_table() {
+        let specs = arg_specs();
+        let socket = specs[libc::SYS_socket as usize];
+        assert_eq!(socket, ArgSpec { mask: [0xffff_ffff, 0xf], index: [0, 1] });
+        let mmap = specs[libc::SYS_mmap as usize];
+        assert_eq!((mmap.mask[0], mmap.index[0], mmap.mask[1]), (4, 2, 0));
+        let watched = specs.iter().flat_map(|spec| spec.mask).filter(|&mask| mask != 0).count();
+        assert_eq!(watched, crate::syscalls::args::ARG_PAIRS.len());
     }
 
     #[test]

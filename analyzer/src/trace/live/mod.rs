@@ -261,6 +261,7 @@ impl Session {
         drain(self.events.get_mut(), &mut self.recorders);
         self.progress.finish();
         let tables = self.tracer.tables()?;
+        let args = self.tracer.args()?;
         let total = self.tracer.stats();
         if total.lost_events > 0 {
             eprintln!(
@@ -282,7 +283,7 @@ impl Session {
             .into_iter()
             .map(|recorder| {
                 let own = recorder.cgroups().fold(Stats::default(), |sum, cgroup| sum.plus(tracer.stats_of(cgroup)));
-                let mut trace = recorder.finish(&tables, own, unattributed, end_ns);
+                let mut trace = recorder.finish(&tables, &args, own, unattributed, end_ns);
                 if let Some(reason) = signalled {
                     trace.ended_early(reason.to_owned());
                 }

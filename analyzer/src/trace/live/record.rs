@@ -14,8 +14,8 @@ use super::{entry, interpreter};
 use crate::docker::rootfs::Rootfs;
 use crate::syscalls::Arch;
 use crate::trace::ebpf::events::{Event, Header};
-use crate::trace::ebpf::{Stats, SyscallTotal};
-use crate::trace::{FileUse, Phase, PhaseSyscalls, ServingProcess, Trace};
+use crate::trace::ebpf::{ArgTotal, Stats, SyscallTotal};
+use crate::trace::{ArgsSeen, FileUse, Phase, PhaseSyscalls, ServingProcess, Trace};
 
 /// Builds a `Trace` from a live run.
 pub struct Recorder {
@@ -212,12 +212,13 @@ impl Recorder {
         });
     }
 
-    /// Fills the syscall sets from the kernel's tables and closes the trace. `own` counts what the
-    /// kernel could not record for this target's cgroups, `unattributed` what it could not tie to
-    /// any cgroup (it may be this target's too).
+    /// Fills the syscall sets and their argument values from the kernel's tables and closes the
+    /// trace. `own` counts what the kernel could not record for this target's cgroups,
+    /// `unattributed` what it could not tie to any cgroup (it may be this target's too).
     pub fn finish(
         mut self,
         tables: &[(tracer_common::TableKey, Vec<SyscallTotal>)],
+        args: &[ArgTotal],
         own: Stats,
         unattributed: Stats,
         end_ns: u64,
@@ -236,6 +237,17 @@ impl Recorder {
                     set.record(&syscall_name(Arch::host(), total.number), total.count, at);
                 }
             }
+        }
+        for total in args.iter().filter(|total| self.cgroups.contains(&total.key.cgroup)) {
+            let phases = &mut self.trace.phases;
+            let set: &mut PhaseSyscalls = match trace_phase(total.key.phase) {
+                Some(phase) => phases.get_mut(phase),
+                None => &mut phases.runtime_setup,
+            };
+            let Ok(index) = u8::try_from(total.key.index) else { continue };
+            let seen =
+                ArgsSeen { values: [(index, total.values.iter().copied().collect())].into(), overflow: total.overflow };
+            set.record_args(&syscall_name(Arch::host(), u32::from(total.key.syscall)), &seen);
         }
         self.trace.duration_ns = end_ns.saturating_sub(self.start_ns);
         if self.cgroups.is_empty() {
@@ -272,6 +284,17 @@ impl Recorder {
                 "{} processes{whose} entered serving but the kernel's process map was full: their serving syscalls \
                  count as init",
                 stats.process_full
+            ));
+        }
+        if stats.arg_lost > 0 {
+            // Which syscalls lost values is unknown: none of the trace's values can be trusted.
+            for phase in [&mut trace.phases.runtime, &mut trace.phases.init, &mut trace.phases.serving] {
+                phase.args.clear();
+            }
+            trace.warnings.push(format!(
+                "the argument values of {} calls{whose} could not be recorded (the kernel's argument map was full): \
+                 every observed syscall keeps its name-only rule",
+                stats.arg_lost
             ));
         }
         if stats.path_cut > 0 {
@@ -329,7 +352,7 @@ mod tests {
             (key(kernel::SERVING, abi::NATIVE), vec![total(288, 9, 1_500)]),       // accept4
             (TableKey { cgroup: 99, phase: kernel::SERVING, abi: abi::NATIVE }, vec![total(0, 1, 1_600)]),
         ];
-        let trace = recorder().finish(&tables, Stats::default(), Stats::default(), 5_000);
+        let trace = recorder().finish(&tables, &[], Stats::default(), Stats::default(), 5_000);
         assert_eq!(trace.phases.runtime_setup.names(), BTreeSet::from(["mount"]));
         assert_eq!(trace.phases.runtime.names(), BTreeSet::from(["capset"]));
         assert_eq!(trace.phases.init.syscalls.keys().collect::<Vec<_>>(), ["bind"]);
@@ -341,13 +364,38 @@ mod tests {
     }
 
     #[test]
+    fn argument_values_land_in_their_phases_and_a_lost_one_makes_them_all_unknown() {
+        let arg = |cgroup, phase, syscall, index, values: &[u64], overflow| ArgTotal {
+            key: tracer_common::ArgKey { cgroup, phase, syscall, index },
+            values: values.to_vec(),
+            overflow,
+        };
+        let args = vec![
+            arg(82, kernel::SERVING, 41, 0, &[1, 2], false), // socket domain
+            arg(82, kernel::SERVING, 41, 1, &[1], false),    // socket type
+            arg(82, kernel::INIT, 72, 1, &[1, 2, 3], true),  // fcntl command
+            arg(99, kernel::SERVING, 62, 1, &[9], false),    // kill, another cgroup's
+        ];
+        let trace = recorder().finish(&[], &args, Stats::default(), Stats::default(), 2_000);
+        let socket = &trace.phases.serving.args["socket"];
+        assert_eq!(socket.values[&0], BTreeSet::from([1, 2]));
+        assert_eq!(socket.values[&1], BTreeSet::from([1]));
+        assert!(trace.phases.init.args["fcntl"].overflow);
+        assert!(!trace.phases.serving.args.contains_key("kill"), "another cgroup's values are not ours");
+        let lost = Stats { arg_lost: 1, ..Stats::default() };
+        let trace = recorder().finish(&[], &args, lost, Stats::default(), 2_000);
+        assert!(trace.phases.serving.args.is_empty() && trace.phases.init.args.is_empty());
+        assert!(trace.warnings[0].contains("keeps its name-only rule"), "{:?}", trace.warnings);
+    }
+
+    #[test]
     fn the_marker_fires_once_and_losses_are_reported() {
         let mut recorder = recorder();
         recorder.on_event(&Event::Phase { header: header(kernel::SERVING, 82, 2_000), cause: 232, process: 0 });
         recorder.on_event(&Event::Phase { header: header(kernel::SERVING, 82, 3_000), cause: 232, process: 0 });
         let own = Stats { lost_events: 4, ..Stats::default() };
         let unattributed = Stats { lost_events: 2, ..Stats::default() };
-        let trace = recorder.finish(&[], own, unattributed, 4_000);
+        let trace = recorder.finish(&[], &[], own, unattributed, 4_000);
         assert!(trace.phase_marker.fired);
         assert_eq!(trace.phase_marker.at_ns, Some(1_000));
         assert_eq!(trace.phase_marker.detail.as_deref(), Some("fired on syscall epoll_wait"));
@@ -370,7 +418,7 @@ mod tests {
         recorder.on_event(&moved(2_500, 20, cause::FORK, 21));
         recorder.on_event(&moved(3_000, 30, cause::UPROBE, 30));
         recorder.on_event(&moved(3_100, 30, cause::UPROBE, 30));
-        let trace = recorder.finish(&[], Stats::default(), Stats::default(), 4_000);
+        let trace = recorder.finish(&[], &[], Stats::default(), Stats::default(), 4_000);
         let marker = &trace.phase_marker;
         assert_eq!((marker.fired, marker.at_ns, marker.pid), (true, Some(1_000), Some(20)), "the first firing");
         let moved: Vec<_> = marker.serving_processes.iter().map(|p| (p.pid, p.at_ns, p.forked_by)).collect();
@@ -394,7 +442,7 @@ mod tests {
             interp: "/bin/sh".into(),
         };
         recorder.on_event(&script);
-        let trace = recorder.finish(&[], Stats::default(), Stats::default(), 2_000);
+        let trace = recorder.finish(&[], &[], Stats::default(), Stats::default(), 2_000);
         let paths: Vec<_> = trace.executables.iter().map(|file| (file.path.as_str(), file.phase)).collect();
         assert_eq!(
             paths,
