@@ -164,7 +164,8 @@ impl AfterTrace {
 pub fn run(args: Args) -> Result<Outcome> {
     let trace = Trace::read(&args.trace)?;
     let dir = args.output.clone().unwrap_or_else(|| args.trace.parent().unwrap_or(".".as_ref()).to_path_buf());
-    pipeline::claim(&dir, false, true)?;
+    let with_trace = !pipeline::holds_trace(&dir, &args.trace);
+    pipeline::claim(&dir, with_trace, true)?;
     // Without --serving-entry, the entry `auto` derived from the trace's stack, if any.
     let entries = if args.serving_entry.is_empty() {
         trace.phase_marker.serving_entry.iter().map(EntrySpec::derived).collect()
@@ -181,5 +182,8 @@ pub fn run(args: Args) -> Result<Outcome> {
         analysis: analysis.as_ref(),
     };
     pipeline::write_outputs(&request, &Printer)?;
+    if with_trace {
+        pipeline::write_trace(&dir, &trace, &Printer)?;
+    }
     Ok(Outcome::Clean)
 }
