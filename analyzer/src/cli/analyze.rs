@@ -20,7 +20,8 @@ use crate::trace::Trace;
 /// closure, from the container's files (the host's only for a `trace --exec` trace, whose
 /// programs ran on the host), and writes analysis.json, seccomp-init.json, seccomp-serving.json
 /// and seccomp.json. Each phase allows what was observed in it or is reachable in it;
-/// analysis.json says which, for every syscall.
+/// analysis.json says which, for every syscall. A directory other than the trace's gets a copy
+/// of trace.json too: `enforce` and `verify --enforce` switch where its stack put the serving entry.
 #[derive(clap::Args)]
 pub struct Args {
     /// The trace (`trace.json` from `trace` or `import`).
