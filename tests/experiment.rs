@@ -65,6 +65,13 @@ fn the_nginx_bookworm_cell_is_judged_by_its_suite_with_nothing_denied() {
         assert_eq!(recall, 1.0, "{phase}: observed but not allowed; {:#}", cell["scores"]);
     }
 
+    // `verify --enforce` switched where the trace's stack put the serving entry: the profile
+    // directory, written by `analyze -o` apart from the trace, holds the trace and its entry,
+    // found running in nginx itself.
+    let profiles = out.path().join("cells/nginx-bookworm/profile");
+    let entry = seccomp_refine::enforce::derived_entry(&profiles).expect("the profiles' trace has a serving entry");
+    assert_eq!(entry.program.as_deref(), Some("/usr/sbin/nginx"), "{entry:?}");
+
     let markdown = std::fs::read_to_string(out.path().join("EXPERIMENTS.md")).unwrap();
     assert!(markdown.contains("| nginx | bookworm |"), "{markdown}");
     let svg = std::fs::read_to_string(out.path().join("docs/experiments.svg")).unwrap();

@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use seccomp_refine::syscalls::Arch;
-use seccomp_refine::trace::{FileUse, Phase, Source, Target, Trace};
+use seccomp_refine::trace::{FileUse, FunctionRef, Phase, ServingEntry, Source, Target, Trace};
 
 use crate::util::{
     Container, docker_missing, eventually, image_missing, output, read_json, seccomp_refine, stderr, stdout,
@@ -521,4 +521,103 @@ fn programs_exec_d_before_serving_serve_whole_when_serving_can_exec() {
     let sh = programs.iter().find(|report| report["path"] == "/bin/sh").expect("the shell was analysed");
     assert_eq!(sh["serving_syscalls"], sh["init_syscalls"], "{sh}");
     assert_eq!(sh["serving_entry"], "the whole program (serving can exec it again)");
+}
+
+/// A serving loop in a library, as libapr's poll is apache's.
+const LOOP_LIBRARY_C: &str = "#include <unistd.h>\n#include <sys/syscall.h>\n\
+                              void serve_loop(void) { syscall(SYS_getppid); }\n";
+/// A program that runs the library's loop.
+const LOOP_PROGRAM_C: &str = "void serve_loop(void);\n\
+                              int main(int argc, char **argv) { if (argc > 5) serve_loop(); return 0; }\n";
+
+/// `libloop.so` and the programs `names`, each linked to it (found through DT_RUNPATH).
+fn loop_programs(dir: &Path, names: &[&str]) -> (PathBuf, Vec<PathBuf>) {
+    let library = compile(dir, "libloop.so", LOOP_LIBRARY_C, &["-shared", "-fPIC"]);
+    let link = ["-L", dir.to_str().unwrap(), "-lloop", &format!("-Wl,-rpath,{}", dir.display())];
+    let programs = names.iter().map(|name| compile(dir, name, LOOP_PROGRAM_C, &link)).collect();
+    (library, programs)
+}
+
+/// A trace of `programs` exec'd during init, in that order, with the serving entry `auto`
+/// derived at `serve_loop` in `library` from the stack of a process running `server`.
+fn trace_with_derived_entry(dir: &Path, programs: &[&str], library: &Path, server: &Path) -> (PathBuf, ServingEntry) {
+    let symbols = output(Command::new("nm").args(["-D", "--defined-only"]).arg(library));
+    let address = stdout(&symbols)
+        .lines()
+        .find_map(|line| line.strip_suffix(" T serve_loop").map(|address| u64::from_str_radix(address, 16).unwrap()))
+        .expect("libloop.so defines serve_loop");
+    let entry = ServingEntry {
+        entry: FunctionRef { function: "serve_loop".into(), binary: library.display().to_string(), address },
+        callers: Vec::new(),
+        found_at: "the first epoll_wait after listen that blocked (pid 2)".into(),
+        stack: Vec::new(),
+        program: Some(server.display().to_string()),
+    };
+    let mut trace = Trace::new(Source::Ebpf, Arch::X86_64, "test".into(), Target::default());
+    for (pid, path) in (1..).zip(programs) {
+        trace.executables.push(FileUse {
+            path: (*path).to_owned(),
+            phase: Phase::Init,
+            pid,
+            first_seen_ns: u64::from(pid),
+            comm: None,
+        });
+    }
+    trace.phase_marker.spec = "auto".into();
+    trace.phase_marker.serving_entry = Some(entry.clone());
+    let path = dir.join("trace.json");
+    trace.write(&path).unwrap();
+    (path, entry)
+}
+
+/// `enforce` and `verify --enforce` switch where the trace's stack put the serving entry, reading
+/// it from the profile directory: `analyze -o` elsewhere used to leave it behind with the trace,
+/// and `auto` then looked for the known servers' functions (apache2 and lighttpd have none).
+#[test]
+fn a_profile_directory_apart_from_its_trace_keeps_the_serving_entry_the_stack_gave() {
+    require!(missing_tool("gcc"));
+    let dir = tempfile::tempdir().unwrap();
+    let (library, programs) = loop_programs(dir.path(), &["server"]);
+    let (trace, entry) = trace_with_derived_entry(dir.path(), &[programs[0].to_str().unwrap()], &library, &programs[0]);
+    let profiles = dir.path().join("profiles");
+    let out = output(
+        seccomp_refine()
+            .arg("analyze")
+            .arg(&trace)
+            .args(["--rootfs", "/", "--cache-dir"])
+            .arg(dir.path().join("cache"))
+            .arg("-o")
+            .arg(&profiles),
+    );
+    assert!(out.status.success(), "analyze: {}{}", stdout(&out), stderr(&out));
+    assert!(profiles.join("seccomp-serving.json").is_file());
+    assert_eq!(seccomp_refine::enforce::derived_entry(&profiles), Some(entry));
+    // In the trace's own directory the trace is left as it is.
+    let modified = || std::fs::metadata(&trace).unwrap().modified().unwrap();
+    let before = modified();
+    let out = output(seccomp_refine().arg("analyze").arg(&trace).args(["--rootfs", "/", "--force", "--no-cache"]));
+    assert!(out.status.success(), "analyze: {}{}", stdout(&out), stderr(&out));
+    assert_eq!(modified(), before);
+}
+
+/// The server is the program whose stack gave the serving entry, not the first program that
+/// loads the entry's library nor the last one exec'd (lighttpd's configuration runs perl after
+/// lighttpd starts).
+#[test]
+fn the_server_is_the_program_the_serving_entry_was_found_running_in() {
+    require!(missing_tool("gcc"));
+    let dir = tempfile::tempdir().unwrap();
+    let (library, programs) = loop_programs(dir.path(), &["helper", "server"]);
+    let (helper, server) = (programs[0].to_str().unwrap(), programs[1].to_str().unwrap());
+    let (trace, _) = trace_with_derived_entry(dir.path(), &[helper, server, "/bin/sh"], &library, &programs[1]);
+    let analysis = analyze(&trace, &["--rootfs", "/"]);
+    let programs = analysis["static"]["programs"].as_array().unwrap();
+    let entry_of = |path: &str| {
+        let report = programs.iter().find(|report| report["path"] == path).unwrap_or_else(|| panic!("{path} analysed"));
+        report["serving_entry"].as_str().unwrap_or_default().to_owned()
+    };
+    assert!(entry_of(server).contains("serve_loop"), "{programs:#?}");
+    for other in [helper, "/bin/sh"] {
+        assert!(!entry_of(other).contains("serve_loop"), "{other} does not serve from the entry: {programs:#?}");
+    }
 }

@@ -167,6 +167,8 @@ fn auto_finds_the_serving_entry_of_an_unknown_server_in_its_stack() {
     assert_eq!(derived["entry"]["function"], "handle_events", "{marker}");
     assert_eq!(derived["callers"][0]["function"], "serve", "{marker}");
     assert_eq!(derived["entry"]["binary"], program.to_str().unwrap());
+    // The program the stack was taken in: the static side's server.
+    assert_eq!(derived["program"], program.to_str().unwrap(), "{marker}");
     assert!(stderr(&out).contains("serving entry handle_events (event_server+0x"), "{}", stderr(&out));
     // The static analysis serves from there: the set-up before the loop is init only.
     let analysis = read_json(&out_dir.join("analysis.json"));

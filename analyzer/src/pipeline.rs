@@ -279,6 +279,16 @@ pub fn write_trace(dir: &Path, trace: &Trace, progress: &dyn Progress) -> Result
     Ok(path)
 }
 
+/// Whether `dir` already holds `trace` as its `trace.json`. A profile directory written apart
+/// from its trace gets a copy: `enforce` and `verify --enforce` switch where the trace's stack put
+/// the serving entry, and find it only there.
+pub fn holds_trace(dir: &Path, trace: &Path) -> bool {
+    match (std::fs::canonicalize(dir.join("trace.json")), std::fs::canonicalize(trace)) {
+        (Ok(held), Ok(trace)) => held == trace,
+        _ => false,
+    }
+}
+
 /// Refuses, before any work, a profile directory where an output would replace an existing file
 /// without `--force` or go through a symlink: a trace must not be recorded only to be refused.
 /// `write_trace`: the command records `trace.json` too; `analysis`: it writes `analysis.json`.

@@ -226,7 +226,7 @@ fn run(arch: Arch, files: &Rootfs, options: &Options, plan: &Plan<'_>) -> anyhow
     }
     let mut analysis = empty(arch, &store, warnings);
     let programs: Vec<Program<'_>> = processes.iter().map(|process| Program::build(&store, process)).collect();
-    let server = if plan.server_elsewhere { None } else { server_index(&programs, options) };
+    let server = if plan.server_elsewhere { None } else { server_index(&processes, &programs, options) };
     let mut roles: Vec<phases::Role<'_>> = processes
         .iter()
         .enumerate()
@@ -278,9 +278,33 @@ fn can_exec(arch: Arch, phase: &phases::PhaseResult) -> bool {
         .any(|number| phase.syscalls.contains_key(&(false, number)))
 }
 
-/// The process that serves: the one defining a given or known serving entry, else the last
-/// program exec'd (the entrypoint chain ends by exec'ing the server).
-fn server_index(programs: &[Program<'_>], options: &Options) -> Option<usize> {
+/// The process that serves: the program a derived entry was found running in; else the one
+/// defining a given or known serving entry; else the one loading a given entry's file (its
+/// serving then allows what its init reaches); else the last program exec'd (the entrypoint
+/// chain ends by exec'ing the server). A program exec'd after the server — a helper its
+/// configuration runs — never stands in for the server an entry names.
+fn server_index(processes: &[Process], programs: &[Program<'_>], options: &Options) -> Option<usize> {
+    let executable = |position: usize| {
+        let program = &programs[position];
+        [processes[position].name.as_str(), program.module(program.exe).path.as_str()]
+    };
+    let running = options
+        .serving_entries
+        .iter()
+        .filter_map(|spec| spec.program.as_deref())
+        .find_map(|found| (0..programs.len()).find(|&position| executable(position).contains(&found)));
+    if running.is_some() {
+        return running;
+    }
+    let loads = |program: &Program<'_>| {
+        let files: Vec<&str> =
+            (0..program.modules.len() as u16).map(|module| program.module(module).path.as_str()).collect();
+        options
+            .serving_entries
+            .iter()
+            .filter_map(|spec| spec.binary.as_deref())
+            .any(|binary| files.iter().any(|&path| path == binary || graph::basename(path) == binary))
+    };
     let defines = |program: &Program<'_>| {
         if options.serving_entries.is_empty() {
             let exe = &program.module(program.exe).summary;
@@ -289,7 +313,7 @@ fn server_index(programs: &[Program<'_>], options: &Options) -> Option<usize> {
             options.serving_entries.iter().any(|spec| phases::symbol_roots(program, spec).is_some())
         }
     };
-    programs.iter().position(defines).or(programs.len().checked_sub(1))
+    programs.iter().position(defines).or_else(|| programs.iter().position(loads)).or(programs.len().checked_sub(1))
 }
 
 fn empty(arch: Arch, store: &loader::Store, warnings: Vec<String>) -> StaticAnalysis {

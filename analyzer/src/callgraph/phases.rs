@@ -29,6 +29,8 @@ pub struct EntrySpec {
     pub binary: Option<String>,
     /// The callers whose code after the call serves; empty: every caller.
     pub callers: Vec<EntrySpec>,
+    /// The executable of the process the entry was found running in (a derived entry).
+    pub program: Option<String>,
 }
 
 impl EntrySpec {
@@ -38,8 +40,13 @@ impl EntrySpec {
             symbol: function.function.clone(),
             binary: Some(function.binary.clone()),
             callers: Vec::new(),
+            program: None,
         };
-        EntrySpec { callers: entry.callers.iter().map(spec).collect(), ..spec(&entry.entry) }
+        EntrySpec {
+            callers: entry.callers.iter().map(spec).collect(),
+            program: entry.program.clone(),
+            ..spec(&entry.entry)
+        }
     }
 }
 
@@ -54,7 +61,7 @@ impl std::str::FromStr for EntrySpec {
         if symbol.is_empty() || binary.as_deref() == Some("") {
             return Err(format!("`{text}` is not SYMBOL or SYMBOL@BINARY"));
         }
-        Ok(EntrySpec { symbol: symbol.to_owned(), binary, callers: Vec::new() })
+        Ok(EntrySpec { symbol: symbol.to_owned(), binary, callers: Vec::new(), program: None })
     }
 }
 
@@ -620,7 +627,12 @@ mod tests {
         let spec: EntrySpec = "aeMain@redis-server".parse().unwrap();
         assert_eq!(
             spec,
-            EntrySpec { symbol: "aeMain".into(), binary: Some("redis-server".into()), callers: Vec::new() }
+            EntrySpec {
+                symbol: "aeMain".into(),
+                binary: Some("redis-server".into()),
+                callers: Vec::new(),
+                program: None
+            }
         );
         assert_eq!("serve".parse::<EntrySpec>().unwrap().binary, None);
         assert_eq!("@x".parse::<EntrySpec>().unwrap_err(), "`@x` is not SYMBOL or SYMBOL@BINARY");

@@ -20,7 +20,8 @@ use crate::trace::Trace;
 /// closure, from the container's files (the host's only for a `trace --exec` trace, whose
 /// programs ran on the host), and writes analysis.json, seccomp-init.json, seccomp-serving.json
 /// and seccomp.json. Each phase allows what was observed in it or is reachable in it;
-/// analysis.json says which, for every syscall.
+/// analysis.json says which, for every syscall. A directory other than the trace's gets a copy
+/// of trace.json too: `enforce` and `verify --enforce` switch where its stack put the serving entry.
 #[derive(clap::Args)]
 pub struct Args {
     /// The trace (`trace.json` from `trace` or `import`).
@@ -164,7 +165,8 @@ impl AfterTrace {
 pub fn run(args: Args) -> Result<Outcome> {
     let trace = Trace::read(&args.trace)?;
     let dir = args.output.clone().unwrap_or_else(|| args.trace.parent().unwrap_or(".".as_ref()).to_path_buf());
-    pipeline::claim(&dir, false, true)?;
+    let with_trace = !pipeline::holds_trace(&dir, &args.trace);
+    pipeline::claim(&dir, with_trace, true)?;
     // Without --serving-entry, the entry `auto` derived from the trace's stack, if any.
     let entries = if args.serving_entry.is_empty() {
         trace.phase_marker.serving_entry.iter().map(EntrySpec::derived).collect()
@@ -181,5 +183,8 @@ pub fn run(args: Args) -> Result<Outcome> {
         analysis: analysis.as_ref(),
     };
     pipeline::write_outputs(&request, &Printer)?;
+    if with_trace {
+        pipeline::write_trace(&dir, &trace, &Printer)?;
+    }
     Ok(Outcome::Clean)
 }

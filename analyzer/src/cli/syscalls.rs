@@ -44,8 +44,12 @@ struct Report<'a> {
 pub fn run(args: Args) -> Result<Outcome> {
     let rootfs = Rootfs::dir(&args.rootfs)
         .with_context(|| format!("cannot use {} as a root filesystem", args.rootfs.display()))?;
-    let entry =
-        args.entry.as_deref().map(|symbol| EntrySpec { symbol: symbol.to_owned(), binary: None, callers: Vec::new() });
+    let entry = args.entry.as_deref().map(|symbol| EntrySpec {
+        symbol: symbol.to_owned(),
+        binary: None,
+        callers: Vec::new(),
+        program: None,
+    });
     let options = args.analysis.options(Vec::new());
     let found = callgraph::analyze_programs(&args.files, &rootfs, entry.as_ref(), &options)?;
     let names: Vec<&str> = found.init.keys().map(String::as_str).collect();

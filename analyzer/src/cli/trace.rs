@@ -232,7 +232,7 @@ pub fn default_output(name: &str) -> PathBuf {
 async fn finish(trace: &Trace, dir: &Path, args: &Args, files: &Files) -> Result<()> {
     let marker_entry = match &args.phase_marker {
         MarkerSpec::Symbol { function, binary } => {
-            Some(EntrySpec { symbol: function.clone(), binary: binary.clone(), callers: Vec::new() })
+            Some(EntrySpec { symbol: function.clone(), binary: binary.clone(), callers: Vec::new(), program: None })
         }
         _ => trace.phase_marker.serving_entry.as_ref().map(EntrySpec::derived),
     };

@@ -970,4 +970,32 @@ after failed: failed+0x5..work returns
 ",
         );
     }
+
+    /// lighttpd's `main`: a check run once (its privileges: getuid, getegid), then a restart
+    /// loop around the server's setup and its serving loop. What follows the serving loop's
+    /// return is the loop from its head — the setup again — but never the check before it.
+    #[test]
+    fn a_restart_loop_continues_from_its_head_not_from_before_it() {
+        check_continuations(
+            "
+.globl main
+main: call check
+  again:
+    call setup
+    call serve
+    test %eax, %eax
+    jne again
+    ret
+check: ret
+setup: ret
+serve: ret
+",
+            "main",
+            "
+after main: again..again+0x5 again+0x5..again+0xa again+0xa..again+0xe again+0xe..check returns
+after again: again..again+0x5 again+0x5..again+0xa again+0xa..again+0xe again+0xe..check returns
+after again+0x5: again..again+0x5 again+0x5..again+0xa again+0xa..again+0xe again+0xe..check returns
+",
+        );
+    }
 }

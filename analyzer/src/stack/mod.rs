@@ -113,6 +113,7 @@ pub fn derive(
             callers: vec![reference(summary, looping, path)],
             found_at: found_at.to_owned(),
             stack,
+            program: None,
         });
     }
     Err(format!(

@@ -306,6 +306,10 @@ pub struct ServingEntry {
     pub found_at: String,
     /// The unwound frames, innermost first (`file!function+0xoffset`).
     pub stack: Vec<String>,
+    /// The executable of the process the stack was taken in: the program that serves, where
+    /// the entry's file is a library other programs load too (absent in older traces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
 }
 
 impl std::fmt::Display for ServingEntry {

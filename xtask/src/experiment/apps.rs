@@ -64,10 +64,10 @@ B="http://$SECCOMP_REFINE_HOST:$SECCOMP_REFINE_PORT"
 C="${SECCOMP_REFINE_CONTAINER:-$(docker ps -q | xargs docker inspect -f '{{.Id}} {{.NetworkSettings.IPAddress}}' | awk -v ip="$SECCOMP_REFINE_HOST" '$2 == ip { print $1 }')}"
 step() { name=$1; shift; echo "== $name" >>"$SUITE_LOG"; if "$@" >>"$SUITE_LOG" 2>&1; then echo "[ok]: $name"; else echo "[err]: $name"; fi; }
 code() { curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$@"; }
-serving() { for i in $(seq 100); do [ "$(code "$B/")" = 200 ] && return 0; sleep 0.1; done; return 1; }
+serving() { for i in $(seq 600); do [ "$(code "$B/")" = 200 ] && return 0; sleep 0.1; done; return 1; }
 up=$(docker run -d --rm --log-opt max-size=1m --label io.seccomp-refine.experiment=1 -p "$SUITE_UPSTREAM:$SECCOMP_REFINE_PORT" "$SUITE_IMAGE") || exit 1
 trap 'docker rm -f "$up" >/dev/null 2>&1' EXIT
-for i in $(seq 100); do [ "$(code "http://$SUITE_UPSTREAM/")" = 200 ] && break; sleep 0.1; done
+for i in $(seq 600); do [ "$(code "http://$SUITE_UPSTREAM/")" = 200 ] && break; sleep 0.1; done
 index() { curl -fsS --max-time 10 "$B/" | grep -q 'seccomp-refine experiment'; }
 head_only() { curl -fsSI --max-time 10 "$B/" | grep -qi '^content-length'; }
 small() { [ "$(curl -fsS --max-time 10 "$B/files/small.txt" | wc -l)" = 20000 ]; }

@@ -92,7 +92,9 @@ pub struct Cell {
     /// Denied while the suite ran under the profiles: the "missing" syscalls.
     pub denied_suite: Vec<String>,
     pub suite: SuiteResult,
-    /// `seccomp-refine diff` against the previous release's profiles, per phase: (added, removed).
+    /// Names allowed per phase that the nearest older release's cell did not allow, and the
+    /// reverse; set by the report from the cells it writes, so a cell measured again moves its
+    /// neighbours' changes too.
     #[serde(default)]
     pub diff_from_previous: Vec<PhaseDiff>,
     /// Median over rounds.
@@ -257,23 +259,22 @@ fn one_round(setup: &Setup<'_>, suite: &suite::Prepared<'_>, port: u16) -> Resul
     let started = Instant::now();
     let out = work.join("suite-traced.out");
     let log = work.join("suite-traced.log");
-    output(
-        tool()
-            .args([
-                "trace",
-                "--force",
-                "--no-static",
-                "--duration",
-                "7200s",
-                "--workload",
-                &suite.command_line(&out, &log),
-            ])
-            .arg(setup.image)
-            .arg("-o")
-            .arg(&suite_trace_dir)
-            .envs(suite.env(setup.image, &log)),
-    )
-    .with_context(|| format!("trace of {} with its suite", setup.image))?;
+    let _ = std::fs::remove_file(suite_trace_dir.join("trace.json"));
+    let traced = tool()
+        .args(["trace", "--force", "--no-static", "--duration", "7200s", "--workload", &suite.command_line(&out, &log)])
+        .arg(setup.image)
+        .arg("-o")
+        .arg(&suite_trace_dir)
+        .envs(suite.env(setup.image, &log))
+        .output()
+        .context("cannot run seccomp-refine trace")?;
+    // The suite's last test stops the server, and a server that exits non-zero then (lighttpd
+    // 1.4.59 answers SIGINT with 1, with no profile too) ends the trace as an early exit, with
+    // everything recorded written: what the container did is still what this step is for, and
+    // the exit code is the suite's stop test's to judge.
+    if !traced.status.success() && !suite_trace_dir.join("trace.json").is_file() {
+        bail!("trace of {} with its suite failed: {}", setup.image, String::from_utf8_lossy(&traced.stderr).trim());
+    }
     timed("suite (traced)", started);
 
     let allowed = Sets {
@@ -434,35 +435,6 @@ fn versions(image: &str, package: &str) -> Result<(String, String)> {
     Ok((format!("{package} {}", version(package)?), version("libc6")?))
 }
 
-/// `seccomp-refine diff OLD NEW` of two profile directories, per phase.
-pub fn diff(seccomp_refine: &Path, old: &Path, new: &Path) -> Result<Vec<PhaseDiff>> {
-    let out = Command::new(seccomp_refine).arg("diff").arg(old).arg(new).output().context("cannot run diff")?;
-    // 0: equal, 1: they differ.
-    if out.status.code().is_none_or(|code| code > 1) {
-        bail!("diff {} {} failed: {}", old.display(), new.display(), String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(parse_diff(&String::from_utf8_lossy(&out.stdout)))
-}
-
-/// Reads `diff`'s output: `PHASE: …` headers, then `  + NAME` and `  - NAME` lines.
-fn parse_diff(text: &str) -> Vec<PhaseDiff> {
-    let mut phases: Vec<PhaseDiff> = Vec::new();
-    for line in text.lines() {
-        if let Some(name) = line.strip_prefix("  + ") {
-            if let Some(phase) = phases.last_mut() {
-                phase.added.push(name.to_owned());
-            }
-        } else if let Some(name) = line.strip_prefix("  - ") {
-            if let Some(phase) = phases.last_mut() {
-                phase.removed.push(name.to_owned());
-            }
-        } else if let Some((phase, _)) = line.split_once(':') {
-            phases.push(PhaseDiff { phase: phase.to_owned(), added: Vec::new(), removed: Vec::new() });
-        }
-    }
-    phases
-}
-
 /// Where a cell's files go.
 pub fn work_dir(root: &Path, app: &str, release: &str) -> PathBuf {
     root.join(format!("{app}-{release}"))
@@ -471,18 +443,6 @@ pub fn work_dir(root: &Path, app: &str, release: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn diff_output_is_read_per_phase() {
-        let text = "init: same 80 syscalls\nserving: +2 -1 (70 → 71 syscalls)\n  + openat2\n  + statx\n  - stat\n";
-        let phases = parse_diff(text);
-        assert_eq!(phases.len(), 2);
-        assert!(phases[0].added.is_empty() && phases[0].removed.is_empty());
-        assert_eq!(
-            (phases[1].added.clone(), phases[1].removed.clone()),
-            (vec!["openat2".into(), "statx".into()], vec!["stat".into()])
-        );
-    }
 
     #[test]
     fn scores_weigh_extra_and_missing_names() {

@@ -144,16 +144,7 @@ fn measure(
 ) -> Result<cell::Cell> {
     let work = cell::work_dir(cells_dir, app.name, release);
     let setup = cell::Setup { seccomp_refine, app, release, image, work: &work, image_seconds: *image_seconds };
-    let mut cell = cell::run(&setup, rounds)?;
-    // The version table's changes: against the nearest older release measured in the same place.
-    let position = RELEASES.iter().position(|&other| other == release).unwrap_or(0);
-    let older = RELEASES[..position].iter().rev();
-    if let Some(previous) =
-        older.map(|other| cell::work_dir(cells_dir, app.name, other).join("profile")).find(|dir| dir.is_dir())
-    {
-        cell.diff_from_previous = cell::diff(seccomp_refine, &previous, &work.join("profile"))?;
-    }
-    Ok(cell)
+    cell::run(&setup, rounds)
 }
 
 /// `seccomp-refine/APP:RELEASE`, imported from a cached debootstrap tarball. The recipe's hash is

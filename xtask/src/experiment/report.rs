@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::RELEASES;
-use super::cell::{Cell, Score};
+use super::cell::{Cell, PhaseDiff, Score};
 use super::suite::same_test;
 use crate::bench::plot::Bar;
 use crate::bench::report::Machine;
@@ -26,6 +26,8 @@ pub struct Failure {
 pub fn write(out: &Path, measured: &[Cell], failures: &[Failure]) -> Result<String> {
     let json_path = out.join("EXPERIMENTS.json");
     let mut cells = previous_cells(&json_path);
+    // A cell that failed this time is not shown with what an earlier run measured.
+    cells.retain(|old| !failures.iter().any(|failure| (&failure.app, &failure.release) == (&old.app, &old.release)));
     for cell in measured {
         cells.retain(|old| (&old.app, &old.release) != (&cell.app, &cell.release));
         cells.push(cell.clone());
@@ -43,6 +45,7 @@ pub fn write(out: &Path, measured: &[Cell], failures: &[Failure]) -> Result<Stri
     }
     let release_order = |release: &str| RELEASES.iter().position(|&known| known == release);
     cells.sort_by(|a, b| a.app.cmp(&b.app).then(release_order(&a.release).cmp(&release_order(&b.release))));
+    changes_between_releases(&mut cells);
     let machine = Machine::describe();
     let markdown = markdown(&machine, &cells, failures)?;
     std::fs::write(out.join("EXPERIMENTS.md"), &markdown).context("cannot write EXPERIMENTS.md")?;
@@ -55,6 +58,31 @@ pub fn write(out: &Path, measured: &[Cell], failures: &[Failure]) -> Result<Stri
     std::fs::create_dir_all(out.join("docs"))?;
     std::fs::write(out.join("docs/experiments.svg"), chart(&cells)).context("cannot write docs/experiments.svg")?;
     Ok(markdown)
+}
+
+/// Each cell's changes from the nearest older release of the same application among `cells`
+/// (sorted by application, then release): the names allowed per phase added and removed, as
+/// `seccomp-refine diff` of the two profile directories lists them.
+fn changes_between_releases(cells: &mut [Cell]) {
+    for index in 0..cells.len() {
+        let (older, rest) = cells.split_at_mut(index);
+        let cell = &mut rest[0];
+        cell.diff_from_previous = match older.last().filter(|previous| previous.app == cell.app) {
+            Some(previous) => [
+                ("init", &previous.allowed.init, &cell.allowed.init),
+                ("serving", &previous.allowed.serving, &cell.allowed.serving),
+                ("container", &previous.allowed.container, &cell.allowed.container),
+            ]
+            .into_iter()
+            .map(|(phase, before, after)| PhaseDiff {
+                phase: phase.to_owned(),
+                added: after.difference(before).cloned().collect(),
+                removed: before.difference(after).cloned().collect(),
+            })
+            .collect(),
+            None => Vec::new(),
+        };
+    }
 }
 
 fn previous_cells(path: &Path) -> Vec<Cell> {
@@ -200,10 +228,7 @@ fn markdown(machine: &Machine, cells: &[Cell], failures: &[Failure]) -> Result<S
     let apps: BTreeSet<&str> = cells.iter().map(|cell| cell.app.as_str()).collect();
     for app in apps {
         writeln!(out, "### {app}\n")?;
-        writeln!(
-            out,
-            "| release | glibc | package | init | serving | container | changes from the release before (`seccomp-refine diff`) |"
-        )?;
+        writeln!(out, "| release | glibc | package | init | serving | container | changes from the release before |")?;
         writeln!(out, "|---|---|---|---:|---:|---:|---|")?;
         for cell in cells.iter().filter(|cell| cell.app == app) {
             let changes: Vec<String> = cell
@@ -258,4 +283,55 @@ fn markdown(machine: &Machine, cells: &[Cell], failures: &[Failure]) -> Result<S
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiment::cell::{Scores, Sets};
+
+    fn cell(release: &str, serving: &[&str]) -> Cell {
+        let names = |names: &[&str]| names.iter().map(|&name| name.to_owned()).collect::<BTreeSet<_>>();
+        let score = Score { precision: 1.0, recall: 1.0, f1: 1.0 };
+        Cell {
+            app: "nginx".into(),
+            release: release.into(),
+            image: format!("seccomp-refine/nginx:{release}"),
+            glibc: String::new(),
+            package: String::new(),
+            suite_source: None,
+            docker_default: 0,
+            allowed: Sets { init: names(&["read"]), serving: names(serving), container: names(&["read"]) },
+            observed: Sets::default(),
+            scores: Scores { init: score, serving: score, container: score },
+            denied_verify: Vec::new(),
+            denied_enforce: None,
+            enforce: String::new(),
+            denied_suite: Vec::new(),
+            suite: Default::default(),
+            diff_from_previous: Vec::new(),
+            times: Vec::new(),
+            binary: String::new(),
+            rounds: 1,
+        }
+    }
+
+    /// One cell measured again moves the changes on both sides of it, in one write.
+    #[test]
+    fn changes_follow_the_cells_written_and_not_the_run_that_measured_them() {
+        let changes = |cell: &Cell| -> Vec<(String, Vec<String>, Vec<String>)> {
+            let serving = cell.diff_from_previous.iter().filter(|phase| phase.phase == "serving");
+            serving.map(|phase| (phase.phase.clone(), phase.added.clone(), phase.removed.clone())).collect()
+        };
+        let mut cells =
+            vec![cell("bullseye", &["read", "stat"]), cell("bookworm", &["read", "statx"]), cell("trixie", &["read"])];
+        changes_between_releases(&mut cells);
+        assert!(cells[0].diff_from_previous.is_empty());
+        assert_eq!(changes(&cells[1]), [("serving".into(), vec!["statx".into()], vec!["stat".into()])]);
+        assert_eq!(changes(&cells[2]), [("serving".into(), vec![], vec!["statx".into()])]);
+        cells[1] = cell("bookworm", &["read", "stat"]);
+        changes_between_releases(&mut cells);
+        assert_eq!(changes(&cells[1]), [("serving".into(), vec![], vec![])]);
+        assert_eq!(changes(&cells[2]), [("serving".into(), vec![], vec!["stat".into()])]);
+    }
 }

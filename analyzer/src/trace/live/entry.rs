@@ -69,7 +69,14 @@ pub fn derive(
         summaries.push(analysed);
     }
     let summaries: Vec<Option<&ModuleSummary>> = summaries.iter().map(Option::as_ref).collect();
-    let entry = stack::derive(&frames, &mappings, &summaries, found_at)?;
+    let mut entry = stack::derive(&frames, &mappings, &summaries, found_at)?;
+    // The program is the application file that asks for a loader: libraries do not, but for
+    // the C runtime's own, which is not the application's.
+    entry.program = mappings
+        .iter()
+        .map(|mapping| &mapping.path)
+        .find(|path| stack::is_application(path) && super::interpreter::of(rootfs, path).is_some())
+        .cloned();
     let uprobe = mappings.iter().find(|mapping| mapping.path == entry.entry.binary).and_then(|mapping| {
         let offset = stack::file_offset(mapping.bytes, entry.entry.address)?;
         Some((rootfs.host_path(&mapping.path)?, offset))
