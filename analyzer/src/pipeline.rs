@@ -311,8 +311,6 @@ fn directory_label(dir: &Path) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
     use crate::callgraph::Resolution;
     use crate::syscalls::Arch;
@@ -331,14 +329,8 @@ mod tests {
         let mut trace = Trace::new(Source::Ebpf, Arch::X86_64, "6.18".into(), Target::default());
         trace.phases.init.record("openat", 3, 10);
         let found = StaticAnalysis {
-            arch: Arch::X86_64,
-            programs: Vec::new(),
-            modules: Vec::new(),
-            init: BTreeMap::new(),
-            serving: BTreeMap::new(),
-            unresolved: Vec::new(),
             resolution: Resolution { resolved: 1, sites: 1, rate: 100.0 },
-            warnings: Vec::new(),
+            ..StaticAnalysis::none(Arch::X86_64)
         };
         let analysis = Analysis::new(&trace, found);
         let unresolved_line = |analysis: Option<&Analysis>| {

@@ -5,7 +5,7 @@
 
 use std::io::Cursor;
 
-use seccomp_refine::callgraph::{Resolution, StaticAnalysis};
+use seccomp_refine::callgraph::StaticAnalysis;
 use seccomp_refine::profile::read::parse_profile;
 use seccomp_refine::profile::{Analysis, Profiles};
 use seccomp_refine::scap::{self, Focus, Plan};
@@ -39,17 +39,7 @@ pub fn trace_json(data: &[u8]) {
     if let Ok(trace) = Trace::from_slice(data, "fuzz.json".to_owned()) {
         Profiles::from_trace(&trace);
         // The observed argument values become rules only through an analysis.
-        let found = StaticAnalysis {
-            arch: trace.arch,
-            programs: Vec::new(),
-            modules: Vec::new(),
-            init: Default::default(),
-            serving: Default::default(),
-            unresolved: Vec::new(),
-            resolution: Resolution { resolved: 0, sites: 0, rate: 100.0 },
-            warnings: Vec::new(),
-        };
-        Analysis::new(&trace, found).profiles();
+        Analysis::new(&trace, StaticAnalysis::none(trace.arch)).profiles();
     }
 }
 

@@ -64,6 +64,22 @@ pub struct StaticAnalysis {
     pub warnings: Vec<String>,
 }
 
+impl StaticAnalysis {
+    /// No static analysis: what a profile made from a trace alone stands on.
+    pub fn none(arch: Arch) -> StaticAnalysis {
+        StaticAnalysis {
+            arch,
+            programs: Vec::new(),
+            modules: Vec::new(),
+            init: BTreeMap::new(),
+            serving: BTreeMap::new(),
+            unresolved: Vec::new(),
+            resolution: resolution(&[]),
+            warnings: Vec::new(),
+        }
+    }
+}
+
 /// One program analysed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProgramReport {
@@ -332,16 +348,7 @@ fn empty(arch: Arch, store: &loader::Store, warnings: Vec<String>) -> StaticAnal
             }
         })
         .collect();
-    StaticAnalysis {
-        arch,
-        programs: Vec::new(),
-        resolution: resolution(&modules),
-        modules,
-        init: BTreeMap::new(),
-        serving: BTreeMap::new(),
-        unresolved: Vec::new(),
-        warnings,
-    }
+    StaticAnalysis { resolution: resolution(&modules), modules, warnings, ..StaticAnalysis::none(arch) }
 }
 
 /// The share of syscall sites over `modules` whose number is known.

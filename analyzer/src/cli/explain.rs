@@ -41,7 +41,7 @@ pub fn run(args: Args) -> Result<Outcome> {
     } else if dir.join("trace.json").exists() {
         let trace = Trace::read(&dir.join("trace.json"))?;
         println!("(no {ANALYSIS_FILE} in {}: observed evidence only; run `analyze` for reachability)", dir.display());
-        (Analysis::new(&trace, empty_static(&trace)), Profiles::from_trace(&trace))
+        (Analysis::new(&trace, crate::callgraph::StaticAnalysis::none(trace.arch)), Profiles::from_trace(&trace))
     } else {
         bail!("{} holds neither {ANALYSIS_FILE} nor trace.json; give the profile directory", dir.display());
     };
@@ -167,18 +167,5 @@ fn default_dir() -> Result<PathBuf> {
         [only] => Ok(only.clone()),
         [] => bail!("no profile here: give the directory holding analysis.json or trace.json"),
         _ => bail!("several profiles under ./profiles/; name the one to explain"),
-    }
-}
-
-fn empty_static(trace: &Trace) -> crate::callgraph::StaticAnalysis {
-    crate::callgraph::StaticAnalysis {
-        arch: trace.arch,
-        programs: Vec::new(),
-        modules: Vec::new(),
-        init: Default::default(),
-        serving: Default::default(),
-        unresolved: Vec::new(),
-        resolution: crate::callgraph::Resolution { resolved: 0, sites: 0, rate: 100.0 },
-        warnings: Vec::new(),
     }
 }

@@ -299,17 +299,13 @@ mod tests {
         let why =
             |site: &str| Reachable { path: vec!["nginx!main".into()], site: site.into(), compat: false, args: None };
         let found = StaticAnalysis {
-            arch: Arch::X86_64,
-            programs: Vec::new(),
-            modules: Vec::new(),
             init: BTreeMap::from([
                 ("openat".to_owned(), why("syscall at 0x10")),
                 ("bind".to_owned(), why("syscall at 0x20")),
             ]),
             serving: BTreeMap::from([("epoll_wait".to_owned(), why("syscall at 0x30"))]),
-            unresolved: Vec::new(),
             resolution: Resolution { resolved: 1, sites: 1, rate: 100.0 },
-            warnings: Vec::new(),
+            ..StaticAnalysis::none(Arch::X86_64)
         };
         let analysis = Analysis::new(&trace, found);
         let init = &analysis.phases[&Phase::Init];
@@ -343,14 +339,11 @@ mod tests {
             serving_syscalls: Some(1),
         };
         let found = |serving_entry: Option<&str>| StaticAnalysis {
-            arch: Arch::X86_64,
             programs: vec![program(serving_entry)],
-            modules: Vec::new(),
             init: BTreeMap::from([("bind".to_owned(), why.clone())]),
             serving: BTreeMap::from([("bind".to_owned(), why.clone())]),
-            unresolved: Vec::new(),
             resolution: Resolution { resolved: 1, sites: 1, rate: 100.0 },
-            warnings: Vec::new(),
+            ..StaticAnalysis::none(Arch::X86_64)
         };
         let analysis = Analysis::new(&trace, found(None));
         let serving = &analysis.phases[&Phase::Serving];
@@ -387,17 +380,12 @@ mod tests {
             args,
         };
         let found = StaticAnalysis {
-            arch: Arch::X86_64,
-            programs: Vec::new(),
-            modules: Vec::new(),
-            init: BTreeMap::new(),
             serving: BTreeMap::from([
                 ("socket".to_owned(), why(Some(BTreeMap::from([(0, site(&[1])), (1, site(&[1]))])))),
                 ("kill".to_owned(), why(None)),
             ]),
-            unresolved: Vec::new(),
             resolution: Resolution { resolved: 1, sites: 1, rate: 100.0 },
-            warnings: Vec::new(),
+            ..StaticAnalysis::none(Arch::X86_64)
         };
         let analysis = Analysis::new(&trace, found);
         let rules = analysis.arg_rules(Phase::Serving);
