@@ -168,6 +168,54 @@ int main(int argc, char **argv) {
 }
 "#;
 
+/// One generic slot that holds a handler in one object and data in another — what a linked
+/// program's merged struct types look like. What `VALUE` stores into the data object decides
+/// whether the call through the slot stays sharp: data proven by the callee's returns keeps the
+/// slot clean; a result that may be a function pollutes it, and the call falls back to the type.
+const RETURNS: &str = r#"
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+typedef void (*handler_fn)(int);
+struct slot { void *value; };
+
+static void on_read(int fd) { syscall(SYS_getuid, fd); }
+/* Address taken, never stored into a slot: only the type fallback reaches it. */
+static void stale(int fd) { syscall(SYS_getegid, fd); }
+
+void keep(void *p) { (void)p; }
+extern void *lookup(const char *name);
+extern void lend(void **slot);
+
+static void *pool_alloc(unsigned long size) {
+    void *p;
+    if (posix_memalign(&p, 16, size) != 0)
+        p = 0;
+    return p;
+}
+static void *aligned(void *p) { return (void *)(((unsigned long)p + 15) & ~15UL); }
+static void *same(void *p) { return p; }
+static void *found(void) { return lookup("handler"); }
+static void *borrowed(void) {
+    void *p = 0;
+    lend(&p);
+    return p;
+}
+
+void serve(struct slot *s, int fd) { ((handler_fn)s->value)(fd); }
+
+int main(int argc, char **argv) {
+    keep(stale);
+    struct slot *handler = malloc(sizeof *handler);
+    struct slot *data = malloc(sizeof *data);
+    handler->value = on_read;
+    data->value = VALUE;
+    serve(handler, argc + (argv != 0));
+    return 0;
+}
+"#;
+
 /// Why bitcode cannot be built or analysed here, if it cannot.
 pub fn toolchain_missing() -> Option<String> {
     if !cfg!(feature = "bitcode") {
@@ -316,6 +364,34 @@ fn callbacks_reach_what_their_fields_and_parameters_hold_and_fall_back_to_types_
     let watched = &watched["serving"];
     assert_eq!(names(&watched["functions"]), ["done", "fire", "hooked", "on_read", "on_write", "stale", "watch"]);
     assert_eq!(watched["indirect"]["via_type"], 1);
+}
+
+#[test]
+fn call_results_proven_to_be_data_keep_the_field_they_are_stored_into_sharp() {
+    require!(toolchain_missing());
+    let dir = tempfile::tempdir().unwrap();
+    let sharp = ["on_read", "serve"].as_slice();
+    let by_type = ["on_read", "serve", "stale"].as_slice();
+    let cases: &[(&str, &[&str])] = &[
+        // A library allocator, an allocator written in the program (through `posix_memalign`'s
+        // result slot), pointer alignment through integers, a parameter handed back.
+        ("malloc(64)", sharp),
+        ("pool_alloc(64)", sharp),
+        ("aligned(pool_alloc(64))", sharp),
+        ("same(pool_alloc(64))", sharp),
+        // What a library returns may be a function, also through a function of the program, a
+        // stack slot a library wrote, or a parameter that was passed a function.
+        ("lookup(\"handler\")", by_type),
+        ("found()", by_type),
+        ("borrowed()", by_type),
+        ("same((void *)stale)", by_type),
+    ];
+    for (index, (value, expected)) in cases.iter().enumerate() {
+        let source = RETURNS.replace("VALUE", value);
+        let bitcode = compile(dir.path(), &format!("returns{index}"), &source);
+        let analysis = analyse(&bitcode, &["--serving-entry", "serve"]);
+        assert_eq!(names(&analysis["serving"]["functions"]), *expected, "data->value = {value}");
+    }
 }
 
 /// Rewrites the producer `LLVM19.…` in the identification block to `LLVM21.…`: the digits are

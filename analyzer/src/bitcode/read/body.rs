@@ -76,8 +76,9 @@ pub(super) fn extract(
     asm: &[RawAsm],
     arch: Arch,
     asm_sites: &mut Vec<AsmSite>,
+    returns: &[Source],
 ) -> Body {
-    let mut cx = Context::new(module, function, side);
+    let mut cx = Context::new(module, function, side, returns);
     cx.mark_pollution(symbols);
     let mut out = Extracted { id, arch, asm, asm_sites, asm_seen: 0, items: Vec::new(), block_seen: HashSet::new() };
     let block_index: HashMap<&Name, u32> =
@@ -155,10 +156,18 @@ struct Context<'m> {
     defs: HashMap<&'m Name, &'m Instruction>,
     params: HashMap<&'m Name, u32>,
     gep_fields: HashMap<&'m Name, Option<FieldId>>,
+    /// What each defined function may return, in its own parameters' terms (see
+    /// [`return_sources`]).
+    returns: &'m [Source],
 }
 
 impl<'m> Context<'m> {
-    fn new(module: &'m Module, function: &'m llvm_ir::Function, side: &'m Sidecar) -> Context<'m> {
+    fn new(
+        module: &'m Module,
+        function: &'m llvm_ir::Function,
+        side: &'m Sidecar,
+        returns: &'m [Source],
+    ) -> Context<'m> {
         let defs = function
             .basic_blocks
             .iter()
@@ -166,7 +175,7 @@ impl<'m> Context<'m> {
             .filter_map(|instruction| instruction.try_get_result().map(|name| (name, instruction)))
             .collect();
         let params = function.parameters.iter().enumerate().map(|(index, param)| (&param.name, index as u32)).collect();
-        Context { module, function, side, defs, params, gep_fields: HashMap::new() }
+        Context { module, function, side, defs, params, gep_fields: HashMap::new(), returns }
     }
 
     /// Marks fields whose address is used for anything but loads and stores through it: a
@@ -501,8 +510,13 @@ impl<'m> Context<'m> {
         match def {
             Instruction::Load(load) => match self.address_field(&load.address, symbols) {
                 Some(field) => Source { fields: vec![field], ..Source::default() },
-                None => Source { unknown: true, ..Source::default() },
+                None => self.stack_slot(&load.address, symbols, seen),
             },
+            Instruction::Call(call) => self.call_result(call, symbols, seen),
+            Instruction::IntToPtr(cast) => {
+                let source = self.int_source(&cast.operand, symbols, seen);
+                proven_data(source)
+            }
             Instruction::Phi(phi) => {
                 let mut source = Source::default();
                 for (value, _) in &phi.incoming_values {
@@ -524,6 +538,109 @@ impl<'m> Context<'m> {
             Instruction::Alloca(_) | Instruction::GetElementPtr(_) => Source::default(),
             _ => Source { unknown: true, ..Source::default() },
         }
+    }
+
+    /// What a call returns: a defined function's return values with its parameters replaced by
+    /// this call's arguments; nothing that is a function for an allocator; anything otherwise.
+    fn call_result(&mut self, call: &'m Call, symbols: &mut Symbols, seen: &mut HashSet<&'m Name>) -> Source {
+        let unknown = Source { unknown: true, ..Source::default() };
+        let Some(Operand::ConstantOperand(callee)) = call.function.as_ref().right() else { return unknown };
+        let Constant::GlobalReference { name, .. } = callee.as_ref() else { return unknown };
+        let Some(id) = symbols.function(name) else { return unknown };
+        if id as usize >= symbols.defined {
+            let allocates = name_str(name).is_some_and(|name| ALLOCATORS.contains(&name));
+            return if allocates { Source::default() } else { unknown };
+        }
+        let returned = self.returns.get(id as usize).cloned().unwrap_or(unknown);
+        let mut source = Source { params: Vec::new(), ..returned.clone() };
+        for param in returned.params {
+            let passed = match call.arguments.get(param as usize) {
+                Some((arg, _)) => self.source(arg, symbols, seen),
+                None => Source { unknown: true, ..Source::default() },
+            };
+            merge(&mut source, passed);
+        }
+        proven_data(source)
+    }
+
+    /// Where a pointer made from an integer comes from: the pointers whose addresses went into
+    /// the arithmetic (aligning or tagging a pointer keeps what it points to); constants are no
+    /// function addresses; anything else (an integer loaded or computed otherwise) is unknown.
+    fn int_source(&mut self, operand: &'m Operand, symbols: &mut Symbols, seen: &mut HashSet<&'m Name>) -> Source {
+        let unknown = Source { unknown: true, ..Source::default() };
+        let Operand::LocalOperand { name, .. } = operand else {
+            return if constant_int(operand).is_some() { Source::default() } else { unknown };
+        };
+        match self.defs.get(name).copied() {
+            Some(Instruction::PtrToInt(cast)) => self.source(&cast.operand, symbols, seen),
+            Some(Instruction::ZExt(cast)) => self.int_source(&cast.operand, symbols, seen),
+            Some(Instruction::SExt(cast)) => self.int_source(&cast.operand, symbols, seen),
+            Some(Instruction::Trunc(cast)) => self.int_source(&cast.operand, symbols, seen),
+            Some(Instruction::Add(op)) => self.int_sources(&op.operand0, &op.operand1, symbols, seen),
+            Some(Instruction::Sub(op)) => self.int_sources(&op.operand0, &op.operand1, symbols, seen),
+            Some(Instruction::And(op)) => self.int_sources(&op.operand0, &op.operand1, symbols, seen),
+            Some(Instruction::Or(op)) => self.int_sources(&op.operand0, &op.operand1, symbols, seen),
+            _ => unknown,
+        }
+    }
+
+    fn int_sources(
+        &mut self,
+        left: &'m Operand,
+        right: &'m Operand,
+        symbols: &mut Symbols,
+        seen: &mut HashSet<&'m Name>,
+    ) -> Source {
+        let mut source = self.int_source(left, symbols, seen);
+        let other = self.int_source(right, symbols, seen);
+        merge(&mut source, other);
+        source
+    }
+
+    /// A load from a stack slot holds what this function stores there, when the slot's address
+    /// goes nowhere else but to lifetime markers and as the result slot of an allocator
+    /// (`posix_memalign`, which writes a heap address). Any other load through an untyped
+    /// pointer is unknown.
+    fn stack_slot(&mut self, address: &'m Operand, symbols: &mut Symbols, seen: &mut HashSet<&'m Name>) -> Source {
+        let unknown = Source { unknown: true, ..Source::default() };
+        let Operand::LocalOperand { name: slot, .. } = address else { return unknown };
+        if !matches!(self.defs.get(slot), Some(Instruction::Alloca(_))) {
+            return unknown;
+        }
+        let is_slot = |operand: &Operand| matches!(operand, Operand::LocalOperand { name, .. } if name == slot);
+        let mut stored: Vec<&'m Operand> = Vec::new();
+        for block in &self.function.basic_blocks {
+            for instruction in &block.instrs {
+                let fine = match instruction {
+                    Instruction::Load(_) => true,
+                    Instruction::Store(store) if is_slot(&store.address) && !is_slot(&store.value) => {
+                        stored.push(&store.value);
+                        true
+                    }
+                    Instruction::Call(call) => {
+                        let name = call.function.as_ref().right().and_then(callee_name).unwrap_or_default();
+                        call.arguments.iter().enumerate().all(|(index, (arg, _))| {
+                            !is_slot(arg)
+                                || name.starts_with("llvm.lifetime.")
+                                || (index == 0 && SLOT_ALLOCATORS.contains(&name))
+                        })
+                    }
+                    other => operands(other).iter().all(|(operand, _)| !is_slot(operand)),
+                };
+                if !fine {
+                    return unknown;
+                }
+            }
+            if terminator_operands(&block.term).into_iter().any(is_slot) {
+                return unknown;
+            }
+        }
+        let mut source = Source::default();
+        for value in stored {
+            let from = self.source(value, symbols, seen);
+            merge(&mut source, from);
+        }
+        proven_data(source)
     }
 
     /// The struct field an address points into, when it is a named field.
@@ -621,6 +738,77 @@ fn without_params(mut source: Source) -> Source {
         source.unknown = true;
     }
     source
+}
+
+/// Library functions that return fresh heap or mapped memory, never a code address: their
+/// results are data wherever they are stored.
+const ALLOCATORS: &[&str] = &[
+    "malloc",
+    "calloc",
+    "realloc",
+    "reallocarray",
+    "aligned_alloc",
+    "memalign",
+    "valloc",
+    "pvalloc",
+    "strdup",
+    "strndup",
+    "mmap",
+    "mmap64",
+];
+
+/// Library functions that write a fresh heap address through their first argument.
+const SLOT_ALLOCATORS: &[&str] = &["posix_memalign"];
+
+/// What each defined function may return (indexed by [`FnId`]), as a [`Source`] whose `params`
+/// are the function's own parameters: a call's result is then the callee's returned functions
+/// and fields plus what the call passes for those parameters, instead of unknown. Allocators
+/// written in the application (`ngx_palloc`, `zmalloc`) return data this way, so storing their
+/// results into a field no longer pollutes it. Computed to a fixed point from "returns nothing",
+/// growing only: a function's sources depend on its callees' through calls.
+pub(super) fn return_sources(module: &Module, side: &Sidecar, symbols: &mut Symbols) -> Vec<Source> {
+    let mut returns = vec![Source::default(); module.functions.len()];
+    loop {
+        let mut next = Vec::with_capacity(returns.len());
+        for function in &module.functions {
+            let mut cx = Context::new(module, function, side, &returns);
+            let mut returned = Source::default();
+            if matches!(function.return_type.as_ref(), Type::PointerType { .. }) {
+                for block in &function.basic_blocks {
+                    if let Terminator::Ret(ret) = &block.term
+                        && let Some(operand) = &ret.return_operand
+                    {
+                        let value = cx.source(operand, symbols, &mut HashSet::new());
+                        merge(&mut returned, value);
+                    }
+                }
+            }
+            next.push(returned);
+        }
+        if next == returns {
+            return returns;
+        }
+        returns = next;
+    }
+}
+
+/// A call result, a pointer made from an integer or a stack slot's contents is either proven to
+/// be data — no function can be in it — or unknown, as before these were traced: a value that
+/// may hold what a field holds would otherwise join untyped memory wherever it is stored there,
+/// and widen every field-resolved call. The enclosing function's parameters stay: its callers
+/// decide (a call's result maps them to its arguments, then decides again).
+fn proven_data(source: Source) -> Source {
+    if source.functions.is_empty() && source.fields.is_empty() && !source.unknown {
+        source
+    } else {
+        Source { unknown: true, ..Source::default() }
+    }
+}
+
+fn callee_name(callee: &Operand) -> Option<&str> {
+    let Operand::ConstantOperand(constant) = callee else { return None };
+    let Constant::GlobalReference { name, .. } = constant.as_ref() else { return None };
+    name_str(name)
 }
 
 fn constant_int(operand: &Operand) -> Option<u64> {
