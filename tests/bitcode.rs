@@ -216,6 +216,34 @@ int main(int argc, char **argv) {
 }
 "#;
 
+/// A handler table whose address goes to a library function. `QUALIFIER` decides whether the
+/// library could write into it: a `const` table is read-only, so calls through it reach its
+/// entries; a writable one may hold anything afterwards, and the call falls back to the type.
+const TABLE: &str = r#"
+#include <sys/syscall.h>
+#include <unistd.h>
+
+typedef void (*handler_fn)(int);
+static void first(int fd) { syscall(SYS_getuid, fd); }
+static void second(int fd) { syscall(SYS_getgid, fd); }
+/* Address taken, in no table: only the type fallback reaches it. */
+static void stale(int fd) { syscall(SYS_getegid, fd); }
+
+void keep(void *p) { (void)p; }
+extern void show(const void *table);
+
+static QUALIFIER handler_fn table[] = { first, second };
+
+void serve(int i, int fd) { table[i & 1](fd); }
+
+int main(int argc, char **argv) {
+    keep(stale);
+    show(table);
+    serve(argc, argc + (argv != 0));
+    return 0;
+}
+"#;
+
 /// Why bitcode cannot be built or analysed here, if it cannot.
 pub fn toolchain_missing() -> Option<String> {
     if !cfg!(feature = "bitcode") {
@@ -391,6 +419,19 @@ fn call_results_proven_to_be_data_keep_the_field_they_are_stored_into_sharp() {
         let bitcode = compile(dir.path(), &format!("returns{index}"), &source);
         let analysis = analyse(&bitcode, &["--serving-entry", "serve"]);
         assert_eq!(names(&analysis["serving"]["functions"]), *expected, "data->value = {value}");
+    }
+}
+
+#[test]
+fn a_read_only_table_stays_sharp_when_its_address_escapes() {
+    require!(toolchain_missing());
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &[&str])] =
+        &[("const", &["first", "second", "serve"]), ("", &["first", "second", "serve", "stale"])];
+    for (index, (qualifier, expected)) in cases.iter().enumerate() {
+        let bitcode = compile(dir.path(), &format!("table{index}"), &TABLE.replace("QUALIFIER", qualifier));
+        let analysis = analyse(&bitcode, &["--serving-entry", "serve"]);
+        assert_eq!(names(&analysis["serving"]["functions"]), *expected, "table qualifier `{qualifier}`");
     }
 }
 

@@ -194,6 +194,10 @@ impl<'m> Context<'m> {
             escaped.extend(terminator_operands(&block.term));
         }
         for operand in escaped {
+            // Nothing can write into a read-only global, whoever gets its address.
+            if self.in_constant_global(operand, symbols) {
+                continue;
+            }
             let to_external = external.contains(&std::ptr::from_ref(operand));
             // Elsewhere, a pointer to a (member) object escaping is like any object pointer
             // escaping: its fields are still written through typed stores.
@@ -247,6 +251,19 @@ impl<'m> Context<'m> {
             }
         }
         external
+    }
+
+    /// Whether an address points into a `constant` global, through `getelementptr`s and casts.
+    fn in_constant_global(&self, operand: &Operand, symbols: &Symbols) -> bool {
+        match operand {
+            Operand::LocalOperand { name, .. } => match self.defs.get(name) {
+                Some(Instruction::GetElementPtr(gep)) => self.in_constant_global(&gep.address, symbols),
+                Some(Instruction::BitCast(cast)) => self.in_constant_global(&cast.operand, symbols),
+                _ => false,
+            },
+            Operand::ConstantOperand(constant) => constant_in_constant_global(constant, symbols),
+            Operand::MetadataOperand => false,
+        }
     }
 
     /// Whether `operand` is a `getelementptr` that selects a struct rather than a scalar field.
@@ -802,6 +819,17 @@ fn proven_data(source: Source) -> Source {
         source
     } else {
         Source { unknown: true, ..Source::default() }
+    }
+}
+
+fn constant_in_constant_global(constant: &Constant, symbols: &Symbols) -> bool {
+    match constant {
+        Constant::GlobalReference { name, .. } => {
+            symbols.global(name).is_some_and(|global| symbols.constant[global as usize])
+        }
+        Constant::GetElementPtr(gep) => constant_in_constant_global(&gep.address, symbols),
+        Constant::BitCast(cast) => constant_in_constant_global(&cast.operand, symbols),
+        _ => false,
     }
 }
 

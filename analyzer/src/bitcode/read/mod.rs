@@ -101,6 +101,8 @@ pub(super) struct Symbols {
     /// Ids below this are defined functions; the rest are external declarations.
     pub defined: usize,
     pub globals: HashMap<String, GlobalId>,
+    /// Per global: declared `constant`, so read-only once relocated — nothing writes into it.
+    pub constant: Vec<bool>,
     types: HashMap<String, TypeId>,
     pub type_names: Vec<String>,
     fields: HashMap<String, FieldId>,
@@ -209,17 +211,18 @@ fn symbols(module: &Module) -> Symbols {
             functions.insert(alias_name.to_owned(), target);
         }
     }
-    let globals = module
-        .global_vars
-        .iter()
+    let named = || module.global_vars.iter().filter(|global| name_str(&global.name).is_some());
+    let globals = named()
         .filter_map(|global| name_str(&global.name))
         .enumerate()
         .map(|(id, name)| (name.to_owned(), id as GlobalId))
         .collect();
+    let constant = named().map(|global| global.is_constant).collect();
     let mut symbols = Symbols {
         functions,
         defined: module.functions.len(),
         globals,
+        constant,
         types: HashMap::new(),
         type_names: Vec::new(),
         fields: HashMap::new(),
