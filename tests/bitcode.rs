@@ -244,6 +244,44 @@ int main(int argc, char **argv) {
 }
 "#;
 
+/// A handler field whose address goes to a function of the program. `CALL` decides whether that
+/// function may write a function into it: clearing, testing and passing it on to such a function
+/// leave the field's writes understood; storing what a library returned (directly or through
+/// another function) may put any function there, and the call falls back to the type.
+const SLOTS: &str = r#"
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+typedef void (*handler_fn)(int);
+struct conn { int fd; handler_fn on_read; };
+
+static void on_read(int fd) { syscall(SYS_getuid, fd); }
+/* Address taken, never stored into a field: only the type fallback reaches it. */
+static void stale(int fd) { syscall(SYS_getegid, fd); }
+
+void keep(void *p) { (void)p; }
+extern handler_fn pick(int);
+
+static void clear(handler_fn *slot) { *slot = 0; }
+static int is_set(handler_fn *slot) { return *slot != 0; }
+static void reset(handler_fn *slot) { clear(slot); }
+static void install(handler_fn *slot, int i) { *slot = pick(i); }
+static void relay(handler_fn *slot, int i) { install(slot, i); }
+
+void serve(struct conn *c) { c->on_read(c->fd); }
+
+int main(int argc, char **argv) {
+    keep(stale);
+    struct conn *c = malloc(sizeof *c);
+    c->fd = argc + (argv != 0);
+    c->on_read = on_read;
+    CALL;
+    serve(c);
+    return 0;
+}
+"#;
+
 /// Why bitcode cannot be built or analysed here, if it cannot.
 pub fn toolchain_missing() -> Option<String> {
     if !cfg!(feature = "bitcode") {
@@ -432,6 +470,26 @@ fn a_read_only_table_stays_sharp_when_its_address_escapes() {
         let bitcode = compile(dir.path(), &format!("table{index}"), &TABLE.replace("QUALIFIER", qualifier));
         let analysis = analyse(&bitcode, &["--serving-entry", "serve"]);
         assert_eq!(names(&analysis["serving"]["functions"]), *expected, "table qualifier `{qualifier}`");
+    }
+}
+
+#[test]
+fn a_field_address_passed_to_a_function_that_writes_no_function_stays_sharp() {
+    require!(toolchain_missing());
+    let dir = tempfile::tempdir().unwrap();
+    let sharp = ["on_read", "serve"].as_slice();
+    let by_type = ["on_read", "serve", "stale"].as_slice();
+    let cases: &[(&str, &[&str])] = &[
+        ("clear(&c->on_read)", sharp),
+        ("c->fd += is_set(&c->on_read)", sharp),
+        ("reset(&c->on_read)", sharp),
+        ("install(&c->on_read, argc)", by_type),
+        ("relay(&c->on_read, argc)", by_type),
+    ];
+    for (index, (call, expected)) in cases.iter().enumerate() {
+        let bitcode = compile(dir.path(), &format!("slots{index}"), &SLOTS.replace("CALL", call));
+        let analysis = analyse(&bitcode, &["--serving-entry", "serve"]);
+        assert_eq!(names(&analysis["serving"]["functions"]), *expected, "{call}");
     }
 }
 

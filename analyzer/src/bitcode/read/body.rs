@@ -76,9 +76,9 @@ pub(super) fn extract(
     asm: &[RawAsm],
     arch: Arch,
     asm_sites: &mut Vec<AsmSite>,
-    returns: &[Source],
+    summaries: &Summaries,
 ) -> Body {
-    let mut cx = Context::new(module, function, side, returns);
+    let mut cx = Context::new(module, function, side, summaries);
     cx.mark_pollution(symbols);
     let mut out = Extracted { id, arch, asm, asm_sites, asm_seen: 0, items: Vec::new(), block_seen: HashSet::new() };
     let block_index: HashMap<&Name, u32> =
@@ -156,9 +156,17 @@ struct Context<'m> {
     defs: HashMap<&'m Name, &'m Instruction>,
     params: HashMap<&'m Name, u32>,
     gep_fields: HashMap<&'m Name, Option<FieldId>>,
+    summaries: &'m Summaries,
+}
+
+/// What is known of every defined function before its callers are read.
+pub(super) struct Summaries {
     /// What each defined function may return, in its own parameters' terms (see
-    /// [`return_sources`]).
-    returns: &'m [Source],
+    /// [`Summaries::new`]).
+    returns: Vec<Source>,
+    /// Parameters through which the function writes no function pointer (see
+    /// [`Summaries::new`]).
+    benign: HashSet<(FnId, u32)>,
 }
 
 impl<'m> Context<'m> {
@@ -166,7 +174,7 @@ impl<'m> Context<'m> {
         module: &'m Module,
         function: &'m llvm_ir::Function,
         side: &'m Sidecar,
-        returns: &'m [Source],
+        summaries: &'m Summaries,
     ) -> Context<'m> {
         let defs = function
             .basic_blocks
@@ -175,7 +183,7 @@ impl<'m> Context<'m> {
             .filter_map(|instruction| instruction.try_get_result().map(|name| (name, instruction)))
             .collect();
         let params = function.parameters.iter().enumerate().map(|(index, param)| (&param.name, index as u32)).collect();
-        Context { module, function, side, defs, params, gep_fields: HashMap::new(), returns }
+        Context { module, function, side, defs, params, gep_fields: HashMap::new(), summaries }
     }
 
     /// Marks fields whose address is used for anything but loads and stores through it: a
@@ -185,6 +193,7 @@ impl<'m> Context<'m> {
     fn mark_pollution(&mut self, symbols: &mut Symbols) {
         let mut escaped = Vec::new();
         let external = self.external_arguments(symbols);
+        let benign = self.benign_arguments(symbols);
         for block in &self.function.basic_blocks {
             for instruction in &block.instrs {
                 escaped.extend(
@@ -194,8 +203,9 @@ impl<'m> Context<'m> {
             escaped.extend(terminator_operands(&block.term));
         }
         for operand in escaped {
-            // Nothing can write into a read-only global, whoever gets its address.
-            if self.in_constant_global(operand, symbols) {
+            // Nothing can write into a read-only global, whoever gets its address; a callee that
+            // writes no function through its parameter leaves the field as it was.
+            if self.in_constant_global(operand, symbols) || benign.contains(&std::ptr::from_ref(operand)) {
                 continue;
             }
             let to_external = external.contains(&std::ptr::from_ref(operand));
@@ -251,6 +261,119 @@ impl<'m> Context<'m> {
             }
         }
         external
+    }
+
+    /// The arguments of direct calls that go to a benign parameter of a defined function.
+    fn benign_arguments(&self, symbols: &Symbols) -> HashSet<*const Operand> {
+        let mut benign = HashSet::new();
+        for instruction in self.function.basic_blocks.iter().flat_map(|block| &block.instrs) {
+            let Instruction::Call(call) = instruction else { continue };
+            let Some(callee) = call.function.as_ref().right().and_then(|callee| self.defined_callee(callee, symbols))
+            else {
+                continue;
+            };
+            for (index, (arg, _)) in call.arguments.iter().enumerate() {
+                if self.summaries.benign.contains(&(callee, index as u32)) {
+                    benign.insert(std::ptr::from_ref(arg));
+                }
+            }
+        }
+        benign
+    }
+
+    fn defined_callee(&self, callee: &Operand, symbols: &Symbols) -> Option<FnId> {
+        let Operand::ConstantOperand(constant) = callee else { return None };
+        let Constant::GlobalReference { name, .. } = constant.as_ref() else { return None };
+        symbols.function(name).filter(|&id| (id as usize) < symbols.defined)
+    }
+
+    /// Whether this function writes no function pointer into the memory its parameter points
+    /// to: the parameter and pointer arithmetic on it (not typed member accesses, which name
+    /// their own fields) are only loaded from, compared, stored through with values that are
+    /// not pointers or are proven data, cleared (`memset`), copied from, or passed to benign
+    /// parameters. Storing the pointer itself, returning it, or handing it anywhere else is not.
+    fn param_is_benign(&mut self, param: &'m Name, symbols: &mut Symbols) -> bool {
+        let instructions = || self.function.basic_blocks.iter().flat_map(|block| &block.instrs);
+        let mut aliases: HashSet<&'m Name> = HashSet::from([param]);
+        loop {
+            let before = aliases.len();
+            for instruction in instructions() {
+                let (address, result) = match instruction {
+                    Instruction::GetElementPtr(gep) => {
+                        let indices: Vec<Option<u64>> = gep.indices.iter().map(constant_int).collect();
+                        let source = IrType { ty: gep.source_element_type.clone(), types: &self.module.types };
+                        if matches!(gep_key(source, &indices), GepKey::Field(_) | GepKey::Object(_)) {
+                            continue;
+                        }
+                        (&gep.address, &gep.dest)
+                    }
+                    Instruction::BitCast(cast) => (&cast.operand, &cast.dest),
+                    Instruction::AddrSpaceCast(cast) => (&cast.operand, &cast.dest),
+                    // A pointer that may be the parameter's (a loop's cursor) is checked like it.
+                    Instruction::Phi(phi) => {
+                        if phi.incoming_values.iter().any(|(value, _)| is_alias(&aliases, value)) {
+                            aliases.insert(&phi.dest);
+                        }
+                        continue;
+                    }
+                    Instruction::Select(select) => {
+                        if is_alias(&aliases, &select.true_value) || is_alias(&aliases, &select.false_value) {
+                            aliases.insert(&select.dest);
+                        }
+                        continue;
+                    }
+                    _ => continue,
+                };
+                if is_alias(&aliases, address) {
+                    aliases.insert(result);
+                }
+            }
+            if aliases.len() == before {
+                break;
+            }
+        }
+        let alias = |operand: &Operand| is_alias(&aliases, operand);
+        let pointer = |operand: &Operand| matches!(self.module.type_of(operand).as_ref(), Type::PointerType { .. });
+        for instruction in instructions() {
+            let benign = match instruction {
+                Instruction::Load(_) | Instruction::ICmp(_) => true,
+                Instruction::GetElementPtr(gep) => gep.indices.iter().all(|index| !alias(index)),
+                Instruction::BitCast(_) | Instruction::AddrSpaceCast(_) => true,
+                Instruction::Phi(_) | Instruction::Select(_) => true,
+                // Atomic updates of a lock word or counter write integers.
+                Instruction::CmpXchg(op) => {
+                    !alias(&op.expected) && !alias(&op.replacement) && !pointer(&op.replacement)
+                }
+                Instruction::AtomicRMW(op) => !alias(&op.value) && !pointer(&op.value),
+                Instruction::Store(store) if alias(&store.value) => false,
+                Instruction::Store(store) if alias(&store.address) => {
+                    !pointer(&store.value)
+                        || self.source(&store.value, symbols, &mut HashSet::new()) == Source::default()
+                }
+                Instruction::Call(call) => {
+                    let callee = call.function.as_ref().right();
+                    let name = callee.and_then(callee_name).unwrap_or_default();
+                    let defined = callee.and_then(|callee| self.defined_callee(callee, symbols));
+                    let base = name
+                        .strip_prefix("llvm.")
+                        .map_or(name, |intrinsic| intrinsic.split('.').next().unwrap_or_default());
+                    callee.is_none_or(|callee| !alias(callee))
+                        && call.arguments.iter().enumerate().all(|(index, (arg, _))| {
+                            !alias(arg)
+                                || matches!(base, "memset" | "bzero" | "explicit_bzero" | "lifetime" | "objectsize")
+                                // Copies move field contents between objects of the same type,
+                                // as for a direct call in the caller (see `copies_memory`).
+                                || matches!(base, "memcpy" | "memmove")
+                                || defined.is_some_and(|id| self.summaries.benign.contains(&(id, index as u32)))
+                        })
+                }
+                other => operands(other).iter().all(|(operand, _)| !alias(operand)),
+            };
+            if !benign {
+                return false;
+            }
+        }
+        self.function.basic_blocks.iter().all(|block| terminator_operands(&block.term).into_iter().all(|op| !alias(op)))
     }
 
     /// Whether an address points into a `constant` global, through `getelementptr`s and casts.
@@ -568,7 +691,7 @@ impl<'m> Context<'m> {
             let allocates = name_str(name).is_some_and(|name| ALLOCATORS.contains(&name));
             return if allocates { Source::default() } else { unknown };
         }
-        let returned = self.returns.get(id as usize).cloned().unwrap_or(unknown);
+        let returned = self.summaries.returns.get(id as usize).cloned().unwrap_or(unknown);
         let mut source = Source { params: Vec::new(), ..returned.clone() };
         for param in returned.params {
             let passed = match call.arguments.get(param as usize) {
@@ -777,35 +900,67 @@ const ALLOCATORS: &[&str] = &[
 /// Library functions that write a fresh heap address through their first argument.
 const SLOT_ALLOCATORS: &[&str] = &["posix_memalign"];
 
-/// What each defined function may return (indexed by [`FnId`]), as a [`Source`] whose `params`
-/// are the function's own parameters: a call's result is then the callee's returned functions
-/// and fields plus what the call passes for those parameters, instead of unknown. Allocators
-/// written in the application (`ngx_palloc`, `zmalloc`) return data this way, so storing their
-/// results into a field no longer pollutes it. Computed to a fixed point from "returns nothing",
-/// growing only: a function's sources depend on its callees' through calls.
-pub(super) fn return_sources(module: &Module, side: &Sidecar, symbols: &mut Symbols) -> Vec<Source> {
-    let mut returns = vec![Source::default(); module.functions.len()];
-    loop {
-        let mut next = Vec::with_capacity(returns.len());
-        for function in &module.functions {
-            let mut cx = Context::new(module, function, side, &returns);
-            let mut returned = Source::default();
-            if matches!(function.return_type.as_ref(), Type::PointerType { .. }) {
-                for block in &function.basic_blocks {
-                    if let Terminator::Ret(ret) = &block.term
-                        && let Some(operand) = &ret.return_operand
-                    {
-                        let value = cx.source(operand, symbols, &mut HashSet::new());
-                        merge(&mut returned, value);
+impl Summaries {
+    /// Both summaries, each to a fixed point. Returns first: what each defined function may
+    /// return (indexed by [`FnId`]), as a [`Source`] whose `params` are its own parameters, so
+    /// that a call's result is the callee's returned functions and fields plus what the call
+    /// passes for those parameters, instead of unknown. Allocators written in the application
+    /// (`ngx_palloc`'s large path, `zmalloc`) return data this way, and storing their results
+    /// into a field no longer pollutes it. Grown from "returns nothing".
+    ///
+    /// Then the benign pointer parameters: shrunk from "every one" until each remaining one is
+    /// only used as [`Context::param_is_benign`] allows, given the others. A field whose address
+    /// goes only to benign parameters keeps its writes understood.
+    pub(super) fn new(module: &Module, side: &Sidecar, symbols: &mut Symbols) -> Summaries {
+        let mut summaries =
+            Summaries { returns: vec![Source::default(); module.functions.len()], benign: HashSet::new() };
+        loop {
+            let mut next = Vec::with_capacity(module.functions.len());
+            for function in &module.functions {
+                let mut cx = Context::new(module, function, side, &summaries);
+                let mut returned = Source::default();
+                if matches!(function.return_type.as_ref(), Type::PointerType { .. }) {
+                    for block in &function.basic_blocks {
+                        if let Terminator::Ret(ret) = &block.term
+                            && let Some(operand) = &ret.return_operand
+                        {
+                            let value = cx.source(operand, symbols, &mut HashSet::new());
+                            merge(&mut returned, value);
+                        }
+                    }
+                }
+                next.push(returned);
+            }
+            if next == summaries.returns {
+                break;
+            }
+            summaries.returns = next;
+        }
+        for (id, function) in module.functions.iter().enumerate() {
+            for (index, param) in function.parameters.iter().enumerate() {
+                if matches!(param.ty.as_ref(), Type::PointerType { .. }) {
+                    summaries.benign.insert((id as FnId, index as u32));
+                }
+            }
+        }
+        loop {
+            let mut harmful = Vec::new();
+            for (id, function) in module.functions.iter().enumerate() {
+                let mut cx = Context::new(module, function, side, &summaries);
+                for (index, param) in function.parameters.iter().enumerate() {
+                    let key = (id as FnId, index as u32);
+                    if summaries.benign.contains(&key) && !cx.param_is_benign(&param.name, symbols) {
+                        harmful.push(key);
                     }
                 }
             }
-            next.push(returned);
+            if harmful.is_empty() {
+                return summaries;
+            }
+            for key in harmful {
+                summaries.benign.remove(&key);
+            }
         }
-        if next == returns {
-            return returns;
-        }
-        returns = next;
     }
 }
 
@@ -831,6 +986,10 @@ fn constant_in_constant_global(constant: &Constant, symbols: &Symbols) -> bool {
         Constant::BitCast(cast) => constant_in_constant_global(&cast.operand, symbols),
         _ => false,
     }
+}
+
+fn is_alias(aliases: &HashSet<&Name>, operand: &Operand) -> bool {
+    matches!(operand, Operand::LocalOperand { name, .. } if aliases.contains(name))
 }
 
 fn callee_name(callee: &Operand) -> Option<&str> {

@@ -151,12 +151,12 @@ fn extract(module: &Module, side: sidecar::Sidecar, arch: Arch, producer: Option
     let mut symbols = symbols(module);
     let mut functions: Vec<Function> = Vec::with_capacity(module.functions.len() + module.func_declarations.len());
     let mut asm_sites: Vec<AsmSite> = Vec::new();
-    let returns = body::return_sources(module, &side, &mut symbols);
+    let summaries = body::Summaries::new(module, &side, &mut symbols);
     for function in &module.functions {
         let ty = symbols.type_id(module.type_of(function).to_string());
         let id = functions.len() as FnId;
         let asm = side.asm.get(&function.name).map(Vec::as_slice).unwrap_or_default();
-        let body = body::extract(module, function, id, &mut symbols, &side, asm, arch, &mut asm_sites, &returns);
+        let body = body::extract(module, function, id, &mut symbols, &side, asm, arch, &mut asm_sites, &summaries);
         functions.push(Function { name: function.name.clone(), ty, body: Some(body) });
     }
     for declaration in &module.func_declarations {
