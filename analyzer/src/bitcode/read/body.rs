@@ -288,10 +288,12 @@ impl<'m> Context<'m> {
     }
 
     /// Whether this function writes no function pointer into the memory its parameter points
-    /// to: the parameter and pointer arithmetic on it (not typed member accesses, which name
-    /// their own fields) are only loaded from, compared, stored through with values that are
-    /// not pointers or are proven data, cleared (`memset`), copied from, or passed to benign
-    /// parameters. Storing the pointer itself, returning it, or handing it anywhere else is not.
+    /// to: the parameter and pointer arithmetic, phis and selects of it (not typed member
+    /// accesses, which name their own fields) are only loaded from, compared, updated atomically
+    /// with integers, stored through with values that are not pointers or are proven data,
+    /// cleared (`memset`), copied (as a direct `memcpy` in the caller is, see [`copies_memory`]),
+    /// or passed to benign parameters. Storing the pointer itself, returning it, or handing it
+    /// anywhere else is not.
     fn param_is_benign(&mut self, param: &'m Name, symbols: &mut Symbols) -> bool {
         let instructions = || self.function.basic_blocks.iter().flat_map(|block| &block.instrs);
         let mut aliases: HashSet<&'m Name> = HashSet::from([param]);
@@ -905,8 +907,8 @@ impl Summaries {
     /// return (indexed by [`FnId`]), as a [`Source`] whose `params` are its own parameters, so
     /// that a call's result is the callee's returned functions and fields plus what the call
     /// passes for those parameters, instead of unknown. Allocators written in the application
-    /// (`ngx_palloc`'s large path, `zmalloc`) return data this way, and storing their results
-    /// into a field no longer pollutes it. Grown from "returns nothing".
+    /// (`ngx_palloc_large`, `ngx_alloc`) return data this way, and storing their results into a
+    /// field no longer pollutes it. Grown from "returns nothing".
     ///
     /// Then the benign pointer parameters: shrunk from "every one" until each remaining one is
     /// only used as [`Context::param_is_benign`] allows, given the others. A field whose address
