@@ -919,9 +919,9 @@ impl Summaries {
         loop {
             let mut next = Vec::with_capacity(module.functions.len());
             for function in &module.functions {
-                let mut cx = Context::new(module, function, side, &summaries);
                 let mut returned = Source::default();
                 if matches!(function.return_type.as_ref(), Type::PointerType { .. }) {
+                    let mut cx = Context::new(module, function, side, &summaries);
                     for block in &function.basic_blocks {
                         if let Terminator::Ret(ret) = &block.term
                             && let Some(operand) = &ret.return_operand
@@ -945,12 +945,30 @@ impl Summaries {
                 }
             }
         }
+        // A parameter turns harmful only through its own body or a callee's parameter turning
+        // harmful: after the first round, only the callers of what changed are checked again.
+        let mut callers: HashMap<FnId, Vec<FnId>> = HashMap::new();
+        for (id, function) in module.functions.iter().enumerate() {
+            for instruction in function.basic_blocks.iter().flat_map(|block| &block.instrs) {
+                let Instruction::Call(call) = instruction else { continue };
+                let callee = call.function.as_ref().right().and_then(callee_name);
+                if let Some(callee) = callee.and_then(|name| symbols.functions.get(name)) {
+                    callers.entry(*callee).or_default().push(id as FnId);
+                }
+            }
+        }
+        let mut pending: Vec<FnId> = (0..module.functions.len() as FnId).collect();
         loop {
             let mut harmful = Vec::new();
-            for (id, function) in module.functions.iter().enumerate() {
+            for &id in &pending {
+                let function = &module.functions[id as usize];
+                let candidate = |index: usize| summaries.benign.contains(&(id, index as u32));
+                if !(0..function.parameters.len()).any(candidate) {
+                    continue;
+                }
                 let mut cx = Context::new(module, function, side, &summaries);
                 for (index, param) in function.parameters.iter().enumerate() {
-                    let key = (id as FnId, index as u32);
+                    let key = (id, index as u32);
                     if summaries.benign.contains(&key) && !cx.param_is_benign(&param.name, symbols) {
                         harmful.push(key);
                     }
@@ -959,9 +977,13 @@ impl Summaries {
             if harmful.is_empty() {
                 return summaries;
             }
+            pending.clear();
             for key in harmful {
                 summaries.benign.remove(&key);
+                pending.extend(callers.get(&key.0).into_iter().flatten());
             }
+            pending.sort_unstable();
+            pending.dedup();
         }
     }
 }
