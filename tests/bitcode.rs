@@ -168,6 +168,120 @@ int main(int argc, char **argv) {
 }
 "#;
 
+/// One generic slot that holds a handler in one object and data in another — what a linked
+/// program's merged struct types look like. What `VALUE` stores into the data object decides
+/// whether the call through the slot stays sharp: data proven by the callee's returns keeps the
+/// slot clean; a result that may be a function pollutes it, and the call falls back to the type.
+const RETURNS: &str = r#"
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+typedef void (*handler_fn)(int);
+struct slot { void *value; };
+
+static void on_read(int fd) { syscall(SYS_getuid, fd); }
+/* Address taken, never stored into a slot: only the type fallback reaches it. */
+static void stale(int fd) { syscall(SYS_getegid, fd); }
+
+void keep(void *p) { (void)p; }
+extern void *lookup(const char *name);
+extern void lend(void **slot);
+
+static void *pool_alloc(unsigned long size) {
+    void *p;
+    if (posix_memalign(&p, 16, size) != 0)
+        p = 0;
+    return p;
+}
+static void *aligned(void *p) { return (void *)(((unsigned long)p + 15) & ~15UL); }
+static void *same(void *p) { return p; }
+static void *found(void) { return lookup("handler"); }
+static void *borrowed(void) {
+    void *p = 0;
+    lend(&p);
+    return p;
+}
+
+void serve(struct slot *s, int fd) { ((handler_fn)s->value)(fd); }
+
+int main(int argc, char **argv) {
+    keep(stale);
+    struct slot *handler = malloc(sizeof *handler);
+    struct slot *data = malloc(sizeof *data);
+    handler->value = on_read;
+    data->value = VALUE;
+    serve(handler, argc + (argv != 0));
+    return 0;
+}
+"#;
+
+/// A handler table whose address goes to a library function. `QUALIFIER` decides whether the
+/// library could write into it: a `const` table is read-only, so calls through it reach its
+/// entries; a writable one may hold anything afterwards, and the call falls back to the type.
+const TABLE: &str = r#"
+#include <sys/syscall.h>
+#include <unistd.h>
+
+typedef void (*handler_fn)(int);
+static void first(int fd) { syscall(SYS_getuid, fd); }
+static void second(int fd) { syscall(SYS_getgid, fd); }
+/* Address taken, in no table: only the type fallback reaches it. */
+static void stale(int fd) { syscall(SYS_getegid, fd); }
+
+void keep(void *p) { (void)p; }
+extern void show(const void *table);
+
+static QUALIFIER handler_fn table[] = { first, second };
+
+void serve(int i, int fd) { table[i & 1](fd); }
+
+int main(int argc, char **argv) {
+    keep(stale);
+    show(table);
+    serve(argc, argc + (argv != 0));
+    return 0;
+}
+"#;
+
+/// A handler field whose address goes to a function of the program. `CALL` decides whether that
+/// function may write a function into it: clearing, testing and passing it on to such a function
+/// leave the field's writes understood; storing what a library returned (directly or through
+/// another function) may put any function there, and the call falls back to the type.
+const SLOTS: &str = r#"
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+typedef void (*handler_fn)(int);
+struct conn { int fd; handler_fn on_read; };
+
+static void on_read(int fd) { syscall(SYS_getuid, fd); }
+/* Address taken, never stored into a field: only the type fallback reaches it. */
+static void stale(int fd) { syscall(SYS_getegid, fd); }
+
+void keep(void *p) { (void)p; }
+extern handler_fn pick(int);
+
+static void clear(handler_fn *slot) { *slot = 0; }
+static int is_set(handler_fn *slot) { return *slot != 0; }
+static void reset(handler_fn *slot) { clear(slot); }
+static void install(handler_fn *slot, int i) { *slot = pick(i); }
+static void relay(handler_fn *slot, int i) { install(slot, i); }
+
+void serve(struct conn *c) { c->on_read(c->fd); }
+
+int main(int argc, char **argv) {
+    keep(stale);
+    struct conn *c = malloc(sizeof *c);
+    c->fd = argc + (argv != 0);
+    c->on_read = on_read;
+    CALL;
+    serve(c);
+    return 0;
+}
+"#;
+
 /// Why bitcode cannot be built or analysed here, if it cannot.
 pub fn toolchain_missing() -> Option<String> {
     if !cfg!(feature = "bitcode") {
@@ -316,6 +430,67 @@ fn callbacks_reach_what_their_fields_and_parameters_hold_and_fall_back_to_types_
     let watched = &watched["serving"];
     assert_eq!(names(&watched["functions"]), ["done", "fire", "hooked", "on_read", "on_write", "stale", "watch"]);
     assert_eq!(watched["indirect"]["via_type"], 1);
+}
+
+#[test]
+fn call_results_proven_to_be_data_keep_the_field_they_are_stored_into_sharp() {
+    require!(toolchain_missing());
+    let dir = tempfile::tempdir().unwrap();
+    let sharp = ["on_read", "serve"].as_slice();
+    let by_type = ["on_read", "serve", "stale"].as_slice();
+    let cases: &[(&str, &[&str])] = &[
+        // A library allocator, an allocator written in the program (through `posix_memalign`'s
+        // result slot), pointer alignment through integers, a parameter handed back.
+        ("malloc(64)", sharp),
+        ("pool_alloc(64)", sharp),
+        ("aligned(pool_alloc(64))", sharp),
+        ("same(pool_alloc(64))", sharp),
+        // What a library returns may be a function, also through a function of the program, a
+        // stack slot a library wrote, or a parameter that was passed a function.
+        ("lookup(\"handler\")", by_type),
+        ("found()", by_type),
+        ("borrowed()", by_type),
+        ("same((void *)stale)", by_type),
+    ];
+    for (index, (value, expected)) in cases.iter().enumerate() {
+        let source = RETURNS.replace("VALUE", value);
+        let bitcode = compile(dir.path(), &format!("returns{index}"), &source);
+        let analysis = analyse(&bitcode, &["--serving-entry", "serve"]);
+        assert_eq!(names(&analysis["serving"]["functions"]), *expected, "data->value = {value}");
+    }
+}
+
+#[test]
+fn a_read_only_table_stays_sharp_when_its_address_escapes() {
+    require!(toolchain_missing());
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &[&str])] =
+        &[("const", &["first", "second", "serve"]), ("", &["first", "second", "serve", "stale"])];
+    for (index, (qualifier, expected)) in cases.iter().enumerate() {
+        let bitcode = compile(dir.path(), &format!("table{index}"), &TABLE.replace("QUALIFIER", qualifier));
+        let analysis = analyse(&bitcode, &["--serving-entry", "serve"]);
+        assert_eq!(names(&analysis["serving"]["functions"]), *expected, "table qualifier `{qualifier}`");
+    }
+}
+
+#[test]
+fn a_field_address_passed_to_a_function_that_writes_no_function_stays_sharp() {
+    require!(toolchain_missing());
+    let dir = tempfile::tempdir().unwrap();
+    let sharp = ["on_read", "serve"].as_slice();
+    let by_type = ["on_read", "serve", "stale"].as_slice();
+    let cases: &[(&str, &[&str])] = &[
+        ("clear(&c->on_read)", sharp),
+        ("c->fd += is_set(&c->on_read)", sharp),
+        ("reset(&c->on_read)", sharp),
+        ("install(&c->on_read, argc)", by_type),
+        ("relay(&c->on_read, argc)", by_type),
+    ];
+    for (index, (call, expected)) in cases.iter().enumerate() {
+        let bitcode = compile(dir.path(), &format!("slots{index}"), &SLOTS.replace("CALL", call));
+        let analysis = analyse(&bitcode, &["--serving-entry", "serve"]);
+        assert_eq!(names(&analysis["serving"]["functions"]), *expected, "{call}");
+    }
 }
 
 /// Rewrites the producer `LLVM19.…` in the identification block to `LLVM21.…`: the digits are

@@ -76,8 +76,9 @@ pub(super) fn extract(
     asm: &[RawAsm],
     arch: Arch,
     asm_sites: &mut Vec<AsmSite>,
+    summaries: &Summaries,
 ) -> Body {
-    let mut cx = Context::new(module, function, side);
+    let mut cx = Context::new(module, function, side, summaries);
     cx.mark_pollution(symbols);
     let mut out = Extracted { id, arch, asm, asm_sites, asm_seen: 0, items: Vec::new(), block_seen: HashSet::new() };
     let block_index: HashMap<&Name, u32> =
@@ -155,10 +156,26 @@ struct Context<'m> {
     defs: HashMap<&'m Name, &'m Instruction>,
     params: HashMap<&'m Name, u32>,
     gep_fields: HashMap<&'m Name, Option<FieldId>>,
+    summaries: &'m Summaries,
+}
+
+/// What is known of every defined function before its callers are read.
+pub(super) struct Summaries {
+    /// What each defined function may return, in its own parameters' terms (see
+    /// [`Summaries::new`]).
+    returns: Vec<Source>,
+    /// Parameters through which the function writes no function pointer (see
+    /// [`Summaries::new`]).
+    benign: HashSet<(FnId, u32)>,
 }
 
 impl<'m> Context<'m> {
-    fn new(module: &'m Module, function: &'m llvm_ir::Function, side: &'m Sidecar) -> Context<'m> {
+    fn new(
+        module: &'m Module,
+        function: &'m llvm_ir::Function,
+        side: &'m Sidecar,
+        summaries: &'m Summaries,
+    ) -> Context<'m> {
         let defs = function
             .basic_blocks
             .iter()
@@ -166,7 +183,7 @@ impl<'m> Context<'m> {
             .filter_map(|instruction| instruction.try_get_result().map(|name| (name, instruction)))
             .collect();
         let params = function.parameters.iter().enumerate().map(|(index, param)| (&param.name, index as u32)).collect();
-        Context { module, function, side, defs, params, gep_fields: HashMap::new() }
+        Context { module, function, side, defs, params, gep_fields: HashMap::new(), summaries }
     }
 
     /// Marks fields whose address is used for anything but loads and stores through it: a
@@ -176,6 +193,7 @@ impl<'m> Context<'m> {
     fn mark_pollution(&mut self, symbols: &mut Symbols) {
         let mut escaped = Vec::new();
         let external = self.external_arguments(symbols);
+        let benign = self.benign_arguments(symbols);
         for block in &self.function.basic_blocks {
             for instruction in &block.instrs {
                 escaped.extend(
@@ -185,6 +203,11 @@ impl<'m> Context<'m> {
             escaped.extend(terminator_operands(&block.term));
         }
         for operand in escaped {
+            // Nothing can write into a read-only global, whoever gets its address; a callee that
+            // writes no function through its parameter leaves the field as it was.
+            if self.in_constant_global(operand, symbols) || benign.contains(&std::ptr::from_ref(operand)) {
+                continue;
+            }
             let to_external = external.contains(&std::ptr::from_ref(operand));
             // Elsewhere, a pointer to a (member) object escaping is like any object pointer
             // escaping: its fields are still written through typed stores.
@@ -238,6 +261,134 @@ impl<'m> Context<'m> {
             }
         }
         external
+    }
+
+    /// The arguments of direct calls that go to a benign parameter of a defined function.
+    fn benign_arguments(&self, symbols: &Symbols) -> HashSet<*const Operand> {
+        let mut benign = HashSet::new();
+        for instruction in self.function.basic_blocks.iter().flat_map(|block| &block.instrs) {
+            let Instruction::Call(call) = instruction else { continue };
+            let Some(callee) = call.function.as_ref().right().and_then(|callee| self.defined_callee(callee, symbols))
+            else {
+                continue;
+            };
+            for (index, (arg, _)) in call.arguments.iter().enumerate() {
+                if self.summaries.benign.contains(&(callee, index as u32)) {
+                    benign.insert(std::ptr::from_ref(arg));
+                }
+            }
+        }
+        benign
+    }
+
+    fn defined_callee(&self, callee: &Operand, symbols: &Symbols) -> Option<FnId> {
+        let Operand::ConstantOperand(constant) = callee else { return None };
+        let Constant::GlobalReference { name, .. } = constant.as_ref() else { return None };
+        symbols.function(name).filter(|&id| (id as usize) < symbols.defined)
+    }
+
+    /// Whether this function writes no function pointer into the memory its parameter points
+    /// to: the parameter and pointer arithmetic, phis and selects of it (not typed member
+    /// accesses, which name their own fields) are only loaded from, compared, updated atomically
+    /// with integers, stored through with values that are not pointers or are proven data,
+    /// cleared (`memset`), copied (as a direct `memcpy` in the caller is, see [`copies_memory`]),
+    /// or passed to benign parameters. Storing the pointer itself, returning it, or handing it
+    /// anywhere else is not.
+    fn param_is_benign(&mut self, param: &'m Name, symbols: &mut Symbols) -> bool {
+        let instructions = || self.function.basic_blocks.iter().flat_map(|block| &block.instrs);
+        let mut aliases: HashSet<&'m Name> = HashSet::from([param]);
+        loop {
+            let before = aliases.len();
+            for instruction in instructions() {
+                let (address, result) = match instruction {
+                    Instruction::GetElementPtr(gep) => {
+                        let indices: Vec<Option<u64>> = gep.indices.iter().map(constant_int).collect();
+                        let source = IrType { ty: gep.source_element_type.clone(), types: &self.module.types };
+                        if matches!(gep_key(source, &indices), GepKey::Field(_) | GepKey::Object(_)) {
+                            continue;
+                        }
+                        (&gep.address, &gep.dest)
+                    }
+                    Instruction::BitCast(cast) => (&cast.operand, &cast.dest),
+                    Instruction::AddrSpaceCast(cast) => (&cast.operand, &cast.dest),
+                    // A pointer that may be the parameter's (a loop's cursor) is checked like it.
+                    Instruction::Phi(phi) => {
+                        if phi.incoming_values.iter().any(|(value, _)| is_alias(&aliases, value)) {
+                            aliases.insert(&phi.dest);
+                        }
+                        continue;
+                    }
+                    Instruction::Select(select) => {
+                        if is_alias(&aliases, &select.true_value) || is_alias(&aliases, &select.false_value) {
+                            aliases.insert(&select.dest);
+                        }
+                        continue;
+                    }
+                    _ => continue,
+                };
+                if is_alias(&aliases, address) {
+                    aliases.insert(result);
+                }
+            }
+            if aliases.len() == before {
+                break;
+            }
+        }
+        let alias = |operand: &Operand| is_alias(&aliases, operand);
+        let pointer = |operand: &Operand| matches!(self.module.type_of(operand).as_ref(), Type::PointerType { .. });
+        for instruction in instructions() {
+            let benign = match instruction {
+                Instruction::Load(_) | Instruction::ICmp(_) => true,
+                Instruction::GetElementPtr(gep) => gep.indices.iter().all(|index| !alias(index)),
+                Instruction::BitCast(_) | Instruction::AddrSpaceCast(_) => true,
+                Instruction::Phi(_) | Instruction::Select(_) => true,
+                // Atomic updates of a lock word or counter write integers.
+                Instruction::CmpXchg(op) => {
+                    !alias(&op.expected) && !alias(&op.replacement) && !pointer(&op.replacement)
+                }
+                Instruction::AtomicRMW(op) => !alias(&op.value) && !pointer(&op.value),
+                Instruction::Store(store) if alias(&store.value) => false,
+                Instruction::Store(store) if alias(&store.address) => {
+                    !pointer(&store.value)
+                        || self.source(&store.value, symbols, &mut HashSet::new()) == Source::default()
+                }
+                Instruction::Call(call) => {
+                    let callee = call.function.as_ref().right();
+                    let name = callee.and_then(callee_name).unwrap_or_default();
+                    let defined = callee.and_then(|callee| self.defined_callee(callee, symbols));
+                    let base = name
+                        .strip_prefix("llvm.")
+                        .map_or(name, |intrinsic| intrinsic.split('.').next().unwrap_or_default());
+                    callee.is_none_or(|callee| !alias(callee))
+                        && call.arguments.iter().enumerate().all(|(index, (arg, _))| {
+                            !alias(arg)
+                                || matches!(base, "memset" | "bzero" | "explicit_bzero" | "lifetime" | "objectsize")
+                                // Copies move field contents between objects of the same type,
+                                // as for a direct call in the caller (see `copies_memory`).
+                                || matches!(base, "memcpy" | "memmove")
+                                || defined.is_some_and(|id| self.summaries.benign.contains(&(id, index as u32)))
+                        })
+                }
+                other => operands(other).iter().all(|(operand, _)| !alias(operand)),
+            };
+            if !benign {
+                return false;
+            }
+        }
+        self.function.basic_blocks.iter().all(|block| terminator_operands(&block.term).into_iter().all(|op| !alias(op)))
+    }
+
+    /// Whether an address points into a `constant` global, through `getelementptr`s and casts.
+    fn in_constant_global(&self, operand: &Operand, symbols: &Symbols) -> bool {
+        match operand {
+            Operand::LocalOperand { name, .. } => match self.defs.get(name) {
+                Some(Instruction::GetElementPtr(gep)) => self.in_constant_global(&gep.address, symbols),
+                Some(Instruction::BitCast(cast)) => self.in_constant_global(&cast.operand, symbols),
+                _ => false,
+            },
+            Operand::ConstantOperand(constant) => constant_in_constant_global(constant, symbols),
+            Operand::MetadataOperand => false,
+        }
     }
 
     /// Whether `operand` is a `getelementptr` that selects a struct rather than a scalar field.
@@ -501,8 +652,13 @@ impl<'m> Context<'m> {
         match def {
             Instruction::Load(load) => match self.address_field(&load.address, symbols) {
                 Some(field) => Source { fields: vec![field], ..Source::default() },
-                None => Source { unknown: true, ..Source::default() },
+                None => self.stack_slot(&load.address, symbols, seen),
             },
+            Instruction::Call(call) => self.call_result(call, symbols, seen),
+            Instruction::IntToPtr(cast) => {
+                let source = self.int_source(&cast.operand, symbols, seen);
+                proven_data(source)
+            }
             Instruction::Phi(phi) => {
                 let mut source = Source::default();
                 for (value, _) in &phi.incoming_values {
@@ -524,6 +680,109 @@ impl<'m> Context<'m> {
             Instruction::Alloca(_) | Instruction::GetElementPtr(_) => Source::default(),
             _ => Source { unknown: true, ..Source::default() },
         }
+    }
+
+    /// What a call returns: a defined function's return values with its parameters replaced by
+    /// this call's arguments; nothing that is a function for an allocator; anything otherwise.
+    fn call_result(&mut self, call: &'m Call, symbols: &mut Symbols, seen: &mut HashSet<&'m Name>) -> Source {
+        let unknown = Source { unknown: true, ..Source::default() };
+        let Some(Operand::ConstantOperand(callee)) = call.function.as_ref().right() else { return unknown };
+        let Constant::GlobalReference { name, .. } = callee.as_ref() else { return unknown };
+        let Some(id) = symbols.function(name) else { return unknown };
+        if id as usize >= symbols.defined {
+            let allocates = name_str(name).is_some_and(|name| ALLOCATORS.contains(&name));
+            return if allocates { Source::default() } else { unknown };
+        }
+        let returned = self.summaries.returns.get(id as usize).cloned().unwrap_or(unknown);
+        let mut source = Source { params: Vec::new(), ..returned.clone() };
+        for param in returned.params {
+            let passed = match call.arguments.get(param as usize) {
+                Some((arg, _)) => self.source(arg, symbols, seen),
+                None => Source { unknown: true, ..Source::default() },
+            };
+            merge(&mut source, passed);
+        }
+        proven_data(source)
+    }
+
+    /// Where a pointer made from an integer comes from: the pointers whose addresses went into
+    /// the arithmetic (aligning or tagging a pointer keeps what it points to); constants are no
+    /// function addresses; anything else (an integer loaded or computed otherwise) is unknown.
+    fn int_source(&mut self, operand: &'m Operand, symbols: &mut Symbols, seen: &mut HashSet<&'m Name>) -> Source {
+        let unknown = Source { unknown: true, ..Source::default() };
+        let Operand::LocalOperand { name, .. } = operand else {
+            return if constant_int(operand).is_some() { Source::default() } else { unknown };
+        };
+        match self.defs.get(name).copied() {
+            Some(Instruction::PtrToInt(cast)) => self.source(&cast.operand, symbols, seen),
+            Some(Instruction::ZExt(cast)) => self.int_source(&cast.operand, symbols, seen),
+            Some(Instruction::SExt(cast)) => self.int_source(&cast.operand, symbols, seen),
+            Some(Instruction::Trunc(cast)) => self.int_source(&cast.operand, symbols, seen),
+            Some(Instruction::Add(op)) => self.int_sources(&op.operand0, &op.operand1, symbols, seen),
+            Some(Instruction::Sub(op)) => self.int_sources(&op.operand0, &op.operand1, symbols, seen),
+            Some(Instruction::And(op)) => self.int_sources(&op.operand0, &op.operand1, symbols, seen),
+            Some(Instruction::Or(op)) => self.int_sources(&op.operand0, &op.operand1, symbols, seen),
+            _ => unknown,
+        }
+    }
+
+    fn int_sources(
+        &mut self,
+        left: &'m Operand,
+        right: &'m Operand,
+        symbols: &mut Symbols,
+        seen: &mut HashSet<&'m Name>,
+    ) -> Source {
+        let mut source = self.int_source(left, symbols, seen);
+        let other = self.int_source(right, symbols, seen);
+        merge(&mut source, other);
+        source
+    }
+
+    /// A load from a stack slot holds what this function stores there, when the slot's address
+    /// goes nowhere else but to lifetime markers and as the result slot of an allocator
+    /// (`posix_memalign`, which writes a heap address). Any other load through an untyped
+    /// pointer is unknown.
+    fn stack_slot(&mut self, address: &'m Operand, symbols: &mut Symbols, seen: &mut HashSet<&'m Name>) -> Source {
+        let unknown = Source { unknown: true, ..Source::default() };
+        let Operand::LocalOperand { name: slot, .. } = address else { return unknown };
+        if !matches!(self.defs.get(slot), Some(Instruction::Alloca(_))) {
+            return unknown;
+        }
+        let is_slot = |operand: &Operand| matches!(operand, Operand::LocalOperand { name, .. } if name == slot);
+        let mut stored: Vec<&'m Operand> = Vec::new();
+        for block in &self.function.basic_blocks {
+            for instruction in &block.instrs {
+                let fine = match instruction {
+                    Instruction::Load(_) => true,
+                    Instruction::Store(store) if is_slot(&store.address) && !is_slot(&store.value) => {
+                        stored.push(&store.value);
+                        true
+                    }
+                    Instruction::Call(call) => {
+                        let name = call.function.as_ref().right().and_then(callee_name).unwrap_or_default();
+                        call.arguments.iter().enumerate().all(|(index, (arg, _))| {
+                            !is_slot(arg)
+                                || name.starts_with("llvm.lifetime.")
+                                || (index == 0 && SLOT_ALLOCATORS.contains(&name))
+                        })
+                    }
+                    other => operands(other).iter().all(|(operand, _)| !is_slot(operand)),
+                };
+                if !fine {
+                    return unknown;
+                }
+            }
+            if terminator_operands(&block.term).into_iter().any(is_slot) {
+                return unknown;
+            }
+        }
+        let mut source = Source::default();
+        for value in stored {
+            let from = self.source(value, symbols, seen);
+            merge(&mut source, from);
+        }
+        proven_data(source)
     }
 
     /// The struct field an address points into, when it is a named field.
@@ -621,6 +880,146 @@ fn without_params(mut source: Source) -> Source {
         source.unknown = true;
     }
     source
+}
+
+/// Library functions that return fresh heap or mapped memory, never a code address: their
+/// results are data wherever they are stored.
+const ALLOCATORS: &[&str] = &[
+    "malloc",
+    "calloc",
+    "realloc",
+    "reallocarray",
+    "aligned_alloc",
+    "memalign",
+    "valloc",
+    "pvalloc",
+    "strdup",
+    "strndup",
+    "mmap",
+    "mmap64",
+];
+
+/// Library functions that write a fresh heap address through their first argument.
+const SLOT_ALLOCATORS: &[&str] = &["posix_memalign"];
+
+impl Summaries {
+    /// Both summaries, each to a fixed point. Returns first: what each defined function may
+    /// return (indexed by [`FnId`]), as a [`Source`] whose `params` are its own parameters, so
+    /// that a call's result is the callee's returned functions and fields plus what the call
+    /// passes for those parameters, instead of unknown. Allocators written in the application
+    /// (`ngx_palloc_large`, `ngx_alloc`) return data this way, and storing their results into a
+    /// field no longer pollutes it. Grown from "returns nothing".
+    ///
+    /// Then the benign pointer parameters: shrunk from "every one" until each remaining one is
+    /// only used as [`Context::param_is_benign`] allows, given the others. A field whose address
+    /// goes only to benign parameters keeps its writes understood.
+    pub(super) fn new(module: &Module, side: &Sidecar, symbols: &mut Symbols) -> Summaries {
+        let mut summaries =
+            Summaries { returns: vec![Source::default(); module.functions.len()], benign: HashSet::new() };
+        loop {
+            let mut next = Vec::with_capacity(module.functions.len());
+            for function in &module.functions {
+                let mut returned = Source::default();
+                if matches!(function.return_type.as_ref(), Type::PointerType { .. }) {
+                    let mut cx = Context::new(module, function, side, &summaries);
+                    for block in &function.basic_blocks {
+                        if let Terminator::Ret(ret) = &block.term
+                            && let Some(operand) = &ret.return_operand
+                        {
+                            let value = cx.source(operand, symbols, &mut HashSet::new());
+                            merge(&mut returned, value);
+                        }
+                    }
+                }
+                next.push(returned);
+            }
+            if next == summaries.returns {
+                break;
+            }
+            summaries.returns = next;
+        }
+        for (id, function) in module.functions.iter().enumerate() {
+            for (index, param) in function.parameters.iter().enumerate() {
+                if matches!(param.ty.as_ref(), Type::PointerType { .. }) {
+                    summaries.benign.insert((id as FnId, index as u32));
+                }
+            }
+        }
+        // A parameter turns harmful only through its own body or a callee's parameter turning
+        // harmful: after the first round, only the callers of what changed are checked again.
+        let mut callers: HashMap<FnId, Vec<FnId>> = HashMap::new();
+        for (id, function) in module.functions.iter().enumerate() {
+            for instruction in function.basic_blocks.iter().flat_map(|block| &block.instrs) {
+                let Instruction::Call(call) = instruction else { continue };
+                let callee = call.function.as_ref().right().and_then(callee_name);
+                if let Some(callee) = callee.and_then(|name| symbols.functions.get(name)) {
+                    callers.entry(*callee).or_default().push(id as FnId);
+                }
+            }
+        }
+        let mut pending: Vec<FnId> = (0..module.functions.len() as FnId).collect();
+        loop {
+            let mut harmful = Vec::new();
+            for &id in &pending {
+                let function = &module.functions[id as usize];
+                let candidate = |index: usize| summaries.benign.contains(&(id, index as u32));
+                if !(0..function.parameters.len()).any(candidate) {
+                    continue;
+                }
+                let mut cx = Context::new(module, function, side, &summaries);
+                for (index, param) in function.parameters.iter().enumerate() {
+                    let key = (id, index as u32);
+                    if summaries.benign.contains(&key) && !cx.param_is_benign(&param.name, symbols) {
+                        harmful.push(key);
+                    }
+                }
+            }
+            if harmful.is_empty() {
+                return summaries;
+            }
+            pending.clear();
+            for key in harmful {
+                summaries.benign.remove(&key);
+                pending.extend(callers.get(&key.0).into_iter().flatten());
+            }
+            pending.sort_unstable();
+            pending.dedup();
+        }
+    }
+}
+
+/// A call result, a pointer made from an integer or a stack slot's contents is either proven to
+/// be data — no function can be in it — or unknown, as before these were traced: a value that
+/// may hold what a field holds would otherwise join untyped memory wherever it is stored there,
+/// and widen every field-resolved call. The enclosing function's parameters stay: its callers
+/// decide (a call's result maps them to its arguments, then decides again).
+fn proven_data(source: Source) -> Source {
+    if source.functions.is_empty() && source.fields.is_empty() && !source.unknown {
+        source
+    } else {
+        Source { unknown: true, ..Source::default() }
+    }
+}
+
+fn constant_in_constant_global(constant: &Constant, symbols: &Symbols) -> bool {
+    match constant {
+        Constant::GlobalReference { name, .. } => {
+            symbols.global(name).is_some_and(|global| symbols.constant[global as usize])
+        }
+        Constant::GetElementPtr(gep) => constant_in_constant_global(&gep.address, symbols),
+        Constant::BitCast(cast) => constant_in_constant_global(&cast.operand, symbols),
+        _ => false,
+    }
+}
+
+fn is_alias(aliases: &HashSet<&Name>, operand: &Operand) -> bool {
+    matches!(operand, Operand::LocalOperand { name, .. } if aliases.contains(name))
+}
+
+fn callee_name(callee: &Operand) -> Option<&str> {
+    let Operand::ConstantOperand(constant) = callee else { return None };
+    let Constant::GlobalReference { name, .. } = constant.as_ref() else { return None };
+    name_str(name)
 }
 
 fn constant_int(operand: &Operand) -> Option<u64> {

@@ -101,6 +101,8 @@ pub(super) struct Symbols {
     /// Ids below this are defined functions; the rest are external declarations.
     pub defined: usize,
     pub globals: HashMap<String, GlobalId>,
+    /// Per global: declared `constant`, so read-only once relocated — nothing writes into it.
+    pub constant: Vec<bool>,
     types: HashMap<String, TypeId>,
     pub type_names: Vec<String>,
     fields: HashMap<String, FieldId>,
@@ -149,11 +151,12 @@ fn extract(module: &Module, side: sidecar::Sidecar, arch: Arch, producer: Option
     let mut symbols = symbols(module);
     let mut functions: Vec<Function> = Vec::with_capacity(module.functions.len() + module.func_declarations.len());
     let mut asm_sites: Vec<AsmSite> = Vec::new();
+    let summaries = body::Summaries::new(module, &side, &mut symbols);
     for function in &module.functions {
         let ty = symbols.type_id(module.type_of(function).to_string());
         let id = functions.len() as FnId;
         let asm = side.asm.get(&function.name).map(Vec::as_slice).unwrap_or_default();
-        let body = body::extract(module, function, id, &mut symbols, &side, asm, arch, &mut asm_sites);
+        let body = body::extract(module, function, id, &mut symbols, &side, asm, arch, &mut asm_sites, &summaries);
         functions.push(Function { name: function.name.clone(), ty, body: Some(body) });
     }
     for declaration in &module.func_declarations {
@@ -208,17 +211,18 @@ fn symbols(module: &Module) -> Symbols {
             functions.insert(alias_name.to_owned(), target);
         }
     }
-    let globals = module
-        .global_vars
-        .iter()
+    let named = || module.global_vars.iter().filter(|global| name_str(&global.name).is_some());
+    let globals = named()
         .filter_map(|global| name_str(&global.name))
         .enumerate()
         .map(|(id, name)| (name.to_owned(), id as GlobalId))
         .collect();
+    let constant = named().map(|global| global.is_constant).collect();
     let mut symbols = Symbols {
         functions,
         defined: module.functions.len(),
         globals,
+        constant,
         types: HashMap::new(),
         type_names: Vec::new(),
         fields: HashMap::new(),
