@@ -63,6 +63,9 @@ pub struct SuiteResult {
     pub under: String,
     pub profiled: Outcome,
     pub unconfined: Outcome,
+    /// The run that was traced, with no profile (cells written before it was kept have none).
+    #[serde(default)]
+    pub traced: Outcome,
     /// Tests that failed under the profiles and not without them: must be empty.
     pub failed_more: Vec<String>,
 }
@@ -302,6 +305,7 @@ fn one_round(setup: &Setup<'_>, suite: &suite::Prepared<'_>, port: u16) -> Resul
             under,
             profiled,
             unconfined,
+            traced: Outcome::parse(&std::fs::read_to_string(&out).unwrap_or_default()),
             failed_more,
         },
         times,

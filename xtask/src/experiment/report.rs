@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::RELEASES;
-use super::cell::{Cell, PhaseDiff, Score};
+use super::cell::{Cell, PhaseDiff, Score, SuiteResult};
 use super::suite::same_test;
 use crate::bench::plot::Bar;
 use crate::bench::report::Machine;
@@ -122,6 +122,21 @@ fn list(names: &[String]) -> String {
     if names.is_empty() { "0".to_owned() } else { format!("{}: {}", names.len(), names.join(", ")) }
 }
 
+/// The tests that failed only under the profile, each that failed in the traced run (no profile)
+/// too marked: that run is as slow as the profiled one, so those are timing, not the profile.
+fn timing_marked(suite: &SuiteResult) -> Vec<String> {
+    let traced: BTreeSet<String> = suite.traced.failures.iter().map(|name| same_test(name)).collect();
+    suite
+        .failed_more
+        .iter()
+        .map(
+            |name| {
+                if traced.contains(name) { format!("{name} (failed traced with no profile too)") } else { name.clone() }
+            },
+        )
+        .collect()
+}
+
 fn score(score: &Score) -> String {
     format!("{:.2} (P {:.2}, R {:.2})", score.f1, score.precision, score.recall)
 }
@@ -186,7 +201,7 @@ fn markdown(machine: &Machine, cells: &[Cell], failures: &[Failure]) -> Result<S
             suite.unconfined.passed,
             suite.unconfined.failed,
             suite.unconfined.skipped,
-            list(&suite.failed_more),
+            list(&timing_marked(suite)),
         )?;
     }
     writeln!(out, "\nEnforcement per cell (the marker each process switched at, or why there was none):\n")?;
@@ -333,5 +348,27 @@ mod tests {
         changes_between_releases(&mut cells);
         assert_eq!(changes(&cells[1]), [("serving".into(), vec![], vec![])]);
         assert_eq!(changes(&cells[2]), [("serving".into(), vec![], vec!["stat".into()])]);
+    }
+
+    /// A test that failed traced without a profile too is marked as timing; one that failed only
+    /// under the profile is not.
+    #[test]
+    fn failures_the_traced_run_shares_are_marked_as_timing() {
+        let outcome = |text: &str| crate::experiment::suite::Outcome::parse(text);
+        let suite = SuiteResult {
+            traced: outcome("[exception]: Executing test client: error writing \"sock55d4ee41d770\": reset.\n"),
+            failed_more: vec![
+                same_test("Executing test client: error writing \"sock556bb4f72d70\": reset."),
+                "maxmemory - policy allkeys-lru".into(),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            timing_marked(&suite),
+            [
+                format!("{} (failed traced with no profile too)", suite.failed_more[0]),
+                "maxmemory - policy allkeys-lru".to_owned()
+            ]
+        );
     }
 }
