@@ -12,8 +12,10 @@
 //! - `sched_process_fork` and `sched_process_exit` (raw tracepoints) pass that per-process phase
 //!   on to children forked afterwards and forget it when the process is gone;
 //! - `seccomp-refine enforce` loads only the enforcer's uprobe on the serving entry with
-//!   `cgroup_mkdir`, fork and exit: a registered cgroup is then a target, and its processes stop
-//!   at their first entry for the switch to the serving filter (`SERVING_PROCESSES` = switched).
+//!   `cgroup_mkdir`, fork, exit, exec and the page-fault hold: a registered cgroup is then a
+//!   target, each of its processes gets the uprobe for itself alone (`PROBED`; a new one is held
+//!   at its first page fault until it has), and stops at its first entry for the switch to the
+//!   serving filter (`SERVING_PROCESSES` = switched), after which its probe is detached.
 //!
 //! Phases are per cgroup, except under a per-process marker (`symbol:`, `auto`): then the cgroup
 //! stays in `init` and a process is serving when it is in `SERVING_PROCESSES`, which costs the hot
@@ -108,6 +110,11 @@ static CGROUP_STATS: PerCpuHashMap<u64, StatCounters> = PerCpuHashMap::with_max_
 /// Processes (tgid) a per-process marker moved to serving, with their cgroup.
 #[map]
 static SERVING_PROCESSES: HashMap<u32, u64> = HashMap::with_max_entries(MAX_SERVING_PROCESSES, BPF_F_NO_PREALLOC);
+
+/// Processes of target cgroups that have a marker uprobe of their own (the enforcer adds them), or
+/// that the enforcer's hold stopped until it has attached one: neither is held again.
+#[map]
+static PROBED: HashMap<u32, u64> = HashMap::with_max_entries(MAX_SERVING_PROCESSES, BPF_F_NO_PREALLOC);
 
 /// The path pointer of an `open` in flight, per thread, until `sys_exit` sees its result.
 #[map]
@@ -667,18 +674,21 @@ pub fn seccomp_refine_fork(ctx: RawTracePointContext) -> i32 {
         // SAFETY: a map value, valid during the program.
         Some(cgroup) => serve_process(unsafe { *cgroup }, child_tgid, cause::FORK),
         None => {
-            // A reused pid of a process that served, whose exit was missed, must not serve.
+            // A reused pid of a process that served or had a probe, whose exit was missed, must
+            // neither serve nor count as probed: the enforcer holds it at its first page fault.
             let _ = SERVING_PROCESSES.remove(&child_tgid);
+            let _ = PROBED.remove(&child_tgid);
         }
     }
     0
 }
 
-/// Forgets a serving process when its last thread exits (`signal->live` has just reached zero).
+/// Forgets a serving or probed process when its last thread exits (`signal->live` has just
+/// reached zero).
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn seccomp_refine_exit(_ctx: RawTracePointContext) -> i32 {
     let process = tgid();
-    if SERVING_PROCESSES.get_ptr(&process).is_none() {
+    if SERVING_PROCESSES.get_ptr(&process).is_none() && PROBED.get_ptr(&process).is_none() {
         return 0;
     }
     // SAFETY: the helper has no preconditions.
@@ -686,6 +696,54 @@ pub fn seccomp_refine_exit(_ctx: RawTracePointContext) -> i32 {
     let Some(signal) = read_kernel::<u64>(task, offset(offsets::TASK_SIGNAL)) else { return 0 };
     if read_kernel::<i32>(signal, offset(offsets::SIGNAL_LIVE)) == Some(0) {
         let _ = SERVING_PROCESSES.remove(&process);
+        let _ = PROBED.remove(&process);
+    }
+    0
+}
+
+/// The enforcer's hold, on `page_fault_user` and `page_fault_kernel`: the first page fault of a
+/// process of a target cgroup that is neither switched nor probed stops it (`SIGSTOP`, taken on
+/// its return to user space) and tells userspace, which attaches the marker uprobe for that
+/// process alone and lets it run on. A marker uprobe attached for one process does not follow
+/// fork (the child's first hit only removes the inherited breakpoint), and a child forked by a
+/// process that has not switched may still reach the serving entry: holding it first makes that
+/// impossible. Every new process faults before it runs any code of its own: fork leaves all its
+/// writable pages copy-on-write (the kernel's `set_child_tid` write already faults, and so does
+/// any call's push), and after an exec nothing of the new image is mapped in yet. Faults are
+/// rare next to syscalls, so this costs the host one hash lookup per fault.
+#[raw_tracepoint]
+pub fn seccomp_refine_hold(_ctx: RawTracePointContext) -> i32 {
+    // SAFETY: the helper has no preconditions.
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    if CGROUPS.get_ptr(cgroup).is_none() {
+        return 0;
+    }
+    let process = tgid();
+    if SERVING_PROCESSES.get_ptr(&process).is_some() {
+        return 0;
+    }
+    match PROBED.insert(&process, &cgroup, BPF_NOEXIST as u64) {
+        Ok(()) => {
+            // SAFETY: the helper has no preconditions; the thread is the current one.
+            unsafe { bpf_send_signal_thread(SIGSTOP) };
+            phase_event(cgroup, phase::INIT, cause::HELD, process);
+        }
+        // Probed already, or held by another of its faults.
+        Err(EEXIST) => {}
+        Err(_) => count_stat(cgroup, stat::PROCESS_FULL),
+    }
+    0
+}
+
+/// The enforcer's exec: a process of a target cgroup that execs, and has not switched, is probed
+/// again. Its probe follows the task it was attached to, which an exec from another thread than
+/// the leader replaces; the new image's first fault holds it (`seccomp_refine_hold`).
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn seccomp_refine_reprobe(_ctx: RawTracePointContext) -> i32 {
+    // SAFETY: the helper has no preconditions.
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    if CGROUPS.get_ptr(cgroup).is_some() {
+        let _ = PROBED.remove(&tgid());
     }
     0
 }
