@@ -102,6 +102,9 @@ pub mod cause {
     /// The enforcer's hold stopped a process of a target cgroup that has no marker uprobe yet
     /// (`SIGSTOP`), at its first page fault.
     pub const HELD: u32 = 0x1_0004;
+    /// A probed process of a target cgroup exec'd; the enforcer stopped it (`SIGSTOP`) to read the
+    /// filters of its new image.
+    pub const EXECED: u32 = 0x1_0005;
 }
 
 /// Slots of the per-CPU `STATS` array.

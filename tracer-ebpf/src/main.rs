@@ -735,15 +735,32 @@ pub fn seccomp_refine_hold(_ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// The enforcer's exec: a process of a target cgroup that execs, and has not switched, is probed
-/// again. Its probe follows the task it was attached to, which an exec from another thread than
-/// the leader replaces; the new image's first fault holds it (`seccomp_refine_hold`).
+/// The enforcer's exec, in the process that exec'd (of a target cgroup, not switched). Exec'd by
+/// another thread than its leader, it is probed again: its probe is bound to the leader's task,
+/// which such an exec replaces (the exec'ing thread takes over its pid), and the new image's first
+/// fault holds it (`seccomp_refine_hold`). Exec'd by its leader, it keeps its probe, which follows
+/// the task into the new image, and is held here (`SIGSTOP`) only for userspace to read the
+/// filters it will serve under (the runtime installed them before this exec) and decide the
+/// switch's preflight while it starts up.
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
-pub fn seccomp_refine_reprobe(_ctx: RawTracePointContext) -> i32 {
+pub fn seccomp_refine_reprobe(ctx: RawTracePointContext) -> i32 {
     // SAFETY: the helper has no preconditions.
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
-    if CGROUPS.get_ptr(cgroup).is_some() {
-        let _ = PROBED.remove(&tgid());
+    if CGROUPS.get_ptr(cgroup).is_none() {
+        return 0;
+    }
+    let process = tgid();
+    if SERVING_PROCESSES.get_ptr(&process).is_some() {
+        return 0;
+    }
+    // `old_pid`: the exec'ing thread's id before it took over the leader's.
+    let old_pid: u64 = ctx.arg(1);
+    if old_pid as u32 != process {
+        let _ = PROBED.remove(&process);
+    } else if PROBED.get_ptr(&process).is_some() {
+        // SAFETY: the helper has no preconditions; the thread is the current one.
+        unsafe { bpf_send_signal_thread(SIGSTOP) };
+        phase_event(cgroup, phase::INIT, cause::EXECED, process);
     }
     0
 }

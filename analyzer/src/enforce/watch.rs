@@ -1,8 +1,9 @@
 //! The enforcer's loop, on a thread of its own (ptrace belongs to the thread that seized): reads
 //! the marker's events, switches each stopped process (those that stopped together on threads of
 //! their own, in parallel) and then takes its marker probe away, gives each process the hold
-//! stopped its probe and lets it run on, shows the live counts, and notices processes added with
-//! `docker exec`, which run under the container's original filter.
+//! stopped its probe and lets it run on (one stopped at its exec, after reading its filters for
+//! the preflight), shows the live counts, and notices processes added with `docker exec`, which
+//! run under the container's original filter.
 //!
 //! When told to stop it first disarms (hold and probes), then handles what is still in the ring
 //! buffer, so no process is left stopped.
@@ -26,6 +27,8 @@ use crate::trace::live::cgroup;
 
 /// How often the counts are refreshed and the stop flag looked at.
 const TICK: Duration = Duration::from_millis(250);
+/// How long without an event before the probes of processes gone are closed.
+const QUIET: Duration = Duration::from_secs(2);
 
 /// What the loop leaves behind.
 #[derive(Default)]
@@ -54,6 +57,16 @@ enum Asked {
     Switch(Hit),
     /// Probe it: the hold stopped it.
     Probe(Hit),
+    /// Prepare its preflight: it exec'd.
+    Prepare(Hit),
+}
+
+/// When the container's processes are looked over for probes.
+enum Sweep {
+    /// Before the loop: every process is probed, as a running container's are all there.
+    Start,
+    /// At a tick; `quiet` when nothing has happened for `QUIET`.
+    Tick { quiet: bool },
 }
 
 impl Watch {
@@ -70,16 +83,19 @@ impl Watch {
         // Those whose probe could not be attached: reported once, not tried again.
         let mut given_up: BTreeSet<u32> = BTreeSet::new();
         // A running container's processes (--attach) are probed now; those that come later are held.
-        self.probe_unprobed(true, &mut unprobed, &BTreeSet::new(), &mut given_up, &mut watched, &bar);
+        self.probe_unprobed(Sweep::Start, &mut unprobed, &mut given_up, &mut watched, &bar);
         let mut last_tick = Instant::now() - TICK;
+        let mut last_event = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             wait_readable(&events, TICK);
-            self.handle_events(&mut events, true, &mut given_up, &mut watched, &bar);
+            if self.handle_events(&mut events, true, &mut given_up, &mut watched, &bar) {
+                last_event = Instant::now();
+            }
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
                 self.notice_exec(&mut known, &mut watched, &bar);
-                let previous = std::mem::take(&mut unprobed);
-                self.probe_unprobed(false, &mut unprobed, &previous, &mut given_up, &mut watched, &bar);
+                let when = Sweep::Tick { quiet: last_event.elapsed() >= QUIET };
+                self.probe_unprobed(when, &mut unprobed, &mut given_up, &mut watched, &bar);
                 bar.set_message(self.counts(&watched));
                 bar.tick();
             }
@@ -90,6 +106,7 @@ impl Watch {
         watched
     }
 
+    /// Handles what the ring buffer holds; returns whether it held anything.
     fn handle_events(
         &mut self,
         events: &mut RingBuf<MapData>,
@@ -97,31 +114,31 @@ impl Watch {
         given_up: &mut BTreeSet<u32>,
         watched: &mut Watched,
         bar: &ProgressBar,
-    ) {
+    ) -> bool {
         let mut hits = Vec::new();
+        let mut any = false;
         while let Some(item) = events.next() {
+            any = true;
             let Some(Event::Phase { header, cause, process }) = Event::decode(&item) else { continue };
             let hit = Hit { pid: process, tid: header.tid, comm: header.comm, hit_ns: header.ts_ns };
             match cause {
                 cause::STOPPED => hits.push(Asked::Switch(hit)),
                 cause::HELD => hits.push(Asked::Probe(hit)),
+                cause::EXECED => hits.push(Asked::Prepare(hit)),
                 _ => {}
             }
         }
-        // The held first: a process waits for its probe no longer than it takes to attach one.
-        let (held, stopped): (Vec<Asked>, Vec<Asked>) =
-            hits.into_iter().partition(|asked| matches!(asked, Asked::Probe(_)));
-        for asked in held {
-            let Asked::Probe(hit) = asked else { continue };
-            self.release_held(&hit, armed, given_up, watched, bar);
+        // The held first: a new process waits for its probe no longer than it takes to attach
+        // one, and one that exec'd for its filters to be read.
+        let mut stopped = Vec::new();
+        for asked in hits {
+            match asked {
+                Asked::Probe(hit) => self.release_held(&hit, armed, given_up, watched, bar),
+                Asked::Prepare(hit) => self.release_execed(&hit, armed),
+                Asked::Switch(hit) => stopped.push(hit),
+            }
         }
-        let hits: Vec<Hit> = stopped
-            .into_iter()
-            .filter_map(|asked| match asked {
-                Asked::Switch(hit) => Some(hit),
-                Asked::Probe(_) => None,
-            })
-            .collect();
+        let hits = stopped;
         // Processes that hit the marker together are switched together: the second one does not
         // wait for the first one's switch.
         let switcher = &self.switcher;
@@ -139,6 +156,7 @@ impl Watch {
             bar.suspend(|| eprintln!("seccomp-refine: {}", describe(&record)));
             watched.records.push(record);
         }
+        any
     }
 
     /// Gives a process the hold stopped its marker probe (unless disarmed) and lets it run on.
@@ -159,6 +177,16 @@ impl Watch {
                 }
                 Err(err) => self.give_up(hit.pid, &hit.comm, &anyhow::Error::from(err), given_up, watched, bar),
             }
+        }
+        let _ = pinned.signal(libc::SIGCONT);
+    }
+
+    /// Prepares the preflight for the filters a process has after its exec (unless disarmed),
+    /// and lets it run on.
+    fn release_execed(&mut self, hit: &Hit, armed: bool) {
+        let Ok(pinned) = Pinned::open(hit.pid, hit.hit_ns) else { return };
+        if armed {
+            self.switcher.prepare_for(hit.pid, hit.tid);
         }
         let _ = pinned.signal(libc::SIGCONT);
     }
@@ -186,22 +214,27 @@ impl Watch {
         watched.records.push(record);
     }
 
-    /// Probes the container's processes that have neither switched nor a probe: all of them
-    /// `at_start`, later those already without one at the last tick (`previous`), since the
-    /// hold's event for them would have been handled by now. The probes of processes that have
-    /// left go.
+    /// Probes the container's processes that have neither switched nor a probe: all of them at
+    /// the start, later those already without one at the last tick (`unprobed`, which this
+    /// refills), since the hold's event for them would have been handled by now. The probes of
+    /// processes that have left go when it is quiet.
     fn probe_unprobed(
         &mut self,
-        at_start: bool,
+        when: Sweep,
         unprobed: &mut BTreeSet<u32>,
-        previous: &BTreeSet<u32>,
         given_up: &mut BTreeSet<u32>,
         watched: &mut Watched,
         bar: &ProgressBar,
     ) {
+        let (at_start, quiet) = (matches!(when, Sweep::Start), matches!(when, Sweep::Tick { quiet: true }));
+        let previous = std::mem::take(unprobed);
         let processes: BTreeSet<u32> = cgroup::processes(&self.cgroup_dir).into_iter().collect();
-        for pid in self.probe.probed().difference(&processes) {
-            self.probe.unprobe(*pid);
+        // Closing a probe holds up attaching one (`SwitchProbe::unprobe`): those of processes
+        // gone go when nothing has happened for a while, not while others are born or switch.
+        if quiet {
+            for pid in self.probe.probed().difference(&processes) {
+                self.probe.unprobe(*pid);
+            }
         }
         let switched = self.probe.switched();
         let probed = self.probe.probed();

@@ -35,6 +35,9 @@ pub struct SwitchProbe {
     marker: Option<Marker>,
     /// The marker uprobe of each process that has one.
     links: BTreeMap<u32, UProbeLinkId>,
+    /// The probe of this process, which maps nothing of the binary: it keeps the kernel's uprobe
+    /// alive while no process of the target has one, so attaching one does not create it anew.
+    keep: Option<UProbeLinkId>,
     holds: Vec<(&'static str, RawTracePointLinkId)>,
 }
 
@@ -56,7 +59,6 @@ impl SwitchProbe {
             (names::CGROUP_MKDIR, "cgroup_mkdir"),
             (names::FORK, "sched_process_fork"),
             (names::EXIT, "sched_process_exit"),
-            (names::REPROBE, "sched_process_exec"),
         ] {
             attach_raw_tracepoint(&mut ebpf, program, tracepoint)?;
         }
@@ -72,23 +74,27 @@ impl SwitchProbe {
             events,
             marker: None,
             links: BTreeMap::new(),
+            keep: None,
             holds: Vec::new(),
         };
         probe.hold()?;
         Ok(probe)
     }
 
+    /// Attaches the programs that stop processes (besides the marker), keeping their links so
+    /// that `disarm` stops them.
     fn hold(&mut self) -> Result<(), TracerError> {
-        let program = names::HOLD;
-        let attach_error = |source| TracerError::Attach { program, source: Box::new(source) };
-        let raw: &mut RawTracePoint = self
-            .ebpf
-            .program_mut(program)
-            .and_then(|program| program.try_into().ok())
-            .expect("the object has the hold");
-        raw.load().map_err(attach_error)?;
-        for tracepoint in ["page_fault_user", "page_fault_kernel"] {
-            self.holds.push((program, raw.attach(tracepoint).map_err(attach_error)?));
+        for (program, tracepoints) in [
+            (names::HOLD, &["page_fault_user", "page_fault_kernel"][..]),
+            (names::REPROBE, &["sched_process_exec"][..]),
+        ] {
+            let attach_error = |source| TracerError::Attach { program, source: Box::new(source) };
+            let raw: &mut RawTracePoint =
+                self.ebpf.program_mut(program).and_then(|program| program.try_into().ok()).expect("the object has it");
+            raw.load().map_err(attach_error)?;
+            for tracepoint in tracepoints {
+                self.holds.push((program, raw.attach(tracepoint).map_err(attach_error)?));
+            }
         }
         Ok(())
     }
@@ -127,15 +133,13 @@ impl SwitchProbe {
     }
 
     /// Stops each target process given a probe at its first execution of file offset `offset`
-    /// of `binary` (a host path), the start of `function`. Loads the uprobe and tries it once,
-    /// so a marker the kernel refuses fails here.
+    /// of `binary` (a host path), the start of `function`. Loads the uprobe and attaches it for
+    /// this process (`keep`), so a marker the kernel refuses fails here.
     pub fn arm(&mut self, binary: &Path, function: &str, offset: u64) -> Result<(), TracerError> {
         self.marker = Some(Marker { binary: binary.to_owned(), function: function.to_owned(), offset });
         let own = std::process::id();
         self.attach_for(own)?;
-        if let Some(link) = self.links.remove(&own) {
-            let _ = self.uprobe().detach(link);
-        }
+        self.keep = self.links.remove(&own);
         Ok(())
     }
 
@@ -168,9 +172,14 @@ impl SwitchProbe {
     }
 
     /// Takes process `pid`'s probe away: the kernel removes its breakpoint from that process.
+    /// Closing a uprobe waits for RCU grace periods (up to hundreds of milliseconds, holding the
+    /// kernel's lock that attaching one takes too), so it is done on a thread of its own, not
+    /// while the next process waits for its switch.
     pub fn unprobe(&mut self, pid: u32) {
-        if let Some(link) = self.links.remove(&pid) {
-            let _ = self.uprobe().detach(link);
+        if let Some(link) = self.links.remove(&pid)
+            && let Ok(link) = self.uprobe().take_link(link)
+        {
+            std::thread::spawn(move || drop(link));
         }
     }
 
@@ -185,6 +194,9 @@ impl SwitchProbe {
         }
         for pid in self.probed() {
             self.unprobe(pid);
+        }
+        if let Some(link) = self.keep.take() {
+            let _ = self.uprobe().detach(link);
         }
     }
 
