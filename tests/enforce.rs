@@ -178,6 +178,54 @@ fn state_of(pid: u32) -> char {
     stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap()
 }
 
+/// The bytes of `pid`'s executable mappings of `binary` (its path in the container) that differ
+/// from the file, as (file offset, byte in memory): a uprobe's breakpoints, which the kernel
+/// writes into the memory of each process it is set for.
+fn breakpoints(pid: u32, binary: &str) -> Vec<(u64, u8)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut file = std::fs::File::open(format!("/proc/{pid}/root{binary}")).unwrap();
+    let mut memory = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut found = Vec::new();
+    for line in maps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 6 || !fields[1].contains('x') || fields[5] != binary {
+            continue;
+        }
+        let (start, end) = fields[0].split_once('-').unwrap();
+        let (start, end) = (u64::from_str_radix(start, 16).unwrap(), u64::from_str_radix(end, 16).unwrap());
+        let offset = u64::from_str_radix(fields[2], 16).unwrap();
+        let (mut on_disk, mut in_memory) = (vec![0; (end - start) as usize], vec![0; (end - start) as usize]);
+        file.seek(SeekFrom::Start(offset)).unwrap();
+        let length = file.read(&mut on_disk).unwrap();
+        memory.seek(SeekFrom::Start(start)).unwrap();
+        memory.read_exact(&mut in_memory).unwrap();
+        found.extend(
+            (0..length).filter(|&at| on_disk[at] != in_memory[at]).map(|at| (offset + at as u64, in_memory[at])),
+        );
+    }
+    found
+}
+
+/// The master keeps the marker's one breakpoint (it has not switched, and forks the workers);
+/// the switched workers soon have none (a probe is closed after the switch): their loop runs
+/// without a trap.
+fn check_breakpoints(master: u32, workers: &[u32]) {
+    let nginx = "/usr/sbin/nginx";
+    let in_master = breakpoints(master, nginx);
+    assert!(matches!(in_master.as_slice(), [(_, 0xcc)]), "the master's breakpoint: {in_master:x?}");
+    for &worker in workers {
+        let cleared = eventually(5, || breakpoints(worker, nginx).is_empty().then_some(()));
+        let left = breakpoints(worker, nginx);
+        assert!(cleared.is_some(), "switched worker {worker} still has the marker's breakpoint: {left:x?}");
+    }
+}
+
+/// The pids of a `--stats` list of processes (`held`, `late_probes`).
+fn pids(list: &Value) -> Vec<u32> {
+    list.as_array().unwrap().iter().map(|process| process["pid"].as_u64().unwrap() as u32).collect()
+}
+
 #[test]
 fn nginx_workers_switch_serve_under_load_and_are_denied_what_serving_leaves_out() {
     require!(tracer_missing().or_else(|| image_missing("nginx:latest")));
@@ -198,6 +246,7 @@ fn nginx_workers_switch_serve_under_load_and_are_denied_what_serving_leaves_out(
     for &worker in &workers {
         assert_eq!(seccomp_of(worker, worker), (1, master_filters + 1), "worker {worker}");
     }
+    check_breakpoints(master, &workers);
     // Serving under load.
     let ip = ip_of(&container);
     let wrk = output(Command::new("wrk").args(["-t2", "-c8", "-d3s", &format!("http://{ip}/")]));
@@ -213,8 +262,9 @@ fn nginx_workers_switch_serve_under_load_and_are_denied_what_serving_leaves_out(
     });
     assert!(denied.is_some(), "no ENOSYS from dup2 in the log");
     assert_eq!(http_status(&ip), "200");
-    // The master, still in init, reloads; the new workers are switched at their first loop entry.
-    docker(&["kill", "--signal", "HUP", &container]);
+    // The master, still in init, reloads; the new workers, held at birth until they have the
+    // marker of their own, are switched at their first loop entry.
+    docker(&["exec", &container, "nginx", "-s", "reload"]);
     let lines = enforcer.wait_switches(30, "switched", 4);
     let respawned: Vec<u32> = lines[2..].iter().map(|line| switched_pid(line)).collect();
     let new_workers = eventually(10, || {
@@ -228,9 +278,15 @@ fn nginx_workers_switch_serve_under_load_and_are_denied_what_serving_leaves_out(
         assert_eq!(seccomp_of(worker, worker), (1, master_filters + 1), "new worker {worker}");
     }
     assert_eq!(seccomp_of(master, master), (0, master_filters), "the master still in init after its reload");
+    check_breakpoints(master, &new_workers);
     assert_eq!(http_status(&ip), "200");
     // Ctrl-C ends enforcing and leaves the container running as it is.
     let (status, stats) = enforcer.interrupt();
+    let held = pids(&stats["held"]);
+    for worker in workers.iter().chain(&new_workers) {
+        assert!(held.contains(worker), "worker {worker} was not held at birth for its probe: {stats}");
+    }
+    assert!(pids(&stats["late_probes"]).is_empty(), "every process was held at birth: {stats}");
     assert!(status.success(), "{status}");
     assert_eq!(docker(&["inspect", "--format", "{{.State.Running}}", &container]), "true");
     assert_eq!(stats["summary"]["switched"], 4, "{stats}");

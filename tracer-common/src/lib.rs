@@ -114,6 +114,12 @@ pub mod cause {
     pub const FORK: u32 = 0x1_0002;
     /// The enforcer's marker uprobe stopped the calling thread (`SIGSTOP`) for its switch.
     pub const STOPPED: u32 = 0x1_0003;
+    /// The enforcer's hold stopped a process of a target cgroup that has no marker uprobe yet
+    /// (`SIGSTOP`), at its first page fault.
+    pub const HELD: u32 = 0x1_0004;
+    /// A probed process of a target cgroup exec'd; the enforcer stopped it (`SIGSTOP`) to read the
+    /// filters of its new image.
+    pub const EXECED: u32 = 0x1_0005;
 }
 
 /// Slots of the per-CPU `STATS` array.
@@ -160,12 +166,15 @@ pub mod names {
     pub const CGROUP_ATTACH: &str = "seccomp_refine_cgroup_attach";
     pub const MARKER_PROBE: &str = "seccomp_refine_marker";
     pub const ENFORCE_PROBE: &str = "seccomp_refine_enforce";
+    pub const HOLD: &str = "seccomp_refine_hold";
+    pub const REPROBE: &str = "seccomp_refine_reprobe";
     pub const CGROUPS: &str = "CGROUPS";
     pub const TABLES: &str = "TABLES";
     pub const EVENTS: &str = "EVENTS";
     pub const STATS: &str = "STATS";
     pub const CGROUP_STATS: &str = "CGROUP_STATS";
     pub const SERVING_PROCESSES: &str = "SERVING_PROCESSES";
+    pub const PROBED: &str = "PROBED";
     pub const MARKER: &str = "MARKER";
     pub const CGROUP_PATH: &str = "CGROUP_PATH";
     pub const WAIT_STACKS: &str = "WAIT_STACKS";

@@ -16,8 +16,10 @@
 //! - `sched_process_fork` and `sched_process_exit` (raw tracepoints) pass those per-process phases
 //!   on to children forked afterwards and forget them when the process is gone;
 //! - `seccomp-refine enforce` loads only the enforcer's uprobe on the serving entry with
-//!   `cgroup_mkdir`, fork and exit: a registered cgroup is then a target, and its processes stop
-//!   at their first entry for the switch to the serving filter (`SERVING_PROCESSES` = switched).
+//!   `cgroup_mkdir`, fork, exit, exec and the page-fault hold: a registered cgroup is then a
+//!   target, each of its processes gets the uprobe for itself alone (`PROBED`; a new one is held
+//!   at its first page fault until it has), and stops at its first entry for the switch to the
+//!   serving filter (`SERVING_PROCESSES` = switched), after which its probe is detached.
 //!
 //! Phases are per cgroup, except under a per-process marker (`symbol:`, `auto`): then the cgroup
 //! stays in `init` and a process is serving when it is in `SERVING_PROCESSES`, which costs the hot
@@ -153,6 +155,11 @@ static RUNTIME_PROCESSES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_RUNT
 /// lowered after a removal), so that `sys_enter` looks processes up only while one exists.
 #[map]
 static RUNTIME_PROCESS_COUNT: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Processes of target cgroups that have a marker uprobe of their own (the enforcer adds them), or
+/// that the enforcer's hold stopped until it has attached one: neither is held again.
+#[map]
+static PROBED: HashMap<u32, u64> = HashMap::with_max_entries(MAX_SERVING_PROCESSES, BPF_F_NO_PREALLOC);
 
 /// The path pointer of an `open` in flight, per thread, until `sys_exit` sees its result.
 #[map]
@@ -911,19 +918,24 @@ pub fn seccomp_refine_fork(ctx: RawTracePointContext) -> i32 {
         // SAFETY: a map value, valid during the program.
         Some(cgroup) => serve_process(unsafe { *cgroup }, child_tgid, cause::FORK),
         None => {
-            // A reused pid of a process that served, whose exit was missed, must not serve.
+            // A reused pid of a process that served or had a probe, whose exit was missed, must
+            // neither serve nor count as probed: the enforcer holds it at its first page fault.
             let _ = SERVING_PROCESSES.remove(&child_tgid);
+            let _ = PROBED.remove(&child_tgid);
         }
     }
     0
 }
 
-/// Forgets a serving or runtime process when its last thread exits (`signal->live` has just
+/// Forgets a serving, runtime or probed process when its last thread exits (`signal->live` has just
 /// reached zero).
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn seccomp_refine_exit(_ctx: RawTracePointContext) -> i32 {
     let process = tgid();
-    if SERVING_PROCESSES.get_ptr(&process).is_none() && runtime_process(process).is_none() {
+    if SERVING_PROCESSES.get_ptr(&process).is_none()
+        && runtime_process(process).is_none()
+        && PROBED.get_ptr(&process).is_none()
+    {
         return 0;
     }
     // SAFETY: the helper has no preconditions.
@@ -932,6 +944,71 @@ pub fn seccomp_refine_exit(_ctx: RawTracePointContext) -> i32 {
     if read_kernel::<i32>(signal, offset(offsets::SIGNAL_LIVE)) == Some(0) {
         let _ = SERVING_PROCESSES.remove(&process);
         forget_runtime_process(process);
+        let _ = PROBED.remove(&process);
+    }
+    0
+}
+
+/// The enforcer's hold, on `page_fault_user` and `page_fault_kernel`: the first page fault of a
+/// process of a target cgroup that is neither switched nor probed stops it (`SIGSTOP`, taken on
+/// its return to user space) and tells userspace, which attaches the marker uprobe for that
+/// process alone and lets it run on. A marker uprobe attached for one process does not follow
+/// fork (the child's first hit only removes the inherited breakpoint), and a child forked by a
+/// process that has not switched may still reach the serving entry: holding it first makes that
+/// impossible. Every new process faults before it runs any code of its own: fork leaves all its
+/// writable pages copy-on-write (the kernel's `set_child_tid` write already faults, and so does
+/// any call's push), and after an exec nothing of the new image is mapped in yet. Faults are
+/// rare next to syscalls, so this costs the host one hash lookup per fault.
+#[raw_tracepoint]
+pub fn seccomp_refine_hold(_ctx: RawTracePointContext) -> i32 {
+    // SAFETY: the helper has no preconditions.
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    if CGROUPS.get_ptr(cgroup).is_none() {
+        return 0;
+    }
+    let process = tgid();
+    if SERVING_PROCESSES.get_ptr(&process).is_some() {
+        return 0;
+    }
+    match PROBED.insert(&process, &cgroup, BPF_NOEXIST as u64) {
+        Ok(()) => {
+            // SAFETY: the helper has no preconditions; the thread is the current one.
+            unsafe { bpf_send_signal_thread(SIGSTOP) };
+            phase_event(cgroup, phase::INIT, cause::HELD, process);
+        }
+        // Probed already, or held by another of its faults.
+        Err(EEXIST) => {}
+        Err(_) => count_stat(cgroup, stat::PROCESS_FULL),
+    }
+    0
+}
+
+/// The enforcer's exec, in the process that exec'd (of a target cgroup, not switched). Exec'd by
+/// another thread than its leader, it is probed again: its probe is bound to the leader's task,
+/// which such an exec replaces (the exec'ing thread takes over its pid), and the new image's first
+/// fault holds it (`seccomp_refine_hold`). Exec'd by its leader, it keeps its probe, which follows
+/// the task into the new image, and is held here (`SIGSTOP`) only for userspace to read the
+/// filters it will serve under (the runtime installed them before this exec) and decide the
+/// switch's preflight while it starts up.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn seccomp_refine_reprobe(ctx: RawTracePointContext) -> i32 {
+    // SAFETY: the helper has no preconditions.
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    if CGROUPS.get_ptr(cgroup).is_none() {
+        return 0;
+    }
+    let process = tgid();
+    if SERVING_PROCESSES.get_ptr(&process).is_some() {
+        return 0;
+    }
+    // `old_pid`: the exec'ing thread's id before it took over the leader's.
+    let old_pid: u64 = ctx.arg(1);
+    if old_pid as u32 != process {
+        let _ = PROBED.remove(&process);
+    } else if PROBED.get_ptr(&process).is_some() {
+        // SAFETY: the helper has no preconditions; the thread is the current one.
+        unsafe { bpf_send_signal_thread(SIGSTOP) };
+        phase_event(cgroup, phase::INIT, cause::EXECED, process);
     }
     0
 }

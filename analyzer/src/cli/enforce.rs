@@ -106,8 +106,10 @@ fn finish(report: &Report) -> Result<Outcome> {
 
 /// What `--stats` writes.
 fn stats(report: &Report, action: Action) -> serde_json::Value {
-    let exec: Vec<_> =
-        report.watched.exec_processes.iter().map(|(pid, comm)| json!({"pid": pid, "comm": comm})).collect();
+    let processes = |list: &[(u32, String)]| -> Vec<serde_json::Value> {
+        list.iter().map(|(pid, comm)| json!({"pid": pid, "comm": comm})).collect()
+    };
+    let exec = processes(&report.watched.exec_processes);
     json!({
         "container_id": report.container_id,
         "container_name": report.container_name,
@@ -116,6 +118,8 @@ fn stats(report: &Report, action: Action) -> serde_json::Value {
         "summary": summary(&report.watched.records),
         "switches": report.watched.records,
         "exec_processes": exec,
+        "held": processes(&report.watched.held),
+        "late_probes": processes(&report.watched.late),
     })
 }
 

@@ -254,7 +254,7 @@ impl Drop for Enforcing {
     }
 }
 
-/// Attaches the marker uprobe; returns the marker as resolved.
+/// Arms the marker uprobe; returns the marker as resolved.
 fn arm(
     probe: &mut SwitchProbe,
     marker: &MarkerSpec,
@@ -264,38 +264,42 @@ fn arm(
 ) -> Result<String> {
     let host =
         |binary: &str| rootfs.host_path(binary).with_context(|| format!("marker binary {binary} does not exist"));
-    match (marker, derived) {
+    let read =
+        |binary: &str| rootfs.read(binary).map(|(_, bytes)| bytes).with_context(|| format!("cannot read {binary}"));
+    let (function, binary, offset) = match (marker, derived) {
         (MarkerSpec::Symbol { function, binary }, _) => {
             let binary = binary.as_deref().unwrap_or(entrypoint);
-            probe.attach(&host(binary)?, function)?;
-            Ok(format!("symbol:{function}@{binary}"))
+            let offset = crate::stack::symbol_offset(&read(binary)?, function)
+                .with_context(|| format!("{binary} has no function {function} to stop at"))?;
+            (function.clone(), binary.to_owned(), offset)
         }
         (_, Some(derived)) => {
             let entry = &derived.entry;
-            let (_, bytes) = rootfs.read(&entry.binary).with_context(|| format!("cannot read {}", entry.binary))?;
-            let offset = crate::stack::file_offset(&bytes, entry.address).with_context(|| {
+            let offset = crate::stack::file_offset(&read(&entry.binary)?, entry.address).with_context(|| {
                 format!(
                     "the serving entry {} is not loaded from {}; trace the container again",
                     entry.function, entry.binary
                 )
             })?;
-            probe.attach_at(&host(&entry.binary)?, &entry.function, offset)?;
-            Ok(format!("symbol:{}@{}", entry.function, entry.binary))
+            (entry.function.clone(), entry.binary.clone(), offset)
         }
         _ => {
-            let program = host(entrypoint)?;
+            let bytes = read(entrypoint)?;
             KNOWN_SERVERS
                 .iter()
-                .map(|server| server.serving_entry)
-                .find(|function| probe.attach(&program, function).is_ok())
-                .map(|function| format!("symbol:{function}@{entrypoint}"))
+                .find_map(|server| {
+                    crate::stack::symbol_offset(&bytes, server.serving_entry)
+                        .map(|offset| (server.serving_entry.to_owned(), entrypoint.to_owned(), offset))
+                })
                 .with_context(|| {
                     format!(
                         "auto: {entrypoint} has none of the known serving functions ({}); name one with \
                          --phase-marker symbol:FUNCTION[@BINARY]",
                         servers::serving_entry_list()
                     )
-                })
+                })?
         }
-    }
+    };
+    probe.arm(&host(&binary)?, &function, offset)?;
+    Ok(format!("symbol:{function}@{binary}"))
 }

@@ -4,7 +4,10 @@
 //! killed by SIGSYS, or left with NO_NEW_PRIVS set and no serving filter. Verdicts are cached by
 //! the stack's contents, since every worker of one container has the same stack; and the child
 //! is forked ahead of the hit that needs it (a fork costs over a millisecond, which the stopped
-//! process would otherwise wait for), then waits on a pipe for the stack to replay.
+//! process would otherwise wait for), then waits on a pipe for the stack to replay. The verdict
+//! itself is decided ahead of the hit too: the stack a process has when it is held at birth for
+//! its marker probe is replayed while it runs on (`Switcher::prepare_for`), so its switch, and
+//! its siblings', finds it cached unless it added a filter since.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -51,7 +54,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// A thread's filters, index 0 the oldest: the kernel's `get_nth_filter` counts from the oldest,
 /// whatever the man page says.
-type Stack = Vec<Vec<libc::sock_filter>>;
+pub type Stack = Vec<Vec<libc::sock_filter>>;
 
 impl Preflight {
     /// The preflight, with its first replaying child already forked.
@@ -81,14 +84,18 @@ impl Preflight {
     /// The verdict for thread `tid`, which must be in a ptrace stop of ours; `no_new_privs` is
     /// its state (the injection sets it first when it is not set). Returns whether it was cached.
     pub fn check(&self, tid: u32, no_new_privs: bool) -> (Verdict, bool) {
-        let stack = match filter_stack(tid) {
-            Ok(stack) => stack,
-            Err(err) => return (Verdict::Refuse(format!("cannot read its seccomp filters: {err}")), false),
-        };
+        match filter_stack(tid) {
+            Ok(stack) => self.verdict(&stack, no_new_privs),
+            Err(err) => (Verdict::Refuse(format!("cannot read its seccomp filters: {err}")), false),
+        }
+    }
+
+    /// The verdict for a thread with filters `stack` and `no_new_privs`, and whether it was cached.
+    pub fn verdict(&self, stack: &Stack, no_new_privs: bool) -> (Verdict, bool) {
         if stack.last().is_some_and(|newest| newest == &self.serving.insns) {
             return (Verdict::AlreadySwitched, true);
         }
-        let key = stack_key(&stack, no_new_privs);
+        let key = stack_key(stack, no_new_privs);
         if let Some(verdict) = lock(&self.cache).get(&key) {
             return (verdict.clone(), true);
         }
@@ -99,7 +106,7 @@ impl Preflight {
         let spare = lock(&self.spare).take();
         let verdict = match spare.map_or_else(|| Spare::fork(&self.serving), Ok) {
             Ok(mut spare) => {
-                let verdict = spare.replay(&stack, no_new_privs);
+                let verdict = spare.replay(stack, no_new_privs);
                 lock(&self.answered).push(spare);
                 verdict
             }
@@ -122,8 +129,9 @@ fn stack_key(stack: &Stack, no_new_privs: bool) -> u64 {
     hasher.finish()
 }
 
-/// The filters of `tid`, oldest first, as `PTRACE_SECCOMP_GET_FILTER` numbers them.
-fn filter_stack(tid: u32) -> std::io::Result<Stack> {
+/// The filters of `tid` (in a ptrace stop of ours), oldest first, as `PTRACE_SECCOMP_GET_FILTER`
+/// numbers them.
+pub fn filter_stack(tid: u32) -> std::io::Result<Stack> {
     let mut stack = Vec::new();
     for index in 0.. {
         // SAFETY: with a null buffer the kernel only returns the filter's length.

@@ -6,13 +6,14 @@
 //! which gives every thread of the process the filter. When a thread's filters diverge, TSYNC
 //! names it; the call is then made again from that thread, whose chain is the deeper one.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
 
 use super::filter::Filter;
 use super::inject::{InjectError, Seized};
-use super::preflight::{FLAG_TSYNC, Preflight, SET_MODE_FILTER, Verdict};
+use super::preflight::{FLAG_TSYNC, Preflight, SET_MODE_FILTER, Verdict, filter_stack};
 use super::process::{Pinned, host_tid, seccomp_status, syscall_gadget};
 
 /// A process the marker stopped.
@@ -61,7 +62,8 @@ pub struct Record {
 /// Switches processes to one serving filter.
 pub struct Switcher {
     serving: Filter,
-    preflight: Preflight,
+    /// Shared with the replays decided ahead of a hit, on threads of their own.
+    preflight: Arc<Preflight>,
 }
 
 /// What an injection from one thread came to.
@@ -73,7 +75,26 @@ enum Injected {
 
 impl Switcher {
     pub fn new(serving: Filter) -> Switcher {
-        Switcher { preflight: Preflight::new(serving.clone()), serving }
+        Switcher { preflight: Arc::new(Preflight::new(serving.clone())), serving }
+    }
+
+    /// Reads the filters of thread `tid` of process `pid`, held (`SIGSTOP`) and not yet at its
+    /// marker, and decides the preflight's verdict for them on a thread of its own while it runs
+    /// on: its switch then finds the verdict cached, the first switch of a container included.
+    /// A process whose filters cannot be read is left to the preflight at its switch.
+    pub fn prepare_for(&self, pid: u32, tid: u32) {
+        let Ok(status) = seccomp_status(pid, tid) else { return };
+        let Ok(seized) = Seized::seize(tid) else { return };
+        let stack = filter_stack(tid);
+        if seized.release().is_err() {
+            return;
+        }
+        let Ok(stack) = stack else { return };
+        let preflight = self.preflight.clone();
+        std::thread::spawn(move || {
+            preflight.verdict(&stack, status.no_new_privs);
+            preflight.prepare();
+        });
     }
 
     /// Switches the process of `hit`, and resumes it whatever happens. Several processes may be

@@ -1,9 +1,11 @@
 //! The enforcer's loop, on a thread of its own (ptrace belongs to the thread that seized): reads
 //! the marker's events, switches each stopped process (those that stopped together on threads of
-//! their own, in parallel), shows the live counts, and notices processes added with `docker exec`,
-//! which run under the container's original filter.
+//! their own, in parallel) and then takes its marker probe away, gives each process the hold
+//! stopped its probe and lets it run on (one stopped at its exec, after reading its filters for
+//! the preflight), shows the live counts, and notices processes added with `docker exec`, which
+//! run under the container's original filter.
 //!
-//! When told to stop it first detaches the uprobe, then handles what is still in the ring
+//! When told to stop it first disarms (hold and probes), then handles what is still in the ring
 //! buffer, so no process is left stopped.
 
 use std::collections::BTreeSet;
@@ -17,6 +19,7 @@ use aya::maps::{MapData, RingBuf};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tracer_common::cause;
 
+use super::process::Pinned;
 use super::switch::{Hit, Outcome, Record, Switcher};
 use crate::trace::ebpf::events::Event;
 use crate::trace::ebpf::switch::SwitchProbe;
@@ -24,6 +27,8 @@ use crate::trace::live::cgroup;
 
 /// How often the counts are refreshed and the stop flag looked at.
 const TICK: Duration = Duration::from_millis(250);
+/// How long without an event before the probes of processes gone are closed.
+const QUIET: Duration = Duration::from_secs(2);
 
 /// What the loop leaves behind.
 #[derive(Default)]
@@ -31,6 +36,12 @@ pub struct Watched {
     pub records: Vec<Record>,
     /// Processes that joined the container with `docker exec`: (pid, command name).
     pub exec_processes: Vec<(u32, String)>,
+    /// Processes the hold stopped until their marker probe was attached: (pid, command name).
+    pub held: Vec<(u32, String)>,
+    /// Processes found without a probe a tick after they appeared, and probed then: the hold
+    /// missed them (or its event was lost), so they may have run past their serving entry once
+    /// before switching at a later call: (pid, command name).
+    pub late: Vec<(u32, String)>,
 }
 
 pub struct Watch {
@@ -38,6 +49,24 @@ pub struct Watch {
     pub switcher: Switcher,
     /// The container's cgroup directory on this host.
     pub cgroup_dir: PathBuf,
+}
+
+/// What the kernel asked for.
+enum Asked {
+    /// Switch it: the marker stopped it.
+    Switch(Hit),
+    /// Probe it: the hold stopped it.
+    Probe(Hit),
+    /// Prepare its preflight: it exec'd.
+    Prepare(Hit),
+}
+
+/// When the container's processes are looked over for probes.
+enum Sweep {
+    /// Before the loop: every process is probed, as a running container's are all there.
+    Start,
+    /// At a tick; `quiet` when nothing has happened for `QUIET`.
+    Tick { quiet: bool },
 }
 
 impl Watch {
@@ -49,34 +78,72 @@ impl Watch {
         bar.set_style(ProgressStyle::with_template("{spinner} enforcing {msg}").expect("a valid template"));
         let mut watched = Watched::default();
         let mut known: BTreeSet<u32> = BTreeSet::new();
+        // Processes without a probe at the last tick.
+        let mut unprobed: BTreeSet<u32> = BTreeSet::new();
+        // Those whose probe could not be attached: reported once, not tried again.
+        let mut given_up: BTreeSet<u32> = BTreeSet::new();
+        // A running container's processes (--attach) are probed now; those that come later are held.
+        self.probe_unprobed(Sweep::Start, &mut unprobed, &mut given_up, &mut watched, &bar);
         let mut last_tick = Instant::now() - TICK;
+        let mut last_event = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             wait_readable(&events, TICK);
-            self.switch_all(&mut events, &mut watched, &bar);
+            if self.handle_events(&mut events, true, &mut given_up, &mut watched, &bar) {
+                last_event = Instant::now();
+            }
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
                 self.notice_exec(&mut known, &mut watched, &bar);
+                let when = Sweep::Tick { quiet: last_event.elapsed() >= QUIET };
+                self.probe_unprobed(when, &mut unprobed, &mut given_up, &mut watched, &bar);
                 bar.set_message(self.counts(&watched));
                 bar.tick();
             }
         }
-        self.probe.detach();
-        self.switch_all(&mut events, &mut watched, &bar);
+        self.probe.disarm();
+        self.handle_events(&mut events, false, &mut given_up, &mut watched, &bar);
         bar.finish_and_clear();
         watched
     }
 
-    fn switch_all(&mut self, events: &mut RingBuf<MapData>, watched: &mut Watched, bar: &ProgressBar) {
+    /// Handles what the ring buffer holds; returns whether it held anything.
+    fn handle_events(
+        &mut self,
+        events: &mut RingBuf<MapData>,
+        armed: bool,
+        given_up: &mut BTreeSet<u32>,
+        watched: &mut Watched,
+        bar: &ProgressBar,
+    ) -> bool {
         let mut hits = Vec::new();
+        let mut any = false;
         while let Some(item) = events.next() {
-            if let Some(Event::Phase { header, cause: cause::STOPPED, process }) = Event::decode(&item) {
-                hits.push(Hit { pid: process, tid: header.tid, comm: header.comm, hit_ns: header.ts_ns });
+            any = true;
+            let Some(Event::Phase { header, cause, process }) = Event::decode(&item) else { continue };
+            let hit = Hit { pid: process, tid: header.tid, comm: header.comm, hit_ns: header.ts_ns };
+            match cause {
+                cause::STOPPED => hits.push(Asked::Switch(hit)),
+                cause::HELD => hits.push(Asked::Probe(hit)),
+                cause::EXECED => hits.push(Asked::Prepare(hit)),
+                _ => {}
             }
         }
+        // The held first: a new process waits for its probe no longer than it takes to attach
+        // one, and one that exec'd for its filters to be read.
+        let mut stopped = Vec::new();
+        for asked in hits {
+            match asked {
+                Asked::Probe(hit) => self.release_held(&hit, armed, given_up, watched, bar),
+                Asked::Prepare(hit) => self.release_execed(&hit, armed),
+                Asked::Switch(hit) => stopped.push(hit),
+            }
+        }
+        let hits = stopped;
         // Processes that hit the marker together are switched together: the second one does not
         // wait for the first one's switch.
         let switcher = &self.switcher;
         let records: Vec<Record> = match hits.as_slice() {
+            [] => Vec::new(),
             [hit] => vec![switcher.switch(hit)],
             _ => std::thread::scope(|scope| {
                 let switching: Vec<_> = hits.iter().map(|hit| scope.spawn(move || switcher.switch(hit))).collect();
@@ -84,8 +151,122 @@ impl Watch {
             }),
         };
         for record in records {
+            // Switched or not, it is never stopped again: its breakpoint goes.
+            self.probe.unprobe(record.pid);
             bar.suspend(|| eprintln!("seccomp-refine: {}", describe(&record)));
             watched.records.push(record);
+        }
+        any
+    }
+
+    /// Gives a process the hold stopped its marker probe (unless disarmed) and lets it run on.
+    fn release_held(
+        &mut self,
+        hit: &Hit,
+        armed: bool,
+        given_up: &mut BTreeSet<u32>,
+        watched: &mut Watched,
+        bar: &ProgressBar,
+    ) {
+        let Ok(pinned) = Pinned::open(hit.pid, hit.hit_ns) else { return };
+        if armed {
+            match self.probe.probe(hit.pid) {
+                Ok(()) => {
+                    self.switcher.prepare_for(hit.pid, hit.tid);
+                    watched.held.push((hit.pid, hit.comm.clone()));
+                }
+                Err(err) => self.give_up(hit.pid, &hit.comm, &anyhow::Error::from(err), given_up, watched, bar),
+            }
+        }
+        let _ = pinned.signal(libc::SIGCONT);
+    }
+
+    /// Prepares the preflight for the filters a process has after its exec (unless disarmed),
+    /// and lets it run on.
+    fn release_execed(&mut self, hit: &Hit, armed: bool) {
+        let Ok(pinned) = Pinned::open(hit.pid, hit.hit_ns) else { return };
+        if armed {
+            self.switcher.prepare_for(hit.pid, hit.tid);
+        }
+        let _ = pinned.signal(libc::SIGCONT);
+    }
+
+    fn give_up(
+        &self,
+        pid: u32,
+        comm: &str,
+        err: &anyhow::Error,
+        given_up: &mut BTreeSet<u32>,
+        watched: &mut Watched,
+        bar: &ProgressBar,
+    ) {
+        given_up.insert(pid);
+        let record = Record {
+            pid,
+            tid: pid,
+            comm: comm.to_owned(),
+            outcome: Outcome::Failed(format!("no marker probe: {err:#}")),
+            stop_us: 0.0,
+            hit_to_resume_us: 0.0,
+            preflight_cached: false,
+        };
+        bar.suspend(|| eprintln!("seccomp-refine: {}", describe(&record)));
+        watched.records.push(record);
+    }
+
+    /// Probes the container's processes that have neither switched nor a probe: all of them at
+    /// the start, later those already without one at the last tick (`unprobed`, which this
+    /// refills), since the hold's event for them would have been handled by now. The probes of
+    /// processes that have left go when it is quiet.
+    fn probe_unprobed(
+        &mut self,
+        when: Sweep,
+        unprobed: &mut BTreeSet<u32>,
+        given_up: &mut BTreeSet<u32>,
+        watched: &mut Watched,
+        bar: &ProgressBar,
+    ) {
+        let (at_start, quiet) = (matches!(when, Sweep::Start), matches!(when, Sweep::Tick { quiet: true }));
+        let previous = std::mem::take(unprobed);
+        let processes: BTreeSet<u32> = cgroup::processes(&self.cgroup_dir).into_iter().collect();
+        // Closing a probe holds up attaching one (`SwitchProbe::unprobe`): those of processes
+        // gone go when nothing has happened for a while, not while others are born or switch.
+        if quiet {
+            for pid in self.probe.probed().difference(&processes) {
+                self.probe.unprobe(*pid);
+            }
+        }
+        let switched = self.probe.switched();
+        let probed = self.probe.probed();
+        let held = self.probe.held_or_probed();
+        for &pid in &processes {
+            if switched.contains(&pid) || probed.contains(&pid) || given_up.contains(&pid) {
+                continue;
+            }
+            if !at_start && !previous.contains(&pid) {
+                unprobed.insert(pid);
+                continue;
+            }
+            let comm = comm_of(pid);
+            match self.probe.probe(pid) {
+                Err(err) => self.give_up(pid, &comm, &anyhow::Error::from(err), given_up, watched, bar),
+                Ok(()) if at_start => {}
+                Ok(()) => {
+                    // Held with its event lost: it waits for this.
+                    if held.contains(&pid)
+                        && let Ok(pinned) = Pinned::open(pid, u64::MAX)
+                    {
+                        let _ = pinned.signal(libc::SIGCONT);
+                    }
+                    bar.suspend(|| {
+                        eprintln!(
+                            "seccomp-refine: pid {pid} ({comm}) had no marker probe a tick after it appeared: probed \
+                             now; if it passed its serving entry meanwhile, it switches at its next call of it"
+                        )
+                    });
+                    watched.late.push((pid, comm));
+                }
+            }
         }
     }
 
@@ -128,6 +309,10 @@ impl Watch {
             }
         }
     }
+}
+
+fn comm_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|comm| comm.trim_end().to_owned()).unwrap_or_default()
 }
 
 /// The command name of `pid` when it came into the container from outside: its parent is not

@@ -31,7 +31,7 @@ pub mod unwind;
 use crate::elf::{self, ModuleSummary, Ref};
 use crate::trace::{FunctionRef, ServingEntry};
 
-pub use unwind::{Frame, Mapping, Registers, executable_mappings, file_offset, unwind};
+pub use unwind::{Frame, Mapping, Registers, executable_mappings, file_offset, symbol_offset, unwind};
 
 /// Files of the C runtime and the loader, by the start of their file name: a loop in them is
 /// not the application's, and an entry in them would be every program's.

@@ -150,3 +150,18 @@ fn without_the_application_analysed_there_is_no_entry_and_the_error_shows_the_st
     assert!(why.starts_with("no function of the application calls another inside a loop around its first wait"));
     assert!(why.contains("server+0x") && why.contains(" ← "), "{why}");
 }
+
+#[test]
+fn a_function_is_found_by_name_in_the_symbol_table_or_in_the_dynamic_one_when_stripped() {
+    for strip in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((binary, ..)) = capture(dir.path(), strip) else { return };
+        let bytes = std::fs::read(&binary).unwrap();
+        let server = elf::analyze(&bytes).unwrap();
+        let address = server.functions[server.function_named("process_events").unwrap() as usize].addr;
+        let offset = symbol_offset(&bytes, "process_events");
+        assert!(offset.is_some(), "stripped: {strip}");
+        assert_eq!(offset, file_offset(&bytes, address), "stripped: {strip}");
+        assert_eq!(symbol_offset(&bytes, "no_such_function"), None);
+    }
+}

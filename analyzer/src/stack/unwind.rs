@@ -11,7 +11,7 @@ use gimli::{
     BaseAddresses, CfaRule, EhFrame, EhFrameHdr, LittleEndian, RegisterRule, UnwindContext, UnwindSection as _, X86_64,
 };
 use object::read::elf::{ElfFile64, ProgramHeader as _};
-use object::{Object as _, ObjectSection as _};
+use object::{Object as _, ObjectSection as _, ObjectSymbol as _, SymbolKind};
 
 /// A file mapped executable in the process: where (from `/proc/PID/maps`) and its bytes.
 pub struct Mapping<'a> {
@@ -186,6 +186,18 @@ pub fn file_offset(bytes: &[u8], addr: u64) -> Option<u64> {
         .map(|header| (header.p_offset(endian), header.p_vaddr(endian), header.p_filesz(endian)))
         .find(|&(_, vaddr, size)| (vaddr..vaddr + size).contains(&addr))
         .map(|(offset, vaddr, _)| addr - vaddr + offset)
+}
+
+/// The file offset of function `name`'s entry (what a uprobe is attached at), from the symbol
+/// table or, in a stripped file, the dynamic one.
+pub fn symbol_offset(bytes: &[u8], name: &str) -> Option<u64> {
+    let file = ElfFile64::<object::LittleEndian>::parse(bytes).ok()?;
+    let address = file
+        .symbols()
+        .chain(file.dynamic_symbols())
+        .find(|symbol| symbol.kind() == SymbolKind::Text && symbol.is_definition() && symbol.name() == Ok(name))?
+        .address();
+    file_offset(bytes, address)
 }
 
 /// Parses `/proc/PID/maps`: the file-backed executable mappings, as (path, start, end, offset).
