@@ -282,6 +282,49 @@ int main(int argc, char **argv) {
 }
 "#;
 
+/// Two files whose structs have one layout, `{ ptr, ptr }`, which llvm-link merges into one IR
+/// type: the connection's handler and the buffer's end pointer become one IR field. The buffer's
+/// end is written with what a library returns (BUFFER_WRITE), which may be any function.
+pub const MERGED_CONN: &str = r#"
+#include <sys/syscall.h>
+#include <unistd.h>
+
+struct conn { void *data; void (*on_read)(struct conn *); };
+void *make_buffer(void);
+void keep(void *p) { (void)p; }
+
+static void on_read(struct conn *c) { (void)c; syscall(SYS_getppid); }
+/* Same type as the handler, address taken, never stored into a connection. */
+static void stale(struct conn *c) { (void)c; syscall(SYS_getuid); }
+
+__attribute__((noinline)) void serve(struct conn *c) { c->on_read(c); }
+
+int main(void) {
+    struct conn c = { 0, on_read };
+    keep(stale);
+    keep(make_buffer());
+    serve(&c);
+    return 0;
+}
+"#;
+
+pub const MERGED_BUFFER: &str = r#"
+#include <stdlib.h>
+
+struct buf { void *start; void *end; };
+/* Another view of the same memory: a union member's accesses may touch any member. */
+struct shape { void *data; void (*on_read)(void *); };
+union view { struct buf buf; struct shape shape; };
+void *lookup(const char *name);
+
+void *make_buffer(void) {
+    struct buf *b = malloc(sizeof *b);
+    b->start = 0;
+    BUFFER_WRITE;
+    return b;
+}
+"#;
+
 /// Why bitcode cannot be built or analysed here, if it cannot.
 pub fn toolchain_missing() -> Option<String> {
     if !cfg!(feature = "bitcode") {
@@ -300,19 +343,28 @@ pub fn run_tool(cmd: &mut Command) {
 
 /// Compiles `source` the way `cargo xtask bitcode` compiles an application.
 pub fn compile(dir: &Path, name: &str, source: &str) -> PathBuf {
-    let c = dir.join(format!("{name}.c"));
-    std::fs::write(&c, source).unwrap();
-    let object = dir.join(format!("{name}.o.bc"));
+    compile_files(dir, name, &[source])
+}
+
+/// Compiles each source as its own file and links them, as `cargo xtask bitcode` does.
+pub fn compile_files(dir: &Path, name: &str, sources: &[&str]) -> PathBuf {
+    let mut objects = Vec::new();
+    for (index, source) in sources.iter().enumerate() {
+        let c = dir.join(format!("{name}.{index}.c"));
+        std::fs::write(&c, source).unwrap();
+        let object = dir.join(format!("{name}.{index}.o.bc"));
+        run_tool(
+            Command::new("clang-19")
+                .args(["-O2", "-Xclang", "-disable-llvm-passes", "-g0", "-emit-llvm", "-c"])
+                .arg(&c)
+                .arg("-o")
+                .arg(&object),
+        );
+        objects.push(object);
+    }
     let linked = dir.join(format!("{name}.linked.bc"));
     let bitcode = dir.join(format!("{name}.bc"));
-    run_tool(
-        Command::new("clang-19")
-            .args(["-O2", "-Xclang", "-disable-llvm-passes", "-g0", "-emit-llvm", "-c"])
-            .arg(&c)
-            .arg("-o")
-            .arg(&object),
-    );
-    run_tool(Command::new("llvm-link-19").arg(&object).arg("-o").arg(&linked));
+    run_tool(Command::new("llvm-link-19").args(&objects).arg("-o").arg(&linked));
     run_tool(Command::new("opt-19").args(["-passes=mem2reg"]).arg(&linked).arg("-o").arg(&bitcode));
     bitcode
 }
@@ -490,6 +542,28 @@ fn a_field_address_passed_to_a_function_that_writes_no_function_stays_sharp() {
         let bitcode = compile(dir.path(), &format!("slots{index}"), &SLOTS.replace("CALL", call));
         let analysis = analyse(&bitcode, &["--serving-entry", "serve"]);
         assert_eq!(names(&analysis["serving"]["functions"]), *expected, "{call}");
+    }
+}
+
+#[test]
+fn a_handler_stays_sharp_when_the_linker_merges_its_struct_with_a_polluted_one() {
+    require!(toolchain_missing());
+    let dir = tempfile::tempdir().unwrap();
+    let sharp = ["on_read", "serve"].as_slice();
+    let by_type = ["on_read", "serve", "stale"].as_slice();
+    let cases: &[(&str, &[&str])] = &[
+        // The loads and stores name their C structs (TBAA): the buffer's end is not the handler.
+        ("b->end = lookup(\"end\")", sharp),
+        // A union member access may alias any member of the same layout, and a store through a
+        // plain `void **` names no struct: both stay on the merged field.
+        ("((union view *)b)->buf.end = lookup(\"end\")", by_type),
+        ("*(void **)&b->end = lookup(\"end\")", by_type),
+    ];
+    for (index, (write, expected)) in cases.iter().enumerate() {
+        let buffer = MERGED_BUFFER.replace("BUFFER_WRITE", write);
+        let bitcode = compile_files(dir.path(), &format!("merged{index}"), &[MERGED_CONN, &buffer]);
+        let analysis = analyse(&bitcode, &["--serving-entry", "serve"]);
+        assert_eq!(names(&analysis["serving"]["functions"]), *expected, "{write}");
     }
 }
 

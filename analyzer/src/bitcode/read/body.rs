@@ -157,6 +157,8 @@ struct Context<'m> {
     params: HashMap<&'m Name, u32>,
     gep_fields: HashMap<&'m Name, Option<FieldId>>,
     summaries: &'m Summaries,
+    /// The TBAA member of each load and store ([`Sidecar::access_tags`]), by instruction.
+    tags: HashMap<*const Instruction, &'m str>,
 }
 
 /// What is known of every defined function before its callers are read.
@@ -183,7 +185,19 @@ impl<'m> Context<'m> {
             .filter_map(|instruction| instruction.try_get_result().map(|name| (name, instruction)))
             .collect();
         let params = function.parameters.iter().enumerate().map(|(index, param)| (&param.name, index as u32)).collect();
-        Context { module, function, side, defs, params, gep_fields: HashMap::new(), summaries }
+        let accesses = function
+            .basic_blocks
+            .iter()
+            .flat_map(|block| &block.instrs)
+            .filter(|instruction| matches!(instruction, Instruction::Load(_) | Instruction::Store(_)));
+        let tags = match side.access_tags.get(&function.name) {
+            Some(tags) => accesses
+                .zip(tags)
+                .filter_map(|(instruction, tag)| Some((std::ptr::from_ref(instruction), tag.as_deref()?)))
+                .collect(),
+            None => HashMap::new(),
+        };
+        Context { module, function, side, defs, params, gep_fields: HashMap::new(), summaries, tags }
     }
 
     /// Marks fields whose address is used for anything but loads and stores through it: a
@@ -422,7 +436,7 @@ impl<'m> Context<'m> {
             Instruction::Store(store) => {
                 self.references(&store.address, Role::Address, symbols, out);
                 self.references(&store.value, Role::Other, symbols, out);
-                self.field_store(&store.address, &store.value, symbols, out);
+                self.field_store(instruction, &store.address, &store.value, symbols, out);
             }
             _ => {
                 for (operand, role) in operands(instruction) {
@@ -604,6 +618,7 @@ impl<'m> Context<'m> {
 
     fn field_store(
         &mut self,
+        instruction: &'m Instruction,
         address: &'m Operand,
         value: &'m Operand,
         symbols: &mut Symbols,
@@ -613,7 +628,7 @@ impl<'m> Context<'m> {
             return;
         }
         let mut stored = self.source(value, symbols, &mut HashSet::new());
-        let field = match self.address_field(address, symbols) {
+        let field = match self.access_field(instruction, address, symbols) {
             Some(field) => {
                 symbols.polluted[field as usize] |= stored.unknown;
                 field
@@ -650,7 +665,7 @@ impl<'m> Context<'m> {
             return Source { unknown: true, ..Source::default() };
         };
         match def {
-            Instruction::Load(load) => match self.address_field(&load.address, symbols) {
+            Instruction::Load(load) => match self.access_field(def, &load.address, symbols) {
                 Some(field) => Source { fields: vec![field], ..Source::default() },
                 None => self.stack_slot(&load.address, symbols, seen),
             },
@@ -783,6 +798,51 @@ impl<'m> Context<'m> {
             merge(&mut source, from);
         }
         proven_data(source)
+    }
+
+    /// The field a load or store touches: by its TBAA tag, a member of the C struct it was
+    /// written against, when its address names a field of the (merged) IR struct directly; else
+    /// that IR field. A member is a part of its IR field: what is stored into either is read
+    /// through the other (see [`super::Symbols::member_field`]).
+    fn access_field(
+        &mut self,
+        instruction: &'m Instruction,
+        address: &'m Operand,
+        symbols: &mut Symbols,
+    ) -> Option<FieldId> {
+        let field = self.address_field(address, symbols)?;
+        match self.tags.get(&std::ptr::from_ref(instruction)) {
+            Some(tag) if self.names_field_directly(address) => Some(symbols.member_field(field, tag)),
+            _ => Some(field),
+        }
+    }
+
+    /// Whether an address is a typed member access itself, not pointer arithmetic on one (whose
+    /// IR field, that of its base, need not be the member its tag names).
+    fn names_field_directly(&self, address: &Operand) -> bool {
+        let named = |key: Option<&GepKey>| matches!(key, Some(GepKey::Field(_) | GepKey::Object(_)));
+        match address {
+            Operand::LocalOperand { name, .. } => match self.defs.get(name) {
+                Some(Instruction::GetElementPtr(gep)) => {
+                    let indices: Vec<Option<u64>> = gep.indices.iter().map(constant_int).collect();
+                    let source = IrType { ty: gep.source_element_type.clone(), types: &self.module.types };
+                    named(Some(&gep_key(source, &indices)))
+                }
+                _ => false,
+            },
+            Operand::ConstantOperand(constant) => match constant.as_ref() {
+                Constant::GlobalReference { name, .. } => name_str(name)
+                    .and_then(|name| self.side.global_fields.get(name))
+                    .is_some_and(|field| !field.starts_with('@')),
+                Constant::GetElementPtr(gep) => {
+                    let Constant::GlobalReference { name, .. } = gep.address.as_ref() else { return false };
+                    let indices: Vec<Option<u64>> = gep.indices.iter().map(|index| int_value(index)).collect();
+                    name_str(name).is_some_and(|name| named(self.side.constant_geps.get(&(name.to_owned(), indices))))
+                }
+                _ => false,
+            },
+            Operand::MetadataOperand => false,
+        }
     }
 
     /// The struct field an address points into, when it is a named field.

@@ -8,7 +8,8 @@
 //! produces) addresses every member through a typed `getelementptr`, field 0 included; optimised
 //! IR rewrites many of them to byte offsets (`getelementptr i8`), which name nothing. `.N`
 //! suffixes that the IR linker adds to same-named types from different files are dropped, which
-//! may merge two distinct types but never splits one.
+//! may merge two distinct types but never splits one; the IR linker itself merges struct types of
+//! one layout, which loads and stores undo through their TBAA tags (`Symbols::member_field`).
 //!
 //! The walk is written once over [`TypeView`]: llvm-ir types for instructions, llvm-sys types for
 //! what llvm-ir does not expose (constant expressions, initializers).

@@ -16,7 +16,9 @@ use llvm_ir::{Module, Name};
 use thiserror::Error;
 
 use super::producer::{self, ProducerError};
-use super::program::{AsmSite, FieldId, FnId, Function, Global, GlobalId, Number, Program, TypeId, UNTYPED_MEMORY};
+use super::program::{
+    AsmSite, FieldId, FnId, Function, Global, GlobalId, Item, Number, Program, Source, TypeId, UNTYPED_MEMORY,
+};
 use crate::syscalls::Arch;
 
 /// The newest LLVM whose bitcode this build can read.
@@ -108,6 +110,8 @@ pub(super) struct Symbols {
     fields: HashMap<String, FieldId>,
     pub field_names: Vec<String>,
     pub polluted: Vec<bool>,
+    /// C struct members ([`Symbols::member_field`]) → the IR field they are part of.
+    parents: HashMap<FieldId, FieldId>,
 }
 
 impl Symbols {
@@ -128,6 +132,18 @@ impl Symbols {
         self.field_names.push(name.to_owned());
         self.polluted.push(false);
         id
+    }
+
+    /// The member `tag` (a C struct and offset, from a TBAA tag) of an IR field. The IR linker
+    /// merges struct types of the same layout, so one IR field may stand for the members of many
+    /// C structs; accesses that carry a tag name the member, the rest (untagged accesses, escaping
+    /// addresses, initializers, char and union accesses) the IR field, and [`expand_members`]
+    /// makes each read see the writes that may alias it.
+    pub fn member_field(&mut self, field: FieldId, tag: &str) -> FieldId {
+        let name = format!("{}~{tag}", self.field_names[field as usize]);
+        let member = self.field_id(&name);
+        self.parents.insert(member, field);
+        member
     }
 
     /// The function a global name refers to, through aliases.
@@ -172,6 +188,7 @@ fn extract(module: &Module, side: sidecar::Sidecar, arch: Arch, producer: Option
         );
         functions.push(Function { name: declaration.name.clone(), ty, body: None });
     }
+    expand_members(&mut functions, &symbols.parents);
     let globals = globals(module, &side, &mut symbols);
     let by_name = |names: &[String]| -> Vec<FnId> {
         names.iter().filter_map(|name| symbols.functions.get(name).copied()).collect()
@@ -195,6 +212,37 @@ fn extract(module: &Module, side: sidecar::Sidecar, arch: Arch, producer: Option
     };
     program.drop_unused_passes();
     program
+}
+
+/// Makes every read of a field see the writes that may alias it: a read of a C member also
+/// reads its IR field (written without a tag), and a read of an IR field also reads all its
+/// members. Writes and pollution stay where they were made, so two members of one IR field
+/// stay apart.
+fn expand_members(functions: &mut [Function], parents: &HashMap<FieldId, FieldId>) {
+    let mut members: HashMap<FieldId, Vec<FieldId>> = HashMap::new();
+    for (&member, &parent) in parents {
+        members.entry(parent).or_default().push(member);
+    }
+    let expand = |source: &mut Source| {
+        let mut fields = Vec::with_capacity(source.fields.len());
+        for &field in &source.fields {
+            fields.push(field);
+            fields.extend(parents.get(&field));
+            fields.extend(members.get(&field).into_iter().flatten());
+        }
+        fields.sort_unstable();
+        fields.dedup();
+        source.fields = fields;
+    };
+    for item in functions.iter_mut().filter_map(|function| function.body.as_mut()).flat_map(|body| &mut body.items) {
+        match item {
+            Item::Indirect { callee: source, .. }
+            | Item::FieldStore { value: source, .. }
+            | Item::Passes { value: source, .. }
+            | Item::Registers { value: source, .. } => expand(source),
+            Item::Call { .. } | Item::TakesAddress(_) | Item::UsesGlobal(_) | Item::Asm(_) => {}
+        }
+    }
 }
 
 fn symbols(module: &Module) -> Symbols {
@@ -228,6 +276,7 @@ fn symbols(module: &Module) -> Symbols {
         fields: HashMap::new(),
         field_names: Vec::new(),
         polluted: Vec::new(),
+        parents: HashMap::new(),
     };
     let untyped = symbols.field_id("(untyped memory)");
     debug_assert_eq!(untyped, UNTYPED_MEMORY);
@@ -288,6 +337,7 @@ mod tests {
     use super::body::issues_syscalls;
     use super::sidecar::RawAsm;
     use super::*;
+    use crate::bitcode::program::Body;
 
     fn asm(constraints: &str, args: &[Number]) -> RawAsm {
         RawAsm { text: "syscall".into(), constraints: constraints.into(), args: args.to_vec() }
@@ -305,6 +355,18 @@ mod tests {
         let aarch64 = asm("={x0},{x8},{x0}", &[Number::Const(172), Number::Unknown]);
         assert_eq!(asm_number(&aarch64, Arch::Aarch64), Number::Const(172));
         assert_eq!(asm_number(&asm("={ax},{di}", &[Number::Const(1)]), Arch::X86_64), Number::Unknown);
+    }
+
+    #[test]
+    fn reads_of_a_member_see_its_ir_field_and_reads_of_the_ir_field_see_every_member() {
+        // Field 1 is the merged IR field; 2 and 3 are members of two C structs it stands for.
+        let parents = HashMap::from([(2, 1), (3, 1)]);
+        let read = |fields: Vec<FieldId>| Item::Indirect { ty: 0, callee: Source { fields, ..Source::default() } };
+        let body = Body { items: vec![read(vec![2]), read(vec![1]), read(vec![3, 4])], blocks: Vec::new() };
+        let mut functions = vec![Function { name: "f".into(), ty: 0, body: Some(body) }];
+        expand_members(&mut functions, &parents);
+        let items = &functions[0].body.as_ref().unwrap().items;
+        assert_eq!(items, &[read(vec![1, 2]), read(vec![1, 2, 3]), read(vec![1, 3, 4])]);
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //! keyed by names that llvm-ir also has. Parsing here first also yields LLVM's own error message
 //! for a broken file, which llvm-ir's parser discards.
 //!
+//! LLVM's type-based alias analysis tags (`!tbaa`) are read here too: llvm-ir drops all
+//! instruction metadata, and they keep the C struct a member access was written against after
+//! the IR linker has merged every struct type of the same layout into one (see [`access_tag`]).
+//!
 //! The alternative, running `llvm-dis` and parsing its text, would need LLVM's tools at run time
 //! and a parser for the textual IR; the C API is already linked.
 
@@ -52,6 +56,16 @@ pub struct Sidecar {
     /// of a struct global, or the global itself (`@name`) for pointers and arrays of them.
     pub global_fields: HashMap<String, String>,
     pub module_asm: String,
+    /// Per function, per load and store in instruction order: the C member a pointer-typed
+    /// access touches by its TBAA tag (`ngx_pool_s+40`, the innermost struct and the offset in
+    /// it), `None` when it has no such tag or is not pointer-typed.
+    pub access_tags: HashMap<String, Vec<Option<String>>>,
+}
+
+/// Reads TBAA type nodes, naming anonymous structs by node (identical definitions share one).
+struct Tbaa {
+    kind: u32,
+    anonymous: HashMap<LLVMValueRef, usize>,
 }
 
 /// Parses `bytes` with LLVM and collects the side facts, or returns LLVM's error message.
@@ -103,9 +117,13 @@ unsafe fn scan_module(module: LLVMModuleRef) -> Sidecar {
         let mut len = 0;
         let asm = LLVMGetModuleInlineAsm(module, &mut len);
         sidecar.module_asm = text(asm, len);
+        let mut tbaa = Tbaa {
+            kind: LLVMGetMDKindIDInContext(LLVMGetModuleContext(module), c"tbaa".as_ptr(), 4),
+            anonymous: HashMap::new(),
+        };
         let mut function = LLVMGetFirstFunction(module);
         while !function.is_null() {
-            scan_function(function, &mut sidecar);
+            scan_function(function, &mut sidecar, &mut tbaa);
             function = LLVMGetNextFunction(function);
         }
         let mut global = LLVMGetFirstGlobal(module);
@@ -125,8 +143,9 @@ unsafe fn scan_module(module: LLVMModuleRef) -> Sidecar {
     sidecar
 }
 
-unsafe fn scan_function(function: LLVMValueRef, sidecar: &mut Sidecar) {
+unsafe fn scan_function(function: LLVMValueRef, sidecar: &mut Sidecar, tbaa: &mut Tbaa) {
     let mut asm_calls = Vec::new();
+    let mut tags = Vec::new();
     // SAFETY: walks the blocks and instructions of a valid function.
     unsafe {
         let mut block = LLVMGetFirstBasicBlock(function);
@@ -135,6 +154,9 @@ unsafe fn scan_function(function: LLVMValueRef, sidecar: &mut Sidecar) {
             while !instruction.is_null() {
                 if let Some(asm) = inline_asm(function, instruction) {
                     asm_calls.push(asm);
+                }
+                if !LLVMIsALoadInst(instruction).is_null() || !LLVMIsAStoreInst(instruction).is_null() {
+                    tags.push(access_tag(instruction, tbaa));
                 }
                 for index in 0..LLVMGetNumOperands(instruction).max(0) as u32 {
                     record_constant_gep(LLVMGetOperand(instruction, index), sidecar);
@@ -145,6 +167,9 @@ unsafe fn scan_function(function: LLVMValueRef, sidecar: &mut Sidecar) {
         }
         if !asm_calls.is_empty() {
             sidecar.asm.insert(value_name(function), asm_calls);
+        }
+        if tags.iter().any(Option::is_some) {
+            sidecar.access_tags.insert(value_name(function), tags);
         }
     }
 }
@@ -186,6 +211,94 @@ unsafe fn number(function: LLVMValueRef, mut value: LLVMValueRef) -> Number {
         }
         Number::Unknown
     }
+}
+
+/// The C member a pointer-typed load or store touches, by its TBAA access tag `!{base, access,
+/// offset}`: struct type nodes are `!{name, member, offset, member, offset, …}`, so the member
+/// at the offset is followed down to the access type, and the last struct on the way is the
+/// innermost one holding the pointer — the same one the IR's `getelementptr`s name, so `p->d.last`
+/// and `d->last` get one name. A char access (unions, `may_alias`, character types) may touch any
+/// member and gets none; so does an access whose path is ambiguous or does not reach its type.
+unsafe fn access_tag(instruction: LLVMValueRef, tbaa: &mut Tbaa) -> Option<String> {
+    // SAFETY: `instruction` is a valid load or store; metadata operands are read only after
+    // checking their kind.
+    unsafe {
+        let accessed = if LLVMIsALoadInst(instruction).is_null() {
+            LLVMTypeOf(LLVMGetOperand(instruction, 0))
+        } else {
+            LLVMTypeOf(instruction)
+        };
+        if LLVMGetTypeKind(accessed) != LLVMTypeKind::LLVMPointerTypeKind {
+            return None;
+        }
+        let tag = node_operands(LLVMGetMetadata(instruction, tbaa.kind))?;
+        let (&base, &access) = (tag.first()?, tag.get(1)?);
+        let mut offset = constant(*tag.get(2)?)?;
+        if md_string(*node_operands(access)?.first()?)? == "omnipotent char" {
+            return None;
+        }
+        let mut node = base;
+        let mut innermost = None;
+        for _ in 0..64 {
+            if node == access {
+                let (node, offset) = innermost?;
+                return Some(format!("{}+{offset}", tbaa.struct_name(node)?));
+            }
+            let operands = node_operands(node)?;
+            let members: Vec<(LLVMValueRef, u64)> =
+                operands[1..].chunks_exact(2).map(|pair| Some((pair[0], constant(pair[1])?))).collect::<Option<_>>()?;
+            let start = members.iter().map(|&(_, at)| at).filter(|&at| at <= offset).max()?;
+            let mut at_start = members.iter().filter(|&&(_, at)| at == start);
+            let (member, _) = *at_start.next()?;
+            if at_start.next().is_some() {
+                return None;
+            }
+            innermost = Some((node, offset));
+            offset -= start;
+            node = member;
+        }
+        None
+    }
+}
+
+impl Tbaa {
+    /// A struct node's name, or `(anonymous)#N` for a `typedef struct { … }`.
+    unsafe fn struct_name(&mut self, node: LLVMValueRef) -> Option<String> {
+        // SAFETY: `node` is a type node, whose first operand is its name.
+        let name = unsafe { md_string(*node_operands(node)?.first()?)? };
+        if !name.is_empty() {
+            return Some(name);
+        }
+        let next = self.anonymous.len();
+        Some(format!("(anonymous)#{}", self.anonymous.entry(node).or_insert(next)))
+    }
+}
+
+/// The operands of a metadata node, `None` for anything else.
+unsafe fn node_operands(node: LLVMValueRef) -> Option<Vec<LLVMValueRef>> {
+    // SAFETY: `node` is null or a valid value; only metadata nodes are asked for operands.
+    unsafe {
+        if node.is_null() || LLVMIsAMDNode(node).is_null() || !LLVMIsAMDString(node).is_null() {
+            return None;
+        }
+        let mut operands = vec![std::ptr::null_mut(); LLVMGetMDNodeNumOperands(node) as usize];
+        LLVMGetMDNodeOperands(node, operands.as_mut_ptr());
+        Some(operands)
+    }
+}
+
+unsafe fn md_string(value: LLVMValueRef) -> Option<String> {
+    let mut len = 0;
+    // SAFETY: LLVMGetMDString returns null for anything but a metadata string.
+    unsafe {
+        let pointer = LLVMGetMDString(value, &mut len);
+        (!pointer.is_null()).then(|| text(pointer, len as usize))
+    }
+}
+
+unsafe fn constant(value: LLVMValueRef) -> Option<u64> {
+    // SAFETY: `value` is null or a valid value.
+    unsafe { (!value.is_null() && !LLVMIsAConstantInt(value).is_null()).then(|| LLVMConstIntGetZExtValue(value)) }
 }
 
 unsafe fn record_constant_gep(operand: LLVMValueRef, sidecar: &mut Sidecar) {
