@@ -315,7 +315,10 @@ fn bad_bitcode_input_is_one_line_and_writes_nothing() {
     two["executables"].as_array_mut().unwrap().push(serde_json::json!({
         "path": "/bin/false", "phase": "init", "pid": 2, "first_seen_ns": 0
     }));
-    let two_programs = dir.path().join("two.json");
+    // In a directory of its own: a trace analysed into a directory whose trace.json is another
+    // run's is refused before the bitcode is looked at.
+    let two_programs = dir.path().join("two").join("trace.json");
+    std::fs::create_dir(two_programs.parent().unwrap()).unwrap();
     std::fs::write(&two_programs, two.to_string()).unwrap();
     let notes = not_bitcode.to_str().unwrap();
     let cases: Vec<(&Path, String, &str)> = if cfg!(feature = "bitcode") {
@@ -336,7 +339,7 @@ fn bad_bitcode_input_is_one_line_and_writes_nothing() {
     let out = output(seccomp_refine().arg("analyze").arg(&trace).args(["--bitcode", &format!("{notes}@")]));
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("is not APP.bc or APP.bc@PATH"), "{}", stderr(&out));
-    assert!(!dir.path().join("analysis.json").exists());
+    assert!(!dir.path().join("analysis.json").exists() && !dir.path().join("two/analysis.json").exists());
     // `trace` refuses before it records anything.
     let traced = dir.path().join("traced");
     let out =
