@@ -947,6 +947,39 @@ data@handlers: on_term on_hup
     }
 
     #[test]
+    fn a_jump_into_the_function_s_own_code_calls_nothing() {
+        // `rows` jumps to an address computed from its own code (hand-written string
+        // functions do): no indirect call, unlike `install`'s jump through a loaded pointer. The
+        // jump may land in any block, and every block it can reach the syscall from sees 39.
+        check(
+            "
+.globl rows, install
+rows: mov $39, %eax
+    lea first(%rip), %rcx
+    shl $3, %edi
+    add %rdi, %rcx
+    jmp *%rcx
+  first:
+    mov $1, %eax
+    ret
+  second:
+    nop
+    nop
+    syscall
+    ret
+install: mov (%rdi), %rax
+    jmp *%rax
+",
+            None,
+            "
+rows incomplete: syscall 39; takes rows
+install incomplete: icall/1; args 1
+exports: install = install, rows = rows
+",
+        );
+    }
+
+    #[test]
     fn continuations_stop_where_a_callee_never_returns() {
         check_continuations(
             "
