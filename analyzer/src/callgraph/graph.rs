@@ -271,7 +271,8 @@ impl<'s> Program<'s> {
     /// call one whose address it was given. So a library function (or data) is shared when
     /// another file refers to it (by symbol, from code or data), when it is passed — itself, or
     /// data holding it — to a call into another file (a callback, a `pthread_once`
-    /// initialiser), or when shared data points to it. The executable's functions are always
+    /// initialiser), when shared data points to it, or when it is the export of a `dlopen`ed
+    /// file (`dlsym` hands those out). The executable's functions are always
     /// shared: applications hand callbacks to libraries in every way, including through
     /// structures on the heap (zlib's `zalloc`).
     pub fn shared(&self, node: NodeIndex) -> bool {
@@ -299,6 +300,11 @@ impl<'s> Program<'s> {
                     stack.extend(call.fn_args.iter().filter_map(|&(_, pointer)| self.resolve(module, pointer)));
                 }
             }
+        }
+        // What a `dlopen`ed file exports, the application gets through `dlsym`.
+        for module in self.scope_len as u16..self.modules.len() as u16 {
+            let exports = self.module(module).summary.exports.iter();
+            stack.extend(exports.filter_map(|export| self.resolve(module, export.target?)));
         }
         while let Some(node) = stack.pop() {
             if std::mem::replace(&mut shared[node.index()], true) {
