@@ -18,7 +18,7 @@
 //! `noreturn` and `ifunc` if they apply; then its facts: `syscall N[,M]`, `syscall argK` (a
 //! wrapper), `syscall ?`; `call NAME(ARGS)` and `jmp NAME(ARGS)` with `argK=N`, `argK=argJ`
 //! (passed on) or `argK=&NAME` (a function pointer); `takes NAME`; `icall N` (an indirect call
-//! preparing N arguments). `data NAME: NAME…` is a data object holding pointers, `data NAME
+//! preparing N arguments), `icall N argK` (one through the function's own argument K). `data NAME: NAME…` is a data object holding pointers, `data NAME
 //! exported: NAME…` one the file exports. A name this file
 //! does not define is an import (`NAME@VERSION` for a versioned one), and so is `@NAME`: a call
 //! through the symbol even though the file defines it, which another file may interpose.
@@ -201,7 +201,13 @@ fn summarize(mut summary: ModuleSummary, lines: &[String], data: &[String]) -> M
                     function.calls.push(call);
                 }
                 "takes" => function.refs.push(reference(rest)),
-                "icall" => function.indirect.push(IndirectSite { at, args: rest.parse().unwrap() }),
+                "icall" => {
+                    // `icall N argK`: through the function's own argument K.
+                    let mut words = rest.split_whitespace();
+                    let args = words.next().unwrap().parse().unwrap();
+                    let argument = words.next().map(arg_loc);
+                    function.indirect.push(IndirectSite { at, args, argument });
+                }
                 _ => panic!("{symbol}: unknown fact `{fact}`"),
             }
         }

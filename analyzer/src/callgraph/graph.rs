@@ -18,7 +18,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef as _;
 
 use super::loader::{Module, Process, Store};
-use crate::elf::{ArgLoc, Export, Import, Reason, Ref, SiteNumber};
+use crate::elf::{ArgLoc, Call, Export, Import, Reason, Ref, SiteNumber};
 
 /// Hubs for indirect calls preparing 0 … 6 argument registers.
 pub const HUBS: usize = 7;
@@ -317,6 +317,19 @@ impl<'s> Program<'s> {
             }
         }
         shared
+    }
+
+    /// The `call`-th direct call of function `node` (`None` for an IFUNC resolver's edge).
+    pub fn call(&self, node: NodeIndex, call: u32) -> Option<&'s Call> {
+        let Node::Function { module, index } = self.graph[node] else { return None };
+        self.module(module).summary.functions[index as usize].calls.get(call as usize)
+    }
+
+    /// The argument of function `node` its indirect call at `at` goes through, if it does.
+    pub fn called_argument(&self, node: NodeIndex, at: u64) -> Option<ArgLoc> {
+        let Node::Function { module, index } = self.graph[node] else { return None };
+        let function = &self.module(module).summary.functions[index as usize];
+        function.indirect.iter().find(|site| site.at == at)?.argument
     }
 
     pub fn is_function(&self, node: NodeIndex) -> bool {
