@@ -322,10 +322,11 @@ fn open_hubs(
 
 /// The functions an indirect call at `at` in `node` can reach when it calls through `node`'s own
 /// argument: what `node`'s callers reached so far pass there, following arguments passed on
-/// from their own callers. `None` (the call reaches its hub) when some way into one of those functions is not a
-/// direct call whose arguments are recorded — a root, an address taken, an IFUNC — or some
-/// caller passes a value the analysis lost. A constant that is no function's address cannot be
-/// called without a fault, and counts for nothing.
+/// from their own callers. `None` (the call reaches its hub) when some way into one of those
+/// functions is not a direct call whose arguments are recorded — a root, an address taken, an
+/// IFUNC — or some caller passes a value the analysis lost. What a registrar registers counts
+/// where the phases root it. A constant that is no function's address cannot be called without
+/// a fault, and counts for nothing.
 fn passed_functions(program: &Program<'_>, state: &Reach, node: NodeIndex, at: u64) -> Option<Vec<NodeIndex>> {
     let mut pending = vec![(node, program.called_argument(node, at)?)];
     let mut seen = HashSet::new();
@@ -336,6 +337,11 @@ fn passed_functions(program: &Program<'_>, state: &Reach, node: NodeIndex, at: u
         }
         if matches!(state.via[callee.index()], Some(Via::Root(_))) {
             return None;
+        }
+        if registrar_argument(program, callee) == Some(loc) {
+            // A handler, thread or `main` handed to a registrar: the phases root it where it
+            // runs (`main` in init alone), not wherever the registrar's code calls it.
+            continue;
         }
         for edge in program.graph.edges_directed(callee, Direction::Incoming) {
             let Edge::Call { call, .. } = *edge.weight() else { return None };
@@ -369,6 +375,15 @@ fn passed_functions(program: &Program<'_>, state: &Reach, node: NodeIndex, at: u
     functions.sort_unstable();
     functions.dedup();
     Some(functions)
+}
+
+/// The argument through which `node`, when it is one of [`crate::elf::REGISTRARS`], registers a
+/// function.
+fn registrar_argument(program: &Program<'_>, node: NodeIndex) -> Option<ArgLoc> {
+    let Node::Function { module, index } = program.graph[node] else { return None };
+    let name = program.module(module).summary.functions[index as usize].name.as_deref()?;
+    let &(_, arg) = crate::elf::REGISTRARS.iter().find(|(registrar, _)| *registrar == name)?;
+    Some(ArgLoc::Reg(arg))
 }
 
 /// The fixed data the `call`-th call of `node` loads its target from, if it does.
