@@ -18,7 +18,8 @@
 //! `noreturn` and `ifunc` if they apply; then its facts: `syscall N[,M]`, `syscall argK` (a
 //! wrapper), `syscall ?`; `call NAME(ARGS)` and `jmp NAME(ARGS)` with `argK=N`, `argK=argJ`
 //! (passed on) or `argK=&NAME` (a function pointer); `takes NAME`; `icall N` (an indirect call
-//! preparing N arguments). `data NAME: NAME…` is a data object holding pointers. A name this file
+//! preparing N arguments), `icall N argK` (one through the function's own argument K). `data NAME: NAME…` is a data object holding pointers, `data NAME
+//! exported: NAME…` one the file exports. A name this file
 //! does not define is an import (`NAME@VERSION` for a versioned one), and so is `@NAME`: a call
 //! through the symbol even though the file defines it, which another file may interpose.
 
@@ -116,8 +117,16 @@ fn summarize(mut summary: ModuleSummary, lines: &[String], data: &[String]) -> M
         functions.iter().map(|line| line.split_once(':').expect("NAME: FACTS")).map(|(h, f)| (h.trim(), f)).collect();
     let names: Vec<String> =
         heads.iter().map(|(head, _)| local_name(head.split_whitespace().next().unwrap())).collect();
-    let data_names: Vec<String> =
-        data.iter().map(|line| line["data ".len()..].split_once(':').unwrap().0.trim().to_owned()).collect();
+    // `data NAME exported: …` is also a symbol of the file.
+    let data_heads: Vec<(String, bool)> = data
+        .iter()
+        .map(|line| {
+            let head = line["data ".len()..].split_once(':').unwrap().0;
+            let mut words = head.split_whitespace();
+            (words.next().unwrap().to_owned(), words.next() == Some("exported"))
+        })
+        .collect();
+    let data_names: Vec<String> = data_heads.iter().map(|(name, _)| name.clone()).collect();
     let mut imports: Vec<Import> = Vec::new();
     let mut reference = |name: &str| -> Ref {
         // `@name`: through the symbol, as calls to a library's own exported functions go.
@@ -192,7 +201,13 @@ fn summarize(mut summary: ModuleSummary, lines: &[String], data: &[String]) -> M
                     function.calls.push(call);
                 }
                 "takes" => function.refs.push(reference(rest)),
-                "icall" => function.indirect.push(IndirectSite { at, args: rest.parse().unwrap() }),
+                "icall" => {
+                    // `icall N argK`: through the function's own argument K.
+                    let mut words = rest.split_whitespace();
+                    let args = words.next().unwrap().parse().unwrap();
+                    let argument = words.next().map(arg_loc);
+                    function.indirect.push(IndirectSite { at, args, argument });
+                }
                 _ => panic!("{symbol}: unknown fact `{fact}`"),
             }
         }
@@ -220,6 +235,15 @@ fn summarize(mut summary: ModuleSummary, lines: &[String], data: &[String]) -> M
         let start = 0x100_0000 + 0x100 * index as u64;
         let ptrs = pointers.split_whitespace().map(&mut reference).collect();
         summary.objects.push(DataObject { start, end: start + 0x100, ptrs });
+        if data_heads[index].1 {
+            summary.exports.push(Export {
+                name: data_heads[index].0.clone(),
+                version: None,
+                default: true,
+                weak: false,
+                target: Some(Ref::Object(index as u32)),
+            });
+        }
     }
     for root in roots {
         let (key, name) = root.split_once(' ').unwrap();

@@ -18,7 +18,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef as _;
 
 use super::loader::{Module, Process, Store};
-use crate::elf::{ArgLoc, Export, Import, Reason, Ref, SiteNumber};
+use crate::elf::{ArgLoc, Call, Export, Import, Reason, Ref, SiteNumber};
 
 /// Hubs for indirect calls preparing 0 … 6 argument registers.
 pub const HUBS: usize = 7;
@@ -271,7 +271,8 @@ impl<'s> Program<'s> {
     /// call one whose address it was given. So a library function (or data) is shared when
     /// another file refers to it (by symbol, from code or data), when it is passed — itself, or
     /// data holding it — to a call into another file (a callback, a `pthread_once`
-    /// initialiser), or when shared data points to it. The executable's functions are always
+    /// initialiser), when shared data points to it, or when it is the export of a `dlopen`ed
+    /// file (`dlsym` hands those out). The executable's functions are always
     /// shared: applications hand callbacks to libraries in every way, including through
     /// structures on the heap (zlib's `zalloc`).
     pub fn shared(&self, node: NodeIndex) -> bool {
@@ -300,6 +301,11 @@ impl<'s> Program<'s> {
                 }
             }
         }
+        // What a `dlopen`ed file exports, the application gets through `dlsym`.
+        for module in self.scope_len as u16..self.modules.len() as u16 {
+            let exports = self.module(module).summary.exports.iter();
+            stack.extend(exports.filter_map(|export| self.resolve(module, export.target?)));
+        }
         while let Some(node) = stack.pop() {
             if std::mem::replace(&mut shared[node.index()], true) {
                 continue;
@@ -311,6 +317,19 @@ impl<'s> Program<'s> {
             }
         }
         shared
+    }
+
+    /// The `call`-th direct call of function `node` (`None` for an IFUNC resolver's edge).
+    pub fn call(&self, node: NodeIndex, call: u32) -> Option<&'s Call> {
+        let Node::Function { module, index } = self.graph[node] else { return None };
+        self.module(module).summary.functions[index as usize].calls.get(call as usize)
+    }
+
+    /// The argument of function `node` its indirect call at `at` goes through, if it does.
+    pub fn called_argument(&self, node: NodeIndex, at: u64) -> Option<ArgLoc> {
+        let Node::Function { module, index } = self.graph[node] else { return None };
+        let function = &self.module(module).summary.functions[index as usize];
+        function.indirect.iter().find(|site| site.at == at)?.argument
     }
 
     pub fn is_function(&self, node: NodeIndex) -> bool {

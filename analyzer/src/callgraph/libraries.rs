@@ -191,7 +191,13 @@ impl Session<'_> {
         for &node in &reach.order {
             let (
                 Node::Function { module, index },
-                Some(Via::Call { from } | Via::Indirect { from, .. } | Via::Taken { from } | Via::Loaded { from, .. }),
+                Some(
+                    Via::Call { from }
+                    | Via::Indirect { from, .. }
+                    | Via::Taken { from }
+                    | Via::Loaded { from, .. }
+                    | Via::Passed { from, .. },
+                ),
             ) = (program.graph[node], &reach.via[node.index()])
             else {
                 continue;

@@ -5,7 +5,8 @@
 //! known server's (`servers`) located structurally — plus what runs after it returns in its callers, signal
 //! handlers, thread start routines and exit handlers registered anywhere, and the exit path.
 //! Function pointers stored during init stay live in serving. Libraries that were `dlopen`ed
-//! join a phase once a `dlopen` call is reachable in it.
+//! join a phase once a `dlopen` call is reachable in it: their init and fini functions and
+//! exported functions as roots, the functions their exported data holds as live pointers.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -240,8 +241,10 @@ pub(super) fn grow(program: &Program<'_>, mut roots: Roots, with_main: bool, not
             dlopen_added = true;
             for module in program.scope_len as u16..program.modules.len() as u16 {
                 let added = dlopened_roots(program, module);
-                grew |= !added.is_empty();
+                let data = dlopened_data(program, module);
+                grew |= !added.is_empty() || !data.is_empty();
                 roots.functions.extend(added);
+                roots.live.extend(data);
             }
         }
         if !grew {
@@ -278,6 +281,33 @@ fn dlopened_roots(program: &Program<'_>, module: u16) -> Vec<(NodeIndex, String)
         }
     }
     roots
+}
+
+/// The data a `dlopen`ed file exports and what it points to, transitively: `dlsym` hands such
+/// data out (Apache's `module` structures), and the application calls the functions in it
+/// through pointers, so they are live wherever the file is loaded.
+fn dlopened_data(program: &Program<'_>, module: u16) -> Vec<NodeIndex> {
+    let mut stack: Vec<NodeIndex> = program
+        .module(module)
+        .summary
+        .exports
+        .iter()
+        .filter_map(|export| match export.target {
+            Some(target @ Ref::Object(_)) => program.resolve(module, target),
+            _ => None,
+        })
+        .collect();
+    let mut live: HashSet<NodeIndex> = HashSet::new();
+    while let Some(node) = stack.pop() {
+        if live.insert(node) && matches!(program.graph[node], Node::Object { .. }) {
+            stack.extend(
+                program.graph.edges(node).filter(|edge| *edge.weight() == Edge::Points).map(|edge| edge.target()),
+            );
+        }
+    }
+    let mut live: Vec<NodeIndex> = live.into_iter().collect();
+    live.sort_unstable();
+    live
 }
 
 /// Whether `node` is a function known under one of `names`.
@@ -621,6 +651,49 @@ pub(super) fn collect(program: &Program<'_>, result: &Reach) -> PhaseResult {
 #[cfg(test)]
 mod tests {
     use super::EntrySpec;
+    use crate::callgraph::fixture;
+    use crate::callgraph::graph::Program;
+    use crate::elf::assembler::assert_text;
+
+    /// The syscalls init reaches in `files`, with their witness paths.
+    fn check_init(files: &str, expect: &str) {
+        let (store, process) = fixture::process(files);
+        let program = Program::build(&store, &process);
+        let result = super::reach_from(&program, super::init_roots(&program), &mut Vec::new());
+        let mut out = String::new();
+        for ((_, number), found) in &result.syscalls {
+            out.push_str(&format!("{number}: {}\n", found.path.join(" > ")));
+        }
+        assert_text(&out, expect);
+    }
+
+    #[test]
+    fn a_dlopened_file_s_exported_data_makes_its_functions_live() {
+        // Apache finds a module's hooks through its exported `module` structure: `dlsym` hands
+        // out the data, `main` calls what it holds. `unused`, in data the file keeps to itself,
+        // stays dead; `mod_init` is a root of its own once `dlopen` is reachable.
+        let files = "
+/app exe entry=main
+  main: call dlopen; icall 1
+  dlopen: syscall 257
+/lib/mod.so so dlopen
+  .hook args=1: syscall 41
+  .unused args=1: syscall 42
+  mod_init: syscall 43
+  data module exported: table
+  data table: hook
+  data private: unused
+";
+        check_init(
+            files,
+            "
+41: app!main (entry point) > mod.so!hook (indirect call at 0x1002)
+43: mod.so!mod_init (exported by dlopen'd mod.so)
+257: app!main (entry point) > app!dlopen
+",
+        );
+        check_init(&files.replace("call dlopen; ", ""), "");
+    }
 
     #[test]
     fn serving_entries_parse_with_an_optional_binary() {

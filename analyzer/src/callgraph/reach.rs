@@ -7,13 +7,14 @@
 //! they point to. Breadth-first order gives every reached function a shortest parent chain,
 //! which is the witness path reports show.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
+use petgraph::Direction;
 use petgraph::graph::NodeIndex;
 use petgraph::visit::EdgeRef as _;
 
 use super::graph::{Edge, HUBS, Issue, Node, Program, Unknown};
-use crate::elf::Continuation;
+use crate::elf::{ArgLoc, Continuation};
 
 /// How a node was first reached.
 #[derive(Clone, Debug)]
@@ -35,6 +36,11 @@ pub enum Via {
     Loaded {
         from: NodeIndex,
         table: u64,
+    },
+    /// Passed to `from` as an argument that `from` calls at `at`.
+    Passed {
+        from: NodeIndex,
+        at: u64,
     },
 }
 
@@ -61,6 +67,9 @@ pub struct Reach {
     hub_level: Vec<Option<u8>>,
     /// The most over all files, for functions every file may hold.
     any_level: Option<u8>,
+    /// Indirect calls through the calling function's own argument, resolved to what the callers
+    /// reached so far pass: looked at again whenever the queue runs dry, for later callers.
+    argument_calls: Vec<(NodeIndex, u64)>,
 }
 
 impl Reach {
@@ -107,6 +116,10 @@ impl Reach {
                     path.push(format!("{label} (loaded from table {table:#x})"));
                     Some(*from)
                 }
+                Some(Via::Passed { from, at }) => {
+                    path.push(format!("{label} (passed as an argument, called at {at:#x})"));
+                    Some(*from)
+                }
                 None => None,
             };
             if path.len() > program.graph.node_count() {
@@ -128,6 +141,7 @@ pub fn reach(program: &Program<'_>, roots: Roots) -> Reach {
         partial: vec![None; nodes],
         hub_level: vec![None; program.modules.len()],
         any_level: None,
+        argument_calls: Vec::new(),
     };
     let mut queue: VecDeque<NodeIndex> = VecDeque::new();
     for node in roots.live {
@@ -149,13 +163,29 @@ pub fn reach(program: &Program<'_>, roots: Roots) -> Reach {
             open_hubs(program, &mut state, &mut queue, module, level, root, 0);
         }
     }
-    while let Some(node) = queue.pop_front() {
-        if program.is_function(node) {
-            state.order.push(node);
+    loop {
+        while let Some(node) = queue.pop_front() {
+            if program.is_function(node) {
+                state.order.push(node);
+            }
+            expand(program, &mut state, &mut queue, node);
         }
-        expand(program, &mut state, &mut queue, node);
+        for (node, at) in std::mem::take(&mut state.argument_calls) {
+            match passed_functions(program, &state, node, at) {
+                Some(functions) => {
+                    state.argument_calls.push((node, at));
+                    for function in functions {
+                        push(&mut state, &mut queue, function, Via::Passed { from: node, at });
+                    }
+                }
+                // A caller reached since passes what the analysis lost: the call reaches its hub.
+                None => open_site_hub(program, &mut state, &mut queue, node, at),
+            }
+        }
+        if queue.is_empty() {
+            return state;
+        }
     }
-    state
 }
 
 fn visit_root(state: &mut Reach, queue: &mut VecDeque<NodeIndex>, node: NodeIndex, reason: String) {
@@ -193,10 +223,14 @@ fn expand(program: &Program<'_>, state: &mut Reach, queue: &mut VecDeque<NodeInd
             Edge::Call { .. } => {}
             Edge::Takes { .. } | Edge::Points => make_live(program, state, queue, target, node),
             Edge::Indirect { at } if inside(at) => {
-                let (Node::Hub(args), Some(module)) = (program.graph[target], program.module_of(node)) else {
+                if let Some(functions) = passed_functions(program, state, node, at) {
+                    state.argument_calls.push((node, at));
+                    for function in functions {
+                        push(state, queue, function, Via::Passed { from: node, at });
+                    }
                     continue;
-                };
-                open_hubs(program, state, queue, module, args, Some(node), at);
+                }
+                open_site_hub(program, state, queue, node, at);
             }
             Edge::Indirect { .. } | Edge::Member => {}
         }
@@ -232,6 +266,21 @@ fn make_live(
             }
         }
         Node::Hub(_) => {}
+    }
+}
+
+/// Opens the hub of `node`'s indirect call at `at`.
+fn open_site_hub(program: &Program<'_>, state: &mut Reach, queue: &mut VecDeque<NodeIndex>, node: NodeIndex, at: u64) {
+    let Some(module) = program.module_of(node) else { return };
+    let hubs = program.graph.edges(node).filter(|edge| edge.weight() == &Edge::Indirect { at });
+    let levels: Vec<u8> = hubs
+        .filter_map(|edge| match program.graph[edge.target()] {
+            Node::Hub(args) => Some(args),
+            _ => None,
+        })
+        .collect();
+    for args in levels {
+        open_hubs(program, state, queue, module, args, Some(node), at);
     }
 }
 
@@ -271,10 +320,75 @@ fn open_hubs(
     }
 }
 
+/// The functions an indirect call at `at` in `node` can reach when it calls through `node`'s own
+/// argument: what `node`'s callers reached so far pass there, following arguments passed on
+/// from their own callers. `None` (the call reaches its hub) when some way into one of those
+/// functions is not a direct call whose arguments are recorded — a root, an address taken, an
+/// IFUNC — or some caller passes a value the analysis lost. What a registrar registers counts
+/// where the phases root it. A constant that is no function's address cannot be called without
+/// a fault, and counts for nothing.
+fn passed_functions(program: &Program<'_>, state: &Reach, node: NodeIndex, at: u64) -> Option<Vec<NodeIndex>> {
+    let mut pending = vec![(node, program.called_argument(node, at)?)];
+    let mut seen = HashSet::new();
+    let mut functions = Vec::new();
+    while let Some((callee, loc)) = pending.pop() {
+        if !seen.insert((callee, loc)) {
+            continue;
+        }
+        if matches!(state.via[callee.index()], Some(Via::Root(_))) {
+            return None;
+        }
+        if registrar_argument(program, callee) == Some(loc) {
+            // A handler, thread or `main` handed to a registrar: the phases root it where it
+            // runs (`main` in init alone), not wherever the registrar's code calls it.
+            continue;
+        }
+        for edge in program.graph.edges_directed(callee, Direction::Incoming) {
+            let Edge::Call { call, .. } = *edge.weight() else { return None };
+            let caller = edge.source();
+            let passed = program.call(caller, call)?;
+            if state.via[caller.index()].is_none() || !state.covers(caller, passed.at) {
+                // Not run (yet) in this phase.
+                continue;
+            }
+            let value = passed.args.iter().find(|(arg, _)| *arg == loc).map(|(_, value)| value);
+            let pointers: Vec<NodeIndex> = match loc {
+                ArgLoc::Reg(k) if passed.opaque_args & (1 << k) != 0 => return None,
+                ArgLoc::Reg(k) => passed
+                    .fn_args
+                    .iter()
+                    .filter(|(arg, _)| *arg == k)
+                    .filter_map(|&(_, pointer)| program.resolve(program.module_of(caller)?, pointer))
+                    .filter(|&pointer| program.is_function(pointer))
+                    .collect(),
+                ArgLoc::Stack(_) => Vec::new(),
+            };
+            let passes_on = value.and_then(|value| value.forwarded);
+            let constants = value.is_some_and(|value| !value.consts.is_empty());
+            if pointers.is_empty() && passes_on.is_none() && !constants {
+                return None;
+            }
+            functions.extend(pointers);
+            pending.extend(passes_on.map(|loc| (caller, loc)));
+        }
+    }
+    functions.sort_unstable();
+    functions.dedup();
+    Some(functions)
+}
+
+/// The argument through which `node`, when it is one of [`crate::elf::REGISTRARS`], registers a
+/// function.
+fn registrar_argument(program: &Program<'_>, node: NodeIndex) -> Option<ArgLoc> {
+    let Node::Function { module, index } = program.graph[node] else { return None };
+    let name = program.module(module).summary.functions[index as usize].name.as_deref()?;
+    let &(_, arg) = crate::elf::REGISTRARS.iter().find(|(registrar, _)| *registrar == name)?;
+    Some(ArgLoc::Reg(arg))
+}
+
 /// The fixed data the `call`-th call of `node` loads its target from, if it does.
 fn loaded_from(program: &Program<'_>, node: NodeIndex, call: u32) -> Option<u64> {
-    let Node::Function { module, index } = program.graph[node] else { return None };
-    program.module(module).summary.functions[index as usize].calls.get(call as usize)?.through
+    program.call(node, call)?.through
 }
 
 #[cfg(test)]
@@ -347,6 +461,50 @@ mod tests {
   handler args=1: syscall 3
 ",
             "3: app!main (entry point) > app!taker > app!deeper > app!handler (address taken, called indirectly)",
+        );
+    }
+
+    #[test]
+    fn a_call_through_an_argument_reaches_what_callers_pass() {
+        // `once` calls its first argument (`pthread_once`'s initialiser): it reaches `init`,
+        // passed by `main` and on through `wrapper`, and not `handler`, which the hub of one
+        // argument would give it.
+        let files = "
+/app exe entry=main
+  main: takes handler; call once(arg1=&init); call wrapper(arg1=&again)
+  wrapper: jmp once(arg1=arg1)
+  once args=1: icall 0 arg1
+  init: syscall 1
+  again: syscall 2
+  handler: syscall 3
+";
+        check(
+            files,
+            "
+1: app!main (entry point) > app!once > app!init (passed as an argument, called at 0x3001)
+2: app!main (entry point) > app!once > app!again (passed as an argument, called at 0x3001)
+",
+        );
+        // A caller whose value is lost, `once`'s address taken, or `once` a root: the call reaches
+        // its hub, as any indirect call.
+        let hub = "3: app!main (entry point) > app!once > app!handler (indirect call at 0x3001)";
+        check(&files.replace("call wrapper(arg1=&again)", "call once"), hub);
+        // … also when that caller is reached only after the call was resolved, by what it passed
+        // until then and by its hub.
+        let late = files.replace("call wrapper(arg1=&again)", "call wrapper(arg1=&again); call late")
+            + "  late: call later\n  later: call latest\n  latest: call once\n";
+        check(
+            &late,
+            "
+1: app!main (entry point) > app!once > app!init (passed as an argument, called at 0x3001)
+2: app!main (entry point) > app!once > app!again (passed as an argument, called at 0x3001)
+3: app!main (entry point) > app!once > app!handler (indirect call at 0x3001)
+",
+        );
+        check(&files.replace("takes handler;", "takes handler; takes once;"), hub);
+        check(
+            &files.replace("/app exe entry=main", "/app exe entry=main init=once"),
+            "3: app!once (init array of app) > app!handler (indirect call at 0x3001)",
         );
     }
 

@@ -132,6 +132,7 @@ pub(crate) fn decode(code: &Code<'_>, start: u64, end: u64) -> Cfg {
     leaders[0] = true;
     let mut insns: Vec<Instruction> = Vec::new();
     let mut tables: HashMap<u64, Vec<u64>> = HashMap::new();
+    let mut computed: Vec<u64> = Vec::new();
     let mut incomplete = false;
     let mut work = vec![start];
     let offset = |addr: u64| (addr - start) as usize;
@@ -184,7 +185,12 @@ pub(crate) fn decode(code: &Code<'_>, start: u64, end: u64) -> Cfg {
                             tables.insert(addr, targets);
                         }
                         None if instruction.is_ip_rel_memory_operand() => {}
-                        None => incomplete = true,
+                        None => {
+                            if computed_goto(&run, &instruction, start, end) {
+                                computed.push(addr);
+                            }
+                            incomplete = true
+                        }
                     }
                     break;
                 }
@@ -200,7 +206,7 @@ pub(crate) fn decode(code: &Code<'_>, start: u64, end: u64) -> Cfg {
         sweep(code, &mut insns, &mut seen, start, end);
     }
     insns.sort_unstable_by_key(|instruction| instruction.ip());
-    build_blocks(insns, |addr| (start..end).contains(&addr) && leaders[offset(addr)], &tables, incomplete)
+    build_blocks(insns, |addr| (start..end).contains(&addr) && leaders[offset(addr)], &tables, &computed, incomplete)
 }
 
 /// `syscall` and `int n` fall through; iced files them under other flow kinds.
@@ -249,6 +255,7 @@ fn build_blocks(
     insns: Vec<Instruction>,
     is_leader: impl Fn(u64) -> bool,
     tables: &HashMap<u64, Vec<u64>>,
+    computed: &[u64],
     incomplete: bool,
 ) -> Cfg {
     let mut blocks: Vec<Block> = Vec::new();
@@ -283,6 +290,8 @@ fn build_blocks(
             FlowControl::Call | FlowControl::IndirectCall => (Exit::Call, fall.into_iter().collect()),
             FlowControl::IndirectBranch => match tables.get(&last.ip()) {
                 Some(targets) => (Exit::Flow, targets.iter().filter_map(|&target| block_at(target)).collect()),
+                // A computed jump into this function's own code may land in any of its blocks.
+                None if computed.contains(&last.ip()) => (Exit::Flow, (0..starts.len()).collect()),
                 None => (Exit::Leave, vec![]),
             },
             FlowControl::Return => (Exit::Return, vec![]),
@@ -340,6 +349,24 @@ fn jump_table(code: &Code<'_>, run: &[Instruction], jump: &Instruction, start: u
             Mnemonic::Lea if instruction.is_ip_rel_memory_operand() => {
                 bases.insert(dest, instruction.ip_rel_memory_address());
             }
+            Mnemonic::Lea => {
+                // `lea (%base,%entry), %dest`: the add in address form.
+                let (base, index) =
+                    (instruction.memory_base().full_register(), instruction.memory_index().full_register());
+                let plain = instruction.memory_index_scale() == 1 && instruction.memory_displacement64() == 0;
+                let table = entries
+                    .get(&index)
+                    .filter(|&&table| bases.get(&base) == Some(&table))
+                    .or_else(|| entries.get(&base).filter(|&&table| bases.get(&index) == Some(&table)))
+                    .filter(|_| plain)
+                    .copied();
+                bases.remove(&dest);
+                entries.remove(&dest);
+                match table {
+                    Some(table) => targets.insert(dest, table),
+                    None => targets.remove(&dest),
+                };
+            }
             Mnemonic::Movsxd | Mnemonic::Mov if instruction.op1_kind() == OpKind::Memory => {
                 match bases.get(&instruction.memory_base().full_register()) {
                     Some(&table) if instruction.memory_index_scale() == 4 => {
@@ -369,6 +396,44 @@ fn jump_table(code: &Code<'_>, run: &[Instruction], jump: &Instruction, start: u
         let entry = read_i32(code, table.wrapping_add(4 * index))?;
         Some(table.wrapping_add_signed(i64::from(entry))).filter(|&target| in_function(target))
     })
+}
+
+/// Whether `jump` goes to an address computed from this function's own code (`lea
+/// block(%rip), %r; add %idx, %r; jmp *%r`: hand-written string functions jump into one of a row
+/// of equally long blocks). Such a jump stays inside the function, which the linear sweep then
+/// decodes whole; it calls nothing.
+fn computed_goto(run: &[Instruction], jump: &Instruction, start: u64, end: u64) -> bool {
+    if jump.op0_kind() != OpKind::Register {
+        return false;
+    }
+    let mut code_based: Vec<Register> = Vec::new();
+    for instruction in run {
+        if instruction.op_count() == 0 || instruction.op0_kind() != OpKind::Register {
+            continue;
+        }
+        let dest = instruction.op0_register().full_register();
+        let based = |reg: Register| code_based.contains(&reg.full_register());
+        let derived = match instruction.mnemonic() {
+            Mnemonic::Cmp | Mnemonic::Test | Mnemonic::Push => continue,
+            Mnemonic::Lea if instruction.is_ip_rel_memory_operand() => {
+                (start..end).contains(&instruction.ip_rel_memory_address())
+            }
+            Mnemonic::Lea => {
+                based(instruction.memory_base())
+                    || (instruction.memory_index_scale() == 1 && based(instruction.memory_index()))
+            }
+            Mnemonic::Add => {
+                instruction.op1_kind() == OpKind::Register && (based(dest) || based(instruction.op1_register()))
+            }
+            Mnemonic::Mov => instruction.op1_kind() == OpKind::Register && based(instruction.op1_register()),
+            _ => false,
+        };
+        code_based.retain(|&reg| reg != dest);
+        if derived {
+            code_based.push(dest);
+        }
+    }
+    code_based.contains(&jump.op0_register().full_register())
 }
 
 /// Jump tables longer than this are not believed.
@@ -537,6 +602,65 @@ f+0x5: flow -> case0 case1 default
 case0: return
 case1: return
 default: return
+",
+        );
+    }
+
+    #[test]
+    fn a_relative_table_whose_add_is_a_lea_is_enumerated() {
+        // glibc's SSE2 `strcmp`: the entry is added to the table's address by `lea`.
+        check(
+            "
+f:  cmp $1, %edi
+    ja default
+    lea table(%rip), %r10
+    movslq (%r10,%rdi,4), %r9
+    lea (%r10,%r9,1), %r10
+    jmp *%r10
+  case0:
+    ret
+  case1:
+    ret
+  default:
+    ret
+  table:
+    .long case0 - table, case1 - table
+",
+            "
+f: flow -> f+0x5 default
+f+0x5: flow -> case0 case1
+case0: return
+case1: return
+default: return
+",
+        );
+    }
+
+    #[test]
+    fn a_jump_computed_from_the_function_s_own_code_may_land_in_any_of_its_blocks() {
+        // glibc's SSSE3 `memmove` jumps into one of a row of equally long blocks (8 bytes here):
+        // every block of the function is a successor, and the jump calls nothing.
+        check(
+            "
+f:  mov $39, %eax
+    lea one(%rip), %rcx
+    shl $3, %edi
+    add %rdi, %rcx
+    jmp *%rcx
+  one:
+    mov $1, %eax
+    ret
+  two:
+    nop
+    nop
+    syscall
+    ret
+",
+            "
+f: flow -> f one two
+one: return
+two: return
+incomplete
 ",
         );
     }

@@ -509,7 +509,7 @@ impl Linker<'_, '_> {
         let args = 8 - consumed.leading_zeros() as u8;
         let prepared = |site: &RawIndirect| {
             let mask = site.written | (site.passed & consumed);
-            IndirectSite { at: site.at, args: 8 - mask.leading_zeros() as u8 }
+            IndirectSite { at: site.at, args: 8 - mask.leading_zeros() as u8, argument: site.called_argument }
         };
         let mut indirect: Vec<IndirectSite> = facts.indirect.iter().map(prepared).collect();
         let mut calls = Vec::with_capacity(facts.calls.len());
@@ -748,7 +748,8 @@ mod tests {
                 facts.push((call.at, format!("{kind} {}", reference(&call.target))));
             }
             for site in &function.indirect {
-                facts.push((site.at, format!("icall/{}", site.args)));
+                let through = site.argument.map_or(String::new(), |loc| format!(" through {loc}"));
+                facts.push((site.at, format!("icall/{}{through}", site.args)));
             }
             facts.sort();
             let mut parts: Vec<String> = facts.into_iter().map(|(_, fact)| fact).collect();
@@ -942,6 +943,73 @@ on_hup:
 init: setup; fini: teardown
 exports: copy = copy, install = install
 data@handlers: on_term on_hup
+",
+        );
+    }
+
+    #[test]
+    fn a_jump_into_the_function_s_own_code_calls_nothing() {
+        // `rows` jumps to an address computed from its own code (hand-written string
+        // functions do): no indirect call, unlike `install`'s jump through a loaded pointer. The
+        // jump may land in any block, and every block it can reach the syscall from sees 39.
+        check(
+            "
+.globl rows, install
+rows: mov $39, %eax
+    lea first(%rip), %rcx
+    shl $3, %edi
+    add %rdi, %rcx
+    jmp *%rcx
+  first:
+    mov $1, %eax
+    ret
+  second:
+    nop
+    nop
+    syscall
+    ret
+install: mov (%rdi), %rax
+    jmp *%rax
+",
+            None,
+            "
+rows incomplete: syscall 39; takes rows
+install incomplete: icall/1; args 1
+exports: install = install, rows = rows
+",
+        );
+    }
+
+    #[test]
+    fn a_call_through_the_function_s_own_argument_is_recorded_as_such() {
+        // `once` keeps its first argument in a callee-saved register across a call, `convert`
+        // its second in a stack slot; `loaded` calls a pointer read from its argument's memory,
+        // which is no argument of its own.
+        check(
+            "
+.globl once, convert, loaded
+once: push %rbx
+    mov %rdi, %rbx
+    call helper@PLT
+    call *%rbx
+    pop %rbx
+    ret
+convert: sub $24, %rsp
+    mov %rsi, 8(%rsp)
+    call helper@PLT
+    mov %eax, %edi
+    call *8(%rsp)
+    add $24, %rsp
+    ret
+loaded: mov (%rdi), %rax
+    jmp *%rax
+",
+            None,
+            "
+once: call helper@import; icall/0 through argument 1; args 1
+convert: call helper@import; icall/1 through argument 2; args 2
+loaded incomplete: icall/1; args 1
+exports: convert = convert, loaded = loaded, once = once
 ",
         );
     }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bump when the summary's meaning or layout changes: cached summaries of another format are
 /// ignored and recomputed.
-pub const FORMAT: u32 = 3;
+pub const FORMAT: u32 = 5;
 
 /// What one ELF file can do, function by function.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -170,6 +170,10 @@ pub struct ArgValue {
 pub struct IndirectSite {
     pub at: u64,
     pub args: u8,
+    /// The function's own argument the call goes through unchanged: it reaches what the
+    /// function's callers pass there.
+    #[serde(default)]
+    pub argument: Option<ArgLoc>,
 }
 
 /// A reference to a function or data, local or by symbol.

@@ -302,6 +302,8 @@ pub(crate) struct RawIndirect {
     pub written: u8,
     /// Argument registers that may still hold the function's own argument.
     pub passed: u8,
+    /// The function's own argument the call goes through, unchanged.
+    pub called_argument: Option<ArgLoc>,
 }
 
 /// What one function does, with raw addresses.
@@ -514,6 +516,13 @@ fn stack_offset(instruction: &Instruction, state: &State) -> Option<i64> {
 
 fn set_reg(state: &mut State, reg: Register, value: Vals) {
     let Some(index) = gpr(reg) else { return };
+    // A register an instruction writes holds what the code chose, even when that is a value a
+    // call left (`f(g())` moves the result into an argument): unknown, but written, unlike a
+    // register nothing wrote since the call.
+    let value = match value {
+        Vals::Top(Reason::ClobberedByCall) => Vals::Top(Reason::Computed),
+        value => value,
+    };
     state.loaded[index] = None;
     state.regs[index] = match reg.size() {
         8 | 4 => truncate(value, reg.size()),
@@ -905,7 +914,10 @@ fn collect(instruction: &Instruction, state: &State, context: &Context<'_>, tabl
                 Some(Source::Table(table)) => {
                     facts.calls.push(call_facts(instruction, RawTarget::Table(table), is_jump, state))
                 }
-                None => facts.indirect.push(indirect_facts(instruction.ip(), state)),
+                None => facts.indirect.push(RawIndirect {
+                    called_argument: called_argument(instruction, state),
+                    ..indirect_facts(instruction.ip(), state)
+                }),
             }
         }
     }
@@ -1021,7 +1033,28 @@ fn indirect_facts(at: u64, state: &State) -> RawIndirect {
             }
         }
     }
-    RawIndirect { at, written, passed }
+    RawIndirect { at, written, passed, called_argument: None }
+}
+
+/// The function's own argument an indirect call or jump goes through unchanged, kept in a
+/// register or a stack slot (`pthread_once`'s initialiser, `__mktime_internal`'s converter):
+/// such a call reaches what the function's callers pass there.
+fn called_argument(instruction: &Instruction, state: &State) -> Option<ArgLoc> {
+    let value = match instruction.op0_kind() {
+        OpKind::Register => state.regs[gpr(instruction.op0_register())?],
+        OpKind::Memory if instruction.memory_index() == Register::None && instruction.memory_size().size() == 8 => {
+            match address(instruction, state).single()? {
+                Val::Sp(offset) => state.slot(offset),
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    match value.single()? {
+        Val::Arg(k) => Some(ArgLoc::Reg(k)),
+        Val::StackArg(offset) => Some(ArgLoc::Stack(offset)),
+        _ => None,
+    }
 }
 
 /// Argument registers read while they may still hold the caller's value. Explicit operands
