@@ -142,7 +142,7 @@ pub(crate) enum Source {
     Table(u64),
 }
 
-#[derive(Clone, PartialEq)]
+#[derive(PartialEq)]
 struct State {
     regs: [Vals; 16],
     loaded: [Option<Source>; 16],
@@ -151,6 +151,21 @@ struct State {
     /// Vector registers known to hold zero (`pxor %xmm0,%xmm0`): compilers clear structures on
     /// the stack with them, and a cleared `struct sigaction` names `SIG_DFL`, not a handler.
     zero_vectors: u32,
+}
+
+impl Clone for State {
+    fn clone(&self) -> State {
+        State { regs: self.regs, loaded: self.loaded, slots: self.slots.clone(), zero_vectors: self.zero_vectors }
+    }
+
+    /// Keeps `self`'s slot buffer: the fixpoint copies a block's entry state into one scratch
+    /// state at every visit, and the derived `clone_from` would allocate each time.
+    fn clone_from(&mut self, source: &State) {
+        self.regs = source.regs;
+        self.loaded = source.loaded;
+        self.slots.clone_from(&source.slots);
+        self.zero_vectors = source.zero_vectors;
+    }
 }
 
 impl State {
@@ -673,13 +688,15 @@ fn vector_zeroing(instruction: &Instruction) -> bool {
         instruction.mnemonic(),
         Mnemonic::Pxor | Mnemonic::Xorps | Mnemonic::Xorpd | Mnemonic::Vpxor | Mnemonic::Vxorps | Mnemonic::Vxorpd
     );
-    let registers: Vec<Register> = (0..instruction.op_count())
-        .map(|operand| match instruction.op_kind(operand) {
-            OpKind::Register => instruction.op_register(operand),
-            _ => Register::None,
+    let register = |operand| match instruction.op_kind(operand) {
+        OpKind::Register => instruction.op_register(operand),
+        _ => Register::None,
+    };
+    zeroing
+        && (0..instruction.op_count()).all(|operand| {
+            let reg = register(operand);
+            reg != Register::None && reg.full_register() == register(0).full_register()
         })
-        .collect();
-    zeroing && registers.iter().all(|&reg| reg != Register::None && reg.full_register() == registers[0].full_register())
 }
 
 fn flow_is_next(instruction: &Instruction) -> bool {
