@@ -205,7 +205,8 @@ pub(crate) fn decode(code: &Code<'_>, start: u64, end: u64) -> Cfg {
     if incomplete {
         sweep(code, &mut insns, &mut seen, start, end);
     }
-    insns.sort_unstable_by_key(|instruction| instruction.ip());
+    // Stable sort: the recursive descent leaves runs of ascending addresses, which it merges.
+    insns.sort_by_key(|instruction| instruction.ip());
     build_blocks(insns, |addr| (start..end).contains(&addr) && leaders[offset(addr)], &tables, &computed, incomplete)
 }
 

@@ -131,28 +131,25 @@ impl<'data> Module<'data> {
                 let end = next.min(self.code.section_end(start)).max(start + 1);
                 self.functions.insert(start, (end, info.name.clone()));
             }
-            let code = &self.code;
-            let cfgs: Vec<(u64, Cfg)> =
-                pending.par_iter().map(|&start| (start, cfg::decode(code, start, self.functions[&start].0))).collect();
+            // Each function's new starts are looked for on the thread that decoded it, not in a
+            // scan of every instruction on one thread once all are decoded.
+            let this = &*self;
+            let round: Vec<(u64, Cfg, Vec<u64>, Vec<u64>)> = pending
+                .par_iter()
+                .map(|&start| {
+                    let end = this.functions[&start].0;
+                    let cfg = cfg::decode(&this.code, start, end);
+                    let (found, split) = this.new_starts(start, end, &cfg);
+                    (start, cfg, found, split)
+                })
+                .collect();
             let mut found = Vec::new();
             let mut split = Vec::new();
-            for (start, cfg) in &cfgs {
-                let end = self.functions[start].0;
-                let outside =
-                    |target: &u64| !(*start..end).contains(target) && self.is_code(*target) && !self.in_plt(*target);
-                for target in branch_targets(cfg).filter(outside) {
-                    if self.function_at(target).is_none() {
-                        found.push(target);
-                    }
-                }
-                for target in materialised(cfg).filter(outside) {
-                    if let Some(container) = self.function_at(target).filter(|&container| container != target) {
-                        found.push(target);
-                        split.push(container);
-                    }
-                }
+            for (start, cfg, found_here, split_here) in round {
+                found.extend(found_here);
+                split.extend(split_here);
+                decoded.insert(start, cfg);
             }
-            decoded.extend(cfgs);
             found.sort_unstable();
             found.dedup();
             split.sort_unstable();
@@ -165,6 +162,27 @@ impl<'data> Module<'data> {
             pending.extend(split);
         }
         decoded.into_values().collect()
+    }
+
+    /// The starts the graph of function `[start, end)` reveals: branch targets outside every
+    /// known function, and code addresses it materialises inside another function, with that
+    /// function (it is split there).
+    fn new_starts(&self, start: u64, end: u64, cfg: &Cfg) -> (Vec<u64>, Vec<u64>) {
+        let outside = |target: &u64| !(start..end).contains(target) && self.is_code(*target) && !self.in_plt(*target);
+        let mut found = Vec::new();
+        let mut split = Vec::new();
+        for target in branch_targets(cfg).filter(outside) {
+            if self.function_at(target).is_none() {
+                found.push(target);
+            }
+        }
+        for target in materialised(cfg).filter(outside) {
+            if let Some(container) = self.function_at(target).filter(|&container| container != target) {
+                found.push(target);
+                split.push(container);
+            }
+        }
+        (found, split)
     }
 
     fn is_code(&self, addr: u64) -> bool {

@@ -142,7 +142,7 @@ pub(crate) enum Source {
     Table(u64),
 }
 
-#[derive(Clone, PartialEq)]
+#[derive(PartialEq)]
 struct State {
     regs: [Vals; 16],
     loaded: [Option<Source>; 16],
@@ -151,6 +151,21 @@ struct State {
     /// Vector registers known to hold zero (`pxor %xmm0,%xmm0`): compilers clear structures on
     /// the stack with them, and a cleared `struct sigaction` names `SIG_DFL`, not a handler.
     zero_vectors: u32,
+}
+
+impl Clone for State {
+    fn clone(&self) -> State {
+        State { regs: self.regs, loaded: self.loaded, slots: self.slots.clone(), zero_vectors: self.zero_vectors }
+    }
+
+    /// Keeps `self`'s slot buffer: the fixpoint copies a block's entry state into one scratch
+    /// state at every visit, and the derived `clone_from` would allocate each time.
+    fn clone_from(&mut self, source: &State) {
+        self.regs = source.regs;
+        self.loaded = source.loaded;
+        self.slots.clone_from(&source.slots);
+        self.zero_vectors = source.zero_vectors;
+    }
 }
 
 impl State {
@@ -400,10 +415,10 @@ fn fixpoint(cfg: &Cfg, context: &Context<'_>) -> Vec<Option<State>> {
         }
     }
     let mut factory = InstructionInfoFactory::new();
-    let mut pending: std::collections::BTreeSet<usize> = order.iter().map(|&block| rank[block]).collect();
+    let mut pending = Worklist::full(order.len());
     let mut visits = vec![0u32; cfg.blocks.len()];
     let mut state = unknown_state();
-    while let Some(position) = pending.pop_first() {
+    while let Some(position) = pending.pop() {
         let block = order[position];
         let Some(entry) = &states[block] else { continue };
         // `clone_from` keeps the scratch state's slot buffer: no allocation per visit.
@@ -421,13 +436,39 @@ fn fixpoint(cfg: &Cfg, context: &Context<'_>) -> Vec<Option<State>> {
                 }
             };
             if changed && visits[succ] < MAX_VISITS {
-                pending.insert(rank[succ]);
+                pending.push(rank[succ]);
             } else if changed && let Some(existing) = &mut states[succ] {
                 widen(existing);
             }
         }
     }
     states
+}
+
+/// Positions in reverse post-order still to visit, the first one first (a set: a position queued
+/// twice is visited once). A heap with a flag per position: a `BTreeSet` spent more on its nodes
+/// than some blocks take to analyse.
+struct Worklist {
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<usize>>,
+    queued: Vec<bool>,
+}
+
+impl Worklist {
+    fn full(len: usize) -> Worklist {
+        Worklist { heap: (0..len).map(std::cmp::Reverse).collect(), queued: vec![true; len] }
+    }
+
+    fn push(&mut self, position: usize) {
+        if !std::mem::replace(&mut self.queued[position], true) {
+            self.heap.push(std::cmp::Reverse(position));
+        }
+    }
+
+    fn pop(&mut self) -> Option<usize> {
+        let std::cmp::Reverse(position) = self.heap.pop()?;
+        self.queued[position] = false;
+        Some(position)
+    }
 }
 
 /// Visits of one block before its state is widened to `Top`.
@@ -682,13 +723,15 @@ fn vector_zeroing(instruction: &Instruction) -> bool {
         instruction.mnemonic(),
         Mnemonic::Pxor | Mnemonic::Xorps | Mnemonic::Xorpd | Mnemonic::Vpxor | Mnemonic::Vxorps | Mnemonic::Vxorpd
     );
-    let registers: Vec<Register> = (0..instruction.op_count())
-        .map(|operand| match instruction.op_kind(operand) {
-            OpKind::Register => instruction.op_register(operand),
-            _ => Register::None,
+    let register = |operand| match instruction.op_kind(operand) {
+        OpKind::Register => instruction.op_register(operand),
+        _ => Register::None,
+    };
+    zeroing
+        && (0..instruction.op_count()).all(|operand| {
+            let reg = register(operand);
+            reg != Register::None && reg.full_register() == register(0).full_register()
         })
-        .collect();
-    zeroing && registers.iter().all(|&reg| reg != Register::None && reg.full_register() == registers[0].full_register())
 }
 
 fn flow_is_next(instruction: &Instruction) -> bool {
@@ -841,6 +884,9 @@ fn push(state: &mut State, value: Vals) {
 
 /// Anything not modelled: what it writes becomes unknown.
 fn generic(instruction: &Instruction, state: &mut State, factory: &mut InstructionInfoFactory) {
+    if writes_nothing(instruction) {
+        return;
+    }
     let info = factory.info(instruction);
     for used in info.used_registers() {
         let written = matches!(
@@ -874,6 +920,24 @@ fn generic(instruction: &Instruction, state: &mut State, factory: &mut Instructi
     if unknown_extent {
         state.slots.clear();
     }
+}
+
+/// Instructions that write no general-purpose register and no memory (flags only, or nothing):
+/// the most common ones `generic` sees, and iced's instruction info is the costliest part of it.
+fn writes_nothing(instruction: &Instruction) -> bool {
+    matches!(
+        instruction.mnemonic(),
+        Mnemonic::Cmp
+            | Mnemonic::Test
+            | Mnemonic::Nop
+            | Mnemonic::Endbr64
+            | Mnemonic::Jmp
+            | Mnemonic::Ucomiss
+            | Mnemonic::Ucomisd
+            | Mnemonic::Comiss
+            | Mnemonic::Comisd
+            | Mnemonic::Bt
+    ) || instruction.is_jcc_short_or_near()
 }
 
 /// Records what the instruction tells about the function, given the state before it.
@@ -1192,6 +1256,56 @@ mod tests {
     /// argument points to; an argument left as it came in is not shown); `icall`; and
     /// `reads argK…` for the arguments it consumes. Functions named in `NORETURN` never return
     /// and those in `REGISTRARS` register their pointer argument, as in a real file.
+    /// `generic` skips iced's instruction info for these: it must agree that they write no
+    /// general-purpose register and no memory, in every form the compilers emit.
+    #[test]
+    fn instructions_that_write_nothing_say_so() {
+        let bytes = assembler::link(
+            "
+f:  cmp $1, %edi
+    cmpq $0, 8(%rsp)
+    cmp %rax, (%rdi,%rsi,8)
+    test %al, %al
+    testb $1, (%rdi)
+    nop
+    nopw 0(%rax,%rax,1)
+    endbr64
+    ucomiss %xmm1, %xmm0
+    ucomisd (%rdi), %xmm0
+    comiss %xmm1, %xmm0
+    comisd %xmm1, %xmm0
+    bt %esi, %edi
+    btq $3, (%rdi)
+    jne f
+    jmp *%rax
+    jmp *8(%rdi)
+    jmp f
+",
+            &["-e", "0", "-Ttext=0x401000"],
+        );
+        let image = crate::elf::image::Image::parse(&bytes).unwrap();
+        let code = Code::new(image.loaded_sections().map(|(addr, bytes, _)| (addr, bytes)).collect());
+        let mut factory = InstructionInfoFactory::new();
+        let writes = |access: OpAccess| {
+            matches!(access, OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite)
+        };
+        let mut addr = 0x401000;
+        let mut checked = 0;
+        while let Some(instruction) = code.decode(addr) {
+            assert!(writes_nothing(&instruction), "{:?} at {addr:#x}", instruction.mnemonic());
+            let info = factory.info(&instruction);
+            let registers = info.used_registers().iter().filter(|used| writes(used.access()));
+            assert_eq!(registers.filter_map(|used| gpr(used.register())).count(), 0, "{:?}", instruction.mnemonic());
+            assert!(!info.used_memory().iter().any(|memory| writes(memory.access())), "{:?}", instruction.mnemonic());
+            checked += 1;
+            addr = instruction.next_ip();
+            if instruction.mnemonic() == Mnemonic::Jmp && instruction.near_branch_target() == 0x401000 {
+                break;
+            }
+        }
+        assert_eq!(checked, 18);
+    }
+
     fn check(source: &str, expect: &str) {
         let bytes = assembler::link(source, &["-e", "0", "-Ttext=0x401000"]);
         let symbols = Symbols::of(&bytes);
