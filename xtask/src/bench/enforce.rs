@@ -150,7 +150,11 @@ fn wait_for_switches(log: &PathBuf) -> Result<String> {
         });
         match id {
             Some(id) if switched >= SWITCHES_PER_RUN => return Ok(id),
-            _ if Instant::now() > deadline => bail!("enforce did not switch nginx's workers within 60 s:\n{text}"),
+            _ if Instant::now() > deadline => {
+                // Interrupted, enforce leaves the container it started running: remove it here.
+                drop(id.map(RemoveOnDrop));
+                bail!("enforce did not switch nginx's workers within 60 s:\n{text}")
+            }
             _ => sleep(Duration::from_millis(100)),
         }
     }
