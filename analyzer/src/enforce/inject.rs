@@ -70,8 +70,10 @@ struct Saved {
 }
 
 impl Seized {
-    /// Seizes thread `tid` and asks it to stop; `meanwhile` runs while it gets there (what needs
-    /// no stop: reads of /proc), then its registers and signal mask are saved.
+    /// Seizes thread `tid` and asks it to stop; `meanwhile` (what needs no stop: reads of /proc)
+    /// runs before the wait for the stop, so it overlaps the stop of a thread not yet stopped
+    /// (`PTRACE_SEIZE` itself waits for one in a group stop to be trapped again), then its
+    /// registers and signal mask are saved.
     pub fn seize_with<T>(tid: u32, meanwhile: impl FnOnce() -> T) -> Result<(Seized, T), InjectError> {
         let pid = Pid::from_raw(tid as i32);
         ptrace::seize(pid, Options::PTRACE_O_TRACESYSGOOD).map_err(|errno| match errno {

@@ -68,7 +68,7 @@ pub struct Switcher {
     preflight: Arc<Preflight>,
 }
 
-/// What the injection needs to know of a seized thread, read while it stops.
+/// What the injection needs to know of a seized thread, read from /proc as it stops.
 struct Target {
     /// The `syscall` instruction in its vDSO.
     gadget: u64,
@@ -170,7 +170,7 @@ impl Switcher {
         }
     }
 
-    /// Seizes thread `tid` of process `pid`, and reads what the injection needs while it stops.
+    /// Seizes thread `tid` of process `pid`, and reads what the injection needs as it stops.
     fn seize(&self, pid: u32, tid: u32) -> Result<(Seized, Result<Target>), InjectError> {
         Seized::seize_with(tid, || {
             Ok(Target { gadget: self.gadget.address_in(pid)?, status: thread_status(pid, tid)? })
