@@ -110,6 +110,7 @@ impl Switcher {
     /// switched at once, each from a thread of its own (ptrace belongs to the thread that seized).
     pub fn switch(&self, hit: &Hit) -> Record {
         let mut cached = false;
+        let boost = Boost::start();
         let started = Instant::now();
         let outcome = match Pinned::open(hit.pid, hit.hit_ns) {
             Err(_) => Outcome::Gone,
@@ -123,6 +124,7 @@ impl Switcher {
         };
         let stopped = started.elapsed();
         let resumed_ns = crate::trace::live::monotonic_now_ns();
+        drop(boost);
         // With the process running again: the next preflight child is forked now, not while the
         // next process waits for its verdict.
         self.preflight.prepare();
@@ -212,6 +214,39 @@ impl Switcher {
                 std::io::Error::from_raw_os_error(-errno as i32)
             ))),
         })
+    }
+}
+
+/// The calling thread at the lowest real-time priority until dropped, then back to its own
+/// policy. A switch waits for the stopped thread several times (at its seize and after each
+/// call), and on a busy machine each wake-up of the enforcer otherwise waits behind whatever
+/// runs on its CPU, while the process stays held. Without the privilege it runs as it was.
+struct Boost {
+    previous: Option<(i32, libc::sched_param)>,
+}
+
+impl Boost {
+    fn start() -> Boost {
+        let mut param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: both calls act on the calling thread (0) and read or write one sched_param.
+        let previous = unsafe {
+            let policy = libc::sched_getscheduler(0);
+            let boosted = libc::sched_param { sched_priority: 1 };
+            (policy >= 0
+                && libc::sched_getparam(0, &mut param) == 0
+                && libc::sched_setscheduler(0, libc::SCHED_FIFO, &boosted) == 0)
+                .then_some((policy, param))
+        };
+        Boost { previous }
+    }
+}
+
+impl Drop for Boost {
+    fn drop(&mut self) {
+        if let Some((policy, param)) = self.previous {
+            // SAFETY: the calling thread's own policy, as read at the start.
+            unsafe { libc::sched_setscheduler(0, policy, &param) };
+        }
     }
 }
 
