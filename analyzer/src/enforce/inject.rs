@@ -2,12 +2,19 @@
 //!
 //! `Seized` is the state machine over ptrace stop kinds: it seizes the thread and stops it
 //! (`PTRACE_SEIZE` + `PTRACE_INTERRUPT`; a thread already in a group stop is re-trapped), saves
-//! its registers, writes data below its stack's red zone, runs each call through a `syscall`
-//! instruction with `PTRACE_SYSCALL` to the entry stop (checked with `PTRACE_GET_SYSCALL_INFO`)
-//! and on to the exit stop, and on release — or on drop, whatever failed — writes the saved
-//! memory and registers back verbatim and detaches. Restoring verbatim at a syscall stop lets the
+//! its registers and signal mask, writes data below its stack's red zone, runs each call through
+//! a `syscall` instruction, and on release — or on drop, whatever failed — writes the saved
+//! memory, mask and registers back verbatim and detaches. Restoring verbatim at a stop lets the
 //! kernel restart a syscall the stop interrupted, as if nothing happened. Signals that arrive
 //! meanwhile are held and delivered again at the end.
+//!
+//! A call is one `PTRACE_SINGLESTEP` over the instruction: the thread stops once, right after
+//! it, where `PTRACE_SYSCALL` would stop twice (entry and exit) — each stop is a wake-up of the
+//! thread and then of the enforcer, which a loaded machine makes slow. The step's stop is a
+//! SIGTRAP the kernel forces: it unblocks the signal (the saved mask puts that right) and resets
+//! an ignored SIGTRAP to its default (which nothing could put right), so the threads of a process
+//! that ignores SIGTRAP go through the syscall's entry stop (checked with
+//! `PTRACE_GET_SYSCALL_INFO`) and exit stop instead.
 
 use std::io::{IoSlice, IoSliceMut};
 
@@ -24,6 +31,11 @@ const RED_ZONE: u64 = 128;
 const SLACK: u64 = 64;
 /// `PTRACE_SYSCALL_INFO_ENTRY`.
 const SYSCALL_INFO_ENTRY: u8 = 1;
+/// `PTRACE_GETSIGMASK` and `PTRACE_SETSIGMASK`, with the kernel's `sigset_t` (64 bits on x86-64).
+const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
+const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
+/// The length of `syscall` (0f 05): where a step over it stops.
+const SYSCALL_LEN: u64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InjectError {
@@ -40,32 +52,62 @@ pub enum InjectError {
 /// A thread under our ptrace control; released (restored, detached) on drop at the latest.
 pub struct Seized {
     tid: Pid,
-    saved: libc::user_regs_struct,
+    /// Its registers and signal mask as found, once it has stopped.
+    saved: Option<Saved>,
     /// Where data was written, and the bytes it replaced.
     memory: Option<(u64, Vec<u8>)>,
     /// Signals that arrived while it was held, to deliver again.
     held: Vec<Signal>,
+    /// Calls stop at the syscall's entry and exit rather than after a step (see the module doc).
+    through_syscall_stops: bool,
     released: bool,
 }
 
+#[derive(Clone, Copy)]
+struct Saved {
+    regs: libc::user_regs_struct,
+    sigmask: u64,
+}
+
 impl Seized {
-    /// Seizes and stops thread `tid`, and saves its registers.
-    pub fn seize(tid: u32) -> Result<Seized, InjectError> {
+    /// Seizes thread `tid` and asks it to stop; `meanwhile` (what needs no stop: reads of /proc)
+    /// runs before the wait for the stop, so it overlaps the stop of a thread not yet stopped
+    /// (`PTRACE_SEIZE` itself waits for one in a group stop to be trapped again), then its
+    /// registers and signal mask are saved.
+    pub fn seize_with<T>(tid: u32, meanwhile: impl FnOnce() -> T) -> Result<(Seized, T), InjectError> {
         let pid = Pid::from_raw(tid as i32);
         ptrace::seize(pid, Options::PTRACE_O_TRACESYSGOOD).map_err(|errno| match errno {
             Errno::EPERM => InjectError::Busy(tid),
             Errno::ESRCH => InjectError::Gone(tid),
             errno => InjectError::Ptrace { tid, what: "PTRACE_SEIZE", errno },
         })?;
-        let mut seized = Seized { tid: pid, saved: zeroed_regs(), memory: None, held: Vec::new(), released: false };
+        let mut seized = Seized {
+            tid: pid,
+            saved: None,
+            memory: None,
+            held: Vec::new(),
+            through_syscall_stops: false,
+            released: false,
+        };
         seized.check(ptrace::interrupt(pid), "PTRACE_INTERRUPT")?;
+        let value = meanwhile();
         // A group stop (the marker's SIGSTOP taken already), the interrupt, or the SIGSTOP on its
         // way: the caller's SIGCONT covers every case.
         if let Stop::Signal(signal) = seized.wait()? {
             seized.hold(signal);
         }
-        seized.saved = seized.check(ptrace::getregs(pid), "PTRACE_GETREGS")?;
-        Ok(seized)
+        let regs = seized.check(ptrace::getregs(pid), "PTRACE_GETREGS")?;
+        let mut sigmask = 0u64;
+        // SAFETY: the kernel writes one sigset_t (8 bytes, the size passed) into `sigmask`.
+        let got = unsafe { libc::ptrace(PTRACE_GETSIGMASK, tid as libc::pid_t, 8usize, &mut sigmask) };
+        seized.check(Errno::result(got), "PTRACE_GETSIGMASK")?;
+        seized.saved = Some(Saved { regs, sigmask });
+        Ok((seized, value))
+    }
+
+    /// Its process ignores SIGTRAP: calls go through syscall stops, never a step.
+    pub fn avoid_traps(&mut self) {
+        self.through_syscall_stops = true;
     }
 
     pub fn tid(&self) -> u32 {
@@ -74,7 +116,11 @@ impl Seized {
 
     /// Where `len` bytes fit below the red zone of the thread's stack, 16-byte aligned.
     pub fn scratch(&self, len: usize) -> u64 {
-        (self.saved.rsp - RED_ZONE - SLACK - len as u64) & !15
+        (self.regs().rsp - RED_ZONE - SLACK - len as u64) & !15
+    }
+
+    fn regs(&self) -> libc::user_regs_struct {
+        self.saved.expect("a seized thread has stopped").regs
     }
 
     /// Writes `bytes` at `address` (from `scratch`); the bytes they replace are put back on
@@ -94,7 +140,7 @@ impl Seized {
     /// interrupted call make some syscalls fail) through the `syscall` instruction at `gadget`,
     /// and returns its raw result (`-errno` on failure).
     pub fn call(&mut self, gadget: u64, number: u64, args: &[u64]) -> Result<i64, InjectError> {
-        let mut regs = self.saved;
+        let mut regs = self.regs();
         let arg = |index: usize| args.get(index).copied().unwrap_or(0);
         (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9) = (arg(0), arg(1), arg(2), arg(3), arg(4), arg(5));
         regs.rip = gadget;
@@ -102,6 +148,36 @@ impl Seized {
         // Not in a syscall: nothing for the kernel to restart on the way in.
         regs.orig_rax = u64::MAX;
         self.check(ptrace::setregs(self.tid, regs), "PTRACE_SETREGS")?;
+        let after = if self.through_syscall_stops { self.through_stops(number)? } else { self.step_over(gadget)? };
+        // The syscall the kernel ran, whichever way it stopped.
+        if after.orig_rax != number {
+            return Err(InjectError::WrongSyscall { tid: self.tid(), expected: number, found: after.orig_rax });
+        }
+        Ok(after.rax as i64)
+    }
+
+    /// Steps over the `syscall` at `gadget`; the registers after it.
+    fn step_over(&mut self, gadget: u64) -> Result<libc::user_regs_struct, InjectError> {
+        loop {
+            self.check(ptrace::step(self.tid, None), "PTRACE_SINGLESTEP")?;
+            match self.wait()? {
+                Stop::Signal(Signal::SIGTRAP) => {
+                    let regs = self.check(ptrace::getregs(self.tid), "PTRACE_GETREGS")?;
+                    if regs.rip == gadget + SYSCALL_LEN {
+                        return Ok(regs);
+                    }
+                    // A SIGTRAP of its own, delivered before the step.
+                    self.hold(Signal::SIGTRAP);
+                }
+                Stop::Signal(signal) => self.hold(signal),
+                Stop::Event | Stop::Syscall => {}
+            }
+        }
+    }
+
+    /// Runs the syscall `number` set up at `gadget` from its entry stop to its exit stop; the
+    /// registers after it.
+    fn through_stops(&mut self, number: u64) -> Result<libc::user_regs_struct, InjectError> {
         self.resume_to_syscall_stop()?;
         let info = self.syscall_info()?;
         // SAFETY: the union holds integers only; `op` says whether `entry` is what the kernel filled.
@@ -112,11 +188,10 @@ impl Seized {
             return Err(InjectError::WrongSyscall { tid: self.tid(), expected: number, found });
         }
         self.resume_to_syscall_stop()?;
-        let regs = self.check(ptrace::getregs(self.tid), "PTRACE_GETREGS")?;
-        Ok(regs.rax as i64)
+        self.check(ptrace::getregs(self.tid), "PTRACE_GETREGS")
     }
 
-    /// Puts memory and registers back as found and detaches, delivering held signals.
+    /// Puts memory, signal mask and registers back as found and detaches, delivering held signals.
     pub fn release(mut self) -> Result<(), InjectError> {
         self.restore()
     }
@@ -130,7 +205,13 @@ impl Seized {
             let remote = [RemoteIoVec { base: address as usize, len: old.len() }];
             self.check(process_vm_writev(self.tid, &[IoSlice::new(&old)], &remote), "process_vm_writev")?;
         }
-        self.check(ptrace::setregs(self.tid, self.saved), "PTRACE_SETREGS")?;
+        // Not stopped yet (the seize failed half-way): nothing was changed.
+        if let Some(saved) = self.saved {
+            // SAFETY: the kernel reads one sigset_t (8 bytes, the size passed) from `saved.sigmask`.
+            let set = unsafe { libc::ptrace(PTRACE_SETSIGMASK, self.tid.as_raw(), 8usize, &saved.sigmask) };
+            self.check(Errno::result(set), "PTRACE_SETSIGMASK")?;
+            self.check(ptrace::setregs(self.tid, saved.regs), "PTRACE_SETREGS")?;
+        }
         let first = (!self.held.is_empty()).then(|| self.held.remove(0));
         self.check(ptrace::detach(self.tid, first), "PTRACE_DETACH")?;
         for signal in self.held.drain(..) {
@@ -214,13 +295,8 @@ impl Drop for Seized {
 enum Stop {
     /// `PTRACE_EVENT_STOP`: the interrupt, or a group stop.
     Event,
-    /// A signal about to be delivered.
+    /// A signal about to be delivered (a step's trap included).
     Signal(Signal),
     /// A syscall entry or exit.
     Syscall,
-}
-
-fn zeroed_regs() -> libc::user_regs_struct {
-    // SAFETY: user_regs_struct is plain integers; all zeroes is a valid value.
-    unsafe { std::mem::zeroed() }
 }

@@ -216,7 +216,7 @@ impl Enforcing {
         };
         let marker = arm(&mut probe, marker, derived, &entrypoint, &rootfs)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let watch = Watch { probe, switcher: Switcher::new(serving), cgroup_dir: cgroup_dir(&cgroup_path)? };
+        let watch = Watch { probe, switcher: Switcher::new(serving)?, cgroup_dir: cgroup_dir(&cgroup_path)? };
         let thread = std::thread::spawn({
             let stop = stop.clone();
             move || watch.run(stop)

@@ -1,30 +1,35 @@
 //! What the injector needs to know about a target process from /proc and the kernel: its seccomp
-//! state, its identity against pid reuse, its threads under their namespaced ids, and where its
-//! vDSO holds a `syscall` instruction.
+//! state and whether it ignores SIGTRAP, its identity against pid reuse, its threads under their
+//! namespaced ids, and where its vDSO holds a `syscall` instruction.
 
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::sync::OnceLock;
 
 use anyhow::{Context, Result, bail};
 
-/// A thread's seccomp state as `/proc/PID/task/TID/status` shows it.
+/// What the injector reads of a thread in `/proc/PID/task/TID/status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SeccompStatus {
+pub struct ThreadStatus {
     pub no_new_privs: bool,
     /// Filters attached to the thread (`Seccomp_filters`).
     pub filters: u32,
+    /// Whether its process ignores SIGTRAP (`SigIgn`).
+    pub ignores_sigtrap: bool,
 }
 
-/// The seccomp state of thread `tid` of process `pid`.
-pub fn seccomp_status(pid: u32, tid: u32) -> Result<SeccompStatus> {
+/// The status of thread `tid` of process `pid`.
+pub fn thread_status(pid: u32, tid: u32) -> Result<ThreadStatus> {
     let path = format!("/proc/{pid}/task/{tid}/status");
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-    let field = |name: &str| -> Option<u32> {
-        text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
-    };
-    match (field("NoNewPrivs"), field("Seccomp_filters")) {
-        (Some(nnp), Some(filters)) => Ok(SeccompStatus { no_new_privs: nnp == 1, filters }),
-        _ => bail!("{path} has no NoNewPrivs/Seccomp_filters (kernel older than 5.9?)"),
+    let field = |name: &str| text.lines().find_map(|line| Some(line.strip_prefix(name)?.strip_prefix(':')?.trim()));
+    let number = |name: &str| -> Option<u32> { field(name)?.parse().ok() };
+    let ignored = field("SigIgn").and_then(|mask| u64::from_str_radix(mask, 16).ok());
+    match (number("NoNewPrivs"), number("Seccomp_filters"), ignored) {
+        (Some(nnp), Some(filters), Some(ignored)) => Ok(ThreadStatus {
+            no_new_privs: nnp == 1,
+            filters,
+            ignores_sigtrap: ignored & 1 << (libc::SIGTRAP - 1) != 0,
+        }),
+        _ => bail!("{path} has no NoNewPrivs/Seccomp_filters/SigIgn (kernel older than 5.9?)"),
     }
 }
 
@@ -98,25 +103,32 @@ pub fn host_tid(pid: u32, ns_tid: u32) -> Option<u32> {
     })
 }
 
-/// The address of a `syscall` instruction in `pid`'s vDSO. Every process of this kernel maps
-/// the same vDSO image, so the offset found in this process's own vDSO holds everywhere.
-pub fn syscall_gadget(pid: u32) -> Result<u64> {
-    let offset = own_gadget_offset().context("this kernel's vDSO has no `syscall` instruction")?;
-    let base = vdso_base(pid).with_context(|| format!("process {pid} has no vDSO"))?;
-    Ok(base + offset)
+/// Where this kernel's vDSO holds a `syscall` instruction. Every process of this kernel maps the
+/// same vDSO image, so the offset found once in the enforcer's own vDSO holds everywhere.
+#[derive(Clone, Copy, Debug)]
+pub struct Gadget {
+    offset: u64,
 }
 
 /// `AT_SYSINFO_EHDR`: the auxiliary vector's entry for the vDSO's address.
 const AT_SYSINFO_EHDR: u64 = 33;
 
-fn own_gadget_offset() -> Option<u64> {
-    static OFFSET: OnceLock<Option<u64>> = OnceLock::new();
-    *OFFSET.get_or_init(|| {
-        let (start, end) = vdso_range(std::process::id())?;
+impl Gadget {
+    /// Scans the enforcer's own vDSO (once, at the start: not while a process is held).
+    pub fn find() -> Result<Gadget> {
+        let (start, end) = vdso_range(std::process::id()).context("the enforcer has no vDSO")?;
         // SAFETY: the vDSO is mapped readable in this process for its whole life, from start to end.
         let image = unsafe { std::slice::from_raw_parts(start as *const u8, (end - start) as usize) };
-        image.windows(2).position(|pair| pair == [0x0f, 0x05]).map(|at| at as u64)
-    })
+        let at = image.windows(2).position(|pair| pair == [0x0f, 0x05]);
+        let offset = at.context("this kernel's vDSO has no `syscall` instruction")?;
+        Ok(Gadget { offset: offset as u64 })
+    }
+
+    /// The instruction's address in process `pid`.
+    pub fn address_in(self, pid: u32) -> Result<u64> {
+        let base = vdso_base(pid).with_context(|| format!("process {pid} has no vDSO"))?;
+        Ok(base + self.offset)
+    }
 }
 
 /// From the process's auxiliary vector: a few hundred bytes, where its maps can be thousands of lines.
@@ -126,7 +138,7 @@ fn vdso_base(pid: u32) -> Option<u64> {
     auxv.chunks_exact(16).find(|entry| word(&entry[..8]) == AT_SYSINFO_EHDR).map(|entry| word(&entry[8..]))
 }
 
-/// This process's vDSO, from its maps (the image is scanned once).
+/// This process's vDSO, from its maps.
 fn vdso_range(pid: u32) -> Option<(u64, u64)> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
     let line = maps.lines().find(|line| line.ends_with("[vdso]"))?;
@@ -141,12 +153,12 @@ mod tests {
     #[test]
     fn this_process_reads_as_a_target() {
         let me = std::process::id();
-        let status = seccomp_status(me, me).unwrap();
-        assert_eq!(status, SeccompStatus { no_new_privs: status.no_new_privs, filters: status.filters });
+        let status = thread_status(me, me).unwrap();
+        assert!(!status.ignores_sigtrap);
         assert!(threads(me).contains(&me));
         // Outside a container the innermost pid namespace is the host's.
         assert_eq!(host_tid(me, me), Some(me));
-        let gadget = syscall_gadget(me).unwrap();
+        let gadget = Gadget::find().unwrap().address_in(me).unwrap();
         assert_eq!(vdso_base(me), vdso_range(me).map(|(start, _)| start), "auxv and maps agree");
         // SAFETY: the gadget lies inside this process's own vDSO, mapped readable.
         assert_eq!(unsafe { std::slice::from_raw_parts(gadget as *const u8, 2) }, [0x0f, 0x05]);

@@ -9,12 +9,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use anyhow::Result;
 use serde::Serialize;
 
 use super::filter::Filter;
 use super::inject::{InjectError, Seized};
 use super::preflight::{FLAG_TSYNC, Preflight, SET_MODE_FILTER, Verdict, filter_stack};
-use super::process::{Pinned, host_tid, seccomp_status, syscall_gadget};
+use super::process::{Gadget, Pinned, ThreadStatus, host_tid, thread_status};
 
 /// A process the marker stopped.
 #[derive(Clone, Debug)]
@@ -62,8 +63,16 @@ pub struct Record {
 /// Switches processes to one serving filter.
 pub struct Switcher {
     serving: Filter,
+    gadget: Gadget,
     /// Shared with the replays decided ahead of a hit, on threads of their own.
     preflight: Arc<Preflight>,
+}
+
+/// What the injection needs to know of a seized thread, read from /proc as it stops.
+struct Target {
+    /// The `syscall` instruction in its vDSO.
+    gadget: u64,
+    status: ThreadStatus,
 }
 
 /// What an injection from one thread came to.
@@ -74,8 +83,9 @@ enum Injected {
 }
 
 impl Switcher {
-    pub fn new(serving: Filter) -> Switcher {
-        Switcher { preflight: Arc::new(Preflight::new(serving.clone())), serving }
+    /// Fails when this kernel's vDSO has no `syscall` instruction to make the calls through.
+    pub fn new(serving: Filter) -> Result<Switcher> {
+        Ok(Switcher { preflight: Arc::new(Preflight::new(serving.clone())), serving, gadget: Gadget::find()? })
     }
 
     /// Reads the filters of thread `tid` of process `pid`, held (`SIGSTOP`) and not yet at its
@@ -83,13 +93,12 @@ impl Switcher {
     /// on: its switch then finds the verdict cached, the first switch of a container included.
     /// A process whose filters cannot be read is left to the preflight at its switch.
     pub fn prepare_for(&self, pid: u32, tid: u32) {
-        let Ok(status) = seccomp_status(pid, tid) else { return };
-        let Ok(seized) = Seized::seize(tid) else { return };
+        let Ok((seized, status)) = Seized::seize_with(tid, || thread_status(pid, tid)) else { return };
         let stack = filter_stack(tid);
         if seized.release().is_err() {
             return;
         }
-        let Ok(stack) = stack else { return };
+        let (Ok(status), Ok(stack)) = (status, stack) else { return };
         let preflight = self.preflight.clone();
         std::thread::spawn(move || {
             preflight.verdict(&stack, status.no_new_privs);
@@ -101,6 +110,7 @@ impl Switcher {
     /// switched at once, each from a thread of its own (ptrace belongs to the thread that seized).
     pub fn switch(&self, hit: &Hit) -> Record {
         let mut cached = false;
+        let boost = Boost::start();
         let started = Instant::now();
         let outcome = match Pinned::open(hit.pid, hit.hit_ns) {
             Err(_) => Outcome::Gone,
@@ -114,6 +124,7 @@ impl Switcher {
         };
         let stopped = started.elapsed();
         let resumed_ns = crate::trace::live::monotonic_now_ns();
+        drop(boost);
         // With the process running again: the next preflight child is forked now, not while the
         // next process waits for its verdict.
         self.preflight.prepare();
@@ -130,33 +141,28 @@ impl Switcher {
 
     /// The injection from the hit thread, and from a diverging thread if TSYNC names one.
     fn switch_pinned(&self, hit: &Hit, cached: &mut bool) -> Outcome {
-        // Looked up before the seize: it does not need the process held.
-        let gadget = match syscall_gadget(hit.pid) {
-            Ok(gadget) => gadget,
-            Err(err) => return Outcome::Failed(format!("{err:#}")),
-        };
-        let mut seized = match Seized::seize(hit.tid) {
+        let (mut seized, target) = match self.seize(hit.pid, hit.tid) {
             Ok(seized) => seized,
             Err(err) => return outcome_of(err),
         };
-        let first = self.inject(&mut seized, hit.pid, gadget, cached);
+        let first = self.inject(&mut seized, target, cached);
         let released = seized.release();
         match (first, released) {
             (Err(err), _) | (Ok(_), Err(err)) => outcome_of(err),
             (Ok(Injected::Done(outcome)), Ok(())) => outcome,
-            (Ok(Injected::Diverging(ns_tid)), Ok(())) => self.retry_from(hit.pid, ns_tid, gadget, cached),
+            (Ok(Injected::Diverging(ns_tid)), Ok(())) => self.retry_from(hit.pid, ns_tid, cached),
         }
     }
 
-    fn retry_from(&self, pid: u32, ns_tid: u32, gadget: u64, cached: &mut bool) -> Outcome {
+    fn retry_from(&self, pid: u32, ns_tid: u32, cached: &mut bool) -> Outcome {
         let Some(tid) = host_tid(pid, ns_tid) else {
             return Outcome::Failed(format!("TSYNC named thread {ns_tid}, which has exited"));
         };
-        let mut seized = match Seized::seize(tid) {
+        let (mut seized, target) = match self.seize(pid, tid) {
             Ok(seized) => seized,
             Err(err) => return outcome_of(err),
         };
-        let injected = self.inject(&mut seized, pid, gadget, cached);
+        let injected = self.inject(&mut seized, target, cached);
         match (injected, seized.release()) {
             (Ok(Injected::Done(outcome)), Ok(())) => outcome,
             (Ok(Injected::Diverging(other)), Ok(())) => {
@@ -166,13 +172,23 @@ impl Switcher {
         }
     }
 
+    /// Seizes thread `tid` of process `pid`, and reads what the injection needs as it stops.
+    fn seize(&self, pid: u32, tid: u32) -> Result<(Seized, Result<Target>), InjectError> {
+        Seized::seize_with(tid, || {
+            Ok(Target { gadget: self.gadget.address_in(pid)?, status: thread_status(pid, tid)? })
+        })
+    }
+
     /// Preflight, then the calls, from the seized thread; `Seized::release` restores it.
-    fn inject(&self, seized: &mut Seized, pid: u32, gadget: u64, cached: &mut bool) -> Result<Injected, InjectError> {
+    fn inject(&self, seized: &mut Seized, target: Result<Target>, cached: &mut bool) -> Result<Injected, InjectError> {
         let tid = seized.tid();
-        let status = match seccomp_status(pid, tid) {
-            Ok(status) => status,
+        let Target { gadget, status } = match target {
+            Ok(target) => target,
             Err(err) => return Ok(Injected::Done(Outcome::Failed(format!("{err:#}")))),
         };
+        if status.ignores_sigtrap {
+            seized.avoid_traps();
+        }
         let (verdict, from_cache) = self.preflight.check(tid, status.no_new_privs);
         *cached = from_cache;
         match verdict {
@@ -201,6 +217,39 @@ impl Switcher {
     }
 }
 
+/// The calling thread at the lowest real-time priority until dropped, then back to its own
+/// policy. A switch waits for the stopped thread several times (at its seize and after each
+/// call), and on a busy machine each wake-up of the enforcer otherwise waits behind whatever
+/// runs on its CPU, while the process stays held. Without the privilege it runs as it was.
+struct Boost {
+    previous: Option<(i32, libc::sched_param)>,
+}
+
+impl Boost {
+    fn start() -> Boost {
+        let mut param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: both calls act on the calling thread (0) and read or write one sched_param.
+        let previous = unsafe {
+            let policy = libc::sched_getscheduler(0);
+            let boosted = libc::sched_param { sched_priority: 1 };
+            (policy >= 0
+                && libc::sched_getparam(0, &mut param) == 0
+                && libc::sched_setscheduler(0, libc::SCHED_FIFO, &boosted) == 0)
+                .then_some((policy, param))
+        };
+        Boost { previous }
+    }
+}
+
+impl Drop for Boost {
+    fn drop(&mut self) {
+        if let Some((policy, param)) = self.previous {
+            // SAFETY: the calling thread's own policy, as read at the start.
+            unsafe { libc::sched_setscheduler(0, policy, &param) };
+        }
+    }
+}
+
 /// `struct sock_fprog` (length, padding, pointer to the instructions at `insns_at`) followed by
 /// the instructions.
 fn fprog_image(insns_at: u64, len: usize, program: &[u8]) -> Vec<u8> {
@@ -224,15 +273,23 @@ mod tests {
     use super::*;
     use crate::enforce::filter::Action;
 
+    /// What the `sleep` does with SIGTRAP, set up before its exec (which keeps both).
+    #[derive(Clone, Copy, PartialEq)]
+    enum Sigtrap {
+        Default,
+        Blocked,
+        Ignored,
+    }
+
     /// A switch of a real host process (`sleep`, blocked in `clock_nanosleep`), the way the
     /// marker leaves it (`stop_first`: in a group stop) or not. Needs root for the preflight.
-    fn switch_sleep(stop_first: bool) {
+    fn switch_sleep(stop_first: bool, sigtrap: Sigtrap) {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             crate::skip_test("reading seccomp filters needs root");
             return;
         }
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = sleep_with(sigtrap);
         let pid = child.id();
         std::thread::sleep(std::time::Duration::from_millis(200));
         if stop_first {
@@ -241,11 +298,11 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         let all: Vec<u32> = crate::syscalls::Arch::X86_64.syscalls().map(|(nr, _)| nr).collect();
-        let switcher = Switcher::new(Filter::allowlist(&all, Action::Errno));
+        let switcher = Switcher::new(Filter::allowlist(&all, Action::Errno)).unwrap();
         let hit = Hit { pid, tid: pid, comm: "sleep".into(), hit_ns: crate::trace::live::monotonic_now_ns() };
         let record = switcher.switch(&hit);
         assert_eq!(record.outcome, Outcome::Switched { from: pid });
-        let status = seccomp_status(pid, pid).unwrap();
+        let status = thread_status(pid, pid).unwrap();
         assert_eq!((status.no_new_privs, status.filters), (true, 1));
         let state = || {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -257,20 +314,66 @@ mod tests {
             state() == 'S'
         });
         assert!(asleep, "state {}", state());
+        assert_eq!(signal_mask(pid, "SigBlk"), sigtrap == Sigtrap::Blocked, "SIGTRAP blocked as before");
+        assert_eq!(signal_mask(pid, "SigIgn"), sigtrap == Sigtrap::Ignored, "SIGTRAP ignored as before");
         assert_eq!(switcher.switch(&hit).outcome, Outcome::AlreadySwitched);
-        assert_eq!(seccomp_status(pid, pid).unwrap().filters, 1);
+        assert_eq!(thread_status(pid, pid).unwrap().filters, 1);
         child.kill().unwrap();
         child.wait().unwrap();
     }
 
+    fn sleep_with(sigtrap: Sigtrap) -> std::process::Child {
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new("sleep");
+        command.arg("30");
+        // SAFETY: the closure only makes async-signal-safe calls on the child's own signal state.
+        unsafe {
+            command.pre_exec(move || {
+                match sigtrap {
+                    Sigtrap::Default => {}
+                    Sigtrap::Blocked => {
+                        let mut set: libc::sigset_t = std::mem::zeroed();
+                        libc::sigemptyset(&mut set);
+                        libc::sigaddset(&mut set, libc::SIGTRAP);
+                        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                    }
+                    Sigtrap::Ignored => {
+                        libc::signal(libc::SIGTRAP, libc::SIG_IGN);
+                    }
+                }
+                Ok(())
+            })
+        };
+        command.spawn().unwrap()
+    }
+
+    /// Whether SIGTRAP is in the mask `field` (`SigBlk`, `SigIgn`) of process `pid`.
+    fn signal_mask(pid: u32, field: &str) -> bool {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let mask = status.lines().find_map(|line| line.strip_prefix(field)?.strip_prefix(':')).unwrap();
+        u64::from_str_radix(mask.trim(), 16).unwrap() & 1 << (libc::SIGTRAP - 1) != 0
+    }
+
     #[test]
     fn a_blocked_process_is_switched_and_sleeps_on() {
-        switch_sleep(false);
+        switch_sleep(false, Sigtrap::Default);
     }
 
     #[test]
     fn a_stopped_process_is_switched_and_continued() {
-        switch_sleep(true);
+        switch_sleep(true, Sigtrap::Default);
+    }
+
+    /// A step's trap unblocks SIGTRAP: the mask is put back.
+    #[test]
+    fn a_process_blocking_sigtrap_is_switched_and_still_blocks_it() {
+        switch_sleep(true, Sigtrap::Blocked);
+    }
+
+    /// A step's trap would reset an ignored SIGTRAP: the calls go through syscall stops.
+    #[test]
+    fn a_process_ignoring_sigtrap_is_switched_and_still_ignores_it() {
+        switch_sleep(false, Sigtrap::Ignored);
     }
 
     #[test]
