@@ -44,6 +44,11 @@ fn finish(file: Option<File>, store: &mut Store) {
     }
 }
 
+/// Each syscall number a phase reached, with its witness path, a line each.
+pub(crate) fn witnesses(result: &super::phases::PhaseResult) -> String {
+    result.syscalls.iter().map(|((_, number), found)| format!("{number}: {}\n", found.path.join(" > "))).collect()
+}
+
 /// The files of `text` and the process they make (the first file is the executable).
 pub(crate) fn process(text: &str) -> (Store, Process) {
     let mut store = Store::default();

@@ -660,11 +660,7 @@ mod tests {
         let (store, process) = fixture::process(files);
         let program = Program::build(&store, &process);
         let result = super::reach_from(&program, super::init_roots(&program), &mut Vec::new());
-        let mut out = String::new();
-        for ((_, number), found) in &result.syscalls {
-            out.push_str(&format!("{number}: {}\n", found.path.join(" > ")));
-        }
-        assert_text(&out, expect);
+        assert_text(&fixture::witnesses(&result), expect);
     }
 
     #[test]

@@ -404,12 +404,7 @@ mod tests {
         let (store, process) = fixture::process(fixture);
         let program = Program::build(&store, &process);
         let reach = super::reach(&program, phases::init_roots(&program));
-        let result = phases::collect(&program, &reach);
-        let mut out = String::new();
-        for ((_, number), found) in &result.syscalls {
-            out.push_str(&format!("{number}: {}\n", found.path.join(" > ")));
-        }
-        assert_text(&out, expect);
+        assert_text(&fixture::witnesses(&phases::collect(&program, &reach)), expect);
     }
 
     #[test]
