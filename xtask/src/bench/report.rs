@@ -80,7 +80,18 @@ impl Machine {
         let versions = [
             (
                 "seccomp-refine",
-                tool_version("git", &["-C", project_root().to_str().unwrap_or("."), "describe", "--always", "--dirty"]),
+                // Dirty only for changes besides the bench's own outputs, which a partial run
+                // (`cargo xtask bench static`) finds already rewritten by the run before it.
+                tool_version(
+                    "sh",
+                    &[
+                        "-c",
+                        "commit=$(git -C \"$0\" rev-parse --short HEAD) && if git -C \"$0\" diff --quiet HEAD -- . \
+                         ':!BENCHMARKS.md' ':!BENCHMARKS.json' ':!docs/benchmarks.svg'; then echo $commit; \
+                         else echo $commit-dirty; fi",
+                        project_root().to_str().unwrap_or("."),
+                    ],
+                ),
             ),
             ("rustc", tool_version("rustc", &["--version"])),
             ("docker", tool_version("docker", &["version", "--format", "{{.Server.Version}}"])),
