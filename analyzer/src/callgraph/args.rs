@@ -17,7 +17,7 @@ use petgraph::visit::EdgeRef as _;
 
 use super::graph::{Edge, Issue, Node, Program};
 use super::reach::{Reach, Via};
-use crate::elf::{ArgLoc, ArgValue, Function, SiteNumber};
+use crate::elf::{ArgValue, Function, SiteNumber};
 use crate::syscalls::Arch;
 use crate::syscalls::args::{ArgPair, MAX_VALUES, pairs_of};
 
@@ -90,7 +90,7 @@ impl Tracer<'_, '_> {
             let at = format!("{} at {:#x}", self.program.label(node), call.at);
             values.extend(value.consts.iter().map(|&constant| (constant, at.clone())));
             if let Some(loc) = value.forwarded {
-                values.extend(self.resolve(node, passed(call, loc)?, &at, 0)?);
+                values.extend(self.resolve(node, call.passes(loc)?, &at, 0)?);
             }
         }
         any.then_some(values)
@@ -114,7 +114,7 @@ impl Tracer<'_, '_> {
                     continue;
                 }
                 let call = self.function(caller)?.calls.get(call as usize)?;
-                let passed = passed(call, loc)?;
+                let passed = call.passes(loc)?;
                 let site = format!("{} at {at:#x}", self.program.label(caller));
                 values.extend(passed.consts.iter().map(|&constant| (constant, site.clone())));
                 if let Some(forwarded) = passed.forwarded
@@ -145,9 +145,4 @@ impl Tracer<'_, '_> {
         let Node::Function { module, index } = self.program.graph[node] else { return None };
         self.program.module(module).summary.functions.get(index as usize)
     }
-}
-
-/// What `call` passes in `loc`; `None` when the analysis lost it.
-fn passed(call: &crate::elf::Call, loc: ArgLoc) -> Option<&ArgValue> {
-    call.args.iter().find(|(arg, _)| *arg == loc).map(|(_, value)| value)
 }

@@ -18,10 +18,11 @@
 //! `noreturn` and `ifunc` if they apply; then its facts: `syscall N[,M]`, `syscall argK` (a
 //! wrapper), `syscall ?`; `call NAME(ARGS)` and `jmp NAME(ARGS)` with `argK=N`, `argK=argJ`
 //! (passed on) or `argK=&NAME` (a function pointer); `takes NAME`; `icall N` (an indirect call
-//! preparing N arguments), `icall N argK` (one through the function's own argument K). `data NAME: NAME…` is a data object holding pointers, `data NAME
-//! exported: NAME…` one the file exports. A name this file
-//! does not define is an import (`NAME@VERSION` for a versioned one), and so is `@NAME`: a call
-//! through the symbol even though the file defines it, which another file may interpose.
+//! preparing N arguments), `icall N argK` (one through the function's own argument K). `data
+//! NAME: NAME…` is a data object holding pointers, `data NAME exported: NAME…` one the file
+//! exports. A name this file does not define is an import (`NAME@VERSION` for a versioned one),
+//! and so is `@NAME`: a call through the symbol even though the file defines it, which another
+//! file may interpose.
 
 use crate::elf::{
     ArgLoc, ArgValue, Call, DataObject, Export, Function, Import, IndirectSite, ModuleKind, ModuleSummary, Reason, Ref,

@@ -283,31 +283,17 @@ fn dlopened_roots(program: &Program<'_>, module: u16) -> Vec<(NodeIndex, String)
     roots
 }
 
-/// The data a `dlopen`ed file exports and what it points to, transitively: `dlsym` hands such
-/// data out (Apache's `module` structures), and the application calls the functions in it
-/// through pointers, so they are live wherever the file is loaded.
+/// The data a `dlopen`ed file exports: `dlsym` hands it out (Apache's `module` structures), and
+/// the application calls the functions in it through pointers, so it is live wherever the file
+/// is loaded.
 fn dlopened_data(program: &Program<'_>, module: u16) -> Vec<NodeIndex> {
-    let mut stack: Vec<NodeIndex> = program
-        .module(module)
-        .summary
-        .exports
-        .iter()
+    let exports = program.module(module).summary.exports.iter();
+    exports
         .filter_map(|export| match export.target {
             Some(target @ Ref::Object(_)) => program.resolve(module, target),
             _ => None,
         })
-        .collect();
-    let mut live: HashSet<NodeIndex> = HashSet::new();
-    while let Some(node) = stack.pop() {
-        if live.insert(node) && matches!(program.graph[node], Node::Object { .. }) {
-            stack.extend(
-                program.graph.edges(node).filter(|edge| *edge.weight() == Edge::Points).map(|edge| edge.target()),
-            );
-        }
-    }
-    let mut live: Vec<NodeIndex> = live.into_iter().collect();
-    live.sort_unstable();
-    live
+        .collect()
 }
 
 /// Whether `node` is a function known under one of `names`.

@@ -50,7 +50,8 @@ pub struct Roots {
     pub functions: Vec<(NodeIndex, String)>,
     /// Parts of functions: what runs after a call returns (`at` is the call).
     pub continuations: Vec<(NodeIndex, Continuation, u64, String)>,
-    /// Address-taken functions already live (pointers stored in an earlier phase).
+    /// Address-taken functions and pointer-bearing data already live (pointers stored in an
+    /// earlier phase, data `dlsym` hands out); what the data points to is live with it.
     pub live: Vec<NodeIndex>,
     /// Hubs to open from the start (an asynchronous entry whose target is not known).
     pub hubs_up_to: Option<u8>,
@@ -144,8 +145,12 @@ pub fn reach(program: &Program<'_>, roots: Roots) -> Reach {
         argument_calls: Vec::new(),
     };
     let mut queue: VecDeque<NodeIndex> = VecDeque::new();
-    for node in roots.live {
-        state.live[node.index()] = true;
+    // Live from the start, and so is what live data points to.
+    let mut live = roots.live;
+    while let Some(node) = live.pop() {
+        if !std::mem::replace(&mut state.live[node.index()], true) && !program.is_function(node) {
+            live.extend(program.graph.neighbors(node));
+        }
     }
     for (node, ranges, at, reason) in roots.continuations {
         if state.via[node.index()].is_none() {
@@ -171,16 +176,7 @@ pub fn reach(program: &Program<'_>, roots: Roots) -> Reach {
             expand(program, &mut state, &mut queue, node);
         }
         for (node, at) in std::mem::take(&mut state.argument_calls) {
-            match passed_functions(program, &state, node, at) {
-                Some(functions) => {
-                    state.argument_calls.push((node, at));
-                    for function in functions {
-                        push(&mut state, &mut queue, function, Via::Passed { from: node, at });
-                    }
-                }
-                // A caller reached since passes what the analysis lost: the call reaches its hub.
-                None => open_site_hub(program, &mut state, &mut queue, node, at),
-            }
+            indirect_call(program, &mut state, &mut queue, node, at);
         }
         if queue.is_empty() {
             return state;
@@ -222,16 +218,7 @@ fn expand(program: &Program<'_>, state: &mut Reach, queue: &mut VecDeque<NodeInd
             }
             Edge::Call { .. } => {}
             Edge::Takes { .. } | Edge::Points => make_live(program, state, queue, target, node),
-            Edge::Indirect { at } if inside(at) => {
-                if let Some(functions) = passed_functions(program, state, node, at) {
-                    state.argument_calls.push((node, at));
-                    for function in functions {
-                        push(state, queue, function, Via::Passed { from: node, at });
-                    }
-                    continue;
-                }
-                open_site_hub(program, state, queue, node, at);
-            }
+            Edge::Indirect { at } if inside(at) => indirect_call(program, state, queue, node, at),
             Edge::Indirect { .. } | Edge::Member => {}
         }
     }
@@ -266,6 +253,21 @@ fn make_live(
             }
         }
         Node::Hub(_) => {}
+    }
+}
+
+/// `node`'s indirect call at `at`: to what its callers pass, when it calls through its own
+/// argument and they are all known (kept for another look as more callers are reached), else
+/// to its hub — also when a caller reached since passes what the analysis lost.
+fn indirect_call(program: &Program<'_>, state: &mut Reach, queue: &mut VecDeque<NodeIndex>, node: NodeIndex, at: u64) {
+    match passed_functions(program, state, node, at) {
+        Some(functions) => {
+            state.argument_calls.push((node, at));
+            for function in functions {
+                push(state, queue, function, Via::Passed { from: node, at });
+            }
+        }
+        None => open_site_hub(program, state, queue, node, at),
     }
 }
 
@@ -351,7 +353,7 @@ fn passed_functions(program: &Program<'_>, state: &Reach, node: NodeIndex, at: u
                 // Not run (yet) in this phase.
                 continue;
             }
-            let value = passed.args.iter().find(|(arg, _)| *arg == loc).map(|(_, value)| value);
+            let value = passed.passes(loc);
             let pointers: Vec<NodeIndex> = match loc {
                 ArgLoc::Reg(k) if passed.opaque_args & (1 << k) != 0 => return None,
                 ArgLoc::Reg(k) => passed

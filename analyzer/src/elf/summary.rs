@@ -157,6 +157,13 @@ pub struct Call {
     pub through: Option<u64>,
 }
 
+impl Call {
+    /// What the call passes in `loc`; `None` when the analysis lost it.
+    pub fn passes(&self, loc: ArgLoc) -> Option<&ArgValue> {
+        self.args.iter().find(|(arg, _)| *arg == loc).map(|(_, value)| value)
+    }
+}
+
 /// A value an argument is known to have at a call.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArgValue {

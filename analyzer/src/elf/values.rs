@@ -978,10 +978,7 @@ fn collect(instruction: &Instruction, state: &State, context: &Context<'_>, tabl
                 Some(Source::Table(table)) => {
                     facts.calls.push(call_facts(instruction, RawTarget::Table(table), is_jump, state))
                 }
-                None => facts.indirect.push(RawIndirect {
-                    called_argument: called_argument(instruction, state),
-                    ..indirect_facts(instruction.ip(), state)
-                }),
+                None => facts.indirect.push(indirect_facts(instruction, state)),
             }
         }
     }
@@ -1061,7 +1058,7 @@ fn call_facts(instruction: &Instruction, target: RawTarget, tail: bool, state: &
         }
     }
     pointer_args.retain(|&(_, addr)| addr >= 0x1000);
-    let as_indirect = indirect_facts(instruction.ip(), state);
+    let as_indirect = indirect_facts(instruction, state);
     RawCall { at: instruction.ip(), target, tail, args, pointer_args, opaque_args, as_indirect }
 }
 
@@ -1080,7 +1077,7 @@ fn arg_value(value: Vals) -> Option<ArgValue> {
     Some(ArgValue { consts, forwarded })
 }
 
-fn indirect_facts(at: u64, state: &State) -> RawIndirect {
+fn indirect_facts(instruction: &Instruction, state: &State) -> RawIndirect {
     let (mut written, mut passed) = (0u8, 0u8);
     for (k, &reg) in ARG_REGS.iter().enumerate() {
         match state.regs[reg] {
@@ -1097,7 +1094,7 @@ fn indirect_facts(at: u64, state: &State) -> RawIndirect {
             }
         }
     }
-    RawIndirect { at, written, passed, called_argument: None }
+    RawIndirect { at: instruction.ip(), written, passed, called_argument: called_argument(instruction, state) }
 }
 
 /// The function's own argument an indirect call or jump goes through unchanged, kept in a
