@@ -85,6 +85,9 @@ pub struct Program<'s> {
     obj_base: Vec<u32>,
     hub_base: u32,
     exports: Vec<HashMap<&'s str, Vec<&'s Export>>>,
+    /// Per file, what each of its imports binds to: looked up once, since every call into
+    /// another file resolves its import again in each pass over the graph.
+    imports: Vec<Vec<Option<NodeIndex>>>,
     pub issues: Vec<Vec<Issue>>,
     pub unknown: Vec<Vec<Unknown>>,
     /// Functions whose syscall number is an argument: where, and whether it is an i386 number.
@@ -128,11 +131,18 @@ impl<'s> Program<'s> {
             obj_base,
             hub_base,
             exports,
+            imports: Vec::new(),
             issues: Vec::new(),
             unknown: Vec::new(),
             wrapper: Vec::new(),
             shared: Vec::new(),
         };
+        program.imports = (0..program.modules.len() as u16)
+            .map(|module| {
+                let imports = &program.module(module).summary.imports;
+                imports.iter().map(|import| program.lookup(import, module)).collect()
+            })
+            .collect();
         program.add_edges();
         program.resolve_wrappers();
         program.shared = program.sharing();
@@ -173,12 +183,17 @@ impl<'s> Program<'s> {
     /// The node a reference from `module` binds to.
     pub fn resolve(&self, module: u16, reference: Ref) -> Option<NodeIndex> {
         match reference {
+            Ref::Import(index) => self.imports[module as usize][index as usize],
+            local => self.bind(module, local),
+        }
+    }
+
+    /// [`Program::resolve`] with imports looked up afresh.
+    fn bind(&self, module: u16, reference: Ref) -> Option<NodeIndex> {
+        match reference {
             Ref::Fn(index) => Some(self.function_node(module, index)),
             Ref::Object(index) => Some(NodeIndex::new((self.obj_base[module as usize] + index) as usize)),
-            Ref::Import(index) => {
-                let import = &self.module(module).summary.imports[index as usize];
-                self.lookup(import, module)
-            }
+            Ref::Import(index) => self.lookup(&self.module(module).summary.imports[index as usize], module),
         }
     }
 
@@ -190,7 +205,7 @@ impl<'s> Program<'s> {
         for module in 0..searched {
             let Some(candidates) = self.exports[module].get(import.name.as_str()) else { continue };
             if let Some(export) = candidates.iter().find(|export| versions_match(import, export)) {
-                return export.target.and_then(|target| self.resolve(module as u16, target));
+                return export.target.and_then(|target| self.bind(module as u16, target));
             }
         }
         None
@@ -252,6 +267,7 @@ impl<'s> Program<'s> {
         for target in taken.into_iter().filter(|&target| self.is_function(target)) {
             edges.push((self.hub(self.args(target)), target, Edge::Member));
         }
+        self.graph.reserve_edges(edges.len());
         for (from, to, edge) in edges {
             self.graph.add_edge(from, to, edge);
         }

@@ -75,18 +75,25 @@ pub(crate) fn analyze(bytes: &[u8]) -> Result<ModuleSummary, ElfError> {
     module.starts = module.functions.keys().copied().collect();
     let noreturn = module.noreturn(&cfgs);
     let ranges: Vec<(u64, u64)> = module.functions.iter().map(|(&start, &(end, _))| (start, end)).collect();
-    let facts: Vec<values::Facts> = cfgs
-        .par_iter()
-        .zip(ranges.par_iter())
-        .map(|(cfg, &(start, end))| {
+    // Largest first: a function that takes tens of milliseconds alone (pcre2's matcher) must
+    // not be the last one a thread picks up while the others have nothing left.
+    let mut order: Vec<usize> = (0..cfgs.len()).collect();
+    order.sort_by_key(|&index| std::cmp::Reverse(cfgs[index].insns.len()));
+    let mut facts: Vec<(usize, values::Facts)> = order
+        .into_par_iter()
+        .map(|index| {
+            let (start, end) = ranges[index];
             let is_noreturn = |target: RawTarget| module.target_noreturn(target, &noreturn);
             let registrar = |target: RawTarget| {
                 let name = module.target_name(target)?;
                 REGISTRARS.iter().find(|(registrar, _)| *registrar == name).map(|&(_, arg)| arg)
             };
-            values::analyze(cfg, &values::Context { start, end, noreturn: &is_noreturn, registrar: &registrar })
+            let context = values::Context { start, end, noreturn: &is_noreturn, registrar: &registrar };
+            (index, values::analyze(&cfgs[index], &context))
         })
         .collect();
+    facts.sort_unstable_by_key(|&(index, _)| index);
+    let facts = facts.into_iter().map(|(_, facts)| facts).collect();
     Ok(module.summarize(build_id, &cfgs, facts, &noreturn, &init, &fini))
 }
 
@@ -341,18 +348,17 @@ impl<'data> Module<'data> {
         let code_refs: Vec<u64> = facts.iter().flat_map(|facts| facts.refs.iter().copied()).collect();
         let scanned = data::scan_absolute(&self.image);
         let objects = Objects::build(&self.image, &self.relocs, &scanned, &code_refs);
-        let mut linker = Linker {
-            module: self,
-            objects: &objects,
-            scanned: &scanned,
-            imports: Vec::new(),
-            import_index: HashMap::default(),
-        };
+        let linker = Linker::new(self, &objects, &scanned);
         let resolvers = self.ifunc_resolvers();
-        let mut functions: Vec<Function> = Vec::with_capacity(facts.len());
-        for ((facts, cfg), (&start, (end, name))) in facts.into_iter().zip(cfgs).zip(&self.functions) {
-            functions.push(linker.function(start, *end, name.clone(), facts, cfg.incomplete, noreturn, &resolvers));
-        }
+        let entries: Vec<(&u64, &(u64, Option<String>))> = self.functions.iter().collect();
+        let functions: Vec<Function> = facts
+            .into_par_iter()
+            .zip(cfgs)
+            .zip(entries)
+            .map(|((facts, cfg), (&start, (end, name)))| {
+                linker.function(start, *end, name.clone(), facts, cfg.incomplete, noreturn, &resolvers)
+            })
+            .collect();
         let objects_out: Vec<DataObject> = objects
             .list
             .iter()
@@ -431,29 +437,41 @@ struct Linker<'m, 'data> {
     objects: &'m Objects,
     /// Pointer slots of a position-dependent executable (no relocations).
     scanned: &'m BTreeMap<u64, u64>,
+    /// Every symbol a relocation binds, by `.dynsym` index: what the file may import. Made up
+    /// front, so that functions are linked in parallel.
     imports: Vec<Import>,
     import_index: HashMap<u32, u32>,
 }
 
-impl Linker<'_, '_> {
-    fn import(&mut self, dynsym: u32) -> Ref {
-        if let Some(&index) = self.import_index.get(&dynsym) {
-            return Ref::Import(index);
-        }
-        let index = self.imports.len() as u32;
-        let import = match self.module.dynsyms.get(dynsym as usize) {
-            Some(sym) => Import { name: sym.name.clone(), version: sym.version.clone(), weak: sym.weak },
-            None => Import { name: String::new(), version: None, weak: true },
-        };
-        self.imports.push(import);
-        self.import_index.insert(dynsym, index);
-        Ref::Import(index)
+impl<'m, 'data> Linker<'m, 'data> {
+    fn new(module: &'m Module<'data>, objects: &'m Objects, scanned: &'m BTreeMap<u64, u64>) -> Self {
+        let relocs = &module.relocs;
+        let bound = relocs.plt.values().chain(relocs.data.values()).filter_map(|value| match value {
+            SlotValue::Symbol(dynsym) => Some(*dynsym),
+            SlotValue::Addr(_) | SlotValue::Irelative(_) => None,
+        });
+        let mut dynsyms: Vec<u32> = bound.chain(relocs.copies.iter().map(|&(_, _, dynsym)| dynsym)).collect();
+        dynsyms.sort_unstable();
+        dynsyms.dedup();
+        let imports = dynsyms
+            .iter()
+            .map(|&dynsym| match module.dynsyms.get(dynsym as usize) {
+                Some(sym) => Import { name: sym.name.clone(), version: sym.version.clone(), weak: sym.weak },
+                None => Import { name: String::new(), version: None, weak: true },
+            })
+            .collect();
+        let import_index = dynsyms.iter().enumerate().map(|(index, &dynsym)| (dynsym, index as u32)).collect();
+        Linker { module, objects, scanned, imports, import_index }
     }
 
-    fn slot_ref(&mut self, value: SlotValue) -> Option<Ref> {
+    fn import(&self, dynsym: u32) -> Option<Ref> {
+        self.import_index.get(&dynsym).map(|&index| Ref::Import(index))
+    }
+
+    fn slot_ref(&self, value: SlotValue) -> Option<Ref> {
         match value {
             SlotValue::Addr(addr) => self.addr_ref(addr),
-            SlotValue::Symbol(index) => Some(self.import(index)),
+            SlotValue::Symbol(index) => self.import(index),
             SlotValue::Irelative(resolver) => self.code_ref(resolver),
         }
     }
@@ -463,7 +481,7 @@ impl Linker<'_, '_> {
     }
 
     /// What an address the code or data holds refers to.
-    fn addr_ref(&mut self, addr: u64) -> Option<Ref> {
+    fn addr_ref(&self, addr: u64) -> Option<Ref> {
         if let Some(&slot) = self.module.stubs.get(&addr) {
             return self.module.slot_target(slot).and_then(|value| self.slot_ref(value));
         }
@@ -477,14 +495,14 @@ impl Linker<'_, '_> {
             .iter()
             .find(|&&(start, size, _)| (start..start.saturating_add(size.max(1))).contains(&addr))
         {
-            return Some(self.import(dynsym));
+            return self.import(dynsym);
         }
         self.objects.at(addr).map(Ref::Object)
     }
 
     /// The functions a call may reach, when the code and the file's fixed data pin them down,
     /// and the data the target was loaded from when that is not the GOT or the PLT.
-    fn call_targets(&mut self, target: RawTarget) -> Option<(Vec<Ref>, Option<u64>)> {
+    fn call_targets(&self, target: RawTarget) -> Option<(Vec<Ref>, Option<u64>)> {
         let module = self.module;
         match target {
             RawTarget::Direct(addr) => Some((vec![self.addr_ref(addr)?], None)),
@@ -514,7 +532,7 @@ impl Linker<'_, '_> {
 
     #[allow(clippy::too_many_arguments, reason = "one call site, each argument a different fact of the function")]
     fn function(
-        &mut self,
+        &self,
         start: u64,
         end: u64,
         name: Option<String>,
@@ -577,7 +595,7 @@ impl Linker<'_, '_> {
         }
     }
 
-    fn call(&mut self, raw: RawCall, target: Ref) -> Call {
+    fn call(&self, raw: RawCall, target: Ref) -> Call {
         let mut fn_args: Vec<(u8, Ref)> = Vec::new();
         for &(arg, addr) in &raw.pointer_args {
             let pointer = match self.addr_ref(addr) {
@@ -605,7 +623,7 @@ impl Linker<'_, '_> {
     }
 
     /// Exported symbols, COPY-relocated data left out (references bind to the library's original).
-    fn exports(&mut self) -> Vec<Export> {
+    fn exports(&self) -> Vec<Export> {
         let module = self.module;
         let versions = module.image.dynamic_versions();
         let copied: HashSet<u32> = module.relocs.copies.iter().map(|&(_, _, dynsym)| dynsym).collect();
