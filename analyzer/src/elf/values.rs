@@ -415,7 +415,12 @@ fn gives_facts(instruction: &Instruction, context: &Context<'_>) -> bool {
 /// read (`consumed`): reading it, in place or moved back, counts.
 fn holds_unread_argument(state: &State, consumed: u8) -> bool {
     let slots = state.slots.iter().map(|(_, value)| value);
-    state.regs.iter().chain(slots).flat_map(Vals::items).any(|val| matches!(val, Val::Arg(k) if consumed & (1 << k) == 0))
+    state
+        .regs
+        .iter()
+        .chain(slots)
+        .flat_map(Vals::items)
+        .any(|val| matches!(val, Val::Arg(k) if consumed & (1 << k) == 0))
 }
 
 /// Entry states of each block (`None` for blocks no path reaches).

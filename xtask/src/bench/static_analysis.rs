@@ -75,11 +75,25 @@ pub fn run(context: &Context) -> Result<Section> {
     let peak_rss = rss.iter().flatten().copied().fold(0.0, f64::max);
     let met = |ok: bool| if ok { "met" } else { "not met" };
     let measured = |values: &[f64]| values[values.len() - context.rounds.measured..].to_vec();
+    let cpu_ratios = |values: &[f64]| -> Vec<f64> {
+        measured(values).iter().zip(measured(&cpu[2])).map(|(value, objdump)| value / objdump).collect()
+    };
     let cpu_ratio = |values: &[f64]| {
-        let ratios: Vec<f64> =
-            measured(values).iter().zip(measured(&cpu[2])).map(|(value, objdump)| value / objdump).collect();
+        let ratios = cpu_ratios(values);
         let (min, max) = ratios.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &ratio| (lo.min(ratio), hi.max(ratio)));
         format!("{:.3} ({min:.3}–{max:.3})", median(&ratios))
+    };
+    let cold_goal = if cold.median <= GOAL_COLD_RATIO {
+        "met".to_owned()
+    } else {
+        // The CPU work divided by the cores is the wall time's floor: past it, only less work helps.
+        let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+        let cpu = median(&cpu_ratios(&cpu[0]));
+        format!(
+            "not met, by {:.0} % (its CPU time is {cpu:.2}× objdump's, so on {cores} cores fully used the floor is {:.2}×)",
+            (cold.median / GOAL_COLD_RATIO - 1.0) * 100.0,
+            cpu / cores as f64
+        )
     };
     let mut table = Table::new(&[
         "variant",
@@ -98,8 +112,7 @@ pub fn run(context: &Context) -> Result<Section> {
         format!("{:.3}", median(&measured(&cpu[0]))),
         format!("{:.0}", median(&rss[0])),
         format!(
-            "≤ {GOAL_COLD_RATIO}× objdump: {}; ≤ {GOAL_COLD_SECONDS} s: {}",
-            met(cold.median <= GOAL_COLD_RATIO),
+            "≤ {GOAL_COLD_RATIO}× objdump: {cold_goal}; ≤ {GOAL_COLD_SECONDS} s: {}",
             met(cold_seconds <= GOAL_COLD_SECONDS)
         ),
     ]);
