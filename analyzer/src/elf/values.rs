@@ -1440,6 +1440,44 @@ f:  mov $0x3c, %edx
     }
 
     #[test]
+    fn arguments_read_in_blocks_with_nothing_else_to_note_count() {
+        // The second pass skips blocks with no call, syscall or exit: `f` reads its third
+        // argument only in such a block, `g` its first only after moving it through another
+        // register and the stack, `h` only in a loop. `k` overwrites its argument first.
+        check(
+            "
+f:  test %edi, %edi
+    je done
+    mov (%rdx), %eax
+  done:
+    ret
+g:  mov %rdi, %rax
+    mov %rax, -8(%rsp)
+    test %esi, %esi
+    je out
+    mov -8(%rsp), %rdi
+    mov (%rdi), %eax
+  out:
+    ret
+h:  xor %eax, %eax
+  loop:
+    add $1, %eax
+    cmp %eax, %ecx
+    jne loop
+    ret
+k:  mov $1, %edi
+    mov (%rdi), %eax
+    ret
+",
+            "
+f: reads arg1 arg3
+g: reads arg1 arg2
+h: reads arg4
+",
+        );
+    }
+
+    #[test]
     fn numbers_from_several_paths_join() {
         check(
             "
