@@ -48,7 +48,7 @@ pub struct Preflight {
 }
 
 /// Locks `mutex`; a panic elsewhere leaves the data consistent (each update is one call).
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 

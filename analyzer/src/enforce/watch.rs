@@ -172,7 +172,7 @@ impl Watch {
         if armed {
             match self.probe.probe(hit.pid) {
                 Ok(()) => {
-                    self.switcher.prepare_for(hit.pid, hit.tid);
+                    self.switcher.prepare_for(&pinned, hit.pid, hit.tid);
                     watched.held.push((hit.pid, hit.comm.clone()));
                 }
                 Err(err) => self.give_up(hit.pid, &hit.comm, &anyhow::Error::from(err), given_up, watched, bar),
@@ -186,7 +186,7 @@ impl Watch {
     fn release_execed(&mut self, hit: &Hit, armed: bool) {
         let Ok(pinned) = Pinned::open(hit.pid, hit.hit_ns) else { return };
         if armed {
-            self.switcher.prepare_for(hit.pid, hit.tid);
+            self.switcher.prepare_for(&pinned, hit.pid, hit.tid);
         }
         let _ = pinned.signal(libc::SIGCONT);
     }
@@ -234,6 +234,7 @@ impl Watch {
         if quiet {
             for pid in self.probe.probed().difference(&processes) {
                 self.probe.unprobe(*pid);
+                self.switcher.forget(*pid);
             }
         }
         let switched = self.probe.switched();
