@@ -131,15 +131,17 @@ impl Seized {
         self.saved.expect("a seized thread has stopped").regs
     }
 
-    /// Writes `bytes` at `address` (from `scratch`); the bytes they replace are put back on
-    /// release.
-    pub fn write(&mut self, address: u64, bytes: &[u8]) -> Result<(), InjectError> {
-        let remote = [RemoteIoVec { base: address as usize, len: bytes.len() }];
-        let mut old = vec![0u8; bytes.len()];
+    /// Writes `parts`, one after the other, at `address` (from `scratch`); the bytes they replace
+    /// are put back on release.
+    pub fn write(&mut self, address: u64, parts: &[&[u8]]) -> Result<(), InjectError> {
+        let len = parts.iter().map(|part| part.len()).sum();
+        let remote = [RemoteIoVec { base: address as usize, len }];
+        let mut old = vec![0u8; len];
         let read = process_vm_readv(self.tid, &mut [IoSliceMut::new(&mut old)], &remote);
         self.check(read, "process_vm_readv")?;
         self.memory = Some((address, old));
-        let written = process_vm_writev(self.tid, &[IoSlice::new(bytes)], &remote);
+        let local: Vec<IoSlice> = parts.iter().map(|part| IoSlice::new(part)).collect();
+        let written = process_vm_writev(self.tid, &local, &remote);
         self.check(written, "process_vm_writev")?;
         Ok(())
     }

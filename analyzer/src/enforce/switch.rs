@@ -68,6 +68,9 @@ pub struct Record {
 /// Switches processes to one serving filter.
 pub struct Switcher {
     serving: Filter,
+    /// Its instructions as the kernel reads them, made once: a buffer allocated while a process
+    /// is held is, the first time, fresh memory, which takes page faults.
+    program: Vec<u8>,
     gadget: Gadget,
     /// Shared with the replays decided ahead of a hit, on threads of their own.
     preflight: Arc<Preflight>,
@@ -108,6 +111,7 @@ impl Switcher {
     pub fn new(serving: Filter) -> Result<Switcher> {
         Ok(Switcher {
             preflight: Arc::new(Preflight::new(serving.clone())),
+            program: serving.bytes(),
             serving,
             gadget: Gadget::find()?,
             births: Mutex::new(HashMap::new()),
@@ -247,9 +251,9 @@ impl Switcher {
             Verdict::AlreadySwitched => return Ok(Injected::Done(Outcome::AlreadySwitched)),
             Verdict::Refuse(why) => return Ok(Injected::Done(Outcome::Refused(why))),
         }
-        let program = self.serving.bytes();
-        let address = seized.scratch(16 + program.len());
-        seized.write(address, &fprog_image(address + 16, self.serving.insns.len(), &program))?;
+        let address = seized.scratch(16 + self.program.len());
+        let header = fprog_header(address + 16, self.serving.insns.len());
+        seized.write(address, &[&header, &self.program])?;
         if !no_new_privs {
             let result = seized.call(gadget, libc::SYS_prctl as u64, &[libc::PR_SET_NO_NEW_PRIVS as u64, 1])?;
             if result != 0 {
@@ -301,15 +305,12 @@ impl Drop for Boost {
     }
 }
 
-/// `struct sock_fprog` (length, padding, pointer to the instructions at `insns_at`) followed by
-/// the instructions.
-fn fprog_image(insns_at: u64, len: usize, program: &[u8]) -> Vec<u8> {
-    let mut image = Vec::with_capacity(16 + program.len());
-    image.extend_from_slice(&(len as u16).to_ne_bytes());
-    image.extend_from_slice(&[0; 6]);
-    image.extend_from_slice(&insns_at.to_ne_bytes());
-    image.extend_from_slice(program);
-    image
+/// `struct sock_fprog`: length, padding, pointer to the instructions at `insns_at`.
+fn fprog_header(insns_at: u64, len: usize) -> [u8; 16] {
+    let mut header = [0; 16];
+    header[..2].copy_from_slice(&(len as u16).to_ne_bytes());
+    header[8..].copy_from_slice(&insns_at.to_ne_bytes());
+    header
 }
 
 fn outcome_of(err: InjectError) -> Outcome {
@@ -447,11 +448,10 @@ mod tests {
     }
 
     #[test]
-    fn the_fprog_image_points_at_its_instructions() {
-        let image = fprog_image(0x7ff0_0010, 2, &[1; 16]);
-        assert_eq!(image.len(), 32);
-        assert_eq!(u16::from_ne_bytes([image[0], image[1]]), 2);
-        assert_eq!(u64::from_ne_bytes(image[8..16].try_into().unwrap()), 0x7ff0_0010);
-        assert_eq!(&image[16..], &[1; 16]);
+    fn the_fprog_header_points_at_its_instructions() {
+        let header = fprog_header(0x7ff0_0010, 2);
+        assert_eq!(u16::from_ne_bytes([header[0], header[1]]), 2);
+        assert_eq!(&header[2..8], &[0; 6]);
+        assert_eq!(u64::from_ne_bytes(header[8..].try_into().unwrap()), 0x7ff0_0010);
     }
 }
