@@ -137,10 +137,7 @@ impl Switcher {
         }
         let Ok(stack) = stack else { return };
         let preflight = self.preflight.clone();
-        std::thread::spawn(move || {
-            preflight.verdict(&stack, status.no_new_privs);
-            preflight.prepare();
-        });
+        std::thread::spawn(move || preflight.verdict(&stack, status.no_new_privs));
     }
 
     /// Switches the process of `hit`, and resumes it whatever happens. Several processes may be
@@ -162,9 +159,6 @@ impl Switcher {
         let stopped = started.elapsed();
         let resumed_ns = crate::trace::live::monotonic_now_ns();
         drop(boost);
-        // With the process running again: the next preflight child is forked now, not while the
-        // next process waits for its verdict.
-        self.preflight.prepare();
         Record {
             pid: hit.pid,
             tid: hit.tid,
@@ -174,6 +168,11 @@ impl Switcher {
             hit_to_resume_us: resumed_ns.saturating_sub(hit.hit_ns) as f64 / 1e3,
             preflight_cached: cached,
         }
+    }
+
+    /// Readies the preflight's next replay (see `Preflight::prepare`): when nothing is happening.
+    pub fn prepare(&self) {
+        self.preflight.prepare();
     }
 
     /// Forgets what the birth of process `pid` said (it has exited).

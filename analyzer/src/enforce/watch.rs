@@ -27,7 +27,8 @@ use crate::trace::live::cgroup;
 
 /// How often the counts are refreshed and the stop flag looked at.
 const TICK: Duration = Duration::from_millis(250);
-/// How long without an event before the probes of processes gone are closed.
+/// How long without an event before the probes of processes gone are closed and the
+/// preflight's next child is forked (neither holds up processes starting or switching).
 const QUIET: Duration = Duration::from_secs(2);
 
 /// What the loop leaves behind.
@@ -94,7 +95,11 @@ impl Watch {
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
                 self.notice_exec(&mut known, &mut watched, &bar);
-                let when = Sweep::Tick { quiet: last_event.elapsed() >= QUIET };
+                let quiet = last_event.elapsed() >= QUIET;
+                if quiet {
+                    self.switcher.prepare();
+                }
+                let when = Sweep::Tick { quiet };
                 self.probe_unprobed(when, &mut unprobed, &mut given_up, &mut watched, &bar);
                 bar.set_message(self.counts(&watched));
                 bar.tick();
