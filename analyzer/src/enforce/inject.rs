@@ -89,11 +89,19 @@ impl Seized {
             through_syscall_stops: false,
             released: false,
         };
-        seized.check(ptrace::interrupt(pid), "PTRACE_INTERRUPT")?;
-        let value = meanwhile();
-        // A group stop (the marker's SIGSTOP taken already), the interrupt, or the SIGSTOP on its
-        // way: the caller's SIGCONT covers every case.
-        if let Stop::Signal(signal) = seized.wait()? {
+        // A thread in a group stop (the marker's SIGSTOP taken already) is trapped by the seize
+        // itself; an interrupt then would stay pending and trap it once more at its first call,
+        // a wake-up of both sides for nothing. Otherwise: the interrupt, or the SIGSTOP on its
+        // way. The caller's SIGCONT covers every case.
+        let (stop, value) = match seized.next_stop(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)? {
+            Some(stop) => (stop, meanwhile()),
+            None => {
+                seized.check(ptrace::interrupt(pid), "PTRACE_INTERRUPT")?;
+                let value = meanwhile();
+                (seized.wait()?, value)
+            }
+        };
+        if let Stop::Signal(signal) = stop {
             seized.hold(signal);
         }
         let regs = seized.check(ptrace::getregs(pid), "PTRACE_GETREGS")?;
@@ -123,15 +131,17 @@ impl Seized {
         self.saved.expect("a seized thread has stopped").regs
     }
 
-    /// Writes `bytes` at `address` (from `scratch`); the bytes they replace are put back on
-    /// release.
-    pub fn write(&mut self, address: u64, bytes: &[u8]) -> Result<(), InjectError> {
-        let remote = [RemoteIoVec { base: address as usize, len: bytes.len() }];
-        let mut old = vec![0u8; bytes.len()];
+    /// Writes `parts`, one after the other, at `address` (from `scratch`); the bytes they replace
+    /// are put back on release.
+    pub fn write(&mut self, address: u64, parts: &[&[u8]]) -> Result<(), InjectError> {
+        let len = parts.iter().map(|part| part.len()).sum();
+        let remote = [RemoteIoVec { base: address as usize, len }];
+        let mut old = vec![0u8; len];
         let read = process_vm_readv(self.tid, &mut [IoSliceMut::new(&mut old)], &remote);
         self.check(read, "process_vm_readv")?;
         self.memory = Some((address, old));
-        let written = process_vm_writev(self.tid, &[IoSlice::new(bytes)], &remote);
+        let local: Vec<IoSlice> = parts.iter().map(|part| IoSlice::new(part)).collect();
+        let written = process_vm_writev(self.tid, &local, &remote);
         self.check(written, "process_vm_writev")?;
         Ok(())
     }
@@ -253,21 +263,26 @@ impl Seized {
 
     fn wait(&mut self) -> Result<Stop, InjectError> {
         loop {
-            let status = waitpid(self.tid, Some(WaitPidFlag::__WALL));
-            match self.check(status, "waitpid")? {
-                WaitStatus::PtraceSyscall(_) => return Ok(Stop::Syscall),
-                WaitStatus::PtraceEvent(_, _, event) if event == Event::PTRACE_EVENT_STOP as i32 => {
-                    return Ok(Stop::Event);
-                }
-                WaitStatus::Stopped(_, signal) => return Ok(Stop::Signal(signal)),
-                WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
-                    // Nothing is left to restore.
-                    self.released = true;
-                    return Err(InjectError::Gone(self.tid()));
-                }
-                _ => {}
+            if let Some(stop) = self.next_stop(WaitPidFlag::__WALL)? {
+                return Ok(stop);
             }
         }
+    }
+
+    /// One `waitpid` with `flags`: the stop it reports, if it is one the injector meets.
+    fn next_stop(&mut self, flags: WaitPidFlag) -> Result<Option<Stop>, InjectError> {
+        let status = waitpid(self.tid, Some(flags));
+        Ok(match self.check(status, "waitpid")? {
+            WaitStatus::PtraceSyscall(_) => Some(Stop::Syscall),
+            WaitStatus::PtraceEvent(_, _, event) if event == Event::PTRACE_EVENT_STOP as i32 => Some(Stop::Event),
+            WaitStatus::Stopped(_, signal) => Some(Stop::Signal(signal)),
+            WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
+                // Nothing is left to restore.
+                self.released = true;
+                return Err(InjectError::Gone(self.tid()));
+            }
+            _ => None,
+        })
     }
 
     fn check<T>(&mut self, result: nix::Result<T>, what: &'static str) -> Result<T, InjectError> {

@@ -33,9 +33,24 @@ pub fn thread_status(pid: u32, tid: u32) -> Result<ThreadStatus> {
     }
 }
 
-/// A process pinned by a pidfd, so signals reach it and never a later process with its pid.
+/// A process pinned by a pidfd, so signals reach it and never a later process with its pid, with
+/// what its `/proc/PID/stat` said when it was pinned.
 pub struct Pinned {
     pidfd: OwnedFd,
+    pub image: Image,
+    /// Whether it ignores SIGTRAP (`sigignore`, as `SigIgn` in its status).
+    pub ignores_sigtrap: bool,
+}
+
+/// One process running one executable image: a reused pid starts later, and an exec maps a new
+/// stack and code (where ASLR is off, the code of another binary elsewhere).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Image {
+    /// When the process started, in CLOCK_BOOTTIME nanoseconds (rounded down to the clock tick).
+    started_ns: u64,
+    start_code: u64,
+    end_code: u64,
+    start_stack: u64,
 }
 
 impl Pinned {
@@ -48,14 +63,14 @@ impl Pinned {
             bail!("process {pid} is gone");
         }
         // SAFETY: the fd was just returned by the kernel and is owned by nobody else.
-        let pinned = Pinned { pidfd: unsafe { OwnedFd::from_raw_fd(fd as i32) } };
-        let started_ns = start_time_ns(pid).with_context(|| format!("process {pid} is gone"))?;
+        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let (image, ignores_sigtrap) = read_stat(pid).with_context(|| format!("process {pid} is gone"))?;
         // /proc counts from boot including suspends (CLOCK_BOOTTIME); the marker's clock does not.
         let suspended_ns = clock_ns(libc::CLOCK_BOOTTIME).saturating_sub(clock_ns(libc::CLOCK_MONOTONIC));
-        if started_ns > hit_ns.saturating_add(suspended_ns) {
+        if image.started_ns > hit_ns.saturating_add(suspended_ns) {
             bail!("pid {pid} was reused after the marker fired");
         }
-        Ok(pinned)
+        Ok(Pinned { pidfd, image, ignores_sigtrap })
     }
 
     /// Sends `signal` to the pinned process (a no-op error when it has exited).
@@ -76,15 +91,23 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
-/// When process `pid` started, in CLOCK_BOOTTIME nanoseconds (rounded down to the clock tick).
-fn start_time_ns(pid: u32) -> Option<u64> {
+/// Process `pid`'s image and whether it ignores SIGTRAP, from one read of its stat (a few hundred
+/// bytes, where its status is over a thousand).
+fn read_stat(pid: u32) -> Option<(Image, bool)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields count from the last ')'.
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    let ticks: u64 = after_comm.split_whitespace().nth(19)?.parse().ok()?;
+    // The command name may hold spaces and parentheses: fields count from the last ')' (field 3
+    // is the first after it; numbers as in proc(5)).
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let field = |number: usize| -> Option<u64> { fields.get(number - 3)?.parse().ok() };
     // SAFETY: sysconf has no preconditions.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Some(ticks * (1_000_000_000 / per_second))
+    let image = Image {
+        started_ns: field(22)? * (1_000_000_000 / per_second),
+        start_code: field(26)?,
+        end_code: field(27)?,
+        start_stack: field(28)?,
+    };
+    Some((image, field(33)? & 1 << (libc::SIGTRAP - 1) != 0))
 }
 
 /// The threads of process `pid`.
@@ -162,6 +185,18 @@ mod tests {
         assert_eq!(vdso_base(me), vdso_range(me).map(|(start, _)| start), "auxv and maps agree");
         // SAFETY: the gadget lies inside this process's own vDSO, mapped readable.
         assert_eq!(unsafe { std::slice::from_raw_parts(gadget as *const u8, 2) }, [0x0f, 0x05]);
+    }
+
+    #[test]
+    fn a_pinned_process_has_one_image_and_its_sigtrap_disposition() {
+        let me = std::process::id();
+        let pinned = Pinned::open(me, u64::MAX).unwrap();
+        assert_eq!(pinned.image, Pinned::open(me, u64::MAX).unwrap().image);
+        assert!(!pinned.ignores_sigtrap);
+        assert_ne!(pinned.image.start_stack, 0);
+        // Our parent (cargo's test runner, a shell…) is another process, started before us.
+        let parent = std::os::unix::process::parent_id();
+        assert_ne!(Pinned::open(parent, u64::MAX).unwrap().image, pinned.image);
     }
 
     #[test]

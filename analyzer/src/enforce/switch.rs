@@ -5,8 +5,13 @@
 //! `prctl(PR_SET_NO_NEW_PRIVS)` (when not set yet) and `seccomp(SET_MODE_FILTER, TSYNC, prog)`,
 //! which gives every thread of the process the filter. When a thread's filters diverge, TSYNC
 //! names it; the call is then made again from that thread, whose chain is the deeper one.
+//!
+//! While it is held, the process is asked as little as can be: its vDSO and no-new-privs were
+//! read at the hold of its birth, its identity and SIGTRAP disposition come from the one read of
+//! its stat that pins it.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::Result;
@@ -14,8 +19,8 @@ use serde::Serialize;
 
 use super::filter::Filter;
 use super::inject::{InjectError, Seized};
-use super::preflight::{FLAG_TSYNC, Preflight, SET_MODE_FILTER, Verdict, filter_stack};
-use super::process::{Gadget, Pinned, ThreadStatus, host_tid, thread_status};
+use super::preflight::{FLAG_TSYNC, Preflight, SET_MODE_FILTER, Verdict, filter_stack, lock};
+use super::process::{Gadget, Image, Pinned, host_tid, thread_status};
 
 /// A process the marker stopped.
 #[derive(Clone, Debug)]
@@ -63,16 +68,35 @@ pub struct Record {
 /// Switches processes to one serving filter.
 pub struct Switcher {
     serving: Filter,
+    /// Its instructions as the kernel reads them, made once: a buffer allocated while a process
+    /// is held is, the first time, fresh memory, which takes page faults.
+    program: Vec<u8>,
     gadget: Gadget,
     /// Shared with the replays decided ahead of a hit, on threads of their own.
     preflight: Arc<Preflight>,
+    /// What the hold at a process's birth (fork or exec) read of it, by pid: its switch reads
+    /// none of it from /proc again while it is held.
+    births: Mutex<HashMap<u32, Birth>>,
 }
 
-/// What the injection needs to know of a seized thread, read from /proc as it stops.
+/// What the injection needs to know of a process, read at its birth hold.
+#[derive(Clone, Copy)]
+struct Birth {
+    /// The process and image it was read from: a pid reused or an exec since makes it stale.
+    image: Image,
+    /// The `syscall` instruction in its vDSO, mapped by its exec.
+    gadget: u64,
+    /// Set for good once set, and inherited by its threads: a `true` is never stale, a stale
+    /// `false` costs one `prctl` call more.
+    no_new_privs: bool,
+}
+
+/// What the injection needs to know of a seized thread.
 struct Target {
     /// The `syscall` instruction in its vDSO.
     gadget: u64,
-    status: ThreadStatus,
+    no_new_privs: bool,
+    ignores_sigtrap: bool,
 }
 
 /// What an injection from one thread came to.
@@ -85,25 +109,35 @@ enum Injected {
 impl Switcher {
     /// Fails when this kernel's vDSO has no `syscall` instruction to make the calls through.
     pub fn new(serving: Filter) -> Result<Switcher> {
-        Ok(Switcher { preflight: Arc::new(Preflight::new(serving.clone())), serving, gadget: Gadget::find()? })
+        Ok(Switcher {
+            preflight: Arc::new(Preflight::new(serving.clone())),
+            program: serving.bytes(),
+            serving,
+            gadget: Gadget::find()?,
+            births: Mutex::new(HashMap::new()),
+        })
     }
 
-    /// Reads the filters of thread `tid` of process `pid`, held (`SIGSTOP`) and not yet at its
-    /// marker, and decides the preflight's verdict for them on a thread of its own while it runs
-    /// on: its switch then finds the verdict cached, the first switch of a container included.
-    /// A process whose filters cannot be read is left to the preflight at its switch.
-    pub fn prepare_for(&self, pid: u32, tid: u32) {
-        let Ok((seized, status)) = Seized::seize_with(tid, || thread_status(pid, tid)) else { return };
+    /// Reads the filters of thread `tid` of process `pinned` (`pid`), held (`SIGSTOP`) at its
+    /// birth and not yet at its marker, and decides the preflight's verdict for them on a thread of
+    /// its own while it runs on: its switch then finds the verdict cached, the first switch of a
+    /// container included; what else its switch needs is kept for it too. A process whose filters
+    /// cannot be read is left to the preflight at its switch.
+    pub fn prepare_for(&self, pinned: &Pinned, pid: u32, tid: u32) {
+        let read = || (thread_status(pid, tid), self.gadget.address_in(pid));
+        let Ok((seized, (status, gadget))) = Seized::seize_with(tid, read) else { return };
         let stack = filter_stack(tid);
         if seized.release().is_err() {
             return;
         }
-        let (Ok(status), Ok(stack)) = (status, stack) else { return };
+        let Ok(status) = status else { return };
+        if let Ok(gadget) = gadget {
+            let birth = Birth { image: pinned.image, gadget, no_new_privs: status.no_new_privs };
+            lock(&self.births).insert(pid, birth);
+        }
+        let Ok(stack) = stack else { return };
         let preflight = self.preflight.clone();
-        std::thread::spawn(move || {
-            preflight.verdict(&stack, status.no_new_privs);
-            preflight.prepare();
-        });
+        std::thread::spawn(move || preflight.verdict(&stack, status.no_new_privs));
     }
 
     /// Switches the process of `hit`, and resumes it whatever happens. Several processes may be
@@ -115,7 +149,7 @@ impl Switcher {
         let outcome = match Pinned::open(hit.pid, hit.hit_ns) {
             Err(_) => Outcome::Gone,
             Ok(pinned) => {
-                let outcome = self.switch_pinned(hit, &mut cached);
+                let outcome = self.switch_pinned(hit, &pinned, &mut cached);
                 // The marker's SIGSTOP either stopped the whole process (the detached threads wait
                 // for this), or is still pending (this discards it), or the injector took it.
                 let _ = pinned.signal(libc::SIGCONT);
@@ -125,9 +159,6 @@ impl Switcher {
         let stopped = started.elapsed();
         let resumed_ns = crate::trace::live::monotonic_now_ns();
         drop(boost);
-        // With the process running again: the next preflight child is forked now, not while the
-        // next process waits for its verdict.
-        self.preflight.prepare();
         Record {
             pid: hit.pid,
             tid: hit.tid,
@@ -139,9 +170,30 @@ impl Switcher {
         }
     }
 
+    /// Readies the preflight's next replay (see `Preflight::prepare`): when nothing is happening.
+    pub fn prepare(&self) {
+        self.preflight.prepare();
+    }
+
+    /// Forgets what the birth of process `pid` said (it has exited).
+    pub fn forget(&self, pid: u32) {
+        lock(&self.births).remove(&pid);
+    }
+
     /// The injection from the hit thread, and from a diverging thread if TSYNC names one.
-    fn switch_pinned(&self, hit: &Hit, cached: &mut bool) -> Outcome {
-        let (mut seized, target) = match self.seize(hit.pid, hit.tid) {
+    fn switch_pinned(&self, hit: &Hit, pinned: &Pinned, cached: &mut bool) -> Outcome {
+        // Switched or refused, it is never held again: its birth is not needed after this.
+        let birth = lock(&self.births).remove(&hit.pid).filter(|birth| birth.image == pinned.image);
+        let known = birth.map(|birth| Target {
+            gadget: birth.gadget,
+            no_new_privs: birth.no_new_privs,
+            ignores_sigtrap: pinned.ignores_sigtrap,
+        });
+        let seized = match known {
+            Some(target) => Seized::seize_with(hit.tid, || Ok(target)),
+            None => self.seize(hit.pid, hit.tid),
+        };
+        let (mut seized, target) = match seized {
             Ok(seized) => seized,
             Err(err) => return outcome_of(err),
         };
@@ -175,31 +227,33 @@ impl Switcher {
     /// Seizes thread `tid` of process `pid`, and reads what the injection needs as it stops.
     fn seize(&self, pid: u32, tid: u32) -> Result<(Seized, Result<Target>), InjectError> {
         Seized::seize_with(tid, || {
-            Ok(Target { gadget: self.gadget.address_in(pid)?, status: thread_status(pid, tid)? })
+            let status = thread_status(pid, tid)?;
+            let gadget = self.gadget.address_in(pid)?;
+            Ok(Target { gadget, no_new_privs: status.no_new_privs, ignores_sigtrap: status.ignores_sigtrap })
         })
     }
 
     /// Preflight, then the calls, from the seized thread; `Seized::release` restores it.
     fn inject(&self, seized: &mut Seized, target: Result<Target>, cached: &mut bool) -> Result<Injected, InjectError> {
         let tid = seized.tid();
-        let Target { gadget, status } = match target {
+        let Target { gadget, no_new_privs, ignores_sigtrap } = match target {
             Ok(target) => target,
             Err(err) => return Ok(Injected::Done(Outcome::Failed(format!("{err:#}")))),
         };
-        if status.ignores_sigtrap {
+        if ignores_sigtrap {
             seized.avoid_traps();
         }
-        let (verdict, from_cache) = self.preflight.check(tid, status.no_new_privs);
+        let (verdict, from_cache) = self.preflight.check(tid, no_new_privs);
         *cached = from_cache;
         match verdict {
             Verdict::Go => {}
             Verdict::AlreadySwitched => return Ok(Injected::Done(Outcome::AlreadySwitched)),
             Verdict::Refuse(why) => return Ok(Injected::Done(Outcome::Refused(why))),
         }
-        let program = self.serving.bytes();
-        let address = seized.scratch(16 + program.len());
-        seized.write(address, &fprog_image(address + 16, self.serving.insns.len(), &program))?;
-        if !status.no_new_privs {
+        let address = seized.scratch(16 + self.program.len());
+        let header = fprog_header(address + 16, self.serving.insns.len());
+        seized.write(address, &[&header, &self.program])?;
+        if !no_new_privs {
             let result = seized.call(gadget, libc::SYS_prctl as u64, &[libc::PR_SET_NO_NEW_PRIVS as u64, 1])?;
             if result != 0 {
                 return Ok(Injected::Done(Outcome::Failed(format!("prctl(PR_SET_NO_NEW_PRIVS) returned {result}"))));
@@ -250,15 +304,12 @@ impl Drop for Boost {
     }
 }
 
-/// `struct sock_fprog` (length, padding, pointer to the instructions at `insns_at`) followed by
-/// the instructions.
-fn fprog_image(insns_at: u64, len: usize, program: &[u8]) -> Vec<u8> {
-    let mut image = Vec::with_capacity(16 + program.len());
-    image.extend_from_slice(&(len as u16).to_ne_bytes());
-    image.extend_from_slice(&[0; 6]);
-    image.extend_from_slice(&insns_at.to_ne_bytes());
-    image.extend_from_slice(program);
-    image
+/// `struct sock_fprog`: length, padding, pointer to the instructions at `insns_at`.
+fn fprog_header(insns_at: u64, len: usize) -> [u8; 16] {
+    let mut header = [0; 16];
+    header[..2].copy_from_slice(&(len as u16).to_ne_bytes());
+    header[8..].copy_from_slice(&insns_at.to_ne_bytes());
+    header
 }
 
 fn outcome_of(err: InjectError) -> Outcome {
@@ -283,7 +334,9 @@ mod tests {
 
     /// A switch of a real host process (`sleep`, blocked in `clock_nanosleep`), the way the
     /// marker leaves it (`stop_first`: in a group stop) or not. Needs root for the preflight.
-    fn switch_sleep(stop_first: bool, sigtrap: Sigtrap) {
+    /// `born`: its birth was read first (`prepare_for`), as the hold does for a container's
+    /// processes, so the switch reads nothing of it but its stat.
+    fn switch_sleep(stop_first: bool, sigtrap: Sigtrap, born: bool) {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             crate::skip_test("reading seccomp filters needs root");
@@ -300,7 +353,12 @@ mod tests {
         let all: Vec<u32> = crate::syscalls::Arch::X86_64.syscalls().map(|(nr, _)| nr).collect();
         let switcher = Switcher::new(Filter::allowlist(&all, Action::Errno)).unwrap();
         let hit = Hit { pid, tid: pid, comm: "sleep".into(), hit_ns: crate::trace::live::monotonic_now_ns() };
+        if born {
+            switcher.prepare_for(&Pinned::open(pid, hit.hit_ns).unwrap(), pid, pid);
+            assert!(lock(&switcher.births).contains_key(&pid));
+        }
         let record = switcher.switch(&hit);
+        assert!(lock(&switcher.births).is_empty(), "a switch uses its birth up");
         assert_eq!(record.outcome, Outcome::Switched { from: pid });
         let status = thread_status(pid, pid).unwrap();
         assert_eq!((status.no_new_privs, status.filters), (true, 1));
@@ -356,32 +414,43 @@ mod tests {
 
     #[test]
     fn a_blocked_process_is_switched_and_sleeps_on() {
-        switch_sleep(false, Sigtrap::Default);
+        switch_sleep(false, Sigtrap::Default, false);
     }
 
     #[test]
     fn a_stopped_process_is_switched_and_continued() {
-        switch_sleep(true, Sigtrap::Default);
+        switch_sleep(true, Sigtrap::Default, false);
+    }
+
+    /// Seized in its group stop, as the marker leaves it, with what its birth said.
+    #[test]
+    fn a_stopped_process_seen_at_birth_is_switched_and_continued() {
+        switch_sleep(true, Sigtrap::Default, true);
     }
 
     /// A step's trap unblocks SIGTRAP: the mask is put back.
     #[test]
     fn a_process_blocking_sigtrap_is_switched_and_still_blocks_it() {
-        switch_sleep(true, Sigtrap::Blocked);
+        switch_sleep(true, Sigtrap::Blocked, false);
     }
 
     /// A step's trap would reset an ignored SIGTRAP: the calls go through syscall stops.
     #[test]
     fn a_process_ignoring_sigtrap_is_switched_and_still_ignores_it() {
-        switch_sleep(false, Sigtrap::Ignored);
+        switch_sleep(false, Sigtrap::Ignored, false);
+    }
+
+    /// Its disposition read from its stat at the switch, not from its status.
+    #[test]
+    fn a_process_seen_at_birth_ignoring_sigtrap_still_ignores_it() {
+        switch_sleep(true, Sigtrap::Ignored, true);
     }
 
     #[test]
-    fn the_fprog_image_points_at_its_instructions() {
-        let image = fprog_image(0x7ff0_0010, 2, &[1; 16]);
-        assert_eq!(image.len(), 32);
-        assert_eq!(u16::from_ne_bytes([image[0], image[1]]), 2);
-        assert_eq!(u64::from_ne_bytes(image[8..16].try_into().unwrap()), 0x7ff0_0010);
-        assert_eq!(&image[16..], &[1; 16]);
+    fn the_fprog_header_points_at_its_instructions() {
+        let header = fprog_header(0x7ff0_0010, 2);
+        assert_eq!(u16::from_ne_bytes([header[0], header[1]]), 2);
+        assert_eq!(&header[2..8], &[0; 6]);
+        assert_eq!(u64::from_ne_bytes(header[8..].try_into().unwrap()), 0x7ff0_0010);
     }
 }

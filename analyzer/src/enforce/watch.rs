@@ -27,7 +27,8 @@ use crate::trace::live::cgroup;
 
 /// How often the counts are refreshed and the stop flag looked at.
 const TICK: Duration = Duration::from_millis(250);
-/// How long without an event before the probes of processes gone are closed.
+/// How long without an event before the probes of processes gone are closed and the
+/// preflight's next child is forked (neither holds up processes starting or switching).
 const QUIET: Duration = Duration::from_secs(2);
 
 /// What the loop leaves behind.
@@ -94,7 +95,11 @@ impl Watch {
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
                 self.notice_exec(&mut known, &mut watched, &bar);
-                let when = Sweep::Tick { quiet: last_event.elapsed() >= QUIET };
+                let quiet = last_event.elapsed() >= QUIET;
+                if quiet {
+                    self.switcher.prepare();
+                }
+                let when = Sweep::Tick { quiet };
                 self.probe_unprobed(when, &mut unprobed, &mut given_up, &mut watched, &bar);
                 bar.set_message(self.counts(&watched));
                 bar.tick();
@@ -140,14 +145,17 @@ impl Watch {
         }
         let hits = stopped;
         // Processes that hit the marker together are switched together: the second one does not
-        // wait for the first one's switch.
+        // wait for the first one's switch. The first is switched on this thread, whose stack and
+        // heap are in memory already: a new thread's first switch takes page faults (about 20,
+        // 50-100 µs) while its process is held.
         let switcher = &self.switcher;
         let records: Vec<Record> = match hits.as_slice() {
             [] => Vec::new(),
-            [hit] => vec![switcher.switch(hit)],
-            _ => std::thread::scope(|scope| {
-                let switching: Vec<_> = hits.iter().map(|hit| scope.spawn(move || switcher.switch(hit))).collect();
-                switching.into_iter().map(|thread| thread.join().expect("a switch never panics")).collect()
+            [first, others @ ..] => std::thread::scope(|scope| {
+                let switching: Vec<_> = others.iter().map(|hit| scope.spawn(move || switcher.switch(hit))).collect();
+                let mut records = vec![switcher.switch(first)];
+                records.extend(switching.into_iter().map(|thread| thread.join().expect("a switch never panics")));
+                records
             }),
         };
         for record in records {
@@ -172,7 +180,7 @@ impl Watch {
         if armed {
             match self.probe.probe(hit.pid) {
                 Ok(()) => {
-                    self.switcher.prepare_for(hit.pid, hit.tid);
+                    self.switcher.prepare_for(&pinned, hit.pid, hit.tid);
                     watched.held.push((hit.pid, hit.comm.clone()));
                 }
                 Err(err) => self.give_up(hit.pid, &hit.comm, &anyhow::Error::from(err), given_up, watched, bar),
@@ -186,7 +194,7 @@ impl Watch {
     fn release_execed(&mut self, hit: &Hit, armed: bool) {
         let Ok(pinned) = Pinned::open(hit.pid, hit.hit_ns) else { return };
         if armed {
-            self.switcher.prepare_for(hit.pid, hit.tid);
+            self.switcher.prepare_for(&pinned, hit.pid, hit.tid);
         }
         let _ = pinned.signal(libc::SIGCONT);
     }
@@ -234,6 +242,7 @@ impl Watch {
         if quiet {
             for pid in self.probe.probed().difference(&processes) {
                 self.probe.unprobe(*pid);
+                self.switcher.forget(*pid);
             }
         }
         let switched = self.probe.switched();

@@ -156,7 +156,12 @@ impl Drop for Nginx {
 
 /// Runs the fixed wrk load and returns requests per second.
 pub fn wrk(url: &str) -> Result<f64> {
-    let duration = format!("{WRK_SECONDS}s");
+    wrk_for(url, WRK_SECONDS)
+}
+
+/// The fixed wrk load for `seconds`; requests per second.
+pub fn wrk_for(url: &str, seconds: u64) -> Result<f64> {
+    let duration = format!("{seconds}s");
     let report = output(Command::new("wrk").args(["-t", WRK_THREADS, "-c", WRK_CONNECTIONS, "-d", &duration, url]))?;
     report
         .lines()
