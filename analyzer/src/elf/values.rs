@@ -356,9 +356,15 @@ pub(crate) fn analyze(cfg: &Cfg, context: &Context<'_>) -> Facts {
         }
     }
     let order = cfg.reverse_postorder();
+    let mut rank = vec![0; cfg.blocks.len()];
+    for (position, &block) in order.iter().enumerate() {
+        rank[block] = position;
+    }
     let mut facts = Facts::default();
     let mut factory = InstructionInfoFactory::new();
-    if loop_free(cfg, &order, context) {
+    let loop_free =
+        (0..cfg.blocks.len()).all(|block| successors(cfg, block, context).all(|succ| rank[succ] > rank[block]));
+    if loop_free {
         // Each block's entry state is final once the blocks before it in reverse postorder were
         // analysed: one pass both finds the states and notes the facts (most functions; the
         // second pass over them was a sixth of all instructions stepped).
@@ -376,7 +382,7 @@ pub(crate) fn analyze(cfg: &Cfg, context: &Context<'_>) -> Facts {
             }
         }
     } else {
-        let states = fixpoint(cfg, context, &order, &has_pred);
+        let states = fixpoint(cfg, context, &order, &rank, &has_pred);
         for (block, state) in states.into_iter().enumerate() {
             let Some(mut state) = state else { continue };
             note_block(cfg, block, &mut state, context, &has_pred, false, &mut facts, &mut factory);
@@ -391,15 +397,6 @@ pub(crate) fn analyze(cfg: &Cfg, context: &Context<'_>) -> Facts {
     facts.loads.sort_unstable();
     facts.loads.dedup();
     facts
-}
-
-/// Whether every edge leads forward in reverse postorder: no loop.
-fn loop_free(cfg: &Cfg, order: &[usize], context: &Context<'_>) -> bool {
-    let mut rank = vec![0; cfg.blocks.len()];
-    for (position, &block) in order.iter().enumerate() {
-        rank[block] = position;
-    }
-    (0..cfg.blocks.len()).all(|block| successors(cfg, block, context).all(|succ| rank[succ] > rank[block]))
 }
 
 /// Notes the facts of `block` from its entry `state`. With `whole`, or when the block can give
@@ -488,15 +485,17 @@ fn initial_states(cfg: &Cfg, has_pred: &[bool]) -> Vec<Option<State>> {
 }
 
 /// Entry states of each block (`None` for blocks no path reaches), `order` the blocks in reverse
-/// postorder.
-fn fixpoint(cfg: &Cfg, context: &Context<'_>, order: &[usize], has_pred: &[bool]) -> Vec<Option<State>> {
+/// postorder and `rank` each block's place in it.
+fn fixpoint(
+    cfg: &Cfg,
+    context: &Context<'_>,
+    order: &[usize],
+    rank: &[usize],
+    has_pred: &[bool],
+) -> Vec<Option<State>> {
     let mut states = initial_states(cfg, has_pred);
     if cfg.blocks.is_empty() {
         return states;
-    }
-    let mut rank = vec![0; cfg.blocks.len()];
-    for (position, &block) in order.iter().enumerate() {
-        rank[block] = position;
     }
     let mut factory = InstructionInfoFactory::new();
     let mut pending = Worklist::full(order.len());
