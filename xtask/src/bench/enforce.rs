@@ -35,6 +35,9 @@ const SLICES: usize = 4;
 const SLICE_SECONDS: u64 = 3;
 /// A first load of a fresh container (its caches), not measured.
 const WARM_SECONDS: u64 = 1;
+/// Containers started per measured round only to time their switches: one first switch per
+/// round made its median swing from 283 to 480 µs between two runs of the same code.
+const STARTS_PER_ROUND: usize = 2;
 const BASELINE: &str = "not enforced (seccomp.json)";
 const ENFORCED: &str = "enforced (serving filter + uprobe)";
 
@@ -64,8 +67,17 @@ pub fn run(context: &Context) -> Result<Section> {
         }
     }
     drop(baseline);
+    println!("  {} more starts for the switch timings", STARTS_PER_ROUND * context.rounds.measured);
+    let mut started = Vec::new();
+    for start in 0..STARTS_PER_ROUND * context.rounds.measured {
+        let (enforcer, container, stats) =
+            start_enforced(context, &profiles, &work).with_context(|| format!("start {}", start + 1))?;
+        enforcer.stop("INT")?;
+        drop(container);
+        started.extend(switches_of(&stats)?);
+    }
     let _ = std::fs::remove_dir_all(&work);
-    Ok(section(context, &rounds))
+    Ok(section(context, &rounds, &started))
 }
 
 /// One measured round: requests/s of each wrk slice, and the switches.
@@ -112,18 +124,7 @@ struct Timed {
 
 /// One enforced run: start, wait for both switches, load both containers in turns, Ctrl-C.
 fn enforced_round(context: &Context, profiles: &Path, work: &Path, baseline_url: &str) -> Result<Round> {
-    let (log, stats) = (work.join("enforce.log"), work.join("stats.json"));
-    let child = Command::new(&context.seccomp_refine)
-        .args(["enforce", "nginx:latest", "--profiles"])
-        .arg(profiles)
-        .arg("--stats")
-        .arg(&stats)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()
-        .context("cannot start seccomp-refine enforce")?;
-    let enforcer = Background::new(child);
-    let container = RemoveOnDrop(wait_for_switches(&log)?);
+    let (enforcer, container, stats) = start_enforced(context, profiles, work)?;
     let url = format!("http://{}/", ip_of(&container.0)?);
     wait_serving(&url)?;
     wrk_for(&url, WARM_SECONDS)?;
@@ -137,7 +138,32 @@ fn enforced_round(context: &Context, profiles: &Path, work: &Path, baseline_url:
         }
     }
     enforcer.stop("INT")?;
-    let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stats)?)?;
+    Ok(Round { baseline, enforced, switches: switches_of(&stats)? })
+}
+
+/// `enforce` started on a fresh nginx container, once both workers are switched: the enforcer,
+/// the container and where `--stats` goes.
+fn start_enforced(context: &Context, profiles: &Path, work: &Path) -> Result<(Background, RemoveOnDrop, PathBuf)> {
+    let (log, stats) = (work.join("enforce.log"), work.join("stats.json"));
+    // What the previous run wrote must not pass for this one's.
+    let _ = std::fs::remove_file(&stats);
+    let child = Command::new(&context.seccomp_refine)
+        .args(["enforce", "nginx:latest", "--profiles"])
+        .arg(profiles)
+        .arg("--stats")
+        .arg(&stats)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()
+        .context("cannot start seccomp-refine enforce")?;
+    let enforcer = Background::new(child);
+    let container = RemoveOnDrop(wait_for_switches(&log)?);
+    Ok((enforcer, container, stats))
+}
+
+/// The switches a stopped `enforce` wrote to `--stats`, in order.
+fn switches_of(stats: &Path) -> Result<Vec<Timed>> {
+    let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(stats)?)?;
     let switches: Vec<Timed> = stats["switches"]
         .as_array()
         .context("no switches in --stats")?
@@ -157,7 +183,7 @@ fn enforced_round(context: &Context, profiles: &Path, work: &Path, baseline_url:
     if switches.len() != SWITCHES_PER_RUN {
         bail!("expected {SWITCHES_PER_RUN} switches, --stats has: {stats}");
     }
-    Ok(Round { baseline, enforced, switches })
+    Ok(switches)
 }
 
 struct RemoveOnDrop(String);
@@ -205,7 +231,7 @@ fn wait_serving(url: &str) -> Result<()> {
     Ok(())
 }
 
-fn section(context: &Context, rounds: &[Round]) -> Section {
+fn section(context: &Context, rounds: &[Round], started: &[Timed]) -> Section {
     let per_round = |values: fn(&Round) -> &Vec<f64>| rounds.iter().map(|round| mean(values(round))).collect();
     let samples = Samples {
         metric: "requests/s".to_owned(),
@@ -217,7 +243,7 @@ fn section(context: &Context, rounds: &[Round]) -> Section {
     };
     let ratio = samples.ratio(ENFORCED, BASELINE);
     let noise = noise(rounds);
-    let switches: Vec<&Timed> = rounds.iter().flat_map(|round| &round.switches).collect();
+    let switches: Vec<&Timed> = rounds.iter().flat_map(|round| &round.switches).chain(started).collect();
     let mut throughput = Table::new(&["nginx under wrk", "enforced / not enforced (median, range)", "goal"]);
     throughput.row(vec!["throughput".to_owned(), ratio.to_string(), throughput_goal(ratio, noise)]);
     throughput.row(vec![
@@ -269,11 +295,12 @@ fn section(context: &Context, rounds: &[Round]) -> Section {
              uprobe left only on the master, which has not switched) against the same image under seccomp.json alone, `wrk` as in tracer-overhead \
              in {SLICES} slices of {SLICE_SECONDS} s per container and round, alternated, after {WARM_SECONDS} s of \
              warm-up of the fresh enforced container; {} measured rounds after {} warm-up; {} switches timed by \
-             `enforce --stats` in the measured rounds. Goals: held ≤ {STOP_GOAL_US} µs, the first switch of each \
+             `enforce --stats` in the measured rounds and in {} more containers started for them alone. Goals: held ≤ {STOP_GOAL_US} µs, the first switch of each \
              container included, and hit-to-resume ≤ {RESUME_GOAL_US} µs (medians), throughput ≥ {THROUGHPUT_GOAL}.",
             context.rounds.measured,
             context.rounds.warmup,
-            switches.len()
+            switches.len(),
+            started.len() / SWITCHES_PER_RUN
         ),
         tables: vec![throughput, timing],
         bars: vec![Bar {
