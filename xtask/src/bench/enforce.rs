@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
-use super::harness::{Ratio, Samples, VariantSamples, median};
+use super::harness::{Ratio, Samples, VariantSamples, median, range};
 use super::report::{Bar, Section, Table};
 use super::tracer_overhead::{Background, wrk_for};
 use super::{Context, docker_run, output};
@@ -275,9 +275,14 @@ fn section(context: &Context, rounds: &[Round], started: &[Timed]) -> Section {
             true => format!("≤ {goal} (met)"),
             false => format!("≤ {goal} (not met, by {:.0} µs)", med - goal),
         });
-        let (min, max) = values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &value| (lo.min(value), hi.max(value)));
-        let range = format!("{min:.0}–{max:.0}");
-        timing.row(vec![what.to_owned(), format!("{med:.0}"), range, format!("{:.0}", p90(values)), goal]);
+        let (min, max) = range(values);
+        timing.row(vec![
+            what.to_owned(),
+            format!("{med:.0}"),
+            format!("{min:.0}–{max:.0}"),
+            format!("{:.0}", p90(values)),
+            goal,
+        ]);
     }
     let timings = Samples {
         metric: "µs".to_owned(),
@@ -321,8 +326,7 @@ fn noise(rounds: &[Round]) -> Ratio {
         mean(&slices)
     };
     let ratios: Vec<f64> = rounds.iter().map(|round| halves(0, round) / halves(1, round)).collect();
-    let fold = |pick: fn(f64, f64) -> f64| ratios.iter().copied().reduce(pick).unwrap_or(f64::NAN);
-    Ratio { median: median(&ratios), min: fold(f64::min), max: fold(f64::max) }
+    Ratio::of(&ratios)
 }
 
 /// The throughput goal's verdict: when it is missed, by how much, and whether the noise is as large.

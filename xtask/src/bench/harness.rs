@@ -88,7 +88,7 @@ impl Samples {
     pub fn ratio(&self, label: &str, baseline: &str) -> Ratio {
         let ratios: Vec<f64> =
             self.values(label).iter().zip(self.values(baseline)).map(|(value, base)| value / base).collect();
-        Ratio { median: median(&ratios), min: fold(&ratios, f64::min), max: fold(&ratios, f64::max) }
+        Ratio::of(&ratios)
     }
 
     pub fn median(&self, label: &str) -> f64 {
@@ -106,8 +106,18 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
-fn fold(values: &[f64], pick: fn(f64, f64) -> f64) -> f64 {
-    values.iter().copied().reduce(pick).unwrap_or(f64::NAN)
+/// The smallest and the largest of `values` (NaN for none).
+pub fn range(values: &[f64]) -> (f64, f64) {
+    let fold = |pick: fn(f64, f64) -> f64| values.iter().copied().reduce(pick).unwrap_or(f64::NAN);
+    (fold(f64::min), fold(f64::max))
+}
+
+impl Ratio {
+    /// The median and range of ratios taken round by round.
+    pub fn of(ratios: &[f64]) -> Ratio {
+        let (min, max) = range(ratios);
+        Ratio { median: median(ratios), min, max }
+    }
 }
 
 impl std::fmt::Display for Ratio {

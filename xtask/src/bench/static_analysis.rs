@@ -10,7 +10,7 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
-use super::harness::{Variant, interleave, median};
+use super::harness::{Ratio, Variant, interleave, median};
 use super::report::{Bar, Section, Table};
 use super::{Context, output, timed};
 use crate::project_root;
@@ -75,24 +75,22 @@ pub fn run(context: &Context) -> Result<Section> {
     let peak_rss = rss.iter().flatten().copied().fold(0.0, f64::max);
     let met = |ok: bool| if ok { "met" } else { "not met" };
     let measured = |values: &[f64]| values[values.len() - context.rounds.measured..].to_vec();
-    let cpu_ratios = |values: &[f64]| -> Vec<f64> {
-        measured(values).iter().zip(measured(&cpu[2])).map(|(value, objdump)| value / objdump).collect()
-    };
     let cpu_ratio = |values: &[f64]| {
-        let ratios = cpu_ratios(values);
-        let (min, max) = ratios.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &ratio| (lo.min(ratio), hi.max(ratio)));
-        format!("{:.3} ({min:.3}–{max:.3})", median(&ratios))
+        let ratios: Vec<f64> =
+            measured(values).iter().zip(measured(&cpu[2])).map(|(value, objdump)| value / objdump).collect();
+        Ratio::of(&ratios)
     };
+    let cold_cpu = cpu_ratio(&cpu[0]);
     let cold_goal = if cold.median <= GOAL_COLD_RATIO {
         "met".to_owned()
     } else {
         // The CPU work divided by the cores is the wall time's floor: past it, only less work helps.
         let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
-        let cpu = median(&cpu_ratios(&cpu[0]));
         format!(
-            "not met, by {:.0} % (its CPU time is {cpu:.2}× objdump's, so on {cores} cores fully used the floor is {:.2}×)",
+            "not met, by {:.0} % (its CPU time is {:.2}× objdump's, so on {cores} cores fully used the floor is {:.2}×)",
             (cold.median / GOAL_COLD_RATIO - 1.0) * 100.0,
-            cpu / cores as f64
+            cold_cpu.median,
+            cold_cpu.median / cores as f64
         )
     };
     let mut table = Table::new(&[
@@ -107,7 +105,7 @@ pub fn run(context: &Context) -> Result<Section> {
     table.row(vec![
         "cold (no cache)".to_owned(),
         cold.to_string(),
-        cpu_ratio(&cpu[0]),
+        cold_cpu.to_string(),
         format!("{cold_seconds:.3}"),
         format!("{:.3}", median(&measured(&cpu[0]))),
         format!("{:.0}", median(&rss[0])),
@@ -119,7 +117,7 @@ pub fn run(context: &Context) -> Result<Section> {
     table.row(vec![
         "warm (build-id cache)".to_owned(),
         warm.to_string(),
-        cpu_ratio(&cpu[1]),
+        cpu_ratio(&cpu[1]).to_string(),
         format!("{warm_seconds:.3}"),
         format!("{:.3}", median(&measured(&cpu[1]))),
         format!("{:.0}", median(&rss[1])),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
-use super::harness::{Variant, interleave};
+use super::harness::{Variant, interleave, median, range};
 use super::report::{Bar, Section, Table};
 use super::{Context, output};
 
@@ -95,12 +95,8 @@ pub fn run(context: &Context) -> Result<Section> {
     let mut usage = Table::new(&["seccomp-refine tracer", "median", "range"]);
     for (what, values) in [("peak RSS (MB)", &tracer_rss_mb), ("CPU (% of one core)", &tracer_cpu_percent)] {
         let measured = &values[values.len() - context.rounds.measured..];
-        let (min, max) = measured.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-        usage.row(vec![
-            what.to_owned(),
-            format!("{:.1}", super::harness::median(measured)),
-            format!("{min:.1}–{max:.1}"),
-        ]);
+        let (min, max) = range(measured);
+        usage.row(vec![what.to_owned(), format!("{:.1}", median(measured)), format!("{min:.1}–{max:.1}")]);
     }
     Ok(Section {
         name: "tracer-overhead".to_owned(),
