@@ -743,7 +743,7 @@ fn step(instruction: &Instruction, state: &mut State, factory: &mut InstructionI
             }
         }
         Mnemonic::Stosb | Mnemonic::Stosd | Mnemonic::Stosq if instruction.has_rep_prefix() => {
-            if !rep_zero(instruction, state) {
+            if !rep_store(instruction, state) {
                 generic(instruction, state, factory);
             }
         }
@@ -772,8 +772,11 @@ fn step(instruction: &Instruction, state: &mut State, factory: &mut InstructionI
     }
 }
 
-/// `rep stos` of zero over a stack structure (`memset(&act, 0, sizeof act)`): the slots become 0.
-fn rep_zero(instruction: &Instruction, state: &mut State) -> bool {
+/// `rep stos` over a stack structure (`memset(&act, 0, sizeof act)`, or the rest of a structure
+/// after its first fields were set): the slots it covers hold the stored value, and the slots
+/// outside it keep theirs — lighttpd sets `sa_handler = SIG_IGN`, then fills the rest with a
+/// register the analysis cannot know.
+fn rep_store(instruction: &Instruction, state: &mut State) -> bool {
     const RCX: usize = 1;
     const RDI: usize = 7;
     let element = match instruction.mnemonic() {
@@ -781,9 +784,7 @@ fn rep_zero(instruction: &Instruction, state: &mut State) -> bool {
         Mnemonic::Stosd => 4,
         _ => 8,
     };
-    let (Some(start), Some(Val::Const(count)), Some(Val::Const(0))) =
-        (state.regs[RDI].single_sp(), state.regs[RCX].single(), state.regs[RAX].single())
-    else {
+    let (Some(start), Some(Val::Const(count))) = (state.regs[RDI].single_sp(), state.regs[RCX].single()) else {
         return false;
     };
     // RCX can hold any constant the code loaded: the product must not overflow.
@@ -791,9 +792,15 @@ fn rep_zero(instruction: &Instruction, state: &mut State) -> bool {
     let Some(size) = size.filter(|&size| size <= 8 * MAX_SLOTS as i64) else {
         return false;
     };
+    // A slot holds the register itself only when each element is a whole slot, or it is zero.
+    let value = match state.regs[RAX].single() {
+        Some(Val::Const(0)) => Vals::one(Val::Const(0)),
+        _ if element == 8 => state.regs[RAX],
+        _ => Vals::Top(Reason::Computed),
+    };
     state.clobber_slots(start, size);
     for slot in (start..start + size).step_by(8).filter(|slot| slot + 8 <= start + size) {
-        state.set_slot(slot, Vals::one(Val::Const(0)));
+        state.set_slot(slot, value);
     }
     state.regs[RDI] = Vals::one(Val::Sp(start + size));
     state.regs[RCX] = Vals::one(Val::Const(0));
@@ -1440,6 +1447,11 @@ f:  cmp $1, %edi
                         .filter(|&&(k, addr)| !in_registers(k, addr))
                         .map(|&(k, addr)| format!("arg{}->{}", k + 1, constant(addr))),
                 );
+                // What a registrar is handed but the analysis lost.
+                if registrar(call.target).is_some() {
+                    let lost = (0..6).filter(|k| call.opaque_args & (1 << k) != 0);
+                    args.extend(lost.map(|k| format!("arg{}->?", k + 1)));
+                }
                 let kind = if call.tail { "jmp" } else { "call" };
                 lines.push((call.at, format!("{kind} {}({})", name(call.target), args.join(" "))));
             }
@@ -1720,6 +1732,34 @@ g: call sigaction(arg1=15 arg3=0 arg7=&handler arg2->&handler)
 handler: syscall 39
 ",
         );
+    }
+
+    #[test]
+    fn a_structure_filled_by_rep_stos_keeps_the_fields_set_before() {
+        // lighttpd's child: `act.sa_handler = SIG_IGN`, then `rep stos` of a register the
+        // analysis cannot know over the rest of `act`; the handler is still a constant, no
+        // function, so nothing is registered. The same `rep stos` over the handler loses it.
+        let program = |first: &str| {
+            format!(
+                "
+h:  sub $0x98, %rsp
+    movq $1, (%rsp)
+    lea {first}(%rsp), %rdi
+    mov %ebx, %eax
+    mov $0x22, %ecx
+    rep stosl
+    mov $10, %edi
+    mov %rsp, %rsi
+    xor %edx, %edx
+    call sigaction
+    add $0x98, %rsp
+    ret
+sigaction: ret
+"
+            )
+        };
+        check(&program("8"), "h: call sigaction(arg1=10 arg3=0 arg4=0 arg7=1)");
+        check(&program("0"), "h: call sigaction(arg1=10 arg3=0 arg4=0 arg2->?)");
     }
 
     #[test]
