@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use super::filter::Filter;
 use super::inject::{InjectError, Seized};
-use super::preflight::{FLAG_TSYNC, Preflight, SET_MODE_FILTER, Verdict, filter_stack, lock};
+use super::preflight::{FLAG_TSYNC, Preflight, SET_MODE_FILTER, Stack, Verdict, filter_stack, filters_added, lock};
 use super::process::{Gadget, Image, Pinned, host_tid, thread_status};
 
 /// A process the marker stopped.
@@ -80,15 +80,18 @@ pub struct Switcher {
 }
 
 /// What the injection needs to know of a process, read at its birth hold.
-#[derive(Clone, Copy)]
 struct Birth {
-    /// The process and image it was read from: a pid reused or an exec since makes it stale.
+    /// The process, pinned then: its switch reads its stat again through this pin.
+    pinned: Pinned,
+    /// The image the rest was read from: an exec since makes it stale.
     image: Image,
     /// The `syscall` instruction in its vDSO, mapped by its exec.
     gadget: u64,
     /// Set for good once set, and inherited by its threads: a `true` is never stale, a stale
     /// `false` costs one `prctl` call more.
     no_new_privs: bool,
+    /// Its filters, oldest first, whose preflight verdict was decided while it ran on.
+    filters: Option<Stack>,
 }
 
 /// What the injection needs to know of a seized thread.
@@ -97,6 +100,8 @@ struct Target {
     gadget: u64,
     no_new_privs: bool,
     ignores_sigtrap: bool,
+    /// The filters of its process's birth: its own while it has no more than they count.
+    born_with: Option<Stack>,
 }
 
 /// What an injection from one thread came to.
@@ -131,11 +136,13 @@ impl Switcher {
             return;
         }
         let Ok(status) = status else { return };
-        if let Ok(gadget) = gadget {
-            let birth = Birth { image: pinned.image, gadget, no_new_privs: status.no_new_privs };
+        let stack = stack.ok();
+        if let (Ok(gadget), Ok(kept)) = (gadget, pinned.try_clone()) {
+            let no_new_privs = status.no_new_privs;
+            let birth = Birth { pinned: kept, image: pinned.image, gadget, no_new_privs, filters: stack.clone() };
             lock(&self.births).insert(pid, birth);
         }
-        let Ok(stack) = stack else { return };
+        let Some(stack) = stack else { return };
         let preflight = self.preflight.clone();
         std::thread::spawn(move || preflight.verdict(&stack, status.no_new_privs));
     }
@@ -146,10 +153,12 @@ impl Switcher {
         let mut cached = false;
         let boost = Boost::start();
         let started = Instant::now();
-        let outcome = match Pinned::open(hit.pid, hit.hit_ns) {
-            Err(_) => Outcome::Gone,
-            Ok(pinned) => {
-                let outcome = self.switch_pinned(hit, &pinned, &mut cached);
+        // Switched or refused, it is never held again: its birth is not needed after this.
+        let birth = lock(&self.births).remove(&hit.pid);
+        let outcome = match pin(hit, birth) {
+            None => Outcome::Gone,
+            Some((pinned, known)) => {
+                let outcome = self.switch_pinned(hit, known, &mut cached);
                 // The marker's SIGSTOP either stopped the whole process (the detached threads wait
                 // for this), or is still pending (this discards it), or the injector took it.
                 let _ = pinned.signal(libc::SIGCONT);
@@ -181,14 +190,7 @@ impl Switcher {
     }
 
     /// The injection from the hit thread, and from a diverging thread if TSYNC names one.
-    fn switch_pinned(&self, hit: &Hit, pinned: &Pinned, cached: &mut bool) -> Outcome {
-        // Switched or refused, it is never held again: its birth is not needed after this.
-        let birth = lock(&self.births).remove(&hit.pid).filter(|birth| birth.image == pinned.image);
-        let known = birth.map(|birth| Target {
-            gadget: birth.gadget,
-            no_new_privs: birth.no_new_privs,
-            ignores_sigtrap: pinned.ignores_sigtrap,
-        });
+    fn switch_pinned(&self, hit: &Hit, known: Option<Target>, cached: &mut bool) -> Outcome {
         let seized = match known {
             Some(target) => Seized::seize_with(hit.tid, || Ok(target)),
             None => self.seize(hit.pid, hit.tid),
@@ -229,21 +231,27 @@ impl Switcher {
         Seized::seize_with(tid, || {
             let status = thread_status(pid, tid)?;
             let gadget = self.gadget.address_in(pid)?;
-            Ok(Target { gadget, no_new_privs: status.no_new_privs, ignores_sigtrap: status.ignores_sigtrap })
+            let (no_new_privs, ignores_sigtrap) = (status.no_new_privs, status.ignores_sigtrap);
+            Ok(Target { gadget, no_new_privs, ignores_sigtrap, born_with: None })
         })
     }
 
     /// Preflight, then the calls, from the seized thread; `Seized::release` restores it.
     fn inject(&self, seized: &mut Seized, target: Result<Target>, cached: &mut bool) -> Result<Injected, InjectError> {
         let tid = seized.tid();
-        let Target { gadget, no_new_privs, ignores_sigtrap } = match target {
+        let Target { gadget, no_new_privs, ignores_sigtrap, born_with } = match target {
             Ok(target) => target,
             Err(err) => return Ok(Injected::Done(Outcome::Failed(format!("{err:#}")))),
         };
         if ignores_sigtrap {
             seized.avoid_traps();
         }
-        let (verdict, from_cache) = self.preflight.check(tid, no_new_privs);
+        // Filters are only ever added, and every thread's descend from those of the birth (when it
+        // was the only thread): as many as then are the same ones, and need not be read again.
+        let (verdict, from_cache) = match born_with {
+            Some(filters) if !filters_added(tid, filters.len()) => self.preflight.verdict(&filters, no_new_privs),
+            _ => self.preflight.check(tid, no_new_privs),
+        };
         *cached = from_cache;
         match verdict {
             Verdict::Go => {}
@@ -269,6 +277,21 @@ impl Switcher {
             ))),
         })
     }
+}
+
+/// The process of `hit`, pinned, with what its birth said of it while that still holds. The pin
+/// of its birth, read again, is the process that hit while it lives (no other could have had its
+/// pid meanwhile); else it is pinned anew.
+fn pin(hit: &Hit, birth: Option<Birth>) -> Option<(Pinned, Option<Target>)> {
+    if let Some(Birth { mut pinned, image, gadget, no_new_privs, filters }) = birth
+        && pinned.refresh().is_ok()
+    {
+        let ignores_sigtrap = pinned.ignores_sigtrap;
+        let known =
+            (pinned.image == image).then_some(Target { gadget, no_new_privs, ignores_sigtrap, born_with: filters });
+        return Some((pinned, known));
+    }
+    Pinned::open(hit.pid, hit.hit_ns).ok().map(|pinned| (pinned, None))
 }
 
 /// The calling thread at the lowest real-time priority until dropped, then back to its own
