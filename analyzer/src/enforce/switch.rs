@@ -6,9 +6,10 @@
 //! which gives every thread of the process the filter. When a thread's filters diverge, TSYNC
 //! names it; the call is then made again from that thread, whose chain is the deeper one.
 //!
-//! While it is held, the process is asked as little as can be: its vDSO and no-new-privs were
-//! read at the hold of its birth, its identity and SIGTRAP disposition come from the one read of
-//! its stat that pins it.
+//! While it is held, the process is asked as little as can be: its vDSO, no-new-privs and filters
+//! were read at the hold of its birth, which pinned it; its identity and SIGTRAP disposition come
+//! from one read of its stat through that pin, and its filters are only checked for one added
+//! since.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
