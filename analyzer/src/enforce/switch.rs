@@ -6,10 +6,11 @@
 //! which gives every thread of the process the filter. When a thread's filters diverge, TSYNC
 //! names it; the call is then made again from that thread, whose chain is the deeper one.
 //!
-//! While it is held, the process is asked as little as can be: its vDSO, no-new-privs and filters
-//! were read at the hold of its birth, which pinned it; its identity and SIGTRAP disposition come
-//! from one read of its stat through that pin, and its filters are only checked for one added
-//! since.
+//! While it is held, the held thread runs under `SCHED_DEADLINE` (`Urgent`), so each of its
+//! wake-ups gets a CPU at once, and the process is asked as little as can be: its vDSO,
+//! no-new-privs and filters were read at the hold of its birth, which pinned it; its identity and
+//! SIGTRAP disposition come from one read of its stat through that pin, and its filters are only
+//! checked for one added since.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -78,6 +79,9 @@ pub struct Switcher {
     /// What the hold at a process's birth (fork or exec) read of it, by pid: its switch reads
     /// none of it from /proc again while it is held.
     births: Mutex<HashMap<u32, Birth>>,
+    /// The scheduler's default time slice, as a thread of the default policy without a slice of
+    /// its own reads it (this one, when it is made: none is set here).
+    base_slice: u64,
 }
 
 /// What the injection needs to know of a process, read at its birth hold.
@@ -121,6 +125,7 @@ impl Switcher {
             serving,
             gadget: Gadget::find()?,
             births: Mutex::new(HashMap::new()),
+            base_slice: sched_attr(0).map_or(0, |attr| attr.sched_runtime),
         })
     }
 
@@ -192,6 +197,7 @@ impl Switcher {
 
     /// The injection from the hit thread, and from a diverging thread if TSYNC names one.
     fn switch_pinned(&self, hit: &Hit, known: Option<Target>, cached: &mut bool) -> Outcome {
+        let urgent = Urgent::start(hit.tid, self.base_slice);
         let seized = match known {
             Some(target) => Seized::seize_with(hit.tid, || Ok(target)),
             None => self.seize(hit.pid, hit.tid),
@@ -201,6 +207,8 @@ impl Switcher {
             Err(err) => return outcome_of(err),
         };
         let first = self.inject(&mut seized, target, cached);
+        // Before it may run its own code again.
+        drop(urgent);
         let released = seized.release();
         match (first, released) {
             (Err(err), _) | (Ok(_), Err(err)) => outcome_of(err),
@@ -295,6 +303,72 @@ fn pin(hit: &Hit, birth: Option<Birth>) -> Option<(Pinned, Option<Target>)> {
     Pinned::open(hit.pid, hit.hit_ns).ok().map(|pinned| (pinned, None))
 }
 
+/// The held thread under `SCHED_DEADLINE` until dropped, then back to its own attributes. Each of
+/// its wake-ups (the seize's trap, each call) otherwise waits for a CPU behind whatever else runs
+/// there — on two cores, its sibling worker still starting — while the process is held; a
+/// deadline task runs at once. It is set while the thread is stopped and restored before it is
+/// let go, so none of its own code runs under it. Container cgroups refuse real-time policies,
+/// not this one; where it is refused (a cpuset narrower than the machine, the bandwidth taken), or
+/// the thread is not under the default policy, the thread is left as it is.
+struct Urgent {
+    tid: u32,
+    previous: Option<libc::sched_attr>,
+}
+
+/// The held thread's budget: over twice the CPU time a switch takes in it (its trap and two calls,
+/// about 100 µs), so it is not throttled, and a quarter of a CPU, so several switches at once are
+/// admitted beside other deadline tasks.
+const URGENT_RUNTIME_NS: u64 = 250_000;
+const URGENT_PERIOD_NS: u64 = 1_000_000;
+/// `SCHED_DEADLINE` (not in the libc crate).
+const SCHED_DEADLINE: u32 = 6;
+
+impl Urgent {
+    /// `base_slice`: the scheduler's default time slice, which a thread without a slice of its
+    /// own reads as its `sched_runtime` (see `Switcher::base_slice`).
+    fn start(tid: u32, base_slice: u64) -> Urgent {
+        let Some(mut own) = sched_attr(tid).filter(|attr| attr.sched_policy == libc::SCHED_OTHER as u32) else {
+            return Urgent { tid, previous: None };
+        };
+        // Given back as read, the default slice would become a slice of the thread's own.
+        if own.sched_runtime == base_slice {
+            own.sched_runtime = 0;
+        }
+        let deadline = libc::sched_attr {
+            sched_policy: SCHED_DEADLINE,
+            sched_runtime: URGENT_RUNTIME_NS,
+            sched_deadline: URGENT_PERIOD_NS,
+            sched_period: URGENT_PERIOD_NS,
+            ..own
+        };
+        Urgent { tid, previous: set_sched_attr(tid, &deadline).then_some(own) }
+    }
+}
+
+impl Drop for Urgent {
+    fn drop(&mut self) {
+        if let Some(own) = self.previous {
+            set_sched_attr(self.tid, &own);
+        }
+    }
+}
+
+/// Thread `tid`'s scheduling attributes (`0`: the calling thread).
+fn sched_attr(tid: u32) -> Option<libc::sched_attr> {
+    // SAFETY: all-zero is a valid sched_attr (integers only).
+    let mut attr: libc::sched_attr = unsafe { std::mem::zeroed() };
+    let size = size_of::<libc::sched_attr>() as libc::c_uint;
+    // SAFETY: the kernel writes at most `size` bytes into `attr`.
+    let got = unsafe { libc::syscall(libc::SYS_sched_getattr, tid as libc::pid_t, &mut attr, size, 0) };
+    (got == 0).then_some(attr)
+}
+
+fn set_sched_attr(tid: u32, attr: &libc::sched_attr) -> bool {
+    let attr = libc::sched_attr { size: size_of::<libc::sched_attr>() as u32, ..*attr };
+    // SAFETY: the kernel reads one sched_attr of the size it says.
+    unsafe { libc::syscall(libc::SYS_sched_setattr, tid as libc::pid_t, &attr, 0) == 0 }
+}
+
 /// The calling thread at the lowest real-time priority until dropped, then back to its own
 /// policy. A switch waits for the stopped thread several times (at its seize and after each
 /// call), and on a busy machine each wake-up of the enforcer otherwise waits behind whatever
@@ -381,8 +455,12 @@ mod tests {
             switcher.prepare_for(&Pinned::open(pid, hit.hit_ns).unwrap(), pid, pid);
             assert!(lock(&switcher.births).contains_key(&pid));
         }
+        let scheduled =
+            |attr: libc::sched_attr| (attr.sched_policy, attr.sched_nice, attr.sched_runtime, attr.sched_flags);
+        let before = sched_attr(pid).map(scheduled);
         let record = switcher.switch(&hit);
         assert!(lock(&switcher.births).is_empty(), "a switch uses its birth up");
+        assert_eq!(sched_attr(pid).map(scheduled), before, "its policy, nice, slice and flags as they were");
         assert_eq!(record.outcome, Outcome::Switched { from: pid });
         let status = thread_status(pid, pid).unwrap();
         assert_eq!((status.no_new_privs, status.filters), (true, 1));
@@ -408,9 +486,11 @@ mod tests {
         use std::os::unix::process::CommandExt;
         let mut command = std::process::Command::new("sleep");
         command.arg("30");
-        // SAFETY: the closure only makes async-signal-safe calls on the child's own signal state.
+        // SAFETY: the closure only makes async-signal-safe calls on the child's own nice and signal state.
         unsafe {
             command.pre_exec(move || {
+                // A nice of its own, which the switch must leave as it was.
+                libc::setpriority(libc::PRIO_PROCESS, 0, 5);
                 match sigtrap {
                     Sigtrap::Default => {}
                     Sigtrap::Blocked => {
