@@ -1,5 +1,5 @@
 //! What the injector needs to know about a target process from /proc and the kernel: its seccomp
-//! state and whether it ignores SIGTRAP, its identity against pid reuse, its threads under their
+//! state and whether it ignores SIGTRAP, its identity against pid reuse, the CPU it last ran on, its threads under their
 //! namespaced ids, and where its vDSO holds a `syscall` instruction.
 
 use std::fs::File;
@@ -45,6 +45,8 @@ pub struct Pinned {
     pub image: Image,
     /// Whether it ignores SIGTRAP (`sigignore`, as `SigIgn` in its status).
     pub ignores_sigtrap: bool,
+    /// The CPU it last ran on.
+    pub cpu: usize,
 }
 
 /// One process running one executable image: a reused pid starts later, and an exec maps a new
@@ -71,25 +73,25 @@ impl Pinned {
         let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         let gone = || format!("process {pid} is gone");
         let stat = File::open(format!("/proc/{pid}/stat")).with_context(gone)?;
-        let (image, ignores_sigtrap) = read_stat(&stat).with_context(gone)?;
+        let (image, ignores_sigtrap, cpu) = read_stat(&stat).with_context(gone)?;
         // /proc counts from boot including suspends (CLOCK_BOOTTIME); the marker's clock does not.
         let suspended_ns = clock_ns(libc::CLOCK_BOOTTIME).saturating_sub(clock_ns(libc::CLOCK_MONOTONIC));
         if image.started_ns > hit_ns.saturating_add(suspended_ns) {
             bail!("pid {pid} was reused after the marker fired");
         }
-        Ok(Pinned { pidfd, stat, image, ignores_sigtrap })
+        Ok(Pinned { pidfd, stat, image, ignores_sigtrap, cpu })
     }
 
     /// Reads its stat again: its image and SIGTRAP disposition now. Fails when it has exited.
     pub fn refresh(&mut self) -> Result<()> {
-        (self.image, self.ignores_sigtrap) = read_stat(&self.stat).context("the process is gone")?;
+        (self.image, self.ignores_sigtrap, self.cpu) = read_stat(&self.stat).context("the process is gone")?;
         Ok(())
     }
 
     /// The same pin on descriptors of its own.
     pub fn try_clone(&self) -> Result<Pinned> {
         let (pidfd, stat) = (self.pidfd.try_clone()?, self.stat.try_clone()?);
-        Ok(Pinned { pidfd, stat, image: self.image, ignores_sigtrap: self.ignores_sigtrap })
+        Ok(Pinned { pidfd, stat, image: self.image, ignores_sigtrap: self.ignores_sigtrap, cpu: self.cpu })
     }
 
     /// Sends `signal` to the pinned process (a no-op error when it has exited).
@@ -112,7 +114,7 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
 
 /// A process's image and whether it ignores SIGTRAP, from one read of its open stat (a few hundred
 /// bytes, where its status is over a thousand).
-fn read_stat(file: &File) -> Option<(Image, bool)> {
+fn read_stat(file: &File) -> Option<(Image, bool, usize)> {
     // More than the longest line: a 64-byte name and 52 fields of at most 21 characters each.
     let mut buffer = [0u8; 1536];
     // From offset 0, the kernel makes the text anew.
@@ -130,7 +132,7 @@ fn read_stat(file: &File) -> Option<(Image, bool)> {
         end_code: field(27)?,
         start_stack: field(28)?,
     };
-    Some((image, field(33)? & 1 << (libc::SIGTRAP - 1) != 0))
+    Some((image, field(33)? & 1 << (libc::SIGTRAP - 1) != 0, field(39)? as usize))
 }
 
 /// The threads of process `pid`.
@@ -215,6 +217,13 @@ mod tests {
         let me = std::process::id();
         let pinned = Pinned::open(me, u64::MAX).unwrap();
         assert_eq!(pinned.image, Pinned::open(me, u64::MAX).unwrap().image);
+        // SAFETY: all-zero is an empty cpu_set_t, which sched_getaffinity fills for this thread.
+        let allowed = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set);
+            libc::CPU_ISSET(pinned.cpu, &set)
+        };
+        assert!(allowed, "cpu {} is one this process may run on", pinned.cpu);
         assert!(!pinned.ignores_sigtrap);
         assert_ne!(pinned.image.start_stack, 0);
         // Our parent (cargo's test runner, a shell…) is another process, started before us.

@@ -6,11 +6,12 @@
 //! which gives every thread of the process the filter. When a thread's filters diverge, TSYNC
 //! names it; the call is then made again from that thread, whose chain is the deeper one.
 //!
-//! While it is held, the held thread runs under `SCHED_DEADLINE` (`Urgent`), so each of its
-//! wake-ups gets a CPU at once, and the process is asked as little as can be: its vDSO,
-//! no-new-privs and filters were read at the hold of its birth, which pinned it; its identity and
-//! SIGTRAP disposition come from one read of its stat through that pin, and its filters are only
-//! checked for one added since.
+//! While it is held, the held thread runs under `SCHED_DEADLINE` (`Urgent`) and the enforcer's
+//! thread on the CPU it last ran on (`Beside`), so each wake-up of either gets that CPU at once,
+//! and the process is asked as little as can be: its vDSO, no-new-privs and filters were read at
+//! the hold of its birth, which pinned it; its identity, SIGTRAP disposition and last CPU come
+//! from one read of its stat through that pin, and its filters are only checked for one added
+//! since.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -164,6 +165,7 @@ impl Switcher {
         let outcome = match pin(hit, birth) {
             None => Outcome::Gone,
             Some((pinned, known)) => {
+                let _beside = Beside::cpu(pinned.cpu);
                 let outcome = self.switch_pinned(hit, known, &mut cached);
                 // The marker's SIGSTOP either stopped the whole process (the detached threads wait
                 // for this), or is still pending (this discards it), or the injector took it.
@@ -367,6 +369,43 @@ fn set_sched_attr(tid: u32, attr: &libc::sched_attr) -> bool {
     let attr = libc::sched_attr { size: size_of::<libc::sched_attr>() as u32, ..*attr };
     // SAFETY: the kernel reads one sched_attr of the size it says.
     unsafe { libc::syscall(libc::SYS_sched_setattr, tid as libc::pid_t, &attr, 0) == 0 }
+}
+
+/// The calling thread kept on the CPU the held process last ran on until dropped, then given its
+/// CPUs back. The held thread's wake-ups then stay on that CPU — the enforcer waits, it runs; it
+/// stops, the enforcer runs — where each would otherwise cross to the other CPU: an
+/// inter-processor interrupt, on a virtual machine an exit to the host, to a CPU that may be
+/// asleep. The held thread is not moved (under `SCHED_DEADLINE` it must be free to run on every
+/// CPU), and it preempts the enforcer, which only waits for it.
+struct Beside {
+    previous: Option<libc::cpu_set_t>,
+}
+
+impl Beside {
+    fn cpu(cpu: usize) -> Beside {
+        let size = size_of::<libc::cpu_set_t>();
+        // SAFETY: all-zero is an empty cpu_set_t; the calls act on the calling thread (0) and
+        // read or write one cpu_set_t of the size passed.
+        let previous = unsafe {
+            let mut previous: libc::cpu_set_t = std::mem::zeroed();
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut one);
+            (libc::sched_getaffinity(0, size, &mut previous) == 0
+                && libc::CPU_ISSET(cpu, &previous)
+                && libc::sched_setaffinity(0, size, &one) == 0)
+                .then_some(previous)
+        };
+        Beside { previous }
+    }
+}
+
+impl Drop for Beside {
+    fn drop(&mut self) {
+        if let Some(previous) = self.previous {
+            // SAFETY: the calling thread's own CPUs, as read at the start.
+            unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &previous) };
+        }
+    }
 }
 
 /// The calling thread at the lowest real-time priority until dropped, then back to its own
