@@ -162,19 +162,19 @@ impl Switcher {
         let started = Instant::now();
         // Switched or refused, it is never held again: its birth is not needed after this.
         let birth = lock(&self.births).remove(&hit.pid);
-        let outcome = match pin(hit, birth) {
-            None => Outcome::Gone,
+        let (outcome, stopped, resumed_ns) = match pin(hit, birth) {
+            None => (Outcome::Gone, started.elapsed(), crate::trace::live::monotonic_now_ns()),
             Some((pinned, known)) => {
                 let _beside = Beside::cpu(pinned.cpu);
                 let outcome = self.switch_pinned(hit, known, &mut cached);
                 // The marker's SIGSTOP either stopped the whole process (the detached threads wait
                 // for this), or is still pending (this discards it), or the injector took it.
                 let _ = pinned.signal(libc::SIGCONT);
-                outcome
+                // It runs from here: closing the pin and giving this thread its CPUs back do not
+                // hold it.
+                (outcome, started.elapsed(), crate::trace::live::monotonic_now_ns())
             }
         };
-        let stopped = started.elapsed();
-        let resumed_ns = crate::trace::live::monotonic_now_ns();
         drop(boost);
         Record {
             pid: hit.pid,
