@@ -159,6 +159,20 @@ pub fn filter_stack(tid: u32) -> std::io::Result<Stack> {
     Ok(stack)
 }
 
+/// Whether thread `tid` (in a ptrace stop of ours) has more filters than `count`: one request,
+/// where reading them copies each.
+pub fn filters_added(tid: u32, count: usize) -> bool {
+    // SAFETY: with a null buffer the kernel only returns the filter's length.
+    let len = unsafe { libc::ptrace(PTRACE_SECCOMP_GET_FILTER, tid as libc::pid_t, count, 0usize) };
+    // ENOENT: no filter at that index; EINVAL: no filter at all.
+    let none = match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::ENOENT) => true,
+        Some(libc::EINVAL) => count == 0,
+        _ => false,
+    };
+    !(len < 0 && none)
+}
+
 /// Exit codes of the replaying child: the failed step in the high bits, the errno in the low 6.
 const STEP_STACK: i32 = 1;
 const STEP_PRCTL: i32 = 2;

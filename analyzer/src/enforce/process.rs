@@ -1,8 +1,10 @@
 //! What the injector needs to know about a target process from /proc and the kernel: its seccomp
-//! state and whether it ignores SIGTRAP, its identity against pid reuse, its threads under their
+//! state and whether it ignores SIGTRAP, its identity against pid reuse, the CPU it last ran on, its threads under their
 //! namespaced ids, and where its vDSO holds a `syscall` instruction.
 
+use std::fs::File;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 
 use anyhow::{Context, Result, bail};
 
@@ -34,12 +36,17 @@ pub fn thread_status(pid: u32, tid: u32) -> Result<ThreadStatus> {
 }
 
 /// A process pinned by a pidfd, so signals reach it and never a later process with its pid, with
-/// what its `/proc/PID/stat` said when it was pinned.
+/// what its `/proc/PID/stat` said when it was pinned or `refresh`ed. Its stat stays open: a read
+/// through it reaches this process or fails once it has exited, never a later one with its pid,
+/// and takes no path lookup while a process is held.
 pub struct Pinned {
     pidfd: OwnedFd,
+    stat: File,
     pub image: Image,
     /// Whether it ignores SIGTRAP (`sigignore`, as `SigIgn` in its status).
     pub ignores_sigtrap: bool,
+    /// The CPU it last ran on.
+    pub cpu: usize,
 }
 
 /// One process running one executable image: a reused pid starts later, and an exec maps a new
@@ -64,13 +71,27 @@ impl Pinned {
         }
         // SAFETY: the fd was just returned by the kernel and is owned by nobody else.
         let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-        let (image, ignores_sigtrap) = read_stat(pid).with_context(|| format!("process {pid} is gone"))?;
+        let gone = || format!("process {pid} is gone");
+        let stat = File::open(format!("/proc/{pid}/stat")).with_context(gone)?;
+        let (image, ignores_sigtrap, cpu) = read_stat(&stat).with_context(gone)?;
         // /proc counts from boot including suspends (CLOCK_BOOTTIME); the marker's clock does not.
         let suspended_ns = clock_ns(libc::CLOCK_BOOTTIME).saturating_sub(clock_ns(libc::CLOCK_MONOTONIC));
         if image.started_ns > hit_ns.saturating_add(suspended_ns) {
             bail!("pid {pid} was reused after the marker fired");
         }
-        Ok(Pinned { pidfd, image, ignores_sigtrap })
+        Ok(Pinned { pidfd, stat, image, ignores_sigtrap, cpu })
+    }
+
+    /// Reads its stat again: its image and SIGTRAP disposition now. Fails when it has exited.
+    pub fn refresh(&mut self) -> Result<()> {
+        (self.image, self.ignores_sigtrap, self.cpu) = read_stat(&self.stat).context("the process is gone")?;
+        Ok(())
+    }
+
+    /// The same pin on descriptors of its own.
+    pub fn try_clone(&self) -> Result<Pinned> {
+        let (pidfd, stat) = (self.pidfd.try_clone()?, self.stat.try_clone()?);
+        Ok(Pinned { pidfd, stat, image: self.image, ignores_sigtrap: self.ignores_sigtrap, cpu: self.cpu })
     }
 
     /// Sends `signal` to the pinned process (a no-op error when it has exited).
@@ -91,10 +112,14 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
-/// Process `pid`'s image and whether it ignores SIGTRAP, from one read of its stat (a few hundred
+/// A process's image and whether it ignores SIGTRAP, from one read of its open stat (a few hundred
 /// bytes, where its status is over a thousand).
-fn read_stat(pid: u32) -> Option<(Image, bool)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+fn read_stat(file: &File) -> Option<(Image, bool, usize)> {
+    // More than the longest line: a 64-byte name and 52 fields of at most 21 characters each.
+    let mut buffer = [0u8; 1536];
+    // From offset 0, the kernel makes the text anew.
+    let len = file.read_at(&mut buffer, 0).ok()?;
+    let stat = std::str::from_utf8(&buffer[..len]).ok()?;
     // The command name may hold spaces and parentheses: fields count from the last ')' (field 3
     // is the first after it; numbers as in proc(5)).
     let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
@@ -107,7 +132,7 @@ fn read_stat(pid: u32) -> Option<(Image, bool)> {
         end_code: field(27)?,
         start_stack: field(28)?,
     };
-    Some((image, field(33)? & 1 << (libc::SIGTRAP - 1) != 0))
+    Some((image, field(33)? & 1 << (libc::SIGTRAP - 1) != 0, field(39)? as usize))
 }
 
 /// The threads of process `pid`.
@@ -192,11 +217,33 @@ mod tests {
         let me = std::process::id();
         let pinned = Pinned::open(me, u64::MAX).unwrap();
         assert_eq!(pinned.image, Pinned::open(me, u64::MAX).unwrap().image);
+        // SAFETY: all-zero is an empty cpu_set_t, which sched_getaffinity fills for this thread.
+        let allowed = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set);
+            libc::CPU_ISSET(pinned.cpu, &set)
+        };
+        assert!(allowed, "cpu {} is one this process may run on", pinned.cpu);
         assert!(!pinned.ignores_sigtrap);
         assert_ne!(pinned.image.start_stack, 0);
         // Our parent (cargo's test runner, a shell…) is another process, started before us.
         let parent = std::os::unix::process::parent_id();
         assert_ne!(Pinned::open(parent, u64::MAX).unwrap().image, pinned.image);
+    }
+
+    /// Its stat read again through the pin, and never another process's once it has exited.
+    #[test]
+    fn a_pin_reads_its_own_process_again_until_it_exits() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut pinned = Pinned::open(child.id(), u64::MAX).unwrap();
+        let image = pinned.image;
+        pinned.refresh().unwrap();
+        assert_eq!(pinned.image, image);
+        let mut clone = pinned.try_clone().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(pinned.refresh().is_err());
+        assert!(clone.refresh().is_err());
     }
 
     #[test]

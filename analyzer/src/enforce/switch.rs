@@ -6,9 +6,12 @@
 //! which gives every thread of the process the filter. When a thread's filters diverge, TSYNC
 //! names it; the call is then made again from that thread, whose chain is the deeper one.
 //!
-//! While it is held, the process is asked as little as can be: its vDSO and no-new-privs were
-//! read at the hold of its birth, its identity and SIGTRAP disposition come from the one read of
-//! its stat that pins it.
+//! While it is held, the held thread runs under `SCHED_DEADLINE` (`Urgent`) and the enforcer's
+//! thread on the CPU it last ran on (`Beside`), so each wake-up of either gets that CPU at once,
+//! and the process is asked as little as can be: its vDSO, no-new-privs and filters were read at
+//! the hold of its birth, which pinned it; its identity, SIGTRAP disposition and last CPU come
+//! from one read of its stat through that pin, and its filters are only checked for one added
+//! since.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,7 +22,7 @@ use serde::Serialize;
 
 use super::filter::Filter;
 use super::inject::{InjectError, Seized};
-use super::preflight::{FLAG_TSYNC, Preflight, SET_MODE_FILTER, Verdict, filter_stack, lock};
+use super::preflight::{FLAG_TSYNC, Preflight, SET_MODE_FILTER, Stack, Verdict, filter_stack, filters_added, lock};
 use super::process::{Gadget, Image, Pinned, host_tid, thread_status};
 
 /// A process the marker stopped.
@@ -77,18 +80,24 @@ pub struct Switcher {
     /// What the hold at a process's birth (fork or exec) read of it, by pid: its switch reads
     /// none of it from /proc again while it is held.
     births: Mutex<HashMap<u32, Birth>>,
+    /// The scheduler's default time slice, as a thread of the default policy without a slice of
+    /// its own reads it (this one, when it is made: none is set here).
+    base_slice: u64,
 }
 
 /// What the injection needs to know of a process, read at its birth hold.
-#[derive(Clone, Copy)]
 struct Birth {
-    /// The process and image it was read from: a pid reused or an exec since makes it stale.
+    /// The process, pinned then: its switch reads its stat again through this pin.
+    pinned: Pinned,
+    /// The image the rest was read from: an exec since makes it stale.
     image: Image,
     /// The `syscall` instruction in its vDSO, mapped by its exec.
     gadget: u64,
     /// Set for good once set, and inherited by its threads: a `true` is never stale, a stale
     /// `false` costs one `prctl` call more.
     no_new_privs: bool,
+    /// Its filters, oldest first, whose preflight verdict was decided while it ran on.
+    filters: Option<Stack>,
 }
 
 /// What the injection needs to know of a seized thread.
@@ -97,6 +106,8 @@ struct Target {
     gadget: u64,
     no_new_privs: bool,
     ignores_sigtrap: bool,
+    /// The filters of its process's birth: its own while it has no more than they count.
+    born_with: Option<Stack>,
 }
 
 /// What an injection from one thread came to.
@@ -115,6 +126,7 @@ impl Switcher {
             serving,
             gadget: Gadget::find()?,
             births: Mutex::new(HashMap::new()),
+            base_slice: sched_attr(0).map_or(0, |attr| attr.sched_runtime),
         })
     }
 
@@ -131,11 +143,13 @@ impl Switcher {
             return;
         }
         let Ok(status) = status else { return };
-        if let Ok(gadget) = gadget {
-            let birth = Birth { image: pinned.image, gadget, no_new_privs: status.no_new_privs };
+        let stack = stack.ok();
+        if let (Ok(gadget), Ok(kept)) = (gadget, pinned.try_clone()) {
+            let no_new_privs = status.no_new_privs;
+            let birth = Birth { pinned: kept, image: pinned.image, gadget, no_new_privs, filters: stack.clone() };
             lock(&self.births).insert(pid, birth);
         }
-        let Ok(stack) = stack else { return };
+        let Some(stack) = stack else { return };
         let preflight = self.preflight.clone();
         std::thread::spawn(move || preflight.verdict(&stack, status.no_new_privs));
     }
@@ -146,18 +160,21 @@ impl Switcher {
         let mut cached = false;
         let boost = Boost::start();
         let started = Instant::now();
-        let outcome = match Pinned::open(hit.pid, hit.hit_ns) {
-            Err(_) => Outcome::Gone,
-            Ok(pinned) => {
-                let outcome = self.switch_pinned(hit, &pinned, &mut cached);
+        // Switched or refused, it is never held again: its birth is not needed after this.
+        let birth = lock(&self.births).remove(&hit.pid);
+        let (outcome, stopped, resumed_ns) = match pin(hit, birth) {
+            None => (Outcome::Gone, started.elapsed(), crate::trace::live::monotonic_now_ns()),
+            Some((pinned, known)) => {
+                let _beside = Beside::cpu(pinned.cpu);
+                let outcome = self.switch_pinned(hit, known, &mut cached);
                 // The marker's SIGSTOP either stopped the whole process (the detached threads wait
                 // for this), or is still pending (this discards it), or the injector took it.
                 let _ = pinned.signal(libc::SIGCONT);
-                outcome
+                // It runs from here: closing the pin and giving this thread its CPUs back do not
+                // hold it.
+                (outcome, started.elapsed(), crate::trace::live::monotonic_now_ns())
             }
         };
-        let stopped = started.elapsed();
-        let resumed_ns = crate::trace::live::monotonic_now_ns();
         drop(boost);
         Record {
             pid: hit.pid,
@@ -181,14 +198,8 @@ impl Switcher {
     }
 
     /// The injection from the hit thread, and from a diverging thread if TSYNC names one.
-    fn switch_pinned(&self, hit: &Hit, pinned: &Pinned, cached: &mut bool) -> Outcome {
-        // Switched or refused, it is never held again: its birth is not needed after this.
-        let birth = lock(&self.births).remove(&hit.pid).filter(|birth| birth.image == pinned.image);
-        let known = birth.map(|birth| Target {
-            gadget: birth.gadget,
-            no_new_privs: birth.no_new_privs,
-            ignores_sigtrap: pinned.ignores_sigtrap,
-        });
+    fn switch_pinned(&self, hit: &Hit, known: Option<Target>, cached: &mut bool) -> Outcome {
+        let urgent = Urgent::start(hit.tid, self.base_slice);
         let seized = match known {
             Some(target) => Seized::seize_with(hit.tid, || Ok(target)),
             None => self.seize(hit.pid, hit.tid),
@@ -198,6 +209,8 @@ impl Switcher {
             Err(err) => return outcome_of(err),
         };
         let first = self.inject(&mut seized, target, cached);
+        // Before it may run its own code again.
+        drop(urgent);
         let released = seized.release();
         match (first, released) {
             (Err(err), _) | (Ok(_), Err(err)) => outcome_of(err),
@@ -229,21 +242,27 @@ impl Switcher {
         Seized::seize_with(tid, || {
             let status = thread_status(pid, tid)?;
             let gadget = self.gadget.address_in(pid)?;
-            Ok(Target { gadget, no_new_privs: status.no_new_privs, ignores_sigtrap: status.ignores_sigtrap })
+            let (no_new_privs, ignores_sigtrap) = (status.no_new_privs, status.ignores_sigtrap);
+            Ok(Target { gadget, no_new_privs, ignores_sigtrap, born_with: None })
         })
     }
 
     /// Preflight, then the calls, from the seized thread; `Seized::release` restores it.
     fn inject(&self, seized: &mut Seized, target: Result<Target>, cached: &mut bool) -> Result<Injected, InjectError> {
         let tid = seized.tid();
-        let Target { gadget, no_new_privs, ignores_sigtrap } = match target {
+        let Target { gadget, no_new_privs, ignores_sigtrap, born_with } = match target {
             Ok(target) => target,
             Err(err) => return Ok(Injected::Done(Outcome::Failed(format!("{err:#}")))),
         };
         if ignores_sigtrap {
             seized.avoid_traps();
         }
-        let (verdict, from_cache) = self.preflight.check(tid, no_new_privs);
+        // Filters are only ever added, and every thread's descend from those of the birth (when it
+        // was the only thread): as many as then are the same ones, and need not be read again.
+        let (verdict, from_cache) = match born_with {
+            Some(filters) if !filters_added(tid, filters.len()) => self.preflight.verdict(&filters, no_new_privs),
+            _ => self.preflight.check(tid, no_new_privs),
+        };
         *cached = from_cache;
         match verdict {
             Verdict::Go => {}
@@ -268,6 +287,124 @@ impl Switcher {
                 std::io::Error::from_raw_os_error(-errno as i32)
             ))),
         })
+    }
+}
+
+/// The process of `hit`, pinned, with what its birth said of it while that still holds. The pin
+/// of its birth, read again, is the process that hit while it lives (no other could have had its
+/// pid meanwhile); else it is pinned anew.
+fn pin(hit: &Hit, birth: Option<Birth>) -> Option<(Pinned, Option<Target>)> {
+    if let Some(Birth { mut pinned, image, gadget, no_new_privs, filters }) = birth
+        && pinned.refresh().is_ok()
+    {
+        let ignores_sigtrap = pinned.ignores_sigtrap;
+        let known =
+            (pinned.image == image).then_some(Target { gadget, no_new_privs, ignores_sigtrap, born_with: filters });
+        return Some((pinned, known));
+    }
+    Pinned::open(hit.pid, hit.hit_ns).ok().map(|pinned| (pinned, None))
+}
+
+/// The held thread under `SCHED_DEADLINE` until dropped, then back to its own attributes. Each of
+/// its wake-ups (the seize's trap, each call) otherwise waits for a CPU behind whatever else runs
+/// there — on two cores, its sibling worker still starting — while the process is held; a
+/// deadline task runs at once. It is set while the thread is stopped and restored before it is
+/// let go, so none of its own code runs under it. Container cgroups refuse real-time policies,
+/// not this one; where it is refused (a cpuset narrower than the machine, the bandwidth taken), or
+/// the thread is not under the default policy, the thread is left as it is.
+struct Urgent {
+    tid: u32,
+    previous: Option<libc::sched_attr>,
+}
+
+/// The held thread's budget: over twice the CPU time a switch takes in it (its trap and two calls,
+/// about 100 µs), so it is not throttled, and a quarter of a CPU, so several switches at once are
+/// admitted beside other deadline tasks.
+const URGENT_RUNTIME_NS: u64 = 250_000;
+const URGENT_PERIOD_NS: u64 = 1_000_000;
+/// `SCHED_DEADLINE` (not in the libc crate).
+const SCHED_DEADLINE: u32 = 6;
+
+impl Urgent {
+    /// `base_slice`: the scheduler's default time slice, which a thread without a slice of its
+    /// own reads as its `sched_runtime` (see `Switcher::base_slice`).
+    fn start(tid: u32, base_slice: u64) -> Urgent {
+        let Some(mut own) = sched_attr(tid).filter(|attr| attr.sched_policy == libc::SCHED_OTHER as u32) else {
+            return Urgent { tid, previous: None };
+        };
+        // Given back as read, the default slice would become a slice of the thread's own.
+        if own.sched_runtime == base_slice {
+            own.sched_runtime = 0;
+        }
+        let deadline = libc::sched_attr {
+            sched_policy: SCHED_DEADLINE,
+            sched_runtime: URGENT_RUNTIME_NS,
+            sched_deadline: URGENT_PERIOD_NS,
+            sched_period: URGENT_PERIOD_NS,
+            ..own
+        };
+        Urgent { tid, previous: set_sched_attr(tid, &deadline).then_some(own) }
+    }
+}
+
+impl Drop for Urgent {
+    fn drop(&mut self) {
+        if let Some(own) = self.previous {
+            set_sched_attr(self.tid, &own);
+        }
+    }
+}
+
+/// Thread `tid`'s scheduling attributes (`0`: the calling thread).
+fn sched_attr(tid: u32) -> Option<libc::sched_attr> {
+    // SAFETY: all-zero is a valid sched_attr (integers only).
+    let mut attr: libc::sched_attr = unsafe { std::mem::zeroed() };
+    let size = size_of::<libc::sched_attr>() as libc::c_uint;
+    // SAFETY: the kernel writes at most `size` bytes into `attr`.
+    let got = unsafe { libc::syscall(libc::SYS_sched_getattr, tid as libc::pid_t, &mut attr, size, 0) };
+    (got == 0).then_some(attr)
+}
+
+fn set_sched_attr(tid: u32, attr: &libc::sched_attr) -> bool {
+    let attr = libc::sched_attr { size: size_of::<libc::sched_attr>() as u32, ..*attr };
+    // SAFETY: the kernel reads one sched_attr of the size it says.
+    unsafe { libc::syscall(libc::SYS_sched_setattr, tid as libc::pid_t, &attr, 0) == 0 }
+}
+
+/// The calling thread kept on the CPU the held process last ran on until dropped, then given its
+/// CPUs back. The held thread's wake-ups then stay on that CPU — the enforcer waits, it runs; it
+/// stops, the enforcer runs — where each would otherwise cross to the other CPU: an
+/// inter-processor interrupt, on a virtual machine an exit to the host, to a CPU that may be
+/// asleep. The held thread is not moved (under `SCHED_DEADLINE` it must be free to run on every
+/// CPU), and it preempts the enforcer, which only waits for it.
+struct Beside {
+    previous: Option<libc::cpu_set_t>,
+}
+
+impl Beside {
+    fn cpu(cpu: usize) -> Beside {
+        let size = size_of::<libc::cpu_set_t>();
+        // SAFETY: all-zero is an empty cpu_set_t; the calls act on the calling thread (0) and
+        // read or write one cpu_set_t of the size passed.
+        let previous = unsafe {
+            let mut previous: libc::cpu_set_t = std::mem::zeroed();
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut one);
+            (libc::sched_getaffinity(0, size, &mut previous) == 0
+                && libc::CPU_ISSET(cpu, &previous)
+                && libc::sched_setaffinity(0, size, &one) == 0)
+                .then_some(previous)
+        };
+        Beside { previous }
+    }
+}
+
+impl Drop for Beside {
+    fn drop(&mut self) {
+        if let Some(previous) = self.previous {
+            // SAFETY: the calling thread's own CPUs, as read at the start.
+            unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &previous) };
+        }
     }
 }
 
@@ -357,8 +494,12 @@ mod tests {
             switcher.prepare_for(&Pinned::open(pid, hit.hit_ns).unwrap(), pid, pid);
             assert!(lock(&switcher.births).contains_key(&pid));
         }
+        let scheduled =
+            |attr: libc::sched_attr| (attr.sched_policy, attr.sched_nice, attr.sched_runtime, attr.sched_flags);
+        let before = sched_attr(pid).map(scheduled);
         let record = switcher.switch(&hit);
         assert!(lock(&switcher.births).is_empty(), "a switch uses its birth up");
+        assert_eq!(sched_attr(pid).map(scheduled), before, "its policy, nice, slice and flags as they were");
         assert_eq!(record.outcome, Outcome::Switched { from: pid });
         let status = thread_status(pid, pid).unwrap();
         assert_eq!((status.no_new_privs, status.filters), (true, 1));
@@ -384,9 +525,11 @@ mod tests {
         use std::os::unix::process::CommandExt;
         let mut command = std::process::Command::new("sleep");
         command.arg("30");
-        // SAFETY: the closure only makes async-signal-safe calls on the child's own signal state.
+        // SAFETY: the closure only makes async-signal-safe calls on the child's own nice and signal state.
         unsafe {
             command.pre_exec(move || {
+                // A nice of its own, which the switch must leave as it was.
+                libc::setpriority(libc::PRIO_PROCESS, 0, 5);
                 match sigtrap {
                     Sigtrap::Default => {}
                     Sigtrap::Blocked => {
