@@ -68,24 +68,20 @@ pub(crate) fn load(
     warnings: &mut Vec<String>,
 ) -> anyhow::Result<(Store, Vec<Process>)> {
     let (sender, summaries) = mpsc::channel::<(usize, Summarised)>();
+    let mut loader = Loader { rootfs, files: Vec::new(), by_path: HashMap::new(), conf_dirs: conf_dirs(rootfs) };
+    let layouts = lay_out(&mut loader, executables, mapped, warnings);
+    let files = loader.files;
+    // Largest file first: a thread waiting inside one file's parallel loop takes up whole other
+    // files, and a large one taken up last finishes alone (libcrypto after everything else).
+    let mut by_size: Vec<usize> = (0..files.len()).collect();
+    by_size.sort_by_key(|&index| std::cmp::Reverse(files[index].bytes.len()));
     // The scope returns once every summary started in it is made.
-    let (files, layouts) = rayon::in_place_scope(|scope| {
-        let summarise = |index: usize, bytes: Arc<Vec<u8>>| {
-            let sender = sender.clone();
-            scope.spawn(move |_| {
-                // The receiver outlives the scope.
-                let _ = sender.send((index, cache.summary(&bytes)));
-            });
-        };
-        let mut loader = Loader {
-            rootfs,
-            files: Vec::new(),
-            by_path: HashMap::new(),
-            conf_dirs: conf_dirs(rootfs),
-            summarise: &summarise,
-        };
-        let layouts = lay_out(&mut loader, executables, mapped, warnings);
-        (loader.files, layouts)
+    rayon::in_place_scope(|scope| {
+        for index in by_size {
+            let (sender, bytes) = (sender.clone(), files[index].bytes.clone());
+            // The receiver outlives the scope.
+            scope.spawn(move |_| drop(sender.send((index, cache.summary(&bytes)))));
+        }
     });
     drop(sender);
     let mut made: Vec<Option<Summarised>> = files.iter().map(|_| None).collect();
@@ -136,8 +132,6 @@ struct Loader<'a> {
     files: Vec<Found>,
     by_path: HashMap<String, usize>,
     conf_dirs: Vec<String>,
-    /// Starts making the summary of file `index` on the thread pool.
-    summarise: &'a (dyn Fn(usize, Arc<Vec<u8>>) + Sync),
 }
 
 impl Loader<'_> {
@@ -151,7 +145,6 @@ impl Loader<'_> {
         let deps = elf::dependencies(&bytes).map_err(|err| anyhow::anyhow!("{canonical}: {err}"))?;
         let index = self.files.len();
         let bytes = Arc::new(bytes);
-        (self.summarise)(index, bytes.clone());
         self.files.push(Found { path: canonical.clone(), bytes, deps });
         self.by_path.insert(canonical, index);
         Ok(index)
