@@ -1,9 +1,8 @@
 //! Which files make up each process, found the way `ld.so` finds them: the executable, then
 //! `DT_NEEDED` breadth-first (`DT_RPATH`, `DT_RUNPATH` with `$ORIGIN`, `/etc/ld.so.conf`, the
 //! default directories), skipping files of the wrong class. Libraries the trace saw mapped but
-//! no `DT_NEEDED` closure contains were `dlopen`ed. Each file's summary is started (from the cache,
-//! or analysed) on the thread pool as soon as the file is found, while the search for the next
-//! ones goes on.
+//! no `DT_NEEDED` closure contains were `dlopen`ed. Once every file is found, their summaries are
+//! made (from the cache, or analysed) on the thread pool, the largest file first.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -48,7 +47,7 @@ impl Drop for Store {
     }
 }
 
-/// A file found for the loader; its summary is being made meanwhile.
+/// A file found for the loader.
 struct Found {
     path: String,
     bytes: Arc<Vec<u8>>,
