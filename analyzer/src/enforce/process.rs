@@ -1,6 +1,6 @@
 //! What the injector needs to know about a target process from /proc and the kernel: its seccomp
-//! state and whether it ignores SIGTRAP, its identity against pid reuse, the CPU it last ran on, its threads under their
-//! namespaced ids, and where its vDSO holds a `syscall` instruction.
+//! state and whether it ignores SIGTRAP, its identity against pid reuse, the CPU it last ran on,
+//! its threads under their namespaced ids, and where its vDSO holds a `syscall` instruction.
 
 use std::fs::File;
 use std::os::fd::{FromRawFd, OwnedFd};

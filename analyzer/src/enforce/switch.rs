@@ -23,7 +23,7 @@ use serde::Serialize;
 use super::filter::Filter;
 use super::inject::{InjectError, Seized};
 use super::preflight::{FLAG_TSYNC, Preflight, SET_MODE_FILTER, Stack, Verdict, filter_stack, filters_added, lock};
-use super::process::{Gadget, Image, Pinned, host_tid, thread_status};
+use super::process::{Gadget, Pinned, host_tid, thread_status};
 
 /// A process the marker stopped.
 #[derive(Clone, Debug)]
@@ -87,10 +87,9 @@ pub struct Switcher {
 
 /// What the injection needs to know of a process, read at its birth hold.
 struct Birth {
-    /// The process, pinned then: its switch reads its stat again through this pin.
+    /// The process, pinned then, with the image the rest was read from (an exec since makes it
+    /// stale): its switch reads its stat again through this pin.
     pinned: Pinned,
-    /// The image the rest was read from: an exec since makes it stale.
-    image: Image,
     /// The `syscall` instruction in its vDSO, mapped by its exec.
     gadget: u64,
     /// Set for good once set, and inherited by its threads: a `true` is never stale, a stale
@@ -146,7 +145,7 @@ impl Switcher {
         let stack = stack.ok();
         if let (Ok(gadget), Ok(kept)) = (gadget, pinned.try_clone()) {
             let no_new_privs = status.no_new_privs;
-            let birth = Birth { pinned: kept, image: pinned.image, gadget, no_new_privs, filters: stack.clone() };
+            let birth = Birth { pinned: kept, gadget, no_new_privs, filters: stack.clone() };
             lock(&self.births).insert(pid, birth);
         }
         let Some(stack) = stack else { return };
@@ -294,13 +293,14 @@ impl Switcher {
 /// of its birth, read again, is the process that hit while it lives (no other could have had its
 /// pid meanwhile); else it is pinned anew.
 fn pin(hit: &Hit, birth: Option<Birth>) -> Option<(Pinned, Option<Target>)> {
-    if let Some(Birth { mut pinned, image, gadget, no_new_privs, filters }) = birth
-        && pinned.refresh().is_ok()
-    {
-        let ignores_sigtrap = pinned.ignores_sigtrap;
-        let known =
-            (pinned.image == image).then_some(Target { gadget, no_new_privs, ignores_sigtrap, born_with: filters });
-        return Some((pinned, known));
+    if let Some(Birth { mut pinned, gadget, no_new_privs, filters }) = birth {
+        let born = pinned.image;
+        if pinned.refresh().is_ok() {
+            let ignores_sigtrap = pinned.ignores_sigtrap;
+            let known =
+                (pinned.image == born).then_some(Target { gadget, no_new_privs, ignores_sigtrap, born_with: filters });
+            return Some((pinned, known));
+        }
     }
     Pinned::open(hit.pid, hit.hit_ns).ok().map(|pinned| (pinned, None))
 }
