@@ -31,6 +31,18 @@ struct Module<'data> {
     code_ranges: Vec<(u64, u64)>,
     plt_ranges: Vec<(u64, u64)>,
     dynsyms: Vec<DynSym>,
+    named: NamedTargets,
+}
+
+/// Call targets whose name says what they do (`NORETURN`, `REGISTRARS`), found once per file
+/// when discovery is done. Every call of every function asks, in each round of the noreturn
+/// fixpoint and again in the value analysis; matching the target's name against the lists at
+/// each ask cost more than the rest of the noreturn fixpoint.
+#[derive(Default)]
+struct NamedTargets {
+    noreturn: HashSet<RawTarget>,
+    /// The argument each registrar registers.
+    registrars: HashMap<RawTarget, u8>,
 }
 
 /// A `.dynsym` entry's identity for linking.
@@ -69,10 +81,12 @@ pub(crate) fn analyze(bytes: &[u8]) -> Result<ModuleSummary, ElfError> {
         code_ranges,
         plt_ranges,
         dynsyms,
+        named: NamedTargets::default(),
     };
     let (init, fini) = funcs::init_fini(&module.image, |slot| module.slot_address(slot));
     let cfgs = module.discover(&init, &fini);
     module.starts = module.functions.keys().copied().collect();
+    module.named = module.named_targets();
     let noreturn = module.noreturn(&cfgs);
     let ranges: Vec<(u64, u64)> = module.functions.iter().map(|(&start, &(end, _))| (start, end)).collect();
     // Largest first: a function that takes tens of milliseconds alone (pcre2's matcher) must
@@ -84,10 +98,7 @@ pub(crate) fn analyze(bytes: &[u8]) -> Result<ModuleSummary, ElfError> {
         .map(|index| {
             let (start, end) = ranges[index];
             let is_noreturn = |target: RawTarget| module.target_noreturn(target, &noreturn);
-            let registrar = |target: RawTarget| {
-                let name = module.target_name(target)?;
-                REGISTRARS.iter().find(|(registrar, _)| *registrar == name).map(|&(_, arg)| arg)
-            };
+            let registrar = |target: RawTarget| module.named.registrars.get(&target).copied();
             let context = values::Context { start, end, noreturn: &is_noreturn, registrar: &registrar };
             (index, values::analyze(&cfgs[index], &context))
         })
@@ -267,10 +278,26 @@ impl<'data> Module<'data> {
     }
 
     fn target_noreturn(&self, target: RawTarget, noreturn: &HashSet<u64>) -> bool {
-        if self.target_name(target).is_some_and(|name| NORETURN.contains(&name)) {
-            return true;
+        self.named.noreturn.contains(&target) || matches!(target, RawTarget::Direct(addr) if noreturn.contains(&addr))
+    }
+
+    /// The functions, PLT stubs and pointer slots whose name is in `NORETURN` or `REGISTRARS`.
+    fn named_targets(&self) -> NamedTargets {
+        let functions = self.functions.keys().map(|&start| RawTarget::Direct(start));
+        let stubs = self.stubs.keys().map(|&stub| RawTarget::Direct(stub));
+        let data_slots = self.relocs.data.keys().filter(|slot| !self.relocs.plt.contains_key(slot));
+        let slots = self.relocs.plt.keys().chain(data_slots).map(|&slot| RawTarget::Slot(slot));
+        let mut named = NamedTargets::default();
+        for target in functions.chain(stubs).chain(slots) {
+            let Some(name) = self.target_name(target) else { continue };
+            if NORETURN.contains(&name) {
+                named.noreturn.insert(target);
+            }
+            if let Some(&(_, arg)) = REGISTRARS.iter().find(|(registrar, _)| *registrar == name) {
+                named.registrars.insert(target, arg);
+            }
         }
-        matches!(target, RawTarget::Direct(addr) if noreturn.contains(&addr))
+        named
     }
 
     /// Functions that never return: known names, and every function with no path to a `ret`
@@ -285,8 +312,8 @@ impl<'data> Module<'data> {
                 .zip(cfgs.par_iter())
                 .filter(|((start, _), _)| noreturn.contains(start))
                 .filter(|((start, end), cfg)| {
-                    let named = self.functions[start].1.as_deref().is_some_and(|name| NORETURN.contains(&name));
-                    !named && self.may_return(cfg, *start, *end, &noreturn)
+                    !self.named.noreturn.contains(&RawTarget::Direct(*start))
+                        && self.may_return(cfg, *start, *end, &noreturn)
                 })
                 .map(|((start, _), _)| *start)
                 .collect();

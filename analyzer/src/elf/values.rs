@@ -288,7 +288,7 @@ pub(crate) fn gpr(reg: Register) -> Option<usize> {
 }
 
 /// Where a call or jump goes, before the module maps addresses to functions and symbols.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum RawTarget {
     Direct(u64),
     /// Through the pointer slot at this address (`call *slot(%rip)`, or a register loaded from it).
