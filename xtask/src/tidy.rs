@@ -59,20 +59,40 @@ mod tests {
         }
     }
 
-    /// The tracked files that are text, by path from the root.
-    fn tracked_texts() -> Vec<(PathBuf, String)> {
+    /// The tracked files, by path from the root.
+    fn tracked_paths() -> Vec<PathBuf> {
         let root = crate::project_root();
         let out = std::process::Command::new("git").arg("-C").arg(&root).args(["ls-files", "-z"]).output().unwrap();
         assert!(out.status.success(), "git ls-files failed in {}: this check reads the tracked files", root.display());
         out.stdout
             .split(|&byte| byte == 0)
             .filter(|name| !name.is_empty())
-            .filter_map(|name| {
-                let path = PathBuf::from(String::from_utf8_lossy(name).into_owned());
+            .map(|name| PathBuf::from(String::from_utf8_lossy(name).into_owned()))
+            .collect()
+    }
+
+    /// The tracked files that are text, by path from the root.
+    fn tracked_texts() -> Vec<(PathBuf, String)> {
+        let root = crate::project_root();
+        tracked_paths()
+            .into_iter()
+            .filter_map(|path| {
                 let text = String::from_utf8(std::fs::read(root.join(&path)).ok()?).ok()?;
                 Some((path, text))
             })
             .collect()
+    }
+
+    /// A merge tool's or `patch`'s leftovers (`.orig`, `.rej`) are not part of the project: tracked, they are stale
+    /// copies of a document that readers (and searches) take for the real one.
+    #[test]
+    fn no_merge_or_patch_leftovers_are_tracked() {
+        const LEFTOVERS: [&str; 2] = ["orig", "rej"];
+        let leftovers: Vec<PathBuf> = tracked_paths()
+            .into_iter()
+            .filter(|path| path.extension().is_some_and(|end| LEFTOVERS.iter().any(|leftover| end == *leftover)))
+            .collect();
+        assert!(leftovers.is_empty(), "merge or patch leftovers are tracked: {leftovers:?}");
     }
 
     /// How many levels the relative path at the start of `text` climbs above where it starts, read
