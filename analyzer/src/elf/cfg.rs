@@ -3,8 +3,9 @@
 //! Decoding follows branches from the function's start and never sweeps linearly through data:
 //! `.text` can hold constants, and a linear sweep finds fake `0f 05` pairs in them (libcrypto's
 //! elliptic-curve tables). Every call ends a block, so the analyses can cut the fall-through
-//! after calls to functions that never return. Jump tables (`lea table; movsxd; add; jmp reg`
-//! and absolute `jmp *table(,idx,8)`) are enumerated; an indirect jump that is neither marks the
+//! after calls to functions that never return. Jump tables (`lea table; movsxd; add; jmp reg`,
+//! the `lea` also as far back as the function's entry when nothing else writes its register, and
+//! absolute `jmp *table(,idx,8)`) are enumerated; an indirect jump that is neither marks the
 //! graph incomplete, and the rest of the function's unwind range is then decoded linearly, since
 //! an FDE range is known to be code.
 
@@ -124,8 +125,59 @@ impl Cfg {
 }
 
 /// Decodes the function occupying `[start, end)`.
+///
+/// A table base kept in a callee-saved register from the function's entry (`lea table(%rip),
+/// %r15` before its first branch, hoisted out of the loop around a `switch`) counts where the
+/// jump's own run does not load one, if nothing else in the function writes that register: every
+/// path then holds it at the jump. Otherwise the jump stays unknown, and the linear sweep it
+/// forces leaves the states of the blocks it finds unknown — the stack pointer's included, which
+/// a loop then carries back to the blocks before the jump.
 pub(crate) fn decode(code: &Code<'_>, start: u64, end: u64) -> Cfg {
+    // Looked for only at a jump its own run leaves unknown: most functions have none.
+    let bases = Bases::new();
+    let (cfg, based) = descend(code, start, end, Some(&bases));
+    let held = || bases.get().into_iter().flatten();
+    if !based || held().all(|&(reg, at, _)| written_only_at(&cfg, reg, at, (start, end))) {
+        return cfg;
+    }
+    descend(code, start, end, None).0
+}
+
+/// `lea X(%rip), %reg` into callee-saved registers before the function's first branch or call,
+/// still held there: (register, address of the `lea`, X).
+fn entry_bases(code: &Code<'_>, start: u64, end: u64) -> Vec<(Register, u64, u64)> {
+    const CALLEE_SAVED: [Register; 6] =
+        [Register::RBX, Register::RBP, Register::R12, Register::R13, Register::R14, Register::R15];
+    let mut bases: Vec<(Register, u64, u64)> = Vec::new();
+    let mut addr = start;
+    while addr < end
+        && let Some(instruction) = code.decode(addr)
+        && flow(&instruction) == FlowControl::Next
+    {
+        let dest = (instruction.op_count() > 0 && instruction.op0_kind() == OpKind::Register)
+            .then(|| instruction.op0_register().full_register());
+        if let Some(dest) = dest {
+            bases.retain(|&(reg, _, _)| reg != dest);
+            if instruction.mnemonic() == Mnemonic::Lea
+                && instruction.is_ip_rel_memory_operand()
+                && CALLEE_SAVED.contains(&dest)
+            {
+                bases.push((dest, addr, instruction.ip_rel_memory_address()));
+            }
+        }
+        addr = instruction.next_ip();
+    }
+    bases
+}
+
+/// Table bases held from a function's entry (see `entry_bases`), found on first need.
+type Bases = std::cell::OnceCell<Vec<(Register, u64, u64)>>;
+
+/// The recursive descent, with the table bases held from the function's entry unless `None`;
+/// also says whether a jump table needed one of them.
+fn descend(code: &Code<'_>, start: u64, end: u64, bases: Option<&Bases>) -> (Cfg, bool) {
     let size = (end - start) as usize;
+    let mut based = false;
     // The length of the instruction decoded at each offset, 0 where none starts.
     let mut seen = vec![0u8; size];
     let mut leaders = vec![false; size];
@@ -177,7 +229,14 @@ pub(crate) fn decode(code: &Code<'_>, start: u64, end: u64) -> Cfg {
                 FlowControl::Call | FlowControl::IndirectCall => mark(next, &mut leaders),
                 FlowControl::IndirectBranch => {
                     let run = run_before(&insns, &ending_at, start, addr);
-                    match jump_table(code, &run, &instruction, start, end) {
+                    let own = jump_table(code, &run, &instruction, start, end, &[]);
+                    let found = own.or_else(|| {
+                        let held = bases?.get_or_init(|| entry_bases(code, start, end));
+                        let targets = jump_table(code, &run, &instruction, start, end, held)?;
+                        based = true;
+                        Some(targets)
+                    });
+                    match found {
                         Some(targets) => {
                             for &target in &targets {
                                 branch_to(target, &mut leaders);
@@ -207,7 +266,40 @@ pub(crate) fn decode(code: &Code<'_>, start: u64, end: u64) -> Cfg {
     }
     // Stable sort: the recursive descent leaves runs of ascending addresses, which it merges.
     insns.sort_by_key(|instruction| instruction.ip());
-    build_blocks(insns, |addr| (start..end).contains(&addr) && leaders[offset(addr)], &tables, &computed, incomplete)
+    let cfg = build_blocks(
+        insns,
+        |addr| (start..end).contains(&addr) && leaders[offset(addr)],
+        &tables,
+        &computed,
+        incomplete,
+    );
+    (cfg, based)
+}
+
+/// Whether no instruction of `cfg` but the one at `at` writes `reg`, apart from the epilogue's
+/// `pop`s, after which the function (`range`) returns or tail-calls without coming back.
+fn written_only_at(cfg: &Cfg, reg: Register, at: u64, range: (u64, u64)) -> bool {
+    let mut factory = iced_x86::InstructionInfoFactory::new();
+    cfg.insns.iter().enumerate().filter(|(_, instruction)| instruction.ip() != at).all(|(index, instruction)| {
+        let writes = factory.info(instruction).used_registers().iter().any(|used| {
+            used.register().full_register() == reg
+                && !matches!(used.access(), iced_x86::OpAccess::Read | iced_x86::OpAccess::CondRead)
+        });
+        !writes || epilogue(&cfg.insns[index..], range)
+    })
+}
+
+/// Whether `insns` start with `pop`s, one after the other, then a return or a jump out of the
+/// function (`range`).
+fn epilogue(insns: &[Instruction], (start, end): (u64, u64)) -> bool {
+    let pops = insns.iter().take_while(|instruction| instruction.mnemonic() == Mnemonic::Pop).count();
+    let contiguous = insns.windows(2).take(pops).all(|pair| pair[0].next_ip() == pair[1].ip());
+    let leaves = |last: &Instruction| match flow(last) {
+        FlowControl::Return => true,
+        FlowControl::UnconditionalBranch => !(start..end).contains(&last.near_branch_target()),
+        _ => false,
+    };
+    pops > 0 && contiguous && insns.get(pops).is_some_and(leaves)
 }
 
 /// `syscall` and `int n` fall through; iced files them under other flow kinds.
@@ -328,8 +420,15 @@ fn run_before(insns: &[Instruction], ending_at: &[u32], start: u64, addr: u64) -
 }
 
 /// The targets of a jump table ending in `jump` after the straight-line `run`, if the code has a
-/// recognised shape.
-fn jump_table(code: &Code<'_>, run: &[Instruction], jump: &Instruction, start: u64, end: u64) -> Option<Vec<u64>> {
+/// recognised shape; `held`: table bases the registers hold from the function's entry.
+fn jump_table(
+    code: &Code<'_>,
+    run: &[Instruction],
+    jump: &Instruction,
+    start: u64,
+    end: u64,
+    held: &[(Register, u64, u64)],
+) -> Option<Vec<u64>> {
     let in_function = |target: u64| (start..end).contains(&target);
     let bound = bound(run);
     let limit = bound.unwrap_or(MAX_TABLE).min(MAX_TABLE);
@@ -341,7 +440,7 @@ fn jump_table(code: &Code<'_>, run: &[Instruction], jump: &Instruction, start: u
     if jump.op0_kind() != OpKind::Register {
         return None;
     }
-    let mut bases: HashMap<Register, u64> = HashMap::new();
+    let mut bases: HashMap<Register, u64> = held.iter().map(|&(reg, _, table)| (reg, table)).collect();
     let mut entries: HashMap<Register, u64> = HashMap::new();
     let mut targets: HashMap<Register, u64> = HashMap::new();
     for instruction in run {
@@ -603,6 +702,67 @@ f+0x5: flow -> case0 case1 default
 case0: return
 case1: return
 default: return
+",
+        );
+    }
+
+    /// The loop around a `switch` with its table's address in a callee-saved register from the
+    /// function's entry (lighttpd's option loop): enumerated while nothing else writes the
+    /// register, the epilogue's `pop` aside; written again elsewhere, the jump stays unknown.
+    #[test]
+    fn a_table_base_held_from_the_entry_is_used_while_nothing_else_writes_it() {
+        let source = |elsewhere: &str| {
+            format!(
+                "
+f:  push %r15
+    lea table(%rip), %r15
+    jmp again
+    ud2
+  again:
+    call g
+    cmp $1, %eax
+    ja done
+    movslq (%r15,%rax,4), %rax
+    add %r15, %rax
+    jmp *%rax
+  case0:
+    {elsewhere}
+    jmp again
+  case1:
+    jmp again
+  done:
+    pop %r15
+    ret
+g:  ret
+  table:
+    .long case0 - table, case1 - table
+"
+            )
+        };
+        check(
+            &source("nop"),
+            "
+f: flow -> again
+again: call -> again+0x5
+again+0x5: flow -> again+0xa done
+again+0xa: flow -> case0 case1
+case0: flow -> again
+case1: flow -> again
+done: return
+",
+        );
+        check(
+            &source("xor %r15d, %r15d"),
+            "
+f: flow -> again
+f+0xb: leave
+again: call -> again+0x5
+again+0x5: flow -> again+0xa done
+again+0xa: leave
+case0: flow -> again
+case1: flow -> again
+done: return
+incomplete
 ",
         );
     }
