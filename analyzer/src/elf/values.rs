@@ -151,11 +151,20 @@ struct State {
     /// Vector registers known to hold zero (`pxor %xmm0,%xmm0`): compilers clear structures on
     /// the stack with them, and a cleared `struct sigaction` names `SIG_DFL`, not a handler.
     zero_vectors: u32,
+    /// A write to the caller's stack arguments (offset 8 and up) found no place among the slots:
+    /// those not listed no longer read as the incoming arguments.
+    args_lost: bool,
 }
 
 impl Clone for State {
     fn clone(&self) -> State {
-        State { regs: self.regs, loaded: self.loaded, slots: self.slots.clone(), zero_vectors: self.zero_vectors }
+        State {
+            regs: self.regs,
+            loaded: self.loaded,
+            slots: self.slots.clone(),
+            zero_vectors: self.zero_vectors,
+            args_lost: self.args_lost,
+        }
     }
 
     /// Keeps `self`'s slot buffer: the fixpoint copies a block's entry state into one scratch
@@ -165,6 +174,7 @@ impl Clone for State {
         self.loaded = source.loaded;
         self.slots.clone_from(&source.slots);
         self.zero_vectors = source.zero_vectors;
+        self.args_lost = source.args_lost;
     }
 }
 
@@ -175,17 +185,22 @@ impl State {
             regs[reg] = Vals::one(Val::Arg(k as u8));
         }
         regs[RSP] = Vals::one(Val::Sp(0));
-        State { regs, loaded: [None; 16], slots: Vec::new(), zero_vectors: 0 }
+        State { regs, loaded: [None; 16], slots: Vec::new(), zero_vectors: 0, args_lost: false }
     }
 
-    fn initial_slot(offset: i64) -> Vals {
-        if offset >= 8 { Vals::one(Val::StackArg(offset as u32)) } else { Vals::Top(Reason::MemoryLoad) }
+    /// What a slot holds until this function writes it.
+    fn initial_slot(&self, offset: i64) -> Vals {
+        if offset >= 8 && !self.args_lost {
+            Vals::one(Val::StackArg(offset as u32))
+        } else {
+            Vals::Top(Reason::MemoryLoad)
+        }
     }
 
     fn slot(&self, offset: i64) -> Vals {
         match self.slots.binary_search_by_key(&offset, |&(key, _)| key) {
             Ok(index) => self.slots[index].1,
-            Err(_) => State::initial_slot(offset),
+            Err(_) => self.initial_slot(offset),
         }
     }
 
@@ -193,6 +208,13 @@ impl State {
         match self.slots.binary_search_by_key(&offset, |&(key, _)| key) {
             Ok(index) => self.slots[index].1 = value,
             Err(index) if self.slots.len() < MAX_SLOTS => self.slots.insert(index, (offset, value)),
+            // A local lost reads as unknown, which it is; a caller's argument lost would read as
+            // the incoming argument: a local makes room for it, or the arguments count as lost.
+            Err(index) if offset >= 8 && self.slots[0].0 < 8 => {
+                self.slots.remove(0);
+                self.slots.insert(index - 1, (offset, value));
+            }
+            Err(_) if offset >= 8 => self.args_lost = true,
             Err(_) => {}
         }
     }
@@ -212,6 +234,8 @@ impl State {
     fn join(&mut self, other: &State) -> bool {
         let mut changed = self.zero_vectors & other.zero_vectors != self.zero_vectors;
         self.zero_vectors &= other.zero_vectors;
+        // Before the slots: a slot one side never wrote holds that side's initial value.
+        let args_lost = self.args_lost || other.args_lost;
         for (mine, theirs) in self.loaded.iter_mut().zip(&other.loaded) {
             if mine.is_some() && mine != theirs {
                 *mine = None;
@@ -226,6 +250,8 @@ impl State {
             }
         }
         if self.slots == other.slots {
+            changed |= args_lost != self.args_lost;
+            self.args_lost = args_lost;
             return changed;
         }
         let same_offsets = self.slots.len() == other.slots.len()
@@ -236,6 +262,8 @@ impl State {
                 changed |= joined != mine.1;
                 mine.1 = joined;
             }
+            changed |= args_lost != self.args_lost;
+            self.args_lost = args_lost;
             return changed;
         }
         // Merge the two sorted slot lists; a slot one side never wrote holds its initial value there.
@@ -250,27 +278,31 @@ impl State {
                 }
                 (Some(&&(a, va)), Some(&&(b, _))) if a < b => {
                     mine.next();
-                    (a, va.join(State::initial_slot(a)))
+                    (a, va.join(other.initial_slot(a)))
                 }
                 (Some(_), Some(&&(b, vb))) => {
                     theirs.next();
-                    (b, vb.join(State::initial_slot(b)))
+                    (b, vb.join(self.initial_slot(b)))
                 }
                 (Some(&&(a, va)), None) => {
                     mine.next();
-                    (a, va.join(State::initial_slot(a)))
+                    (a, va.join(other.initial_slot(a)))
                 }
                 (None, Some(&&(b, vb))) => {
                     theirs.next();
-                    (b, vb.join(State::initial_slot(b)))
+                    (b, vb.join(self.initial_slot(b)))
                 }
                 (None, None) => break,
             };
             merged.push(next);
         }
-        merged.truncate(MAX_SLOTS);
-        if merged != self.slots {
+        // Locals (the lowest offsets) go first: lost, they read as unknown.
+        let excess = merged.len().saturating_sub(MAX_SLOTS);
+        let lost_args = merged.drain(..excess).any(|(offset, _)| offset >= 8);
+        let args_lost = args_lost || lost_args;
+        if merged != self.slots || args_lost != self.args_lost {
             self.slots = merged;
+            self.args_lost = args_lost;
             changed = true;
         }
         changed
@@ -570,7 +602,13 @@ fn widen(state: &mut State) {
 }
 
 fn unknown_state() -> State {
-    State { regs: [Vals::Top(Reason::Computed); 16], loaded: [None; 16], slots: Vec::new(), zero_vectors: 0 }
+    State {
+        regs: [Vals::Top(Reason::Computed); 16],
+        loaded: [None; 16],
+        slots: Vec::new(),
+        zero_vectors: 0,
+        args_lost: false,
+    }
 }
 
 fn successors<'c>(cfg: &'c Cfg, block_index: usize, context: &Context<'_>) -> impl Iterator<Item = usize> + 'c {
@@ -1623,6 +1661,72 @@ seventh: mov 8(%rsp), %rax
             "
 syscall: syscall arg1; reads arg1 arg2
 seventh: syscall arg7
+",
+        );
+    }
+
+    /// With every place for slots taken by locals, a store to the caller's stack argument must
+    /// not be lost: the slot would read as the incoming argument again (`arg7`).
+    #[test]
+    fn a_stack_argument_written_in_a_full_frame_is_not_the_argument_any_more() {
+        check(
+            "
+seventh:
+    movq $0, -0x8(%rsp)
+    movq $0, -0x10(%rsp)
+    movq $0, -0x18(%rsp)
+    movq $0, -0x20(%rsp)
+    movq $0, -0x28(%rsp)
+    movq $0, -0x30(%rsp)
+    movq $0, -0x38(%rsp)
+    movq $0, -0x40(%rsp)
+    movq $0, -0x48(%rsp)
+    movq $0, -0x50(%rsp)
+    movq $0, -0x58(%rsp)
+    movq $0, -0x60(%rsp)
+    movq $0, -0x68(%rsp)
+    movq $0, -0x70(%rsp)
+    movq $0, -0x78(%rsp)
+    movq $0, -0x80(%rsp)
+    movq $0, -0x88(%rsp)
+    movq $0, -0x90(%rsp)
+    movq $0, -0x98(%rsp)
+    movq $0, -0xa0(%rsp)
+    movq $0, -0xa8(%rsp)
+    movq $0, -0xb0(%rsp)
+    movq $0, -0xb8(%rsp)
+    movq $0, -0xc0(%rsp)
+    movq $0, -0xc8(%rsp)
+    movq $0, -0xd0(%rsp)
+    movq $0, -0xd8(%rsp)
+    movq $0, -0xe0(%rsp)
+    movq $0, -0xe8(%rsp)
+    movq $0, -0xf0(%rsp)
+    movq $0, -0xf8(%rsp)
+    movq $0, -0x100(%rsp)
+    movq $0, -0x108(%rsp)
+    movq $0, -0x110(%rsp)
+    movq $0, -0x118(%rsp)
+    movq $0, -0x120(%rsp)
+    movq $0, -0x128(%rsp)
+    movq $0, -0x130(%rsp)
+    movq $0, -0x138(%rsp)
+    movq $0, -0x140(%rsp)
+    movq $0, -0x148(%rsp)
+    movq $0, -0x150(%rsp)
+    movq $0, -0x158(%rsp)
+    movq $0, -0x160(%rsp)
+    movq $0, -0x168(%rsp)
+    movq $0, -0x170(%rsp)
+    movq $0, -0x178(%rsp)
+    movq $0, -0x180(%rsp)
+    movq $39, 8(%rsp)
+    mov 8(%rsp), %rax
+    syscall
+    ret
+",
+            "
+seventh: syscall 39
 ",
         );
     }
