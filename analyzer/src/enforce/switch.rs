@@ -6,12 +6,12 @@
 //! which gives every thread of the process the filter. When a thread's filters diverge, TSYNC
 //! names it; the call is then made again from that thread, whose chain is the deeper one.
 //!
-//! While it is held, the held thread runs under `SCHED_DEADLINE` (`Urgent`) and the enforcer's
-//! thread on the CPU it last ran on (`Beside`), so each wake-up of either gets that CPU at once,
-//! and the process is asked as little as can be: its vDSO, no-new-privs and filters were read at
-//! the hold of its birth, which pinned it; its identity, SIGTRAP disposition and last CPU come
-//! from one read of its stat through that pin, and its filters are only checked for one added
-//! since.
+//! While it is held, the held thread runs under `SCHED_DEADLINE` (`Scheduled::urgent`) and the
+//! enforcer's thread on the CPU it last ran on (`Beside`), so each wake-up of either gets that CPU
+//! at once, and the process is asked as little as can be: its vDSO, no-new-privs and filters were
+//! read at the hold of its birth, which pinned it; its identity, SIGTRAP disposition and last CPU
+//! come from one read of its stat through that pin, and its filters are only checked for one
+//! added since.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -157,7 +157,7 @@ impl Switcher {
     /// switched at once, each from a thread of its own (ptrace belongs to the thread that seized).
     pub fn switch(&self, hit: &Hit) -> Record {
         let mut cached = false;
-        let boost = Boost::start();
+        let boost = Scheduled::boosted(self.base_slice);
         let started = Instant::now();
         // Switched or refused, it is never held again: its birth is not needed after this.
         let birth = lock(&self.births).remove(&hit.pid);
@@ -198,7 +198,7 @@ impl Switcher {
 
     /// The injection from the hit thread, and from a diverging thread if TSYNC names one.
     fn switch_pinned(&self, hit: &Hit, known: Option<Target>, cached: &mut bool) -> Outcome {
-        let urgent = Urgent::start(hit.tid, self.base_slice);
+        let urgent = Scheduled::urgent(hit.tid, self.base_slice);
         let seized = match known {
             Some(target) => Seized::seize_with(hit.tid, || Ok(target)),
             None => self.seize(hit.pid, hit.tid),
@@ -305,16 +305,60 @@ fn pin(hit: &Hit, birth: Option<Birth>) -> Option<(Pinned, Option<Target>)> {
     Pinned::open(hit.pid, hit.hit_ns).ok().map(|pinned| (pinned, None))
 }
 
-/// The held thread under `SCHED_DEADLINE` until dropped, then back to its own attributes. Each of
-/// its wake-ups (the seize's trap, each call) otherwise waits for a CPU behind whatever else runs
-/// there — on two cores, its sibling worker still starting — while the process is held; a
-/// deadline task runs at once. It is set while the thread is stopped and restored before it is
-/// let go, so none of its own code runs under it. Container cgroups refuse real-time policies,
-/// not this one; where it is refused (a cpuset narrower than the machine, the bandwidth taken), or
-/// the thread is not under the default policy, the thread is left as it is.
-struct Urgent {
+/// A thread under other scheduling attributes until dropped, then under its own again: its
+/// policy, nice, slice and flags as they were.
+struct Scheduled {
     tid: u32,
     previous: Option<libc::sched_attr>,
+}
+
+impl Scheduled {
+    /// Thread `tid` (`0`: the calling thread) under what `change` makes of its own attributes, or
+    /// left as it is where `change` declines or the kernel refuses. `base_slice`: the scheduler's
+    /// default time slice, which a thread without a slice of its own reads as its `sched_runtime`
+    /// (see `Switcher::base_slice`).
+    fn start(
+        tid: u32,
+        base_slice: u64,
+        change: impl FnOnce(&libc::sched_attr) -> Option<libc::sched_attr>,
+    ) -> Scheduled {
+        let Some(mut own) = sched_attr(tid) else { return Scheduled { tid, previous: None } };
+        // Given back as read, the default slice would become a slice of the thread's own.
+        if own.sched_runtime == base_slice {
+            own.sched_runtime = 0;
+        }
+        let previous = change(&own).filter(|changed| set_sched_attr(tid, changed)).map(|_| own);
+        Scheduled { tid, previous }
+    }
+
+    /// The held thread under `SCHED_DEADLINE`. Each of its wake-ups (the seize's trap, each call)
+    /// otherwise waits for a CPU behind whatever else runs there — on two cores, its sibling worker
+    /// still starting — while the process is held; a deadline task runs at once. It is set while
+    /// the thread is stopped and restored before it is let go, so none of its own code runs under
+    /// it. Container cgroups refuse real-time policies, not this one; where it is refused (a cpuset
+    /// narrower than the machine, the bandwidth taken), or the thread is not under the default
+    /// policy, the thread is left as it is.
+    fn urgent(tid: u32, base_slice: u64) -> Scheduled {
+        Scheduled::start(tid, base_slice, |own| {
+            (own.sched_policy == libc::SCHED_OTHER as u32).then_some(libc::sched_attr {
+                sched_policy: SCHED_DEADLINE,
+                sched_runtime: URGENT_RUNTIME_NS,
+                sched_deadline: URGENT_PERIOD_NS,
+                sched_period: URGENT_PERIOD_NS,
+                ..*own
+            })
+        })
+    }
+
+    /// The calling thread at the lowest real-time priority. A switch waits for the stopped thread
+    /// several times (at its seize and after each call), and on a busy machine each wake-up of the
+    /// enforcer otherwise waits behind whatever runs on its CPU, while the process stays held.
+    /// Without the privilege it runs as it was.
+    fn boosted(base_slice: u64) -> Scheduled {
+        Scheduled::start(0, base_slice, |own| {
+            Some(libc::sched_attr { sched_policy: libc::SCHED_FIFO as u32, sched_priority: 1, ..*own })
+        })
+    }
 }
 
 /// The held thread's budget: over twice the CPU time a switch takes in it (its trap and two calls,
@@ -325,29 +369,7 @@ const URGENT_PERIOD_NS: u64 = 1_000_000;
 /// `SCHED_DEADLINE` (not in the libc crate).
 const SCHED_DEADLINE: u32 = 6;
 
-impl Urgent {
-    /// `base_slice`: the scheduler's default time slice, which a thread without a slice of its
-    /// own reads as its `sched_runtime` (see `Switcher::base_slice`).
-    fn start(tid: u32, base_slice: u64) -> Urgent {
-        let Some(mut own) = sched_attr(tid).filter(|attr| attr.sched_policy == libc::SCHED_OTHER as u32) else {
-            return Urgent { tid, previous: None };
-        };
-        // Given back as read, the default slice would become a slice of the thread's own.
-        if own.sched_runtime == base_slice {
-            own.sched_runtime = 0;
-        }
-        let deadline = libc::sched_attr {
-            sched_policy: SCHED_DEADLINE,
-            sched_runtime: URGENT_RUNTIME_NS,
-            sched_deadline: URGENT_PERIOD_NS,
-            sched_period: URGENT_PERIOD_NS,
-            ..own
-        };
-        Urgent { tid, previous: set_sched_attr(tid, &deadline).then_some(own) }
-    }
-}
-
-impl Drop for Urgent {
+impl Drop for Scheduled {
     fn drop(&mut self) {
         if let Some(own) = self.previous {
             set_sched_attr(self.tid, &own);
@@ -404,39 +426,6 @@ impl Drop for Beside {
         if let Some(previous) = self.previous {
             // SAFETY: the calling thread's own CPUs, as read at the start.
             unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &previous) };
-        }
-    }
-}
-
-/// The calling thread at the lowest real-time priority until dropped, then back to its own
-/// policy. A switch waits for the stopped thread several times (at its seize and after each
-/// call), and on a busy machine each wake-up of the enforcer otherwise waits behind whatever
-/// runs on its CPU, while the process stays held. Without the privilege it runs as it was.
-struct Boost {
-    previous: Option<(i32, libc::sched_param)>,
-}
-
-impl Boost {
-    fn start() -> Boost {
-        let mut param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: both calls act on the calling thread (0) and read or write one sched_param.
-        let previous = unsafe {
-            let policy = libc::sched_getscheduler(0);
-            let boosted = libc::sched_param { sched_priority: 1 };
-            (policy >= 0
-                && libc::sched_getparam(0, &mut param) == 0
-                && libc::sched_setscheduler(0, libc::SCHED_FIFO, &boosted) == 0)
-                .then_some((policy, param))
-        };
-        Boost { previous }
-    }
-}
-
-impl Drop for Boost {
-    fn drop(&mut self) {
-        if let Some((policy, param)) = self.previous {
-            // SAFETY: the calling thread's own policy, as read at the start.
-            unsafe { libc::sched_setscheduler(0, policy, &param) };
         }
     }
 }
@@ -587,6 +576,21 @@ mod tests {
     #[test]
     fn a_process_seen_at_birth_ignoring_sigtrap_still_ignores_it() {
         switch_sleep(true, Sigtrap::Ignored, true);
+    }
+
+    /// The enforcer's own thread at real-time priority while a switch holds a process (where it
+    /// may be), then with its policy, nice, slice and flags as they were.
+    #[test]
+    fn a_boost_lasts_until_dropped() {
+        let scheduled =
+            |attr: libc::sched_attr| (attr.sched_policy, attr.sched_nice, attr.sched_runtime, attr.sched_flags);
+        let own = sched_attr(0).unwrap();
+        let boost = Scheduled::boosted(own.sched_runtime);
+        if boost.previous.is_some() {
+            assert_eq!(sched_attr(0).unwrap().sched_policy, libc::SCHED_FIFO as u32);
+        }
+        drop(boost);
+        assert_eq!(sched_attr(0).map(scheduled), Some(scheduled(own)));
     }
 
     #[test]
