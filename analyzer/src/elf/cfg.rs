@@ -4,10 +4,11 @@
 //! `.text` can hold constants, and a linear sweep finds fake `0f 05` pairs in them (libcrypto's
 //! elliptic-curve tables). Every call ends a block, so the analyses can cut the fall-through
 //! after calls to functions that never return. Jump tables (`lea table; movsxd; add; jmp reg`,
-//! the `lea` also as far back as the function's entry when nothing else writes its register, and
-//! absolute `jmp *table(,idx,8)`) are enumerated; an indirect jump that is neither marks the
-//! graph incomplete, and the rest of the function's unwind range is then decoded linearly, since
-//! an FDE range is known to be code.
+//! the `lea` also as far back as the function's entry when nothing else writes its register; the
+//! offsets also from a label of the function, GCC's computed `goto`, indexed directly or through
+//! a table of bytes, with a bound; and absolute `jmp *table(,idx,8)`) are enumerated; an
+//! indirect jump that is none of these marks the graph incomplete, and the rest of the function's
+//! unwind range is then decoded linearly, since an FDE range is known to be code.
 
 use std::collections::HashMap;
 
@@ -117,6 +118,11 @@ impl Cfg {
         order.extend((0..self.blocks.len()).filter(|&block| !seen[block]));
         order.reverse();
         order
+    }
+
+    /// The block that starts at `addr`, if one does.
+    pub fn block_at(&self, addr: u64) -> Option<usize> {
+        self.blocks.binary_search_by_key(&addr, |block| self.insns[block.first].ip()).ok()
     }
 
     pub fn block_insns(&self, block: usize) -> &[Instruction] {
@@ -441,8 +447,17 @@ fn jump_table(
         return None;
     }
     let mut bases: HashMap<Register, u64> = held.iter().map(|&(reg, _, table)| (reg, table)).collect();
-    let mut entries: HashMap<Register, u64> = HashMap::new();
-    let mut targets: HashMap<Register, u64> = HashMap::new();
+    // A byte loaded from a table (`movzbl (%base,%idx), %r`), by the table.
+    let mut bytes: HashMap<Register, u64> = HashMap::new();
+    // An entry loaded from a table of offsets, and the byte table its index came from, if any.
+    let mut entries: HashMap<Register, (u64, Option<u64>)> = HashMap::new();
+    let mut targets: HashMap<Register, Offsets> = HashMap::new();
+    // An entry added to its own table's address, or to a label of the function (GCC's computed
+    // `goto`, whose tables hold `&&label - &&base`: glibc's `vfprintf`).
+    let sum = |entry: Option<&(u64, Option<u64>)>, base: Option<&u64>| {
+        let (&(table, via), &base) = (entry?, base?);
+        (base == table || in_function(base)).then_some(Offsets { table, base, via })
+    };
     for instruction in run {
         let dest = instruction.op0_register().full_register();
         match instruction.mnemonic() {
@@ -454,23 +469,28 @@ fn jump_table(
                 let (base, index) =
                     (instruction.memory_base().full_register(), instruction.memory_index().full_register());
                 let plain = instruction.memory_index_scale() == 1 && instruction.memory_displacement64() == 0;
-                let table = entries
-                    .get(&index)
-                    .filter(|&&table| bases.get(&base) == Some(&table))
-                    .or_else(|| entries.get(&base).filter(|&&table| bases.get(&index) == Some(&table)))
-                    .filter(|_| plain)
-                    .copied();
+                let offsets = sum(entries.get(&index), bases.get(&base))
+                    .or_else(|| sum(entries.get(&base), bases.get(&index)))
+                    .filter(|_| plain);
                 bases.remove(&dest);
                 entries.remove(&dest);
-                match table {
-                    Some(table) => targets.insert(dest, table),
+                match offsets {
+                    Some(offsets) => targets.insert(dest, offsets),
                     None => targets.remove(&dest),
                 };
+            }
+            Mnemonic::Movzx if instruction.op1_kind() == OpKind::Memory && instruction.memory_size().size() == 1 => {
+                match bases.get(&instruction.memory_base().full_register()) {
+                    Some(&table) if instruction.memory_index_scale() == 1 => bytes.insert(dest, table),
+                    _ => bytes.remove(&dest),
+                };
+                bases.remove(&dest);
             }
             Mnemonic::Movsxd | Mnemonic::Mov if instruction.op1_kind() == OpKind::Memory => {
                 match bases.get(&instruction.memory_base().full_register()) {
                     Some(&table) if instruction.memory_index_scale() == 4 => {
-                        entries.insert(dest, table);
+                        let via = bytes.get(&instruction.memory_index().full_register()).copied();
+                        entries.insert(dest, (table, via));
                     }
                     _ => {
                         entries.remove(&dest);
@@ -480,22 +500,42 @@ fn jump_table(
             }
             Mnemonic::Add if instruction.op1_kind() == OpKind::Register => {
                 let other = instruction.op1_register().full_register();
-                let table = entries
-                    .get(&dest)
-                    .filter(|&&table| bases.get(&other) == Some(&table))
-                    .or_else(|| entries.get(&other).filter(|&&table| bases.get(&dest) == Some(&table)));
-                if let Some(&table) = table {
-                    targets.insert(dest, table);
+                let offsets =
+                    sum(entries.get(&dest), bases.get(&other)).or_else(|| sum(entries.get(&other), bases.get(&dest)));
+                if let Some(offsets) = offsets {
+                    targets.insert(dest, offsets);
                 }
             }
             _ => {}
         }
     }
-    let table = *targets.get(&jump.op0_register().full_register())?;
-    table_entries(limit, |index| {
+    let Offsets { table, base, via } = *targets.get(&jump.op0_register().full_register())?;
+    let target = |index: u64| {
         let entry = read_i32(code, table.wrapping_add(4 * index))?;
-        Some(table.wrapping_add_signed(i64::from(entry))).filter(|&target| in_function(target))
-    })
+        Some(base.wrapping_add_signed(i64::from(entry))).filter(|&target| in_function(target))
+    };
+    match via {
+        None if base == table => table_entries(limit, target),
+        // Offsets from a label: only up to a bound, the label being no end marker for the table.
+        None => table_entries(bound?.min(MAX_TABLE), target),
+        // Every index the byte table holds below its bound, each entry landing in the function.
+        Some(indices) => {
+            let indices = read_data(code, indices, usize::try_from(bound?.min(MAX_TABLE)).ok()?)?;
+            let mut targets: Vec<u64> = indices.iter().map(|&index| target(u64::from(index))).collect::<Option<_>>()?;
+            targets.sort_unstable();
+            targets.dedup();
+            Some(targets)
+        }
+    }
+}
+
+/// A table of 32-bit offsets from `base` (the table itself, or a label of the function), indexed
+/// directly or by a byte of the table `via`.
+#[derive(Clone, Copy)]
+struct Offsets {
+    table: u64,
+    base: u64,
+    via: Option<u64>,
 }
 
 /// Whether `jump` goes to an address computed from this function's own code (`lea
@@ -763,6 +803,48 @@ case0: flow -> again
 case1: flow -> again
 done: return
 incomplete
+",
+        );
+    }
+
+    #[test]
+    fn a_table_of_offsets_from_a_label_indexed_by_a_byte_table_is_enumerated() {
+        // glibc's `vfprintf`: a character's class is a byte of one table, which indexes a table
+        // of offsets from the label `unknown` (GCC's `&&label - &&base`). Only the classes the
+        // byte table holds below its bound count: nothing reaches `beyond`, whose offset sits in
+        // the table at a class no character has.
+        check(
+            "
+f:  lea -0x20(%rdi), %eax
+    cmp $3, %al
+    ja unknown
+    movzbl %al, %eax
+    lea classes(%rip), %rdx
+    lea unknown(%rip), %rcx
+    movzbl (%rdx,%rax,1), %edx
+    lea steps(%rip), %rax
+    movslq (%rax,%rdx,4), %rax
+    add %rcx, %rax
+    jmp *%rax
+  unknown:
+    ret
+  form_a:
+    ret
+  form_b:
+    ret
+  beyond:
+    ret
+  classes:
+    .byte 1, 0, 2, 1
+  steps:
+    .long 0, form_a - unknown, form_b - unknown, beyond - unknown
+",
+            "
+f: flow -> f+0x7 unknown
+f+0x7: flow -> unknown form_a form_b
+unknown: return
+form_a: return
+form_b: return
 ",
         );
     }

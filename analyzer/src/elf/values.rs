@@ -394,8 +394,10 @@ pub(crate) fn analyze(cfg: &Cfg, context: &Context<'_>) -> Facts {
     }
     let mut facts = Facts::default();
     let mut factory = InstructionInfoFactory::new();
-    let loop_free =
-        (0..cfg.blocks.len()).all(|block| successors(cfg, block, context).all(|succ| rank[succ] > rank[block]));
+    // A function with an unresolved jump may jump back through a register (`own_blocks`): an
+    // edge reverse postorder does not know.
+    let loop_free = !cfg.incomplete
+        && (0..cfg.blocks.len()).all(|block| successors(cfg, block, context).all(|succ| rank[succ] > rank[block]));
     if loop_free {
         // Each block's entry state is final once the blocks before it in reverse postorder were
         // analysed: one pass both finds the states and notes the facts (most functions; the
@@ -466,7 +468,9 @@ fn note_block(
             note_refs(instruction, facts);
         }
         if noted {
-            collect(instruction, state, context, table_jump, facts);
+            let within =
+                table_jump || (index + 1 == insns.len() && own_blocks(cfg, instruction, state, context).is_some());
+            collect(instruction, state, context, within, facts);
             step(instruction, state, factory);
         }
     }
@@ -542,7 +546,9 @@ fn fixpoint(
         for instruction in cfg.block_insns(block) {
             step(instruction, &mut state, &mut factory);
         }
-        for succ in successors(cfg, block, context) {
+        let last = &cfg.insns[cfg.blocks[block].end - 1];
+        let jumped = own_blocks(cfg, last, &state, context).unwrap_or_default();
+        for succ in successors(cfg, block, context).chain(jumped) {
             let changed = match &mut states[succ] {
                 Some(existing) => existing.join(&state),
                 empty @ None => {
@@ -618,6 +624,26 @@ fn successors<'c>(cfg: &'c Cfg, block_index: usize, context: &Context<'_>) -> im
         raw_target(last).is_some_and(|target| (context.noreturn)(target))
     };
     cfg.succs(block_index).filter(move |_| !cut)
+}
+
+/// The blocks an indirect jump goes to when the register it jumps through holds nothing but
+/// addresses where blocks of this function start: glibc's `vfprintf` dispatches with computed
+/// gotos, and for a character outside its tables jumps to one label that a register took before
+/// a branch. Such a jump calls nothing; its targets join its state. `None` for any other jump.
+fn own_blocks(cfg: &Cfg, jump: &Instruction, state: &State, context: &Context<'_>) -> Option<Vec<usize>> {
+    if jump.mnemonic() != Mnemonic::Jmp || jump.op0_kind() != OpKind::Register {
+        return None;
+    }
+    let value = state.regs[gpr(jump.op0_register())?];
+    let Vals::Set { .. } = value else { return None };
+    value
+        .items()
+        .map(|val| match val {
+            Val::Const(addr) if (context.start..context.end).contains(&addr) => cfg.block_at(addr),
+            _ => None,
+        })
+        .collect::<Option<Vec<usize>>>()
+        .filter(|blocks| !blocks.is_empty())
 }
 
 /// The direct or slot target of a call or jump.
@@ -1071,7 +1097,7 @@ fn writes_nothing(instruction: &Instruction) -> bool {
 }
 
 /// Records what the instruction tells about the function, given the state before it.
-fn collect(instruction: &Instruction, state: &State, context: &Context<'_>, table_jump: bool, facts: &mut Facts) {
+fn collect(instruction: &Instruction, state: &State, context: &Context<'_>, within: bool, facts: &mut Facts) {
     note_reads(instruction, state, facts);
     let int80 = instruction.mnemonic() == Mnemonic::Int && instruction.immediate8() == 0x80;
     if matches!(instruction.mnemonic(), Mnemonic::Syscall | Mnemonic::Sysenter) || int80 {
@@ -1093,8 +1119,9 @@ fn collect(instruction: &Instruction, state: &State, context: &Context<'_>, tabl
     match target {
         Some(RawTarget::Direct(addr)) if is_jump && inside(addr) => {}
         Some(target) => facts.calls.push(call_facts(instruction, target, is_jump, state)),
-        // A jump table the decoder enumerated: its targets are blocks of this function.
-        None if is_jump && table_jump => {}
+        // A jump table the decoder enumerated, or a jump `own_blocks` resolved: its targets are
+        // blocks of this function.
+        None if is_jump && within => {}
         None => {
             let source = match instruction.op0_kind() {
                 OpKind::Register => gpr(instruction.op0_register()).and_then(|reg| state.loaded[reg]),
@@ -1522,6 +1549,33 @@ f:  cmp $1, %edi
             SiteNumber::Forwarded(loc) => loc_text(*loc),
             SiteNumber::Unresolved(reason) => format!("?{}", reason.as_str()),
         }
+    }
+
+    #[test]
+    fn a_jump_through_a_register_holding_blocks_of_the_function_stays_in_it() {
+        // glibc's `vfprintf`: a character outside the table jumps to a label taken before the
+        // branch. The jump calls nothing, and its state joins the label's (60 as well as 39).
+        let source = |target: &str| {
+            format!(
+                "
+f:  mov $39, %ecx
+    lea {target}(%rip), %rax
+    cmp $1, %edi
+    ja out
+  label:
+    mov %ecx, %eax
+  inside:
+    syscall
+    ret
+  out:
+    mov $60, %ecx
+    jmp *%rax
+"
+            )
+        };
+        check(&source("label"), "f: syscall 39 60; reads arg1");
+        // An address no block starts at: the jump may go anywhere.
+        check(&source("inside"), "f: syscall 39; icall; reads arg1");
     }
 
     #[test]
