@@ -188,8 +188,12 @@ fn descend(code: &Code<'_>, start: u64, end: u64, bases: Option<&Bases>) -> (Cfg
     let mut seen = vec![0u8; size];
     let mut leaders = vec![false; size];
     leaders[0] = true;
+    // Offsets some branch or table goes to: where paths join, unlike a fall-through after a
+    // conditional branch or a call.
+    let mut targeted = vec![false; size];
     let mut insns: Vec<Instruction> = Vec::new();
     let mut tables: HashMap<u64, Vec<u64>> = HashMap::new();
+    let mut table_jumps: Vec<Instruction> = Vec::new();
     let mut computed: Vec<u64> = Vec::new();
     let mut incomplete = false;
     let mut work = vec![start];
@@ -210,9 +214,10 @@ fn descend(code: &Code<'_>, start: u64, end: u64, bases: Option<&Bases>) -> (Cfg
             }
             insns.push(instruction);
             let next = instruction.next_ip();
-            let mut branch_to = |target: u64, leaders: &mut Vec<bool>| {
+            let mut branch_to = |target: u64, leaders: &mut Vec<bool>, targeted: &mut Vec<bool>| {
                 if (start..end).contains(&target) {
                     leaders[offset(target)] = true;
+                    targeted[offset(target)] = true;
                     work.push(target);
                 }
             };
@@ -223,31 +228,26 @@ fn descend(code: &Code<'_>, start: u64, end: u64, bases: Option<&Bases>) -> (Cfg
             };
             match flow(&instruction) {
                 FlowControl::UnconditionalBranch => {
-                    branch_to(instruction.near_branch_target(), &mut leaders);
+                    branch_to(instruction.near_branch_target(), &mut leaders, &mut targeted);
                     break;
                 }
                 FlowControl::ConditionalBranch | FlowControl::XbeginXabortXend => {
                     if is_near_branch(instruction.op0_kind()) {
-                        branch_to(instruction.near_branch_target(), &mut leaders);
+                        branch_to(instruction.near_branch_target(), &mut leaders, &mut targeted);
                     }
                     mark(next, &mut leaders);
                 }
                 FlowControl::Call | FlowControl::IndirectCall => mark(next, &mut leaders),
                 FlowControl::IndirectBranch => {
-                    let run = run_before(&insns, &ending_at, start, addr);
-                    let own = jump_table(code, &run, &instruction, start, end, &[]);
-                    let found = own.or_else(|| {
-                        let held = bases?.get_or_init(|| entry_bases(code, start, end));
-                        let targets = jump_table(code, &run, &instruction, start, end, held)?;
-                        based = true;
-                        Some(targets)
-                    });
+                    let run = run_before(&insns, &ending_at, &targeted, start, addr);
+                    let found = resolve(code, &run, &instruction, (start, end), bases, &mut based);
                     match found {
                         Some(targets) => {
                             for &target in &targets {
-                                branch_to(target, &mut leaders);
+                                branch_to(target, &mut leaders, &mut targeted);
                             }
                             tables.insert(addr, targets);
+                            table_jumps.push(instruction);
                         }
                         None if instruction.is_ip_rel_memory_operand() => {}
                         None => {
@@ -266,6 +266,19 @@ fn descend(code: &Code<'_>, start: u64, end: u64, bases: Option<&Bases>) -> (Cfg
             }
             addr = next;
         }
+    }
+    // A branch found later may join the run a table was resolved from: resolved again from the
+    // run as it now is, a table that comes out otherwise stays unknown.
+    let mut unsure = Vec::new();
+    for jump in &table_jumps {
+        let run = run_before(&insns, &ending_at, &targeted, start, jump.ip());
+        if resolve(code, &run, jump, (start, end), bases, &mut based).as_ref() != tables.get(&jump.ip()) {
+            unsure.push(jump.ip());
+        }
+    }
+    for at in unsure {
+        tables.remove(&at);
+        incomplete = true;
     }
     if incomplete {
         sweep(code, &mut insns, &mut seen, start, end);
@@ -406,8 +419,10 @@ fn build_blocks(
     Cfg { insns, blocks, edges, incomplete }
 }
 
-/// Up to 24 instructions that fall through, one into the next, to `addr`; oldest first.
-fn run_before(insns: &[Instruction], ending_at: &[u32], start: u64, addr: u64) -> Vec<Instruction> {
+/// Up to 24 instructions that fall through, one into the next, to `addr`, back to where another
+/// path may join (`targeted`); oldest first. What they compute is what every path to `addr`
+/// computes.
+fn run_before(insns: &[Instruction], ending_at: &[u32], targeted: &[bool], start: u64, addr: u64) -> Vec<Instruction> {
     let mut run = Vec::new();
     let mut expect = addr;
     while let Some(&index) = ending_at.get((expect - start) as usize)
@@ -415,14 +430,45 @@ fn run_before(insns: &[Instruction], ending_at: &[u32], start: u64, addr: u64) -
         && run.len() < 24
     {
         let instruction = insns[index as usize - 1];
+        if !falls_through(&instruction) {
+            break;
+        }
         run.push(instruction);
-        if instruction.ip() < start {
+        if instruction.ip() < start || targeted[(instruction.ip() - start) as usize] {
             break;
         }
         expect = instruction.ip();
     }
     run.reverse();
     run
+}
+
+/// Whether the instruction after `instruction` can run right after it.
+fn falls_through(instruction: &Instruction) -> bool {
+    match flow(instruction) {
+        FlowControl::UnconditionalBranch | FlowControl::IndirectBranch | FlowControl::Return => false,
+        FlowControl::Exception => false,
+        FlowControl::Interrupt => !stops(instruction),
+        _ => instruction.mnemonic() != Mnemonic::Hlt,
+    }
+}
+
+/// The targets of the jump table ending in `jump` after `run`: with a base the run loads, else
+/// with one a register holds from the function's entry (`based` is then set).
+fn resolve(
+    code: &Code<'_>,
+    run: &[Instruction],
+    jump: &Instruction,
+    (start, end): (u64, u64),
+    bases: Option<&Bases>,
+    based: &mut bool,
+) -> Option<Vec<u64>> {
+    jump_table(code, run, jump, start, end, &[]).or_else(|| {
+        let held = bases?.get_or_init(|| entry_bases(code, start, end));
+        let targets = jump_table(code, run, jump, start, end, held)?;
+        *based = true;
+        Some(targets)
+    })
 }
 
 /// The targets of a jump table ending in `jump` after the straight-line `run`, if the code has a
@@ -845,6 +891,63 @@ f+0x7: flow -> unknown form_a form_b
 unknown: return
 form_a: return
 form_b: return
+",
+        );
+    }
+
+    #[test]
+    fn a_table_base_set_before_paths_join_is_not_believed() {
+        // `other` reaches the jump's run with another table, by a branch decoded after the jump:
+        // the base the fall-through path loads holds on one path only, so the jump stays unknown
+        // (and `case2`, which only the other table holds, is decoded by the sweep). Nor does a
+        // run go back across the unconditional jump before `again`.
+        check(
+            "
+f:  cmp $1, %esi
+    ja out
+    cmp $1, %edi
+    ja other
+    lea table(%rip), %rdx
+  join:
+    movslq (%rdx,%rsi,4), %rax
+    add %rdx, %rax
+    jmp *%rax
+  other:
+    lea elsewhere(%rip), %rdx
+    jmp join
+  out:
+    lea table(%rip), %rdx
+    jmp again
+  again:
+    movslq (%rdx,%rsi,4), %rax
+    add %rdx, %rax
+    jmp *%rax
+  case0:
+    ret
+  case1:
+    ret
+  case2:
+    ret
+  table:
+    .long case0 - table, case1 - table
+  elsewhere:
+    .long case2 - elsewhere, case2 - elsewhere
+",
+            "
+f: flow -> f+0x5 out
+f+0x5: flow -> f+0xa other
+f+0xa: flow -> join
+join: leave
+other: flow -> join
+out: flow -> again
+again: leave
+case0: return
+case1: return
+case2: return
+table: flow
+table+0x7: flow
+elsewhere+0x3: flow
+incomplete
 ",
         );
     }

@@ -387,6 +387,12 @@ pub(crate) fn analyze(cfg: &Cfg, context: &Context<'_>) -> Facts {
             has_pred[succ] = true;
         }
     }
+    if cfg.incomplete {
+        // An unresolved jump may go to any block: one that no path from the entry reaches (its
+        // predecessors come after calls that never return) starts from nothing known, as one only
+        // the sweep found does, and is not left out.
+        has_pred = reached_from_entry(cfg, context);
+    }
     let order = cfg.reverse_postorder();
     let mut rank = vec![0; cfg.blocks.len()];
     for (position, &block) in order.iter().enumerate() {
@@ -503,6 +509,20 @@ fn holds_unread_argument(state: &State, consumed: u8) -> bool {
         .chain(slots)
         .flat_map(Vals::items)
         .any(|val| matches!(val, Val::Arg(k) if consumed & (1 << k) == 0))
+}
+
+/// The blocks a path from the entry reaches, the fall-through of calls that never return cut.
+fn reached_from_entry(cfg: &Cfg, context: &Context<'_>) -> Vec<bool> {
+    let mut reached = vec![false; cfg.blocks.len()];
+    let mut pending = vec![0];
+    while let Some(block) = pending.pop() {
+        for succ in successors(cfg, block, context) {
+            if !std::mem::replace(&mut reached[succ], true) {
+                pending.push(succ);
+            }
+        }
+    }
+    reached
 }
 
 /// The states blocks start from before any is analysed: the entry's, and nothing known for
@@ -1549,6 +1569,29 @@ f:  cmp $1, %edi
             SiteNumber::Forwarded(loc) => loc_text(*loc),
             SiteNumber::Unresolved(reason) => format!("?{}", reason.as_str()),
         }
+    }
+
+    #[test]
+    fn a_block_only_an_unresolved_jump_reaches_is_analysed() {
+        // `reached` follows a call that never returns: no path from the entry gets there, but the
+        // unresolved jump may. Its syscall counts, from a state nothing is known of.
+        check(
+            "
+f:  mov (%rdi), %rax
+    test %esi, %esi
+    je dead
+    jmp *%rax
+  dead:
+    call exit
+  reached:
+    mov $39, %eax
+    syscall
+    ret
+exit:
+    ret
+",
+            "f: icall; call exit(); syscall 39; reads arg1 arg2",
+        );
     }
 
     #[test]
