@@ -443,10 +443,12 @@ fn run_before(insns: &[Instruction], ending_at: &[u32], targeted: &[bool], start
     run
 }
 
-/// Whether the instruction after `instruction` can run right after it.
+/// Whether the instruction after `instruction` runs right after it, with the registers it left:
+/// not after a call, which may change any caller-saved one.
 fn falls_through(instruction: &Instruction) -> bool {
     match flow(instruction) {
         FlowControl::UnconditionalBranch | FlowControl::IndirectBranch | FlowControl::Return => false,
+        FlowControl::Call | FlowControl::IndirectCall => false,
         FlowControl::Exception => false,
         FlowControl::Interrupt => !stops(instruction),
         _ => instruction.mnemonic() != Mnemonic::Hlt,
@@ -947,6 +949,37 @@ case2: return
 table: flow
 table+0x7: flow
 elsewhere+0x3: flow
+incomplete
+",
+        );
+    }
+
+    #[test]
+    fn a_table_base_in_a_register_a_call_may_change_is_not_believed() {
+        // `%rdx` is caller-saved: after `call g` it holds whatever `g` left there.
+        check(
+            "
+f:  cmp $1, %edi
+    ja default
+    lea table(%rip), %rdx
+    call g
+    movslq (%rdx,%rdi,4), %rax
+    add %rdx, %rax
+    jmp *%rax
+  case0:
+    ret
+  default:
+    ret
+g:  ret
+  table:
+    .long case0 - table, default - table
+",
+            "
+f: flow -> f+0x5 default
+f+0x5: call -> f+0x11
+f+0x11: leave
+case0: return
+default: return
 incomplete
 ",
         );
