@@ -135,53 +135,83 @@ impl Cfg {
 /// A table base kept in a callee-saved register from the function's entry (`lea table(%rip),
 /// %r15` before its first branch, hoisted out of the loop around a `switch`) counts where the
 /// jump's own run does not load one, if nothing else in the function writes that register: every
-/// path then holds it at the jump. Otherwise the jump stays unknown, and the linear sweep it
-/// forces leaves the states of the blocks it finds unknown — the stack pointer's included, which
-/// a loop then carries back to the blocks before the jump.
+/// path then holds it at the jump. So does one loaded before the place where the run joins other
+/// paths (the loop head), if its `lea` is on every path to the jump and the function has no
+/// unresolved jump, which could bypass it. Otherwise the jump stays unknown, and the linear sweep
+/// it forces leaves the states of the blocks it finds unknown — the stack pointer's included,
+/// which a loop then carries back to the blocks before the jump.
 pub(crate) fn decode(code: &Code<'_>, start: u64, end: u64) -> Cfg {
     // Looked for only at a jump its own run leaves unknown: most functions have none.
     let bases = Bases::new();
-    let (cfg, based) = descend(code, start, end, Some(&bases));
     let held = || bases.get().into_iter().flatten();
-    if !based || held().all(|&(reg, at, _)| written_only_at(&cfg, reg, at, (start, end))) {
-        return cfg;
+    // Each attempt trusts less than the one before, until what it trusted holds.
+    for keep in [true, false] {
+        let (cfg, based, kept) = descend(code, start, end, Some(&bases), keep);
+        let held_ok = !based || held().all(|&(reg, at, _)| written_only_at(&cfg, reg, at, (start, end)));
+        let kept_ok = kept.iter().all(|&(reg, at, jump)| {
+            !cfg.incomplete && written_only_at(&cfg, reg, at, (start, end)) && dominates(&cfg, at, jump)
+        });
+        if held_ok && kept_ok {
+            return cfg;
+        }
     }
-    descend(code, start, end, None).0
+    descend(code, start, end, None, false).0
+}
+
+/// Whether every path from the entry of `cfg` to the instruction at `to` goes through the one
+/// at `through`.
+fn dominates(cfg: &Cfg, through: u64, to: u64) -> bool {
+    let block_of = |addr: u64| {
+        let after = cfg.blocks.partition_point(|block| cfg.insns[block.first].ip() <= addr);
+        after.checked_sub(1)
+    };
+    let (Some(through), Some(to)) = (block_of(through), block_of(to)) else { return false };
+    if through == to || to == 0 {
+        return false;
+    }
+    let mut seen = vec![false; cfg.blocks.len()];
+    seen[through] = true;
+    seen[0] = true;
+    let mut pending = if through == 0 { Vec::new() } else { vec![0] };
+    while let Some(block) = pending.pop() {
+        if block == to {
+            return false;
+        }
+        for succ in cfg.succs(block) {
+            if !std::mem::replace(&mut seen[succ], true) {
+                pending.push(succ);
+            }
+        }
+    }
+    true
 }
 
 /// `lea X(%rip), %reg` into callee-saved registers before the function's first branch or call,
 /// still held there: (register, address of the `lea`, X).
 fn entry_bases(code: &Code<'_>, start: u64, end: u64) -> Vec<(Register, u64, u64)> {
-    const CALLEE_SAVED: [Register; 6] =
-        [Register::RBX, Register::RBP, Register::R12, Register::R13, Register::R14, Register::R15];
-    let mut bases: Vec<(Register, u64, u64)> = Vec::new();
+    let mut run = Vec::new();
     let mut addr = start;
     while addr < end
         && let Some(instruction) = code.decode(addr)
         && flow(&instruction) == FlowControl::Next
     {
-        let dest = (instruction.op_count() > 0 && instruction.op0_kind() == OpKind::Register)
-            .then(|| instruction.op0_register().full_register());
-        if let Some(dest) = dest {
-            bases.retain(|&(reg, _, _)| reg != dest);
-            if instruction.mnemonic() == Mnemonic::Lea
-                && instruction.is_ip_rel_memory_operand()
-                && CALLEE_SAVED.contains(&dest)
-            {
-                bases.push((dest, addr, instruction.ip_rel_memory_address()));
-            }
-        }
+        run.push(instruction);
         addr = instruction.next_ip();
     }
-    bases
+    register_bases(&run)
 }
+
+/// The registers a call leaves as they were.
+const CALLEE_SAVED: [Register; 6] =
+    [Register::RBX, Register::RBP, Register::R12, Register::R13, Register::R14, Register::R15];
 
 /// Table bases held from a function's entry (see `entry_bases`), found on first need.
 type Bases = std::cell::OnceCell<Vec<(Register, u64, u64)>>;
 
 /// The recursive descent, with the table bases held from the function's entry unless `None`;
-/// also says whether a jump table needed one of them.
-fn descend(code: &Code<'_>, start: u64, end: u64, bases: Option<&Bases>) -> (Cfg, bool) {
+/// also says whether a jump table needed one of them, and (with `keep`) which bases loaded before
+/// a join it kept for a table.
+fn descend(code: &Code<'_>, start: u64, end: u64, bases: Option<&Bases>, keep: bool) -> (Cfg, bool, Vec<Kept>) {
     let size = (end - start) as usize;
     let mut based = false;
     // The length of the instruction decoded at each offset, 0 where none starts.
@@ -270,9 +300,21 @@ fn descend(code: &Code<'_>, start: u64, end: u64, bases: Option<&Bases>) -> (Cfg
     // A branch found later may join the run a table was resolved from: resolved again from the
     // run as it now is, a table that comes out otherwise stays unknown.
     let mut unsure = Vec::new();
+    let mut kept = Vec::new();
+    let unjoined = vec![false; if keep { size } else { 0 }];
     for jump in &table_jumps {
         let run = run_before(&insns, &ending_at, &targeted, start, jump.ip());
-        if resolve(code, &run, jump, (start, end), bases, &mut based).as_ref() != tables.get(&jump.ip()) {
+        let targets = tables.get(&jump.ip());
+        if resolve(code, &run, jump, (start, end), bases, &mut based).as_ref() == targets {
+            continue;
+        }
+        // A base a callee-saved register took before the join, kept if the decoded function
+        // bears it out (see `decode`).
+        let before_join = if keep { run_before(&insns, &ending_at, &unjoined, start, jump.ip()) } else { Vec::new() };
+        let held = register_bases(&before_join[..before_join.len().saturating_sub(run.len())]);
+        if !held.is_empty() && jump_table(code, &run, jump, start, end, &held).as_ref() == targets {
+            kept.extend(held.iter().map(|&(reg, at, _)| (reg, at, jump.ip())));
+        } else {
             unsure.push(jump.ip());
         }
     }
@@ -292,7 +334,31 @@ fn descend(code: &Code<'_>, start: u64, end: u64, bases: Option<&Bases>) -> (Cfg
         &computed,
         incomplete,
     );
-    (cfg, based)
+    (cfg, based, kept)
+}
+
+/// A table base held in a register from a `lea` before paths join, and the jump it is kept for:
+/// (register, address of the `lea`, address of the jump).
+type Kept = (Register, u64, u64);
+
+/// `lea X(%rip), %reg` into callee-saved registers in `run` that nothing later in it writes:
+/// (register, address of the `lea`, X).
+fn register_bases(run: &[Instruction]) -> Vec<(Register, u64, u64)> {
+    let mut bases: Vec<(Register, u64, u64)> = Vec::new();
+    for instruction in run {
+        let dest = (instruction.op_count() > 0 && instruction.op0_kind() == OpKind::Register)
+            .then(|| instruction.op0_register().full_register());
+        if let Some(dest) = dest {
+            bases.retain(|&(reg, _, _)| reg != dest);
+            if instruction.mnemonic() == Mnemonic::Lea
+                && instruction.is_ip_rel_memory_operand()
+                && CALLEE_SAVED.contains(&dest)
+            {
+                bases.push((dest, instruction.ip(), instruction.ip_rel_memory_address()));
+            }
+        }
+    }
+    bases
 }
 
 /// Whether no instruction of `cfg` but the one at `at` writes `reg`, apart from the epilogue's
@@ -672,6 +738,11 @@ mod tests {
     /// of the source, or `f+offset`), how it ends (`flow`, `call`, `return`, `leave`), and its
     /// successors in address order; then `incomplete` if an indirect jump stayed unresolved.
     fn check(source: &str, expect: &str) {
+        assert_text(&check_text(source), expect);
+    }
+
+    /// The blocks of `f` as `check` prints them.
+    fn check_text(source: &str) -> String {
         let bytes = assembler::link(source, &["-e", "0", "-Ttext=0x401000"]);
         let symbols = Symbols::of(&bytes);
         let image = crate::elf::image::Image::parse(&bytes).unwrap();
@@ -697,7 +768,7 @@ mod tests {
         if graph.incomplete {
             out.push_str("incomplete\n");
         }
-        assert_text(&out, expect);
+        out
     }
 
     #[test]
@@ -983,6 +1054,57 @@ default: return
 incomplete
 ",
         );
+    }
+
+    /// posix_spawn's child: the table's address goes into a callee-saved register before the loop
+    /// whose head joins the jump's run. Kept while that `lea` is on every path to the jump and
+    /// nothing else writes the register; else the jump stays unknown.
+    #[test]
+    fn a_table_base_taken_before_a_loop_is_kept_while_every_path_holds_it() {
+        let source = |entry: &str, body: &str| {
+            format!(
+                "
+f:  push %r13
+    {entry}
+    lea table(%rip), %r13
+  again:
+    call g
+    cmp $1, %eax
+    ja done
+    movslq (%r13,%rax,4), %rax
+    add %r13, %rax
+    jmp *%rax
+  case0:
+    {body}
+    jmp again
+  case1:
+    jmp again
+  done:
+    pop %r13
+    ret
+g:  ret
+  table:
+    .long case0 - table, case1 - table
+"
+            )
+        };
+        check(
+            &source("nop", "nop"),
+            "
+f: flow -> again
+again: call -> again+0x5
+again+0x5: flow -> again+0xa done
+again+0xa: flow -> case0 case1
+case0: flow -> again
+case1: flow -> again
+done: return
+",
+        );
+        let unknown = "incomplete";
+        let written = check_text(&source("nop", "xor %r13d, %r13d"));
+        assert!(written.trim_end().ends_with(unknown), "{written}");
+        let around = check_text(&source("test %edi, %edi\n    je again", "nop"));
+        assert!(around.trim_end().ends_with(unknown), "{around}");
     }
 
     #[test]
