@@ -324,6 +324,16 @@ fn descend(code: &Code<'_>, start: u64, end: u64, bases: Option<&Bases>, keep: b
     }
     if incomplete {
         sweep(code, &mut insns, &mut seen, start, end);
+        // A branch only the sweep found joins its target's paths too: a block starts there.
+        for instruction in &insns {
+            let branch = matches!(flow(instruction), FlowControl::UnconditionalBranch | FlowControl::ConditionalBranch);
+            if branch
+                && is_near_branch(instruction.op0_kind())
+                && (start..end).contains(&instruction.near_branch_target())
+            {
+                leaders[offset(instruction.near_branch_target())] = true;
+            }
+        }
     }
     // Stable sort: the recursive descent leaves runs of ascending addresses, which it merges.
     insns.sort_by_key(|instruction| instruction.ip());

@@ -1572,6 +1572,29 @@ f:  cmp $1, %edi
     }
 
     #[test]
+    fn a_branch_the_sweep_found_joins_its_target() {
+        // `b` is found only by the sweep after the unresolved jump; its branch into the middle of
+        // `a` brings 60 to the syscall there.
+        check(
+            "
+f:  test %esi, %esi
+    je a
+    mov (%rdi), %rax
+    jmp *%rax
+  a:
+    mov $39, %eax
+  mid:
+    syscall
+    ret
+  b:
+    mov $60, %eax
+    jmp mid
+",
+            "f: icall; syscall 39 60; reads arg1 arg2",
+        );
+    }
+
+    #[test]
     fn a_block_only_an_unresolved_jump_reaches_is_analysed() {
         // `reached` follows a call that never returns: no path from the entry gets there, but the
         // unresolved jump may. Its syscall counts, from a state nothing is known of.
