@@ -323,9 +323,10 @@ fn descend(code: &Code<'_>, start: u64, end: u64, bases: Option<&Bases>, keep: b
         incomplete = true;
     }
     if incomplete {
+        let decoded = insns.len();
         sweep(code, &mut insns, &mut seen, start, end);
         // A branch only the sweep found joins its target's paths too: a block starts there.
-        for instruction in &insns {
+        for instruction in &insns[decoded..] {
             let branch = matches!(flow(instruction), FlowControl::UnconditionalBranch | FlowControl::ConditionalBranch);
             if branch
                 && is_near_branch(instruction.op0_kind())
@@ -550,7 +551,8 @@ fn resolve(
 }
 
 /// The targets of a jump table ending in `jump` after the straight-line `run`, if the code has a
-/// recognised shape; `held`: table bases the registers hold from the function's entry.
+/// recognised shape; `held`: table bases registers hold from before the run (from the function's
+/// entry, or from before the place where the run joins other paths).
 fn jump_table(
     code: &Code<'_>,
     run: &[Instruction],

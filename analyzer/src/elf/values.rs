@@ -381,18 +381,10 @@ pub(crate) struct Context<'a> {
 
 /// Runs the value analysis over `cfg` and collects the facts.
 pub(crate) fn analyze(cfg: &Cfg, context: &Context<'_>) -> Facts {
-    let mut has_pred = vec![false; cfg.blocks.len()];
-    for block in 0..cfg.blocks.len() {
-        for succ in cfg.succs(block) {
-            has_pred[succ] = true;
-        }
-    }
-    if cfg.incomplete {
-        // An unresolved jump may go to any block: one that no path from the entry reaches (its
-        // predecessors come after calls that never return) starts from nothing known, as one only
-        // the sweep found does, and is not left out.
-        has_pred = reached_from_entry(cfg, context);
-    }
+    // An unresolved jump may go to any block: there, one that no path from the entry reaches (its
+    // predecessors come after calls that never return) starts from nothing known, as one only
+    // the sweep found does, and is not left out.
+    let has_pred = if cfg.incomplete { reached_from_entry(cfg, context) } else { with_predecessors(cfg) };
     let order = cfg.reverse_postorder();
     let mut rank = vec![0; cfg.blocks.len()];
     for (position, &block) in order.iter().enumerate() {
@@ -509,6 +501,17 @@ fn holds_unread_argument(state: &State, consumed: u8) -> bool {
         .chain(slots)
         .flat_map(Vals::items)
         .any(|val| matches!(val, Val::Arg(k) if consumed & (1 << k) == 0))
+}
+
+/// The blocks some block goes to.
+fn with_predecessors(cfg: &Cfg) -> Vec<bool> {
+    let mut has_pred = vec![false; cfg.blocks.len()];
+    for block in 0..cfg.blocks.len() {
+        for succ in cfg.succs(block) {
+            has_pred[succ] = true;
+        }
+    }
+    has_pred
 }
 
 /// The blocks a path from the entry reaches, the fall-through of calls that never return cut.
