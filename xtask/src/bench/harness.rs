@@ -120,6 +120,21 @@ impl Ratio {
     }
 }
 
+/// The verdict on a goal of keeping at least `goal` of a baseline's figure: when it is missed,
+/// by how much, and whether `noise` (the same thing measured against itself, described by
+/// `noise_of`) differs from itself by as much as the ratio differs from parity.
+pub fn at_least(goal: f64, ratio: Ratio, noise: Ratio, noise_of: &str) -> String {
+    if ratio.median >= goal {
+        return format!("≥ {goal} (met)");
+    }
+    let noise_width = (1.0 - noise.min).max(noise.max - 1.0);
+    let side = if 1.0 - ratio.median <= noise_width { "within" } else { "beyond" };
+    format!(
+        "≥ {goal} (not met, by {:.3}; {side} the noise: {noise_of} differs from itself by up to {noise_width:.3})",
+        goal - ratio.median
+    )
+}
+
 impl std::fmt::Display for Ratio {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:.3} ({:.3}–{:.3})", self.median, self.min, self.max)
@@ -154,5 +169,17 @@ mod tests {
         let ratio = samples.ratio("a", "b");
         assert_eq!((ratio.min, ratio.median, ratio.max), (2.0, 2.0, 2.0));
         assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), 2.5);
+    }
+
+    #[test]
+    fn a_missed_goal_says_whether_the_noise_is_as_large() {
+        let ratio = |median, min, max| Ratio { median, min, max };
+        assert_eq!(at_least(0.98, ratio(0.99, 0.9, 1.1), ratio(1.0, 1.0, 1.0), "x"), "≥ 0.98 (met)");
+        let missed = at_least(0.98, ratio(0.976, 0.95, 1.07), ratio(1.01, 0.96, 1.04), "the floor");
+        assert_eq!(
+            missed,
+            "≥ 0.98 (not met, by 0.004; within the noise: the floor differs from itself by up to 0.040)"
+        );
+        assert!(at_least(0.98, ratio(0.9, 0.88, 0.92), ratio(1.0, 0.99, 1.02), "x").contains("beyond the noise"));
     }
 }

@@ -149,7 +149,7 @@ impl Rootfs {
         }
         let io = |source| RootfsError::Io { path: canonical.clone(), root: self.label.clone(), source };
         let bytes = match &self.kind {
-            Kind::Layers(layers) => read_all(layers.open(&canonical).map(|file| file.take(limit as u64))),
+            Kind::Layers(layers) => layers.open(&canonical).and_then(|file| read_up_to(file, limit)),
             Kind::Archive(archive) => archive.read(&canonical).map(|mut bytes| {
                 bytes.truncate(limit);
                 bytes
@@ -197,9 +197,12 @@ fn join(resolved: &[String], last: &str) -> String {
     path
 }
 
-fn read_all(file: std::io::Result<impl std::io::Read>) -> std::io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    file?.read_to_end(&mut bytes)?;
+/// The first `limit` bytes of `file`, read into a buffer sized from its length: grown as it
+/// fills, a buffer for libcrypto was copied and faulted in eleven times over.
+fn read_up_to(file: std::fs::File, limit: usize) -> std::io::Result<Vec<u8>> {
+    let len = file.metadata()?.len().min(limit as u64) as usize;
+    let mut bytes = Vec::with_capacity(len);
+    file.take(limit as u64).read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 
@@ -225,6 +228,8 @@ mod tests {
         let (_dir, rootfs) = tree();
         assert_eq!(rootfs.resolve("/lib/libc.so.6").unwrap(), "/usr/lib/libc.so.6");
         assert_eq!(rootfs.read("/usr/lib/abs").unwrap(), ("/usr/lib/libc.so.6".to_owned(), b"inside".to_vec()));
+        assert_eq!(rootfs.read_head("/usr/lib/abs", 3).unwrap().1, b"ins");
+        assert_eq!(rootfs.read_head("/usr/lib/abs", 100).unwrap().1, b"inside");
         // `..` stops at the container root, as it does in a chroot.
         assert_eq!(rootfs.resolve("/usr/lib/climb").unwrap(), "/usr/lib/libc.so.6");
         assert!(matches!(rootfs.resolve("/loop"), Err(RootfsError::Loop { .. })));
