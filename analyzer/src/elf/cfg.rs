@@ -120,6 +120,26 @@ impl Cfg {
         order
     }
 
+    /// The block holding the instruction at `addr`.
+    pub fn block_containing(&self, addr: u64) -> Option<usize> {
+        self.blocks.partition_point(|block| self.insns[block.first].ip() <= addr).checked_sub(1)
+    }
+
+    /// Per block, whether a path from `from` (itself included) leads there.
+    fn reachable_from(&self, from: usize) -> Vec<bool> {
+        let mut seen = vec![false; self.blocks.len()];
+        seen[from] = true;
+        let mut pending = vec![from];
+        while let Some(block) = pending.pop() {
+            for succ in self.succs(block) {
+                if !std::mem::replace(&mut seen[succ], true) {
+                    pending.push(succ);
+                }
+            }
+        }
+        seen
+    }
+
     /// The block that starts at `addr`, if one does.
     pub fn block_at(&self, addr: u64) -> Option<usize> {
         self.blocks.binary_search_by_key(&addr, |block| self.insns[block.first].ip()).ok()
@@ -135,9 +155,10 @@ impl Cfg {
 /// A table base kept in a callee-saved register from the function's entry (`lea table(%rip),
 /// %r15` before its first branch, hoisted out of the loop around a `switch`) counts where the
 /// jump's own run does not load one, if nothing else in the function writes that register: every
-/// path then holds it at the jump. So does one loaded before the place where the run joins other
-/// paths (the loop head), if its `lea` is on every path to the jump and the function has no
-/// unresolved jump, which could bypass it. Otherwise the jump stays unknown, and the linear sweep
+/// path then holds it at the jump. So does one loaded into any register before the place where
+/// the run joins other paths (the loop head), if its `lea` is on every path to the jump, nothing
+/// on a path from the one to the other writes the register (a call writes the caller-saved
+/// ones), and the function has no unresolved jump, which could bypass it. Otherwise the jump stays unknown, and the linear sweep
 /// it forces leaves the states of the blocks it finds unknown — the stack pointer's included,
 /// which a loop then carries back to the blocks before the jump.
 pub(crate) fn decode(code: &Code<'_>, start: u64, end: u64) -> Cfg {
@@ -148,9 +169,9 @@ pub(crate) fn decode(code: &Code<'_>, start: u64, end: u64) -> Cfg {
     for keep in [true, false] {
         let (cfg, based, kept) = descend(code, start, end, Some(&bases), keep);
         let held_ok = !based || held().all(|&(reg, at, _)| written_only_at(&cfg, reg, at, (start, end)));
-        let kept_ok = kept.iter().all(|&(reg, at, jump)| {
-            !cfg.incomplete && written_only_at(&cfg, reg, at, (start, end)) && dominates(&cfg, at, jump)
-        });
+        let kept_ok = kept
+            .iter()
+            .all(|&(reg, at, jump)| !cfg.incomplete && dominates(&cfg, at, jump) && held_between(&cfg, reg, at, jump));
         if held_ok && kept_ok {
             return cfg;
         }
@@ -161,11 +182,7 @@ pub(crate) fn decode(code: &Code<'_>, start: u64, end: u64) -> Cfg {
 /// Whether every path from the entry of `cfg` to the instruction at `to` goes through the one
 /// at `through`.
 fn dominates(cfg: &Cfg, through: u64, to: u64) -> bool {
-    let block_of = |addr: u64| {
-        let after = cfg.blocks.partition_point(|block| cfg.insns[block.first].ip() <= addr);
-        after.checked_sub(1)
-    };
-    let (Some(through), Some(to)) = (block_of(through), block_of(to)) else { return false };
+    let (Some(through), Some(to)) = (cfg.block_containing(through), cfg.block_containing(to)) else { return false };
     if through == to || to == 0 {
         return false;
     }
@@ -186,6 +203,56 @@ fn dominates(cfg: &Cfg, through: u64, to: u64) -> bool {
     true
 }
 
+/// Whether `reg` still holds what the instruction at `at` wrote when the one at `to` runs, on
+/// every path from the one to the other: no instruction of a block on such a path writes it after
+/// `at`, and no call does if the register is caller-saved.
+fn held_between(cfg: &Cfg, reg: Register, at: u64, to: u64) -> bool {
+    let (Some(from), Some(until)) = (cfg.block_containing(at), cfg.block_containing(to)) else { return false };
+    let after_from = cfg.reachable_from(from);
+    let mut preds = vec![Vec::new(); cfg.blocks.len()];
+    for block in 0..cfg.blocks.len() {
+        for succ in cfg.succs(block) {
+            preds[succ].push(block);
+        }
+    }
+    let mut before_until = vec![false; cfg.blocks.len()];
+    before_until[until] = true;
+    let mut pending = vec![until];
+    while let Some(block) = pending.pop() {
+        for &pred in &preds[block] {
+            if !std::mem::replace(&mut before_until[pred], true) {
+                pending.push(pred);
+            }
+        }
+    }
+    let mut factory = iced_x86::InstructionInfoFactory::new();
+    (0..cfg.blocks.len()).filter(|&block| after_from[block] && before_until[block]).all(|block| {
+        cfg.block_insns(block)
+            .iter()
+            .filter(|insn| block != from || insn.ip() > at)
+            .filter(|insn| block != until || insn.ip() < to)
+            .all(|insn| !clobbers(&mut factory, insn, reg))
+    })
+}
+
+/// Whether `instruction` may change `reg`: it writes it, or it is a call and the register is not
+/// one a callee must preserve, or a `syscall`, which clobbers rcx and r11.
+fn clobbers(factory: &mut iced_x86::InstructionInfoFactory, instruction: &Instruction, reg: Register) -> bool {
+    let call = matches!(flow(instruction), FlowControl::Call | FlowControl::IndirectCall);
+    let syscall = instruction.mnemonic() == Mnemonic::Syscall;
+    (call && !CALLEE_SAVED.contains(&reg))
+        || (syscall && [Register::RAX, Register::RCX, Register::R11].contains(&reg))
+        || writes(factory, instruction, reg)
+}
+
+/// Whether `instruction` writes `reg` (or a part of it).
+fn writes(factory: &mut iced_x86::InstructionInfoFactory, instruction: &Instruction, reg: Register) -> bool {
+    factory.info(instruction).used_registers().iter().any(|used| {
+        used.register().full_register() == reg
+            && !matches!(used.access(), iced_x86::OpAccess::Read | iced_x86::OpAccess::CondRead)
+    })
+}
+
 /// `lea X(%rip), %reg` into callee-saved registers before the function's first branch or call,
 /// still held there: (register, address of the `lea`, X).
 fn entry_bases(code: &Code<'_>, start: u64, end: u64) -> Vec<(Register, u64, u64)> {
@@ -198,7 +265,7 @@ fn entry_bases(code: &Code<'_>, start: u64, end: u64) -> Vec<(Register, u64, u64
         run.push(instruction);
         addr = instruction.next_ip();
     }
-    register_bases(&run)
+    register_bases(&run, false)
 }
 
 /// The registers a call leaves as they were.
@@ -308,14 +375,14 @@ fn descend(code: &Code<'_>, start: u64, end: u64, bases: Option<&Bases>, keep: b
         if resolve(code, &run, jump, (start, end), bases, &mut based).as_ref() == targets {
             continue;
         }
-        // A base a callee-saved register took before the join, kept if the decoded function
-        // bears it out (see `decode`).
+        // A base a register took before the join, kept if the decoded function bears it out
+        // (see `decode`).
         let before_join = if keep { run_before(&insns, &ending_at, &unjoined, start, jump.ip()) } else { Vec::new() };
-        let held = register_bases(&before_join[..before_join.len().saturating_sub(run.len())]);
-        if !held.is_empty() && jump_table(code, &run, jump, start, end, &held).as_ref() == targets {
-            kept.extend(held.iter().map(|&(reg, at, _)| (reg, at, jump.ip())));
-        } else {
-            unsure.push(jump.ip());
+        let held = register_bases(&before_join[..before_join.len().saturating_sub(run.len())], true);
+        let base = held.iter().find(|&&base| jump_table(code, &run, jump, start, end, &[base]).as_ref() == targets);
+        match base {
+            Some(&(reg, at, _)) => kept.push((reg, at, jump.ip())),
+            None => unsure.push(jump.ip()),
         }
     }
     for at in unsure {
@@ -352,9 +419,9 @@ fn descend(code: &Code<'_>, start: u64, end: u64, bases: Option<&Bases>, keep: b
 /// (register, address of the `lea`, address of the jump).
 type Kept = (Register, u64, u64);
 
-/// `lea X(%rip), %reg` into callee-saved registers in `run` that nothing later in it writes:
-/// (register, address of the `lea`, X).
-fn register_bases(run: &[Instruction]) -> Vec<(Register, u64, u64)> {
+/// `lea X(%rip), %reg` in `run` that nothing later in it writes, into callee-saved registers
+/// only unless `any`: (register, address of the `lea`, X).
+fn register_bases(run: &[Instruction], any: bool) -> Vec<(Register, u64, u64)> {
     let mut bases: Vec<(Register, u64, u64)> = Vec::new();
     for instruction in run {
         let dest = (instruction.op_count() > 0 && instruction.op0_kind() == OpKind::Register)
@@ -363,7 +430,7 @@ fn register_bases(run: &[Instruction]) -> Vec<(Register, u64, u64)> {
             bases.retain(|&(reg, _, _)| reg != dest);
             if instruction.mnemonic() == Mnemonic::Lea
                 && instruction.is_ip_rel_memory_operand()
-                && CALLEE_SAVED.contains(&dest)
+                && (any || CALLEE_SAVED.contains(&dest))
             {
                 bases.push((dest, instruction.ip(), instruction.ip_rel_memory_address()));
             }
@@ -376,13 +443,11 @@ fn register_bases(run: &[Instruction]) -> Vec<(Register, u64, u64)> {
 /// `pop`s, after which the function (`range`) returns or tail-calls without coming back.
 fn written_only_at(cfg: &Cfg, reg: Register, at: u64, range: (u64, u64)) -> bool {
     let mut factory = iced_x86::InstructionInfoFactory::new();
-    cfg.insns.iter().enumerate().filter(|(_, instruction)| instruction.ip() != at).all(|(index, instruction)| {
-        let writes = factory.info(instruction).used_registers().iter().any(|used| {
-            used.register().full_register() == reg
-                && !matches!(used.access(), iced_x86::OpAccess::Read | iced_x86::OpAccess::CondRead)
-        });
-        !writes || epilogue(&cfg.insns[index..], range)
-    })
+    cfg.insns
+        .iter()
+        .enumerate()
+        .filter(|(_, instruction)| instruction.ip() != at)
+        .all(|(index, instruction)| !writes(&mut factory, instruction, reg) || epilogue(&cfg.insns[index..], range))
 }
 
 /// Whether `insns` start with `pop`s, one after the other, then a return or a jump out of the
@@ -1117,6 +1182,58 @@ done: return
         assert!(written.trim_end().ends_with(unknown), "{written}");
         let around = check_text(&source("test %edi, %edi\n    je again", "nop"));
         assert!(around.trim_end().ends_with(unknown), "{around}");
+    }
+
+    /// glibc's printf parsers: the table's address goes into a caller-saved register before the
+    /// loop over the format. Kept while nothing on the way from that `lea` to the jump writes
+    /// the register, a call included; else the jump stays unknown.
+    #[test]
+    fn a_table_base_in_any_register_is_kept_while_no_path_to_the_jump_changes_it() {
+        let source = |body: &str| {
+            format!(
+                "
+f:  lea table(%rip), %rcx
+  again:
+    movzbl (%rdi), %eax
+    add $1, %rdi
+    cmp $1, %eax
+    ja done
+    movslq (%rcx,%rax,4), %rdx
+    add %rcx, %rdx
+    jmp *%rdx
+  case0:
+    {body}
+    jmp again
+  case1:
+    jmp again
+  done:
+    call g
+    xor %ecx, %ecx
+    ret
+g:  ret
+  table:
+    .long case0 - table, case1 - table
+"
+            )
+        };
+        // The `xor` after `done` writes the register on no path to the jump.
+        check(
+            &source("nop"),
+            "
+f: flow -> again
+again: flow -> again+0xc done
+again+0xc: flow -> case0 case1
+case0: flow -> again
+case1: flow -> again
+done: call -> done+0x5
+done+0x5: return
+",
+        );
+        let unknown = "incomplete";
+        for body in ["call g", "mov %rsi, %rcx", "syscall"] {
+            let changed = check_text(&source(body));
+            assert!(changed.trim_end().ends_with(unknown), "{body}: {changed}");
+        }
     }
 
     #[test]
