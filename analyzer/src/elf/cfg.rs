@@ -10,7 +10,7 @@
 //! indirect jump that is none of these marks the graph incomplete, and the rest of the function's
 //! unwind range is then decoded linearly, since an FDE range is known to be code.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register};
 
@@ -158,7 +158,10 @@ impl Cfg {
 /// path then holds it at the jump. So does one loaded into any register before the place where
 /// the run joins other paths (the loop head), if its `lea` is on every path to the jump, nothing
 /// on a path from the one to the other writes the register (a call writes the caller-saved
-/// ones), and the function has no unresolved jump, which could bypass it. Otherwise the jump stays unknown, and the linear sweep
+/// ones), and the function has no unresolved jump, which could bypass it. Where a run starts at a
+/// join, the bound of a table's index and a label the jump's register holds may come from the
+/// paths into it, each checked or loaded right before it (`Paths::resolve`); trusted only if the
+/// function ends up with no unresolved or computed jump, which could come in another way. Otherwise the jump stays unknown, and the linear sweep
 /// it forces leaves the states of the blocks it finds unknown — the stack pointer's included,
 /// which a loop then carries back to the blocks before the jump.
 pub(crate) fn decode(code: &Code<'_>, start: u64, end: u64) -> Cfg {
@@ -289,8 +292,12 @@ fn descend(code: &Code<'_>, start: u64, end: u64, bases: Option<&Bases>, keep: b
     // conditional branch or a call.
     let mut targeted = vec![false; size];
     let mut insns: Vec<Instruction> = Vec::new();
+    // (target, index in `insns` of the branch or table jump going there), in decoding order.
+    let mut sources: Vec<(u64, u32)> = Vec::new();
     let mut tables: HashMap<u64, Vec<u64>> = HashMap::new();
     let mut table_jumps: Vec<Instruction> = Vec::new();
+    // Jumps resolved from what the paths into their run compute (see `Paths::resolve`).
+    let mut joined_before = HashSet::new();
     let mut computed: Vec<u64> = Vec::new();
     let mut incomplete = false;
     let mut work = vec![start];
@@ -311,13 +318,15 @@ fn descend(code: &Code<'_>, start: u64, end: u64, bases: Option<&Bases>, keep: b
             }
             insns.push(instruction);
             let next = instruction.next_ip();
-            let mut branch_to = |target: u64, leaders: &mut Vec<bool>, targeted: &mut Vec<bool>| {
-                if (start..end).contains(&target) {
-                    leaders[offset(target)] = true;
-                    targeted[offset(target)] = true;
-                    work.push(target);
-                }
-            };
+            let mut branch_to =
+                |target: u64, leaders: &mut Vec<bool>, targeted: &mut Vec<bool>, sources: &mut Vec<(u64, u32)>| {
+                    if (start..end).contains(&target) {
+                        leaders[offset(target)] = true;
+                        targeted[offset(target)] = true;
+                        sources.push((target, insns.len() as u32 - 1));
+                        work.push(target);
+                    }
+                };
             let mark = |addr: u64, leaders: &mut Vec<bool>| {
                 if (start..end).contains(&addr) {
                     leaders[offset(addr)] = true;
@@ -325,23 +334,28 @@ fn descend(code: &Code<'_>, start: u64, end: u64, bases: Option<&Bases>, keep: b
             };
             match flow(&instruction) {
                 FlowControl::UnconditionalBranch => {
-                    branch_to(instruction.near_branch_target(), &mut leaders, &mut targeted);
+                    branch_to(instruction.near_branch_target(), &mut leaders, &mut targeted, &mut sources);
                     break;
                 }
                 FlowControl::ConditionalBranch | FlowControl::XbeginXabortXend => {
                     if is_near_branch(instruction.op0_kind()) {
-                        branch_to(instruction.near_branch_target(), &mut leaders, &mut targeted);
+                        branch_to(instruction.near_branch_target(), &mut leaders, &mut targeted, &mut sources);
                     }
                     mark(next, &mut leaders);
                 }
                 FlowControl::Call | FlowControl::IndirectCall => mark(next, &mut leaders),
                 FlowControl::IndirectBranch => {
-                    let run = run_before(&insns, &ending_at, &targeted, start, addr);
-                    let found = resolve(code, &run, &instruction, (start, end), bases, &mut based);
+                    let paths =
+                        Paths { insns: &insns, ending_at: &ending_at, targeted: &targeted, sources: &sources, start };
+                    let run = paths.run_before(addr);
+                    let (found, before) = paths.resolve(code, &run, &instruction, end, bases, &mut based);
                     match found {
                         Some(targets) => {
+                            if before {
+                                joined_before.insert(addr);
+                            }
                             for &target in &targets {
-                                branch_to(target, &mut leaders, &mut targeted);
+                                branch_to(target, &mut leaders, &mut targeted, &mut sources);
                             }
                             tables.insert(addr, targets);
                             table_jumps.push(instruction);
@@ -369,17 +383,20 @@ fn descend(code: &Code<'_>, start: u64, end: u64, bases: Option<&Bases>, keep: b
     let mut unsure = Vec::new();
     let mut kept = Vec::new();
     let unjoined = vec![false; if keep { size } else { 0 }];
+    let paths = Paths { insns: &insns, ending_at: &ending_at, targeted: &targeted, sources: &sources, start };
     for jump in &table_jumps {
-        let run = run_before(&insns, &ending_at, &targeted, start, jump.ip());
+        let run = paths.run_before(jump.ip());
         let targets = tables.get(&jump.ip());
-        if resolve(code, &run, jump, (start, end), bases, &mut based).as_ref() == targets {
+        if paths.resolve(code, &run, jump, end, bases, &mut based).0.as_ref() == targets {
             continue;
         }
+        let (bound, _) = paths.bound(&run, jump);
         // A base a register took before the join, kept if the decoded function bears it out
         // (see `decode`).
         let before_join = if keep { run_before(&insns, &ending_at, &unjoined, start, jump.ip()) } else { Vec::new() };
         let held = register_bases(&before_join[..before_join.len().saturating_sub(run.len())], true);
-        let base = held.iter().find(|&&base| jump_table(code, &run, jump, start, end, &[base]).as_ref() == targets);
+        let base =
+            held.iter().find(|&&base| jump_table(code, &run, jump, (start, end, bound), &[base]).as_ref() == targets);
         match base {
             Some(&(reg, at, _)) => kept.push((reg, at, jump.ip())),
             None => unsure.push(jump.ip()),
@@ -388,6 +405,13 @@ fn descend(code: &Code<'_>, start: u64, end: u64, bases: Option<&Bases>, keep: b
     for at in unsure {
         tables.remove(&at);
         incomplete = true;
+    }
+    // A jump this function computes, or one left unknown, may go where such a run starts without
+    // passing a bound.
+    if incomplete || !computed.is_empty() {
+        for at in joined_before {
+            incomplete |= tables.remove(&at).is_some();
+        }
     }
     if incomplete {
         let decoded = insns.len();
@@ -561,6 +585,133 @@ fn build_blocks(
     Cfg { insns, blocks, edges, incomplete }
 }
 
+/// What the descent knows of how paths meet: the instructions decoded, which ends where, the
+/// offsets branches go to, and the branches (and table jumps) going to each.
+struct Paths<'a> {
+    insns: &'a [Instruction],
+    ending_at: &'a [u32],
+    targeted: &'a [bool],
+    /// (target, index in `insns` of a branch or table jump going there); looked through only
+    /// where a run is cut short, so not indexed.
+    sources: &'a [(u64, u32)],
+    start: u64,
+}
+
+impl Paths<'_> {
+    fn run_before(&self, addr: u64) -> Vec<Instruction> {
+        run_before(self.insns, self.ending_at, self.targeted, self.start, addr)
+    }
+
+    /// The targets of the indirect jump `jump` after `run` (the function ends at `end`), and
+    /// whether they come from what the paths into the run compute rather than from the run: a
+    /// label the jump's register holds (GCC's computed `goto` to one label: `vfprintf` goes to
+    /// its handler of unknown specifiers so), or a jump table.
+    fn resolve(
+        &self,
+        code: &Code<'_>,
+        run: &[Instruction],
+        jump: &Instruction,
+        end: u64,
+        bases: Option<&Bases>,
+        based: &mut bool,
+    ) -> (Option<Vec<u64>>, bool) {
+        let range = (self.start, end);
+        if jump.op0_kind() == OpKind::Register {
+            let reg = jump.op0_register().full_register();
+            let label = match written_label(run, reg, range) {
+                Some(label) => label.map(|label| (label, false)),
+                None => self.label_into(run_start(run, jump), reg, range).map(|label| (label, true)),
+            };
+            if let Some((label, before)) = label {
+                return (Some(vec![label]), before);
+            }
+        }
+        let (bound, before) = self.bound(run, jump);
+        (resolve(code, run, jump, (self.start, end, bound), bases, based), before)
+    }
+
+    /// The label every path into `label` leaves in `reg` (see `written_label`).
+    fn label_into(&self, label: u64, reg: Register, range: (u64, u64)) -> Option<u64> {
+        let mut runs = self.runs_into(label)?.into_iter().map(|(run, _)| run);
+        let first = written_label(&runs.next()?, reg, range)??;
+        runs.all(|run| written_label(&run, reg, range) == Some(Some(first))).then_some(first)
+    }
+
+    /// The paths into `label`: the run before each direct branch to it, with the branch, and the
+    /// run before it if the instruction there falls into it. `None` if a table jump goes there
+    /// too, or `label` is not where paths join.
+    fn runs_into(&self, label: u64) -> Option<Vec<(Vec<Instruction>, Option<&Instruction>)>> {
+        if label == self.start || !self.targeted[(label - self.start) as usize] {
+            return None;
+        }
+        let mut runs = Vec::new();
+        let branches = self.sources.iter().filter(|&&(target, _)| target == label);
+        for branch in branches.map(|&(_, index)| &self.insns[index as usize]) {
+            if !is_near_branch(branch.op0_kind()) {
+                return None;
+            }
+            runs.push((self.run_before(branch.ip()), Some(branch)));
+        }
+        let previous = self.ending_at.get((label - self.start) as usize).filter(|&&index| index > 0);
+        if let Some(&index) = previous
+            && falls_through(&self.insns[index as usize - 1])
+        {
+            runs.push((self.run_before(label), None));
+        }
+        Some(runs)
+    }
+
+    /// How many entries a table index is checked to be below (`cmp` and an unsigned branch) on
+    /// every path to the jump after `run`; and whether the check is on the paths into the run
+    /// rather than in it. glibc's `vfprintf` checks the format character before it joins the
+    /// paths that then dispatch on it.
+    fn bound(&self, run: &[Instruction], jump: &Instruction) -> (Option<u64>, bool) {
+        match bound(run) {
+            Some(bound) => (Some(bound), false),
+            None => {
+                let before = self.bound_into(run_start(run, jump));
+                (before, before.is_some())
+            }
+        }
+    }
+
+    /// The bound every path into `label` has just checked: each direct branch to it right after
+    /// the check it passes (`cmp $N, …; jbe label`, or `cmp $N, …; ja elsewhere; jmp label`),
+    /// and the fall-through into it right after one.
+    fn bound_into(&self, label: u64) -> Option<u64> {
+        let runs = self.runs_into(label)?.into_iter();
+        let bounds = runs.map(|(run, branch)| match branch.map(|branch| branch.mnemonic()) {
+            None | Some(Mnemonic::Jmp) => checked_then_fell(&run),
+            Some(Mnemonic::Jbe) => Some(compared(run.last()?)? + 1),
+            Some(Mnemonic::Jb) => compared(run.last()?),
+            Some(_) => None,
+        });
+        bounds.collect::<Option<Vec<u64>>>()?.into_iter().max()
+    }
+}
+
+/// Where `run`, the instructions before `jump`, starts.
+fn run_start(run: &[Instruction], jump: &Instruction) -> u64 {
+    run.first().unwrap_or(jump).ip()
+}
+
+/// The bound of a `run` that ends with `cmp $N, …` and `ja`/`jae`, whose fall-through is then
+/// below it.
+fn checked_then_fell(run: &[Instruction]) -> Option<u64> {
+    let [.., compare, branch] = run else { return None };
+    match branch.mnemonic() {
+        Mnemonic::Ja => Some(compared(compare)? + 1),
+        Mnemonic::Jae => compared(compare),
+        _ => None,
+    }
+}
+
+/// N of `cmp $N, …`.
+fn compared(compare: &Instruction) -> Option<u64> {
+    let immediate = matches!(compare.op1_kind(), OpKind::Immediate8to32 | OpKind::Immediate32 | OpKind::Immediate8);
+    (compare.mnemonic() == Mnemonic::Cmp && immediate).then(|| compare.immediate(1))
+}
+
 /// Up to 24 instructions that fall through, one into the next, to `addr`, back to where another
 /// path may join (`targeted`); oldest first. What they compute is what every path to `addr`
 /// computes.
@@ -603,31 +754,43 @@ fn resolve(
     code: &Code<'_>,
     run: &[Instruction],
     jump: &Instruction,
-    (start, end): (u64, u64),
+    (start, end, bound): (u64, u64, Option<u64>),
     bases: Option<&Bases>,
     based: &mut bool,
 ) -> Option<Vec<u64>> {
-    jump_table(code, run, jump, start, end, &[]).or_else(|| {
+    jump_table(code, run, jump, (start, end, bound), &[]).or_else(|| {
         let held = bases?.get_or_init(|| entry_bases(code, start, end));
-        let targets = jump_table(code, run, jump, start, end, held)?;
+        let targets = jump_table(code, run, jump, (start, end, bound), held)?;
         *based = true;
         Some(targets)
     })
 }
 
+/// What the last instruction of `run` to write `reg` leaves there: `None` if none writes it,
+/// `Some(label)` if it is `lea label(%rip)` with the label in the function (`range`), else
+/// `Some(None)`.
+fn written_label(run: &[Instruction], reg: Register, (start, end): (u64, u64)) -> Option<Option<u64>> {
+    let mut factory = iced_x86::InstructionInfoFactory::new();
+    let last = run.iter().rev().find(|instruction| writes(&mut factory, instruction, reg))?;
+    let is_label = last.mnemonic() == Mnemonic::Lea
+        && last.is_ip_rel_memory_operand()
+        && last.op0_register().full_register() == reg
+        && (start..end).contains(&last.ip_rel_memory_address());
+    Some(is_label.then(|| last.ip_rel_memory_address()))
+}
+
 /// The targets of a jump table ending in `jump` after the straight-line `run`, if the code has a
-/// recognised shape; `held`: table bases registers hold from before the run (from the function's
-/// entry, or from before the place where the run joins other paths).
+/// recognised shape; `bound`: how many entries the index is checked to be below; `held`: table
+/// bases registers hold from before the run (from the function's entry, or from before the place
+/// where the run joins other paths).
 fn jump_table(
     code: &Code<'_>,
     run: &[Instruction],
     jump: &Instruction,
-    start: u64,
-    end: u64,
+    (start, end, bound): (u64, u64, Option<u64>),
     held: &[(Register, u64, u64)],
 ) -> Option<Vec<u64>> {
     let in_function = |target: u64| (start..end).contains(&target);
-    let bound = bound(run);
     let limit = bound.unwrap_or(MAX_TABLE).min(MAX_TABLE);
     if jump.op0_kind() == OpKind::Memory && jump.memory_base() == Register::None && jump.memory_index_scale() == 8 {
         // Position-dependent code: `jmp *table(,%idx,8)` with absolute entries.
@@ -1234,6 +1397,61 @@ done+0x5: return
             let changed = check_text(&source(body));
             assert!(changed.trim_end().ends_with(unknown), "{body}: {changed}");
         }
+    }
+
+    /// glibc's `vfprintf`: the format character is checked before the paths join that dispatch
+    /// on it, and a character outside the table goes to a label taken before a branch.
+    #[test]
+    fn what_every_path_into_a_jump_s_run_checks_or_loads_counts() {
+        let source = |other: &str| {
+            format!(
+                "
+f:  movzbl (%rdi), %ecx
+    lea -0x20(%rcx), %eax
+    cmp $1, %al
+    jbe dispatch
+    lea unknown(%rip), %rax
+    test %esi, %esi
+    jne out
+    {other}
+    ret
+  out:
+    jmp *%rax
+  dispatch:
+    movzbl %cl, %eax
+    sub $0x20, %eax
+    lea table(%rip), %rdx
+    movslq (%rdx,%rax,4), %rax
+    add %rdx, %rax
+    jmp *%rax
+  case0:
+    ret
+  case1:
+    ret
+  unknown:
+    ret
+  table:
+    .long case0 - table, case1 - table, unknown - table
+"
+            )
+        };
+        check(
+            &source("nop"),
+            "
+f: flow -> f+0xa dispatch
+f+0xa: flow -> f+0x15 out
+f+0x15: return
+out: flow -> unknown
+dispatch: flow -> case0 case1
+case0: return
+case1: return
+unknown: return
+",
+        );
+        // Another path into each run, which checks nothing and loads another label.
+        let unchecked = check_text(&source("lea case0(%rip), %rax\n    cmp $2, %edx\n    je out\n    jmp dispatch"));
+        assert!(unchecked.contains("dispatch: flow -> case0 case1 unknown\n"), "{unchecked}");
+        assert!(unchecked.contains("out: leave\n") && unchecked.trim_end().ends_with("incomplete"), "{unchecked}");
     }
 
     #[test]
