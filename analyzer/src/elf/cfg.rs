@@ -207,8 +207,8 @@ fn dominates(cfg: &Cfg, through: u64, to: u64) -> bool {
 }
 
 /// Whether `reg` still holds what the instruction at `at` wrote when the one at `to` runs, on
-/// every path from the one to the other: no instruction of a block on such a path writes it after
-/// `at`, and no call does if the register is caller-saved.
+/// every path from the one to the other that does not run it again: no instruction of a block on
+/// such a path writes it after `at`, and no call does if the register is caller-saved.
 fn held_between(cfg: &Cfg, reg: Register, at: u64, to: u64) -> bool {
     let (Some(from), Some(until)) = (cfg.block_containing(at), cfg.block_containing(to)) else { return false };
     let after_from = cfg.reachable_from(from);
@@ -218,10 +218,14 @@ fn held_between(cfg: &Cfg, reg: Register, at: u64, to: u64) -> bool {
             preds[succ].push(block);
         }
     }
+    // Back from `until` up to `from`: a path from before it runs the `lea` again.
     let mut before_until = vec![false; cfg.blocks.len()];
     before_until[until] = true;
     let mut pending = vec![until];
     while let Some(block) = pending.pop() {
+        if block == from {
+            continue;
+        }
         for &pred in &preds[block] {
             if !std::mem::replace(&mut before_until[pred], true) {
                 pending.push(pred);
@@ -615,26 +619,43 @@ impl Paths<'_> {
         bases: Option<&Bases>,
         based: &mut bool,
     ) -> (Option<Vec<u64>>, bool) {
-        let range = (self.start, end);
         if jump.op0_kind() == OpKind::Register {
-            let reg = jump.op0_register().full_register();
-            let label = match written_label(run, reg, range) {
-                Some(label) => label.map(|label| (label, false)),
-                None => self.label_into(run_start(run, jump), reg, range).map(|label| (label, true)),
-            };
-            if let Some((label, before)) = label {
-                return (Some(vec![label]), before);
+            match written_label(run, jump.op0_register().full_register(), (self.start, end)) {
+                Some(Some(label)) => return (Some(vec![label]), false),
+                Some(None) => {}
+                None => return (self.resolve_into(code, run_start(run, jump), jump, end, bases, based), true),
             }
         }
         let (bound, before) = self.bound(run, jump);
         (resolve(code, run, jump, (self.start, end, bound), bases, based), before)
     }
 
-    /// The label every path into `label` leaves in `reg` (see `written_label`).
-    fn label_into(&self, label: u64, reg: Register, range: (u64, u64)) -> Option<u64> {
-        let mut runs = self.runs_into(label)?.into_iter().map(|(run, _)| run);
-        let first = written_label(&runs.next()?, reg, range)??;
-        runs.all(|run| written_label(&run, reg, range) == Some(Some(first))).then_some(first)
+    /// The targets of `jump` when the run from `label` to it leaves its register alone: what
+    /// each path into `label` leaves there, a label or a table's entries, from the run before
+    /// it (`vfwprintf` sets a flag in a block both its dispatch and its unknown-specifier branch
+    /// go through).
+    fn resolve_into(
+        &self,
+        code: &Code<'_>,
+        label: u64,
+        jump: &Instruction,
+        end: u64,
+        bases: Option<&Bases>,
+        based: &mut bool,
+    ) -> Option<Vec<u64>> {
+        let mut targets = Vec::new();
+        for (run, _) in self.runs_into(label)? {
+            match written_label(&run, jump.op0_register().full_register(), (self.start, end))? {
+                Some(label) => targets.push(label),
+                None => {
+                    let (bound, _) = self.bound(&run, jump);
+                    targets.extend(resolve(code, &run, jump, (self.start, end, bound), bases, based)?);
+                }
+            }
+        }
+        targets.sort_unstable();
+        targets.dedup();
+        (!targets.is_empty()).then_some(targets)
     }
 
     /// The paths into `label`: the run before each direct branch to it, with the branch, and the
@@ -1352,7 +1373,7 @@ done: return
     /// the register, a call included; else the jump stays unknown.
     #[test]
     fn a_table_base_in_any_register_is_kept_while_no_path_to_the_jump_changes_it() {
-        let source = |body: &str| {
+        let source_after = |body: &str, after_call: &str| {
             format!(
                 "
 f:  lea table(%rip), %rcx
@@ -1371,7 +1392,7 @@ f:  lea table(%rip), %rcx
     jmp again
   done:
     call g
-    xor %ecx, %ecx
+    {after_call}
     ret
 g:  ret
   table:
@@ -1379,6 +1400,7 @@ g:  ret
 "
             )
         };
+        let source = |body: &str| source_after(body, "xor %ecx, %ecx");
         // The `xor` after `done` writes the register on no path to the jump.
         check(
             &source("nop"),
@@ -1397,6 +1419,9 @@ done+0x5: return
             let changed = check_text(&source(body));
             assert!(changed.trim_end().ends_with(unknown), "{body}: {changed}");
         }
+        // Back to the `lea` after the call: that path takes the table's address again.
+        let again = check_text(&source_after("nop", "test %eax, %eax\n    jne f"));
+        assert!(again.contains("again+0xc: flow -> case0 case1\n") && !again.contains(unknown), "{again}");
     }
 
     /// glibc's `vfprintf`: the format character is checked before the paths join that dispatch
@@ -1448,10 +1473,57 @@ case1: return
 unknown: return
 ",
         );
-        // Another path into each run, which checks nothing and loads another label.
-        let unchecked = check_text(&source("lea case0(%rip), %rax\n    cmp $2, %edx\n    je out\n    jmp dispatch"));
+        // Another path into each run, which checks nothing and loads another label: both labels.
+        let other =
+            |load: &str| check_text(&source(&format!("{load}\n    cmp $2, %edx\n    je out\n    jmp dispatch")));
+        let unchecked = other("lea case0(%rip), %rax");
         assert!(unchecked.contains("dispatch: flow -> case0 case1 unknown\n"), "{unchecked}");
-        assert!(unchecked.contains("out: leave\n") && unchecked.trim_end().ends_with("incomplete"), "{unchecked}");
+        assert!(unchecked.contains("out: flow -> case0 unknown\n"), "{unchecked}");
+        // A path that loads the register from memory: anywhere.
+        let loaded = other("mov (%rsi), %rax");
+        assert!(loaded.contains("out: leave\n") && loaded.trim_end().ends_with("incomplete"), "{loaded}");
+    }
+
+    /// glibc's `vfwprintf`: the dispatch computes its target, then falls into a block that the
+    /// unknown-specifier branch, with its label, also goes to, and that block jumps. `case2`,
+    /// beyond the bound the dispatch's path checked, is not a target.
+    #[test]
+    fn a_jump_after_paths_join_goes_where_each_path_points_it() {
+        check(
+            "
+f:  movzbl (%rdi), %ecx
+    lea unknown(%rip), %rax
+    lea -0x20(%rcx), %edx
+    cmp $1, %edx
+    ja shared
+    movzbl %cl, %eax
+    sub $0x20, %eax
+    lea table(%rip), %rdx
+    movslq (%rdx,%rax,4), %rax
+    add %rdx, %rax
+  shared:
+    mov $1, %r9d
+    jmp *%rax
+  case0:
+    ret
+  case1:
+    ret
+  unknown:
+    ret
+  case2:
+    ret
+  table:
+    .long case0 - table, case1 - table, case2 - table
+",
+            "
+f: flow -> f+0x12 shared
+f+0x12: flow -> shared
+shared: flow -> case0 case1 unknown
+case0: return
+case1: return
+unknown: return
+",
+        );
     }
 
     #[test]

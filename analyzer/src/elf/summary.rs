@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bump when the summary's meaning or layout changes: cached summaries of another format are
 /// ignored and recomputed.
-pub const FORMAT: u32 = 16;
+pub const FORMAT: u32 = 17;
 
 /// What one ELF file can do, function by function.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
