@@ -159,11 +159,12 @@ impl Cfg {
 /// the run joins other paths (the loop head), if its `lea` is on every path to the jump, nothing
 /// on a path from the one to the other writes the register (a call writes the caller-saved
 /// ones), and the function has no unresolved jump, which could bypass it. Where a run starts at a
-/// join, the bound of a table's index and a label the jump's register holds may come from the
-/// paths into it, each checked or loaded right before it (`Paths::resolve`); trusted only if the
-/// function ends up with no unresolved or computed jump, which could come in another way. Otherwise the jump stays unknown, and the linear sweep
-/// it forces leaves the states of the blocks it finds unknown — the stack pointer's included,
-/// which a loop then carries back to the blocks before the jump.
+/// join, the bound of a table's index and what the jump's register holds may come from the paths
+/// into it, each checked or computed right before it (`Paths::resolve`); trusted only if the
+/// function ends up with no unresolved or computed jump, which could come in another way.
+/// Otherwise the jump stays unknown, and the linear sweep it forces leaves the states of the
+/// blocks it finds unknown — the stack pointer's included, which a loop then carries back to the
+/// blocks before the jump.
 pub(crate) fn decode(code: &Code<'_>, start: u64, end: u64) -> Cfg {
     // Looked for only at a jump its own run leaves unknown: most functions have none.
     let bases = Bases::new();
@@ -719,10 +720,14 @@ fn run_start(run: &[Instruction], jump: &Instruction) -> u64 {
 /// The bound of a `run` that ends with `cmp $N, …` and `ja`/`jae`, whose fall-through is then
 /// below it.
 fn checked_then_fell(run: &[Instruction]) -> Option<u64> {
-    let [.., compare, branch] = run else { return None };
-    match branch.mnemonic() {
-        Mnemonic::Ja => Some(compared(compare)? + 1),
-        Mnemonic::Jae => compared(compare),
+    run.windows(2).last().and_then(checked_below)
+}
+
+/// How many entries `cmp $N, idx` and `ja` (N + 1) or `jae` (N) let through below.
+fn checked_below(pair: &[Instruction]) -> Option<u64> {
+    match pair[1].mnemonic() {
+        Mnemonic::Ja => Some(compared(&pair[0])? + 1),
+        Mnemonic::Jae => compared(&pair[0]),
         _ => None,
     }
 }
@@ -959,17 +964,9 @@ fn table_entries(limit: u64, entry: impl Fn(u64) -> Option<u64>) -> Option<Vec<u
     (!targets.is_empty()).then_some(targets)
 }
 
-/// `cmp idx, N` followed by `ja`: the table has N + 1 entries.
+/// The last `cmp idx, N` followed by `ja` in `run`: the table has N + 1 entries.
 fn bound(run: &[Instruction]) -> Option<u64> {
-    run.windows(2).rev().find_map(|pair| {
-        let (compare, branch) = (&pair[0], &pair[1]);
-        let unsigned_above = matches!(branch.mnemonic(), Mnemonic::Ja | Mnemonic::Jae);
-        let immediate = matches!(compare.op1_kind(), OpKind::Immediate8to32 | OpKind::Immediate32 | OpKind::Immediate8);
-        (compare.mnemonic() == Mnemonic::Cmp && unsigned_above && immediate).then(|| {
-            let count = compare.immediate(1);
-            if branch.mnemonic() == Mnemonic::Ja { count + 1 } else { count }
-        })
-    })
+    run.windows(2).rev().find_map(checked_below)
 }
 
 fn read_u64(code: &Code<'_>, addr: u64) -> Option<u64> {
