@@ -85,12 +85,20 @@ pub fn run(context: &Context) -> Result<Section> {
         "met".to_owned()
     } else {
         // The CPU work divided by the cores is the wall time's floor: past it, only less work helps.
+        // How busy the cores were says how far above the floor the run is.
         let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+        let busy: Vec<f64> = measured(&cpu[0])
+            .iter()
+            .zip(samples.values("seccomp-refine cold"))
+            .map(|(cpu, wall)| cpu / (wall * cores as f64))
+            .collect();
         format!(
-            "not met, by {:.0} % (its CPU time is {:.2}× objdump's, so on {cores} cores fully used the floor is {:.2}×)",
+            "not met, by {:.0} % (its CPU time is {:.2}× objdump's, so on {cores} cores fully used the floor is {:.2}×; \
+             they were busy for {:.0} % of its wall time)",
             (cold.median / GOAL_COLD_RATIO - 1.0) * 100.0,
             cold_cpu.median,
-            cold_cpu.median / cores as f64
+            cold_cpu.median / cores as f64,
+            median(&busy) * 100.0
         )
     };
     let mut table = Table::new(&[
