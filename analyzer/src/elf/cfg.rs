@@ -125,21 +125,6 @@ impl Cfg {
         self.blocks.partition_point(|block| self.insns[block.first].ip() <= addr).checked_sub(1)
     }
 
-    /// Per block, whether a path from `from` (itself included) leads there.
-    fn reachable_from(&self, from: usize) -> Vec<bool> {
-        let mut seen = vec![false; self.blocks.len()];
-        seen[from] = true;
-        let mut pending = vec![from];
-        while let Some(block) = pending.pop() {
-            for succ in self.succs(block) {
-                if !std::mem::replace(&mut seen[succ], true) {
-                    pending.push(succ);
-                }
-            }
-        }
-        seen
-    }
-
     /// The block that starts at `addr`, if one does.
     pub fn block_at(&self, addr: u64) -> Option<usize> {
         self.blocks.binary_search_by_key(&addr, |block| self.insns[block.first].ip()).ok()
@@ -190,21 +175,31 @@ fn dominates(cfg: &Cfg, through: u64, to: u64) -> bool {
     if through == to || to == 0 {
         return false;
     }
-    let mut seen = vec![false; cfg.blocks.len()];
-    seen[through] = true;
-    seen[0] = true;
-    let mut pending = if through == 0 { Vec::new() } else { vec![0] };
+    !spread(cfg.blocks.len(), 0, Some(through), |block| cfg.succs(block))[to]
+}
+
+/// Per block of `len`, whether it is reached from `start` along `next`, without going on from
+/// `stop` (reached, but a dead end, even when it is `start`).
+fn spread<I: IntoIterator<Item = usize>>(
+    len: usize,
+    start: usize,
+    stop: Option<usize>,
+    next: impl Fn(usize) -> I,
+) -> Vec<bool> {
+    let mut reached = vec![false; len];
+    reached[start] = true;
+    let mut pending = vec![start];
     while let Some(block) = pending.pop() {
-        if block == to {
-            return false;
+        if Some(block) == stop {
+            continue;
         }
-        for succ in cfg.succs(block) {
-            if !std::mem::replace(&mut seen[succ], true) {
+        for succ in next(block) {
+            if !std::mem::replace(&mut reached[succ], true) {
                 pending.push(succ);
             }
         }
     }
-    true
+    reached
 }
 
 /// Whether `reg` still holds what the instruction at `at` wrote when the one at `to` runs, on
@@ -212,7 +207,7 @@ fn dominates(cfg: &Cfg, through: u64, to: u64) -> bool {
 /// such a path writes it after `at`, and no call does if the register is caller-saved.
 fn held_between(cfg: &Cfg, reg: Register, at: u64, to: u64) -> bool {
     let (Some(from), Some(until)) = (cfg.block_containing(at), cfg.block_containing(to)) else { return false };
-    let after_from = cfg.reachable_from(from);
+    let after_from = spread(cfg.blocks.len(), from, None, |block| cfg.succs(block));
     let mut preds = vec![Vec::new(); cfg.blocks.len()];
     for block in 0..cfg.blocks.len() {
         for succ in cfg.succs(block) {
@@ -220,19 +215,7 @@ fn held_between(cfg: &Cfg, reg: Register, at: u64, to: u64) -> bool {
         }
     }
     // Back from `until` up to `from`: a path from before it runs the `lea` again.
-    let mut before_until = vec![false; cfg.blocks.len()];
-    before_until[until] = true;
-    let mut pending = vec![until];
-    while let Some(block) = pending.pop() {
-        if block == from {
-            continue;
-        }
-        for &pred in &preds[block] {
-            if !std::mem::replace(&mut before_until[pred], true) {
-                pending.push(pred);
-            }
-        }
-    }
+    let before_until = spread(cfg.blocks.len(), until, Some(from), |block| preds[block].iter().copied());
     let mut factory = iced_x86::InstructionInfoFactory::new();
     (0..cfg.blocks.len()).filter(|&block| after_from[block] && before_until[block]).all(|block| {
         cfg.block_insns(block)

@@ -197,8 +197,8 @@ fn join(resolved: &[String], last: &str) -> String {
     path
 }
 
-/// The first `limit` bytes of `file`, read into a buffer sized from its length: grown as it
-/// fills, a buffer for libcrypto was copied and faulted in eleven times over.
+/// The first `limit` bytes of `file`, read into a buffer sized from its length: grown by
+/// doubling as it filled, libcrypto's buffer was copied and faulted in again at every step.
 fn read_up_to(file: std::fs::File, limit: usize) -> std::io::Result<Vec<u8>> {
     let len = file.metadata()?.len().min(limit as u64) as usize;
     let mut bytes = Vec::with_capacity(len);
